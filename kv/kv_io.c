@@ -1,0 +1,207 @@
+#define _GNU_SOURCE
+#include "kv_io.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int px_open(void *ctx, const char *path, int flags)
+{
+    (void)ctx;
+    int f = O_CLOEXEC;
+    f |= (flags & KV_O_RDWR) ? O_RDWR : O_RDONLY;
+    if (flags & KV_O_CREAT) f |= O_CREAT;
+    if (flags & KV_O_EXCL) f |= O_EXCL;
+    if (flags & KV_O_TRUNC) f |= O_TRUNC;
+    int fd;
+    do fd = open(path, f, 0644); while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+static int px_close(void *ctx, int fd)
+{
+    (void)ctx;
+    /* close(2) must not be retried on EINTR (Linux frees the descriptor). */
+    return close(fd) < 0 && errno != EINTR ? -errno : 0;
+}
+
+static ssize_t px_pread(void *ctx, int fd, void *buf, size_t n, uint64_t off)
+{
+    (void)ctx;
+    ssize_t r;
+    do r = pread(fd, buf, n, (off_t)off); while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+static ssize_t px_pwrite(void *ctx, int fd, const void *buf, size_t n, uint64_t off)
+{
+    (void)ctx;
+    ssize_t r;
+    do r = pwrite(fd, buf, n, (off_t)off); while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+static int px_fdatasync(void *ctx, int fd)
+{
+    (void)ctx;
+    /* Not retried on failure: after a failed fdatasync the kernel may have
+     * dropped the dirty pages, so a second call could report success for
+     * data that never reached the disk. */
+    return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+static int px_ftruncate(void *ctx, int fd, uint64_t len)
+{
+    (void)ctx;
+    int r;
+    do r = ftruncate(fd, (off_t)len); while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
+static int px_fsize(void *ctx, int fd, uint64_t *size)
+{
+    (void)ctx;
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -errno;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+static int px_rename(void *ctx, const char *from, const char *to)
+{
+    (void)ctx;
+    return rename(from, to) < 0 ? -errno : 0;
+}
+
+static int px_unlink(void *ctx, const char *path)
+{
+    (void)ctx;
+    return unlink(path) < 0 ? -errno : 0;
+}
+
+static int px_mkdir(void *ctx, const char *path)
+{
+    (void)ctx;
+    return mkdir(path, 0755) < 0 ? -errno : 0;
+}
+
+static int px_fsync_dir(void *ctx, const char *path)
+{
+    (void)ctx;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int r = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return r;
+}
+
+static int px_list_dir(void *ctx, const char *path, kv_io_dirent_fn fn, void *arg)
+{
+    (void)ctx;
+    DIR *d = opendir(path);
+    if (!d) return -errno;
+    struct dirent *e;
+    errno = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (fn(arg, e->d_name)) break;
+        errno = 0;
+    }
+    int r = errno ? -errno : 0;
+    closedir(d);
+    return r;
+}
+
+static int px_lock(void *ctx, const char *path)
+{
+    (void)ctx;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return -errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(fd);
+        return e == EWOULDBLOCK ? -EWOULDBLOCK : -e;
+    }
+    return fd;
+}
+
+static const kv_io posix_io = {
+    .ctx = NULL,
+    .open = px_open,
+    .close = px_close,
+    .pread = px_pread,
+    .pwrite = px_pwrite,
+    .fdatasync = px_fdatasync,
+    .ftruncate = px_ftruncate,
+    .fsize = px_fsize,
+    .rename = px_rename,
+    .unlink = px_unlink,
+    .mkdir = px_mkdir,
+    .fsync_dir = px_fsync_dir,
+    .list_dir = px_list_dir,
+    .lock = px_lock,
+};
+
+const kv_io *kv_io_posix(void)
+{
+    return &posix_io;
+}
+
+int kv_io_read_full(const kv_io *io, int fd, void *buf, size_t n, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t r = io->pread(io->ctx, fd, p, n, off);
+        if (r < 0) return (int)r;
+        if (r == 0) return -ENODATA;
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int kv_io_write_full(const kv_io *io, int fd, const void *buf, size_t n, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t r = io->pwrite(io->ctx, fd, p, n, off);
+        if (r < 0) return (int)r;
+        if (r == 0) return -EIO;
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int kv_io_read_file(const kv_io *io, const char *path, uint64_t max_len, uint8_t **buf, uint64_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+    int fd = io->open(io->ctx, path, KV_O_RDONLY);
+    if (fd < 0) return fd;
+    uint64_t size;
+    int r = io->fsize(io->ctx, fd, &size);
+    if (r == 0 && size > max_len) r = -EFBIG;
+    uint8_t *b = NULL;
+    if (r == 0) {
+        b = malloc(size ? size : 1);
+        if (!b) r = -ENOMEM;
+    }
+    if (r == 0) r = kv_io_read_full(io, fd, b, size, 0);
+    io->close(io->ctx, fd);
+    if (r < 0) {
+        free(b);
+        return r;
+    }
+    *buf = b;
+    *len = size;
+    return 0;
+}

@@ -1,0 +1,169 @@
+#include "kv_record.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <zlib.h>
+
+uint32_t kv_crc32(uint32_t crc, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    /* zlib's crc32() takes uInt lengths; feed large buffers in slices. */
+    while (n > 0) {
+        uInt chunk = n > (1u << 30) ? (1u << 30) : (uInt)n;
+        crc = (uint32_t)crc32(crc, b, chunk);
+        b += chunk;
+        n -= chunk;
+    }
+    return crc;
+}
+
+kv_status kv_record_check_sizes(size_t klen, size_t vlen)
+{
+    if (klen > KV_MAX_KEY_LEN || vlen > KV_MAX_VALUE_LEN) return KV_INVALID;
+    return KV_OK;
+}
+
+size_t kv_record_finish(uint8_t *rec, uint8_t type, uint8_t rflags, uint64_t seq, uint64_t expire_ms,
+                        uint32_t flags, uint32_t klen, uint32_t vlen)
+{
+    uint32_t len = KV_REC_HEADER_SIZE + klen + vlen;
+    kv_put_u32(rec + 8, len);
+    rec[12] = type;
+    rec[13] = rflags;
+    kv_put_u16(rec + 14, 0);
+    kv_put_u32(rec + 16, klen);
+    kv_put_u32(rec + 20, vlen);
+    kv_put_u64(rec + 24, seq);
+    kv_put_u64(rec + 32, expire_ms);
+    kv_put_u32(rec + 40, flags);
+    kv_put_u32(rec + 4, kv_crc32(0, rec + 8, KV_REC_HEADER_SIZE - 8));
+    kv_put_u32(rec, kv_crc32(0, rec + 4, len - 4));
+    return len;
+}
+
+size_t kv_record_encode(uint8_t *out, uint8_t type, uint8_t rflags, uint64_t seq, uint64_t expire_ms,
+                        uint32_t flags, const void *key, uint32_t klen, const void *val, uint32_t vlen)
+{
+    if (klen) memcpy(out + KV_REC_HEADER_SIZE, key, klen);
+    if (vlen) memcpy(out + KV_REC_HEADER_SIZE + klen, val, vlen);
+    return kv_record_finish(out, type, rflags, seq, expire_ms, flags, klen, vlen);
+}
+
+kv_status kv_record_decode_header(const uint8_t buf[KV_REC_HEADER_SIZE], kv_record *r)
+{
+    if (kv_get_u32(buf + 4) != kv_crc32(0, buf + 8, KV_REC_HEADER_SIZE - 8)) return KV_CORRUPT_BKPT;
+    uint8_t type = buf[12];
+    uint32_t len = kv_get_u32(buf + 8), klen = kv_get_u32(buf + 16), vlen = kv_get_u32(buf + 20);
+    uint8_t rflags = buf[13];
+    if ((rflags & ~KV_RF_IN_BATCH) != 0 || kv_get_u16(buf + 14) != 0) return KV_CORRUPT_BKPT;
+    if ((rflags & KV_RF_IN_BATCH) && type != KV_REC_PUT && type != KV_REC_TOMBSTONE) return KV_CORRUPT_BKPT;
+    switch (type) {
+    case KV_REC_PUT:
+        if (klen > KV_MAX_KEY_LEN || vlen > KV_MAX_VALUE_LEN) return KV_CORRUPT_BKPT;
+        break;
+    case KV_REC_TOMBSTONE:
+        if (klen > KV_MAX_KEY_LEN || vlen != 0 || kv_get_u64(buf + 32) != 0 || kv_get_u32(buf + 40) != 0)
+            return KV_CORRUPT_BKPT;
+        break;
+    case KV_REC_BATCH:
+        if (klen != 0 || vlen > KV_MAX_BATCH_LEN || kv_get_u64(buf + 32) != 0) return KV_CORRUPT_BKPT;
+        break;
+    default:
+        return KV_CORRUPT_BKPT;
+    }
+    if ((uint64_t)len != (uint64_t)KV_REC_HEADER_SIZE + klen + vlen) return KV_CORRUPT_BKPT;
+    r->type = type;
+    r->rflags = rflags;
+    r->len = len;
+    r->klen = klen;
+    r->vlen = vlen;
+    r->seq = kv_get_u64(buf + 24);
+    r->expire_ms = kv_get_u64(buf + 32);
+    r->flags = kv_get_u32(buf + 40);
+    r->key = NULL;
+    r->val = NULL;
+    return KV_OK;
+}
+
+/* Checks a batch payload: exactly `count` put/tombstone records with
+ * sequence numbers seq, seq+1, ... and nothing left over. */
+static kv_status batch_verify(const kv_record *b)
+{
+    size_t pos = 0;
+    uint32_t n = 0;
+    kv_record e;
+    kv_status st;
+    while ((st = kv_batch_next(b, &pos, &e)) == KV_OK) {
+        if (e.seq != b->seq + n) return KV_CORRUPT_BKPT;
+        n++;
+    }
+    if (st != KV_NOT_FOUND) return st;
+    if (n != b->flags || n == 0) return KV_CORRUPT_BKPT;
+    return KV_OK;
+}
+
+kv_status kv_record_decode(const uint8_t *buf, size_t avail, kv_record *r)
+{
+    if (avail < KV_REC_HEADER_SIZE) return KV_NEED_MORE;
+    kv_status st = kv_record_decode_header(buf, r);
+    if (st != KV_OK) return st;
+    if (r->len > avail) return KV_NEED_MORE;
+    if (kv_get_u32(buf) != kv_crc32(0, buf + 4, r->len - 4)) return KV_CORRUPT_BKPT;
+    r->key = buf + KV_REC_HEADER_SIZE;
+    r->val = buf + KV_REC_HEADER_SIZE + r->klen;
+    if (r->type == KV_REC_BATCH) return batch_verify(r);
+    return KV_OK;
+}
+
+kv_status kv_batch_next(const kv_record *batch, size_t *pos, kv_record *e)
+{
+    if (*pos >= batch->vlen) return KV_NOT_FOUND;
+    kv_status st = kv_record_decode(batch->val + *pos, batch->vlen - *pos, e);
+    if (st == KV_NEED_MORE) return KV_CORRUPT_BKPT; /* entry runs past the payload */
+    if (st != KV_OK) return st;
+    if (!(e->rflags & KV_RF_IN_BATCH)) return KV_CORRUPT_BKPT;
+    *pos += e->len;
+    return KV_OK;
+}
+
+void kv_seg_header_encode(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms)
+{
+    memset(out, 0, KV_SEG_HEADER_SIZE);
+    memcpy(out, KV_SEG_MAGIC, 4);
+    kv_put_u16(out + 4, KV_FORMAT_VERSION);
+    kv_put_u16(out + 6, KV_SEG_HEADER_SIZE);
+    kv_put_u32(out + 8, id);
+    kv_put_u64(out + 16, created_ms);
+    kv_put_u32(out + 28, kv_crc32(0, out, 28));
+}
+
+kv_status kv_seg_header_decode(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t expect_id, uint32_t *id)
+{
+    if (memcmp(in, KV_SEG_MAGIC, 4) != 0) return KV_CORRUPT_BKPT;
+    if (kv_get_u32(in + 28) != kv_crc32(0, in, 28)) return KV_CORRUPT_BKPT;
+    if (kv_get_u16(in + 4) != KV_FORMAT_VERSION) return KV_VERSION;
+    if (kv_get_u16(in + 6) != KV_SEG_HEADER_SIZE) return KV_CORRUPT_BKPT;
+    if (kv_get_u32(in + 12) != 0 || kv_get_u32(in + 24) != 0) return KV_CORRUPT_BKPT;
+    uint32_t got = kv_get_u32(in + 8);
+    if (expect_id != 0 && got != expect_id) return KV_CORRUPT_BKPT;
+    if (id) *id = got;
+    return KV_OK;
+}
+
+void kv_seg_name(char *out, size_t cap, uint32_t id)
+{
+    snprintf(out, cap, "%010u.seg", id);
+}
+
+int kv_seg_parse_name(const char *name, uint32_t *id)
+{
+    if (strlen(name) != 14 || strcmp(name + 10, ".seg") != 0) return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (name[i] < '0' || name[i] > '9') return 0;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    if (v == 0 || v > UINT32_MAX) return 0;
+    *id = (uint32_t)v;
+    return 1;
+}

@@ -1,0 +1,1079 @@
+#define _GNU_SOURCE
+#include "kv_store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kv_keydir.h"
+#include "kv_record.h"
+
+/* ---- batches ---- */
+
+typedef struct batch_op {
+    uint8_t type; /* KV_REC_PUT or KV_REC_TOMBSTONE */
+    uint32_t klen, vlen;
+    size_t data_off; /* key then value bytes in the batch arena */
+    uint64_t expire_ms;
+    uint32_t flags;
+} batch_op;
+
+struct kv_batch {
+    batch_op *ops;
+    size_t nops, cap_ops;
+    uint8_t *data;
+    size_t data_len, data_cap;
+    uint64_t enc_bytes; /* encoded size of the entries */
+};
+
+kv_batch *kv_batch_new(void)
+{
+    return calloc(1, sizeof(kv_batch));
+}
+
+void kv_batch_free(kv_batch *b)
+{
+    if (!b) return;
+    free(b->ops);
+    free(b->data);
+    free(b);
+}
+
+void kv_batch_clear(kv_batch *b)
+{
+    b->nops = 0;
+    b->data_len = 0;
+    b->enc_bytes = 0;
+}
+
+size_t kv_batch_count(const kv_batch *b)
+{
+    return b->nops;
+}
+
+static kv_status batch_add(kv_batch *b, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
+                           uint64_t expire_ms, uint32_t flags)
+{
+    if (kv_record_check_sizes(klen, vlen) != KV_OK) return KV_INVALID;
+    uint64_t enc = kv_record_size(klen, vlen);
+    if (b->enc_bytes + enc > KV_MAX_BATCH_LEN) return KV_INVALID;
+    if (b->nops == b->cap_ops) {
+        size_t nc = b->cap_ops ? b->cap_ops * 2 : 8;
+        batch_op *no = realloc(b->ops, nc * sizeof *no);
+        if (!no) return ENOMEM;
+        b->ops = no;
+        b->cap_ops = nc;
+    }
+    if (b->data_len + klen + vlen > b->data_cap) {
+        size_t nc = b->data_cap ? b->data_cap : 256;
+        while (nc < b->data_len + klen + vlen) nc *= 2;
+        uint8_t *nd = realloc(b->data, nc);
+        if (!nd) return ENOMEM;
+        b->data = nd;
+        b->data_cap = nc;
+    }
+    batch_op *op = &b->ops[b->nops++];
+    op->type = type;
+    op->klen = (uint32_t)klen;
+    op->vlen = (uint32_t)vlen;
+    op->data_off = b->data_len;
+    op->expire_ms = expire_ms;
+    op->flags = flags;
+    if (klen) memcpy(b->data + b->data_len, key, klen);
+    if (vlen) memcpy(b->data + b->data_len + klen, val, vlen);
+    b->data_len += klen + vlen;
+    b->enc_bytes += enc;
+    return KV_OK;
+}
+
+kv_status kv_batch_put(kv_batch *b, const void *key, size_t klen, const void *val, size_t vlen,
+                       uint64_t expire_ms, uint32_t flags)
+{
+    return batch_add(b, KV_REC_PUT, key, klen, val, vlen, expire_ms, flags);
+}
+
+kv_status kv_batch_delete(kv_batch *b, const void *key, size_t klen)
+{
+    return batch_add(b, KV_REC_TOMBSTONE, key, klen, NULL, 0, 0, 0);
+}
+
+/* Encoded size of a batch as one log write. */
+static uint64_t batch_wire_size(const kv_batch *b)
+{
+    return b->nops == 1 ? b->enc_bytes : KV_REC_HEADER_SIZE + b->enc_bytes;
+}
+
+/* ---- the store ---- */
+
+/* A queued write. batch == NULL is a sync barrier (kv_sync). */
+typedef struct req {
+    struct req *next;
+    const kv_batch *batch;
+    kv_write_cb cb;
+    void *arg;
+    int owned; /* allocated by kv_write_async: freed after cb */
+} req;
+
+typedef struct segment {
+    uint32_t id;
+    int fd;
+} segment;
+
+/* One put or tombstone of the current group, to publish after the sync. */
+typedef struct group_op {
+    const uint8_t *key;
+    uint32_t klen;
+    uint8_t type;
+    uint32_t len; /* record bytes */
+    uint64_t off; /* offset in the segment */
+    uint64_t seq;
+    uint64_t expire_ms;
+} group_op;
+
+struct kv_store {
+    char *dir;
+    const kv_io *io;
+    kv_options opt;
+    int lock_fd;
+
+    /* Guarded by lock: key directory, segment table, byte counters. */
+    pthread_rwlock_t lock;
+    kv_keydir *kd;
+    segment *segs;
+    size_t nsegs, cap_segs;
+    uint64_t live_bytes, dead_bytes, log_bytes, header_bytes, records;
+    uint64_t sweep_cursor, expired_swept;
+
+    /* Guarded by qmu: the write queue and writer state. */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    req *qhead, *qtail;
+    int closing;
+    int failstop;
+    kv_status fail_status;
+    char fail_reason[512];
+    uint64_t st_groups, st_group_writes, st_fdatasyncs, st_fdatasync_us, st_fdatasync_max_us, st_synced_writes;
+    uint64_t last_seq;
+
+    /* Writer thread only. */
+    pthread_t writer;
+    int active_fd;
+    uint32_t active_id;
+    uint64_t active_size;
+    uint64_t unsynced_writes; /* writes appended since the last fdatasync */
+    uint64_t last_sync_ms;
+    uint8_t *gbuf;
+    size_t gbuf_cap;
+    group_op *gops;
+    size_t gops_cap;
+
+    kvr_report rep;
+};
+
+static void logf_(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void logf_(kv_store *s, int level, const char *fmt, ...)
+{
+    if (!s->opt.log) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    s->opt.log(s->opt.log_arg, level, msg);
+}
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t wall_ms(kv_store *s)
+{
+    if (s->opt.clock_ms) return s->opt.clock_ms(s->opt.clock_arg);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+const char *kv_fsync_name(kv_fsync_policy p)
+{
+    switch (p) {
+    case KV_FSYNC_ALWAYS: return "always";
+    case KV_FSYNC_EVERYSEC: return "everysec";
+    case KV_FSYNC_NO: return "no";
+    }
+    return "unknown";
+}
+
+kv_status kv_fsync_parse(const char *s, kv_fsync_policy *p)
+{
+    for (int i = KV_FSYNC_ALWAYS; i <= KV_FSYNC_NO; i++)
+        if (!strcmp(s, kv_fsync_name((kv_fsync_policy)i))) {
+            *p = (kv_fsync_policy)i;
+            return KV_OK;
+        }
+    return KV_INVALID;
+}
+
+void kv_options_init(kv_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->fsync = KV_FSYNC_ALWAYS;
+    o->segment_max_bytes = KV_DEFAULT_SEGMENT_MAX;
+    o->group_max_bytes = KV_DEFAULT_GROUP_MAX;
+    o->recovery_mode = KVR_TOLERATE_TAIL;
+}
+
+static void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap)
+{
+    char name[32];
+    kv_seg_name(name, sizeof name, id);
+    snprintf(out, cap, "%s/%s", s->dir, name);
+}
+
+/* Segment table lookup (caller holds lock). Returns the fd or -1. */
+static int seg_fd(const kv_store *s, uint32_t id)
+{
+    size_t lo = 0, hi = s->nsegs;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (s->segs[mid].id == id) return s->segs[mid].fd;
+        if (s->segs[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+static int seg_add(kv_store *s, uint32_t id, int fd)
+{
+    if (s->nsegs == s->cap_segs) {
+        size_t nc = s->cap_segs ? s->cap_segs * 2 : 16;
+        segment *ns = realloc(s->segs, nc * sizeof *ns);
+        if (!ns) return -ENOMEM;
+        s->segs = ns;
+        s->cap_segs = nc;
+    }
+    s->segs[s->nsegs].id = id;
+    s->segs[s->nsegs].fd = fd;
+    s->nsegs++;
+    return 0;
+}
+
+/* Enters fail-stop (writer thread or open). Keeps the first reason. */
+static void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg)
+{
+    char path[4096];
+    seg_path(s, seg, path, sizeof path);
+    pthread_mutex_lock(&s->qmu);
+    if (!s->failstop) {
+        s->failstop = 1;
+        s->fail_status = st;
+        snprintf(s->fail_reason, sizeof s->fail_reason,
+                 "%s on %s failed: %s%s; the store refuses writes until it is restarted", what, path,
+                 kv_strerror(st), st == ENOSPC ? " (disk full)" : "");
+        pthread_mutex_unlock(&s->qmu);
+        logf_(s, KV_LOG_ERROR, "fail-stop: %s", s->fail_reason);
+        return;
+    }
+    pthread_mutex_unlock(&s->qmu);
+}
+
+/* Creates segment `id` durably: header written and fdatasync'ed, then the
+ * directory fsync'ed. Returns the fd or -errno (file may be left behind
+ * with a torn header, which recovery cuts). */
+static int create_segment(kv_store *s, uint32_t id)
+{
+    char path[4096];
+    seg_path(s, id, path, sizeof path);
+    int fd = s->io->open(s->io->ctx, path, KV_O_RDWR | KV_O_CREAT | KV_O_EXCL);
+    if (fd < 0) return fd;
+    uint8_t hdr[KV_SEG_HEADER_SIZE];
+    kv_seg_header_encode(hdr, id, wall_ms(s));
+    int r = kv_io_write_full(s->io, fd, hdr, sizeof hdr, 0);
+    if (r == 0) r = s->io->fdatasync(s->io->ctx, fd);
+    if (r == 0) r = s->io->fsync_dir(s->io->ctx, s->dir);
+    if (r < 0) {
+        s->io->close(s->io->ctx, fd);
+        return r;
+    }
+    return fd;
+}
+
+/* fdatasync of the active segment with statistics. */
+static int sync_active(kv_store *s)
+{
+    uint64_t t0 = mono_us();
+    int r = s->io->fdatasync(s->io->ctx, s->active_fd);
+    uint64_t dt = mono_us() - t0;
+    pthread_mutex_lock(&s->qmu);
+    s->st_fdatasyncs++;
+    s->st_fdatasync_us += dt;
+    if (dt > s->st_fdatasync_max_us) s->st_fdatasync_max_us = dt;
+    if (r == 0) s->st_synced_writes += s->unsynced_writes;
+    pthread_mutex_unlock(&s->qmu);
+    if (r < 0) {
+        failstop(s, -r, "fdatasync", s->active_id);
+        return r;
+    }
+    s->unsynced_writes = 0;
+    s->last_sync_ms = mono_us() / 1000u;
+    return 0;
+}
+
+/* Seals the active segment and starts the next one. */
+static int rotate(kv_store *s)
+{
+    if (s->unsynced_writes > 0 && sync_active(s) < 0) return -1;
+    uint32_t id = s->active_id + 1;
+    int fd = create_segment(s, id);
+    if (fd < 0) {
+        failstop(s, -fd, "creating segment", id);
+        return -1;
+    }
+    pthread_rwlock_wrlock(&s->lock);
+    int r = seg_add(s, id, fd);
+    if (r == 0) {
+        s->log_bytes += KV_SEG_HEADER_SIZE;
+        s->header_bytes += KV_SEG_HEADER_SIZE;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    if (r < 0) {
+        s->io->close(s->io->ctx, fd);
+        failstop(s, -r, "adding segment", id);
+        return -1;
+    }
+    logf_(s, KV_LOG_INFO, "sealed segment %u at %" PRIu64 " bytes, appending to segment %u", s->active_id,
+          s->active_size, id);
+    s->active_fd = fd;
+    s->active_id = id;
+    s->active_size = KV_SEG_HEADER_SIZE;
+    return 0;
+}
+
+static int ensure_gbuf(kv_store *s, size_t need)
+{
+    if (need <= s->gbuf_cap) return 0;
+    size_t nc = s->gbuf_cap ? s->gbuf_cap : 65536;
+    while (nc < need) nc *= 2;
+    uint8_t *nb = realloc(s->gbuf, nc);
+    if (!nb) return -ENOMEM;
+    s->gbuf = nb;
+    s->gbuf_cap = nc;
+    return 0;
+}
+
+static int ensure_gops(kv_store *s, size_t need)
+{
+    if (need <= s->gops_cap) return 0;
+    size_t nc = s->gops_cap ? s->gops_cap : 256;
+    while (nc < need) nc *= 2;
+    group_op *ng = realloc(s->gops, nc * sizeof *ng);
+    if (!ng) return -ENOMEM;
+    s->gops = ng;
+    s->gops_cap = nc;
+    return 0;
+}
+
+/* Does `key` exist as the writer sees it: the earlier ops of this group
+ * first (newest wins), then the key directory. */
+static int writer_key_exists(kv_store *s, size_t ngops, const uint8_t *key, uint32_t klen, uint64_t now)
+{
+    for (size_t i = ngops; i-- > 0;) {
+        group_op *g = &s->gops[i];
+        if (g->klen == klen && memcmp(g->key, key, klen) == 0)
+            return g->type == KV_REC_PUT && (g->expire_ms == 0 || g->expire_ms > now);
+    }
+    kv_loc loc;
+    pthread_rwlock_rdlock(&s->lock);
+    int found = kv_keydir_get(s->kd, key, klen, &loc);
+    pthread_rwlock_unlock(&s->lock);
+    return found && (loc.expire_ms == 0 || loc.expire_ms > now);
+}
+
+static void complete(req *r, kv_status st)
+{
+    kv_write_cb cb = r->cb;
+    void *arg = r->arg;
+    int owned = r->owned;
+    if (owned) free(r);
+    cb(arg, st);
+}
+
+/* Publishes a written group to the key directory (and byte counters). */
+static void publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes)
+{
+    pthread_rwlock_wrlock(&s->lock);
+    uint64_t entry_bytes = 0;
+    for (size_t i = 0; i < ngops; i++) {
+        group_op *g = &s->gops[i];
+        kv_loc old;
+        int had = 0;
+        entry_bytes += g->len;
+        if (g->type == KV_REC_PUT) {
+            kv_loc loc = {s->active_id, g->len, g->off, g->seq, g->expire_ms};
+            if (kv_keydir_put(s->kd, g->key, g->klen, &loc, &old, &had) != KV_OK) {
+                /* Out of memory: the record is durable, but this process
+                 * cannot index it; stop taking writes, a restart sees it. */
+                failstop(s, ENOMEM, "indexing a record", s->active_id);
+                continue;
+            }
+            s->live_bytes += g->len;
+        } else {
+            had = kv_keydir_del(s->kd, g->key, g->klen, &old);
+            s->dead_bytes += g->len;
+        }
+        if (had) {
+            s->live_bytes -= old.len;
+            s->dead_bytes += old.len;
+        }
+    }
+    s->dead_bytes += bytes - entry_bytes; /* batch record headers */
+    s->log_bytes += bytes;
+    s->records += nrecords;
+    pthread_rwlock_unlock(&s->lock);
+}
+
+/* Encodes, writes, syncs and publishes one group of requests, then
+ * completes them. */
+static void write_group(kv_store *s, req *head)
+{
+    size_t nreqs = 0;
+    int want_sync = 0;
+    for (req *r = head; r; r = r->next) {
+        nreqs++;
+        if (!r->batch) want_sync = 1;
+    }
+    pthread_mutex_lock(&s->qmu);
+    int fs = s->failstop;
+    uint64_t seq = s->last_seq;
+    pthread_mutex_unlock(&s->qmu);
+    if (fs) {
+        while (head) {
+            req *n = head->next;
+            complete(head, KV_FAILSTOP);
+            head = n;
+        }
+        return;
+    }
+    if (s->active_size >= s->opt.segment_max_bytes && rotate(s) < 0) {
+        write_group(s, head); /* now in fail-stop: completes all */
+        return;
+    }
+
+    /* Encode. The per-request status stays KV_OK unless the request is a
+     * delete of an absent key. */
+    kv_status *res = calloc(nreqs ? nreqs : 1, sizeof *res);
+    uint64_t need = 0;
+    size_t nops = 0;
+    for (req *r = head; r; r = r->next)
+        if (r->batch) {
+            need += batch_wire_size(r->batch);
+            nops += r->batch->nops;
+        }
+    if (!res || ensure_gbuf(s, need) < 0 || ensure_gops(s, nops) < 0) {
+        free(res);
+        while (head) {
+            req *n = head->next;
+            complete(head, ENOMEM);
+            head = n;
+        }
+        return;
+    }
+    uint64_t now = wall_ms(s);
+    size_t pos = 0, ngops = 0, i = 0;
+    uint64_t nrecords = 0, nwrites = 0;
+    for (req *r = head; r; r = r->next, i++) {
+        const kv_batch *b = r->batch;
+        if (!b) continue;
+        if (b->nops == 1) {
+            const batch_op *op = &b->ops[0];
+            const uint8_t *key = b->data + op->data_off;
+            if (op->type == KV_REC_TOMBSTONE && !writer_key_exists(s, ngops, key, op->klen, now)) {
+                res[i] = KV_NOT_FOUND;
+                continue;
+            }
+            size_t len = kv_record_encode(s->gbuf + pos, op->type, 0, ++seq, op->expire_ms, op->flags, key, op->klen,
+                                          key + op->klen, op->vlen);
+            s->gops[ngops++] = (group_op){key, op->klen, op->type, (uint32_t)len, s->active_size + pos, seq,
+                                          op->expire_ms};
+            pos += len;
+        } else {
+            size_t start = pos, epos = pos + KV_REC_HEADER_SIZE;
+            uint64_t first = seq + 1;
+            for (size_t k = 0; k < b->nops; k++) {
+                const batch_op *op = &b->ops[k];
+                const uint8_t *key = b->data + op->data_off;
+                size_t len = kv_record_encode(s->gbuf + epos, op->type, KV_RF_IN_BATCH, ++seq, op->expire_ms,
+                                              op->flags, key, op->klen, key + op->klen, op->vlen);
+                s->gops[ngops++] = (group_op){key, op->klen, op->type, (uint32_t)len, s->active_size + epos, seq,
+                                              op->expire_ms};
+                epos += len;
+            }
+            kv_record_finish(s->gbuf + start, KV_REC_BATCH, 0, first, 0, (uint32_t)b->nops, 0,
+                             (uint32_t)(epos - start - KV_REC_HEADER_SIZE));
+            pos = epos;
+        }
+        nrecords++;
+        nwrites++;
+    }
+
+    kv_status st = KV_OK;
+    if (pos > 0) {
+        int w = kv_io_write_full(s->io, s->active_fd, s->gbuf, pos, s->active_size);
+        if (w < 0) {
+            failstop(s, -w, "write", s->active_id);
+            st = -w;
+        } else {
+            s->unsynced_writes += nwrites;
+            if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) st = s->fail_status;
+        }
+    }
+    if (st == KV_OK && want_sync && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
+    if (st == KV_OK && pos > 0) {
+        s->active_size += pos;
+        pthread_mutex_lock(&s->qmu);
+        s->last_seq = seq;
+        s->st_groups++;
+        s->st_group_writes += nwrites;
+        pthread_mutex_unlock(&s->qmu);
+        publish(s, ngops, nrecords, pos);
+    }
+    i = 0;
+    while (head) {
+        req *n = head->next;
+        kv_status rs = st;
+        if (rs == KV_OK && !head->batch && s->failstop) rs = KV_FAILSTOP;
+        if (rs == KV_OK) rs = res[i];
+        complete(head, rs);
+        head = n;
+        i++;
+    }
+    free(res);
+}
+
+static void *writer_main(void *arg)
+{
+    kv_store *s = arg;
+    pthread_mutex_lock(&s->qmu);
+    for (;;) {
+        while (!s->qhead && !s->closing) {
+            if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->unsynced_writes > 0 && !s->failstop) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 1;
+                if (pthread_cond_timedwait(&s->qcv, &s->qmu, &ts) == ETIMEDOUT) break;
+            } else {
+                pthread_cond_wait(&s->qcv, &s->qmu);
+            }
+        }
+        if (!s->qhead && s->closing) break;
+        /* Take up to group_max_bytes of requests (always at least one). */
+        req *head = s->qhead, *tail = head;
+        uint64_t bytes = head ? (head->batch ? batch_wire_size(head->batch) : 0) : 0;
+        while (tail && tail->next) {
+            uint64_t nb = tail->next->batch ? batch_wire_size(tail->next->batch) : 0;
+            if (bytes + nb > s->opt.group_max_bytes) break;
+            bytes += nb;
+            tail = tail->next;
+        }
+        if (tail) {
+            s->qhead = tail->next;
+            if (!s->qhead) s->qtail = NULL;
+            tail->next = NULL;
+        }
+        pthread_mutex_unlock(&s->qmu);
+        if (head) write_group(s, head);
+        if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->unsynced_writes > 0 && !s->failstop &&
+            mono_us() / 1000u - s->last_sync_ms >= 1000u)
+            sync_active(s);
+        pthread_mutex_lock(&s->qmu);
+    }
+    pthread_mutex_unlock(&s->qmu);
+    return NULL;
+}
+
+static kv_status enqueue(kv_store *s, req *r)
+{
+    pthread_mutex_lock(&s->qmu);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->qmu);
+        return KV_CLOSED;
+    }
+    r->next = NULL;
+    if (s->qtail)
+        s->qtail->next = r;
+    else
+        s->qhead = r;
+    s->qtail = r;
+    pthread_cond_signal(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+    return KV_OK;
+}
+
+kv_status kv_write_async(kv_store *s, const kv_batch *b, kv_write_cb cb, void *arg)
+{
+    if (!b || b->nops == 0) return KV_INVALID;
+    req *r = calloc(1, sizeof *r);
+    if (!r) return ENOMEM;
+    r->batch = b;
+    r->cb = cb;
+    r->arg = arg;
+    r->owned = 1;
+    kv_status st = enqueue(s, r);
+    if (st != KV_OK) free(r);
+    return st;
+}
+
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    kv_status st;
+} waiter;
+
+static void wake(void *arg, kv_status st)
+{
+    waiter *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->st = st;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static kv_status submit_wait(kv_store *s, const kv_batch *b)
+{
+    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
+    req r = {NULL, b, wake, &w, 0};
+    kv_status st = enqueue(s, &r);
+    if (st != KV_OK) return st;
+    pthread_mutex_lock(&w.mu);
+    while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return w.st;
+}
+
+kv_status kv_write(kv_store *s, const kv_batch *b)
+{
+    if (!b || b->nops == 0) return KV_INVALID;
+    return submit_wait(s, b);
+}
+
+kv_status kv_sync(kv_store *s)
+{
+    return submit_wait(s, NULL);
+}
+
+/* One-op batch on the stack for kv_put / kv_delete, without copying. */
+static kv_status write_one(kv_store *s, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
+                           uint64_t expire_ms, uint32_t flags)
+{
+    if (kv_record_check_sizes(klen, vlen) != KV_OK) return KV_INVALID;
+    kv_batch b;
+    batch_op op;
+    kv_status st;
+    uint8_t small[256];
+    uint8_t *data = klen + vlen <= sizeof small ? small : malloc(klen + vlen);
+    if (!data) return ENOMEM;
+    if (klen) memcpy(data, key, klen);
+    if (vlen) memcpy(data + klen, val, vlen);
+    op = (batch_op){type, (uint32_t)klen, (uint32_t)vlen, 0, expire_ms, flags};
+    b = (kv_batch){&op, 1, 1, data, klen + vlen, klen + vlen, kv_record_size(klen, vlen)};
+    st = submit_wait(s, &b);
+    if (data != small) free(data);
+    return st;
+}
+
+kv_status kv_put(kv_store *s, const void *key, size_t klen, const void *val, size_t vlen, uint64_t expire_ms,
+                 uint32_t flags)
+{
+    return write_one(s, KV_REC_PUT, key, klen, val, vlen, expire_ms, flags);
+}
+
+kv_status kv_delete(kv_store *s, const void *key, size_t klen)
+{
+    return write_one(s, KV_REC_TOMBSTONE, key, klen, NULL, 0, 0, 0);
+}
+
+/* ---- reads ---- */
+
+void kv_value_free(kv_value *v)
+{
+    if (!v) return;
+    free(v->buf_);
+    v->buf_ = NULL;
+    v->data = NULL;
+    v->len = 0;
+}
+
+kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
+{
+    memset(v, 0, sizeof *v);
+    kv_loc loc;
+    uint64_t now = wall_ms(s);
+    pthread_rwlock_rdlock(&s->lock);
+    if (!kv_keydir_get(s->kd, key, klen, &loc) || (loc.expire_ms != 0 && loc.expire_ms <= now)) {
+        pthread_rwlock_unlock(&s->lock);
+        return KV_NOT_FOUND;
+    }
+    int fd = seg_fd(s, loc.seg);
+    uint8_t *buf = malloc(loc.len);
+    int r = !buf ? -ENOMEM : fd < 0 ? -EBADF : kv_io_read_full(s->io, fd, buf, loc.len, loc.off);
+    pthread_rwlock_unlock(&s->lock);
+    if (r < 0) {
+        free(buf);
+        if (r == -ENODATA) goto corrupt; /* the record is shorter on disk */
+        return -r;
+    }
+    kv_record rec;
+    if (kv_record_decode(buf, loc.len, &rec) != KV_OK || rec.type != KV_REC_PUT || rec.len != loc.len ||
+        rec.seq != loc.seq || rec.klen != klen || memcmp(rec.key, key, klen) != 0) {
+        free(buf);
+        goto corrupt;
+    }
+    v->data = rec.val;
+    v->len = rec.vlen;
+    v->expire_ms = rec.expire_ms;
+    v->flags = rec.flags;
+    v->seq = rec.seq;
+    v->buf_ = buf;
+    return KV_OK;
+corrupt:
+    logf_(s, KV_LOG_ERROR, "corrupt record for a key in segment %u at offset %" PRIu64 " (%u bytes); run kvfsck %s",
+          loc.seg, loc.off, loc.len, s->dir);
+    return KV_CORRUPT_BKPT;
+}
+
+kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms)
+{
+    kv_loc loc;
+    uint64_t now = wall_ms(s);
+    pthread_rwlock_rdlock(&s->lock);
+    int found = kv_keydir_get(s->kd, key, klen, &loc);
+    pthread_rwlock_unlock(&s->lock);
+    if (!found || (loc.expire_ms != 0 && loc.expire_ms <= now)) return KV_NOT_FOUND;
+    if (expire_ms) *expire_ms = loc.expire_ms;
+    return KV_OK;
+}
+
+typedef struct scan_ctx {
+    kv_scan_fn fn;
+    void *arg;
+    uint64_t now;
+} scan_ctx;
+
+static int scan_one(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
+{
+    scan_ctx *c = arg;
+    if (loc->expire_ms == 0 || loc->expire_ms > c->now) c->fn(c->arg, key, klen, loc->expire_ms);
+    return 0;
+}
+
+kv_status kv_scan(kv_store *s, uint64_t cursor, size_t count, kv_scan_fn fn, void *arg, uint64_t *next)
+{
+    scan_ctx c = {fn, arg, wall_ms(s)};
+    pthread_rwlock_rdlock(&s->lock);
+    *next = kv_keydir_scan(s->kd, cursor, count, scan_one, &c);
+    pthread_rwlock_unlock(&s->lock);
+    return KV_OK;
+}
+
+typedef struct sweep_ctx {
+    uint64_t now;
+    uint8_t **keys;
+    size_t *klens;
+    size_t n, cap;
+} sweep_ctx;
+
+static int sweep_collect(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
+{
+    sweep_ctx *c = arg;
+    if (loc->expire_ms == 0 || loc->expire_ms > c->now || c->n == c->cap) return 0;
+    uint8_t *k = malloc(klen ? klen : 1);
+    if (!k) return 0;
+    memcpy(k, key, klen);
+    c->keys[c->n] = k;
+    c->klens[c->n] = klen;
+    c->n++;
+    return 0;
+}
+
+size_t kv_expire_sweep(kv_store *s, size_t max_keys)
+{
+    if (max_keys == 0) return 0;
+    sweep_ctx c = {wall_ms(s), calloc(max_keys, sizeof(uint8_t *)), calloc(max_keys, sizeof(size_t)), 0, max_keys};
+    size_t removed = 0;
+    if (!c.keys || !c.klens) goto out;
+    pthread_rwlock_wrlock(&s->lock);
+    /* Look at up to 8x as many keys as may be removed, then stop. */
+    uint64_t cur = s->sweep_cursor;
+    size_t budget = max_keys * 8;
+    do {
+        size_t before = c.n;
+        cur = kv_keydir_scan(s->kd, cur, 16, sweep_collect, &c);
+        (void)before;
+        budget = budget > 16 ? budget - 16 : 0;
+    } while (cur != 0 && c.n < c.cap && budget > 0);
+    s->sweep_cursor = cur;
+    for (size_t i = 0; i < c.n; i++) {
+        kv_loc old;
+        if (kv_keydir_del(s->kd, c.keys[i], c.klens[i], &old)) {
+            s->live_bytes -= old.len;
+            s->dead_bytes += old.len;
+            removed++;
+        }
+    }
+    s->expired_swept += removed;
+    pthread_rwlock_unlock(&s->lock);
+out:
+    for (size_t i = 0; i < c.n; i++) free(c.keys[i]);
+    free(c.keys);
+    free(c.klens);
+    return removed;
+}
+
+/* ---- state ---- */
+
+void kv_get_stats(kv_store *s, kv_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    pthread_rwlock_rdlock(&s->lock);
+    st->keys = kv_keydir_count(s->kd);
+    st->live_bytes = s->live_bytes;
+    st->dead_bytes = s->dead_bytes;
+    st->log_bytes = s->log_bytes;
+    st->records = s->records;
+    st->segments = (uint32_t)s->nsegs;
+    st->active_segment = s->nsegs ? s->segs[s->nsegs - 1].id : 0;
+    st->expired_swept = s->expired_swept;
+    pthread_rwlock_unlock(&s->lock);
+    pthread_mutex_lock(&s->qmu);
+    st->last_seq = s->last_seq;
+    st->groups = s->st_groups;
+    st->group_writes = s->st_group_writes;
+    st->fdatasyncs = s->st_fdatasyncs;
+    st->fdatasync_us = s->st_fdatasync_us;
+    st->fdatasync_max_us = s->st_fdatasync_max_us;
+    st->synced_writes = s->st_synced_writes;
+    st->failstop = s->failstop;
+    pthread_mutex_unlock(&s->qmu);
+    st->fsync = s->opt.fsync;
+}
+
+int kv_failstop_reason(kv_store *s, char *buf, size_t cap)
+{
+    pthread_mutex_lock(&s->qmu);
+    int fs = s->failstop;
+    snprintf(buf, cap, "%s", fs ? s->fail_reason : "");
+    pthread_mutex_unlock(&s->qmu);
+    return fs;
+}
+
+const kvr_report *kv_recovery_report(kv_store *s)
+{
+    return &s->rep;
+}
+
+/* ---- open / close ---- */
+
+static void free_store(kv_store *s)
+{
+    for (size_t i = 0; i < s->nsegs; i++) s->io->close(s->io->ctx, s->segs[i].fd);
+    if (s->lock_fd >= 0) s->io->close(s->io->ctx, s->lock_fd);
+    kv_keydir_free(s->kd);
+    kvr_report_free(&s->rep);
+    pthread_rwlock_destroy(&s->lock);
+    pthread_mutex_destroy(&s->qmu);
+    pthread_cond_destroy(&s->qcv);
+    free(s->segs);
+    free(s->gbuf);
+    free(s->gops);
+    free(s->dir);
+    free(s);
+}
+
+/* Creates dir if absent, and makes its entry durable in the parent. */
+static int make_dir(const kv_io *io, const char *dir)
+{
+    int r = io->mkdir(io->ctx, dir);
+    if (r == -EEXIST) return 0;
+    if (r < 0) return r;
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", dir);
+    size_t n = strlen(parent);
+    while (n > 1 && parent[n - 1] == '/') parent[--n] = 0;
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else if (slash == parent)
+        parent[1] = 0;
+    else
+        *slash = 0;
+    return io->fsync_dir(io->ctx, parent);
+}
+
+static void copy_report(kvr_report *dst, const kvr_report *src)
+{
+    if (!dst) return;
+    *dst = *src;
+    dst->segs = NULL;
+    dst->nsegs = 0;
+}
+
+kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_report *report)
+{
+    *out = NULL;
+    if (report) memset(report, 0, sizeof *report);
+    kv_options o;
+    if (opt)
+        o = *opt;
+    else
+        kv_options_init(&o);
+    if (!o.io) o.io = kv_io_posix();
+    if (o.segment_max_bytes < KV_MIN_SEGMENT_MAX || o.group_max_bytes == 0 || o.fsync > KV_FSYNC_NO ||
+        o.recovery_mode > KVR_SKIP_CORRUPT || strlen(dir) > 3900) {
+        if (report) snprintf(report->message, sizeof report->message, "invalid options");
+        return KV_INVALID;
+    }
+    kv_store *s = calloc(1, sizeof *s);
+    if (!s) return ENOMEM;
+    s->dir = strdup(dir);
+    s->io = o.io;
+    s->opt = o;
+    s->lock_fd = -1;
+    s->active_fd = -1;
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&s->qmu, NULL);
+    pthread_cond_init(&s->qcv, NULL);
+    s->kd = kv_keydir_new();
+    kv_status st = KV_OK;
+    char path[4096];
+    if (!s->dir || !s->kd) {
+        st = ENOMEM;
+        goto fail;
+    }
+
+    int r = make_dir(s->io, dir);
+    if (r < 0) {
+        st = -r;
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot create data directory %s: %s", dir, kv_strerror(st));
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    s->lock_fd = s->io->lock(s->io->ctx, path);
+    if (s->lock_fd < 0) {
+        st = s->lock_fd == -EWOULDBLOCK ? KV_LOCKED : -s->lock_fd;
+        snprintf(s->rep.message, sizeof s->rep.message, "%s: %s",
+                 st == KV_LOCKED ? "data directory is in use by another process (LOCK held)"
+                                 : "cannot lock data directory",
+                 dir);
+        if (st != KV_LOCKED)
+            snprintf(s->rep.message, sizeof s->rep.message, "cannot lock %s: %s", path, kv_strerror(st));
+        s->lock_fd = -1;
+        goto fail;
+    }
+
+    st = kvr_recover(s->io, dir, o.recovery_mode, wall_ms(s), s->kd, &s->rep);
+    if (st != KV_OK) goto fail;
+    if (s->rep.torn_bytes)
+        logf_(s, KV_LOG_WARN, "cut %" PRIu64 " torn bytes at offset %" PRIu64 " of segment %u (saved beside it)",
+              s->rep.torn_bytes, s->rep.torn_offset, s->rep.torn_segment);
+
+    /* Open the segments: older ones read-only, the newest read-write. */
+    for (size_t i = 0; i < s->rep.nsegs; i++) {
+        int last = i + 1 == s->rep.nsegs;
+        seg_path(s, s->rep.segs[i].id, path, sizeof path);
+        int fd = s->io->open(s->io->ctx, path, last ? KV_O_RDWR : KV_O_RDONLY);
+        if (fd < 0 || seg_add(s, s->rep.segs[i].id, fd) < 0) {
+            st = fd < 0 ? -fd : ENOMEM;
+            if (fd >= 0) s->io->close(s->io->ctx, fd);
+            snprintf(s->rep.message, sizeof s->rep.message, "cannot open %s: %s", path, kv_strerror(st));
+            goto fail;
+        }
+        s->log_bytes += s->rep.segs[i].size;
+        s->header_bytes += s->rep.segs[i].size >= KV_SEG_HEADER_SIZE ? KV_SEG_HEADER_SIZE : 0;
+        if (last) {
+            s->active_fd = fd;
+            s->active_id = s->rep.segs[i].id;
+            s->active_size = s->rep.segs[i].size;
+        }
+    }
+    if (s->active_fd < 0) {
+        /* Empty directory: the first segment. */
+        int fd = create_segment(s, 1);
+        if (fd < 0 || seg_add(s, 1, fd) < 0) {
+            st = fd < 0 ? -fd : ENOMEM;
+            snprintf(s->rep.message, sizeof s->rep.message, "cannot create the first segment in %s: %s", dir,
+                     kv_strerror(st));
+            goto fail;
+        }
+        s->active_fd = fd;
+        s->active_id = 1;
+        s->active_size = KV_SEG_HEADER_SIZE;
+        s->log_bytes += KV_SEG_HEADER_SIZE;
+        s->header_bytes += KV_SEG_HEADER_SIZE;
+    } else if (s->active_size < KV_SEG_HEADER_SIZE) {
+        /* The newest segment lost its header in a crash (recovery cut it
+         * to zero bytes): write it again. */
+        uint8_t hdr[KV_SEG_HEADER_SIZE];
+        kv_seg_header_encode(hdr, s->active_id, wall_ms(s));
+        r = kv_io_write_full(s->io, s->active_fd, hdr, sizeof hdr, 0);
+        if (r == 0) r = s->io->fdatasync(s->io->ctx, s->active_fd);
+        if (r < 0) {
+            st = -r;
+            snprintf(s->rep.message, sizeof s->rep.message, "cannot rewrite the header of segment %u: %s",
+                     s->active_id, kv_strerror(st));
+            goto fail;
+        }
+        s->active_size = KV_SEG_HEADER_SIZE;
+        s->log_bytes += KV_SEG_HEADER_SIZE;
+        s->header_bytes += KV_SEG_HEADER_SIZE;
+    }
+    s->live_bytes = s->rep.live_bytes;
+    s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
+    s->records = s->rep.records;
+    s->last_seq = s->rep.max_seq;
+    s->last_sync_ms = mono_us() / 1000u;
+    if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+        st = EAGAIN;
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot start the writer thread");
+        goto fail;
+    }
+    kvr_report_free(&s->rep); /* the segment list is now in s->segs */
+    copy_report(report, &s->rep);
+    *out = s;
+    return KV_OK;
+fail:
+    copy_report(report, &s->rep);
+    free_store(s);
+    return st;
+}
+
+kv_status kv_close(kv_store *s)
+{
+    if (!s) return KV_OK;
+    pthread_mutex_lock(&s->qmu);
+    s->closing = 1;
+    pthread_cond_signal(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+    pthread_join(s->writer, NULL);
+    kv_status st = KV_OK;
+    if (!s->failstop && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
+    free_store(s);
+    return st;
+}

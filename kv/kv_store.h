@@ -1,0 +1,231 @@
+/*
+ * kv_store — the storage engine: a Bitcask-style log-structured hash table.
+ *
+ * Owns: a data directory (segments, LOCK), the key directory, the segment
+ * descriptors, and the group-commit writer thread.
+ * Guarantees:
+ *  - kv_open takes an exclusive flock on DIR/LOCK and runs recovery
+ *    (recovery/kvr_recover.h) before anything else touches the files.
+ *  - Every write (put, delete, batch) is one record or one batch record,
+ *    appended by a single writer thread. Under KV_FSYNC_ALWAYS a write
+ *    returns only after its record was fdatasync'ed; writes from many
+ *    threads that arrive while a sync runs share the next write() and
+ *    fdatasync() (group commit). Under EVERYSEC and NO a write returns
+ *    after write(); EVERYSEC fdatasyncs at most one second later.
+ *  - A write is visible to readers only once it would be acknowledged.
+ *  - Every value returned was CRC-verified after it was read from disk;
+ *    a failed check returns KV_CORRUPT, never the bytes.
+ *  - Fail-stop: after a failed write, fdatasync or segment creation (disk
+ *    full included) the store refuses every later write with KV_FAILSTOP
+ *    (the failing write gets the errno, e.g. EIO or ENOSPC) and never
+ *    retries; reads go on. kv_failstop_reason() says why. Restart to
+ *    recover from what is on disk.
+ *  - Batches are atomic after a crash: all of a batch's entries or none.
+ * Locking: one rwlock guards the key directory and segment table; readers
+ * share it, the writer thread takes it briefly to publish a group. Every
+ * function here is thread-safe unless it says otherwise.
+ * Never: forks, or keeps values in memory.
+ */
+#ifndef KV_STORE_H
+#define KV_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_io.h"
+#include "kv_status.h"
+#include "kvr_recover.h"
+
+typedef struct kv_store kv_store;
+
+typedef enum kv_fsync_policy {
+    KV_FSYNC_ALWAYS = 0, /* fdatasync before acknowledging (default) */
+    KV_FSYNC_EVERYSEC,   /* acknowledge after write(); fdatasync every second */
+    KV_FSYNC_NO,         /* acknowledge after write(); the OS decides */
+} kv_fsync_policy;
+
+/* "always", "everysec", "no". */
+const char *kv_fsync_name(kv_fsync_policy p);
+/* Parses a policy name. Returns KV_OK or KV_INVALID. */
+kv_status kv_fsync_parse(const char *s, kv_fsync_policy *p);
+
+enum { KV_LOG_DEBUG = 0, KV_LOG_INFO, KV_LOG_WARN, KV_LOG_ERROR };
+/* Log sink: level is KV_LOG_*, msg one line without newline. Called from
+ * any thread, so it must be thread-safe. */
+typedef void (*kv_log_fn)(void *arg, int level, const char *msg);
+
+typedef struct kv_options {
+    const kv_io *io;            /* NULL: POSIX */
+    kv_fsync_policy fsync;      /* default KV_FSYNC_ALWAYS */
+    uint64_t segment_max_bytes; /* rotate once the active segment reaches this
+                                   many bytes (default 64 MiB, at least 4 KiB);
+                                   a segment may pass it by one group */
+    size_t group_max_bytes;     /* most bytes gathered into one group commit
+                                   (default 4 MiB; one write is never split) */
+    kvr_mode recovery_mode;     /* default KVR_TOLERATE_TAIL */
+    kv_log_fn log;              /* NULL: silent */
+    void *log_arg;
+    uint64_t (*clock_ms)(void *arg); /* wall clock for expiry, ms since the
+                                        epoch; NULL: CLOCK_REALTIME */
+    void *clock_arg;
+} kv_options;
+
+#define KV_DEFAULT_SEGMENT_MAX (64ull << 20)
+#define KV_MIN_SEGMENT_MAX 4096ull
+#define KV_DEFAULT_GROUP_MAX (4u << 20)
+
+/* Fills *o with the defaults above. */
+void kv_options_init(kv_options *o);
+
+/*
+ * Opens (creating if absent) the data directory dir: takes DIR/LOCK, runs
+ * recovery, opens or creates the active segment and starts the writer.
+ * report (may be NULL) receives the recovery report; free it with
+ * kvr_report_free() whether or not the open succeeded. On failure *out is
+ * NULL and, when report is given, report->message says why.
+ * Errors: KV_LOCKED (another process holds the directory), KV_CORRUPT
+ * (recovery refused: mid-log corruption), KV_VERSION, KV_INVALID (bad
+ * options), an errno from the I/O layer, ENOMEM.
+ */
+kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_report *report);
+
+/*
+ * Stops the writer after it has finished every queued write, fdatasyncs
+ * the active segment (unless in fail-stop), closes the files and releases
+ * the lock. Returns KV_OK or the errno of the final sync. The store is
+ * freed either way. Must not race with other calls on the same store.
+ */
+kv_status kv_close(kv_store *s);
+
+/* ---- writes ---- */
+
+/* A batch of puts and deletes, applied atomically by kv_write. Not
+ * thread-safe; each thread builds its own. */
+typedef struct kv_batch kv_batch;
+
+kv_batch *kv_batch_new(void);
+void kv_batch_free(kv_batch *b);
+void kv_batch_clear(kv_batch *b);
+size_t kv_batch_count(const kv_batch *b);
+
+/* Adds a put (key and value are copied). expire_ms: absolute expiry in ms
+ * since the epoch, 0 for none. flags: 32 client flag bits stored with the
+ * value. Returns KV_OK, KV_INVALID (key over KV_MAX_KEY_LEN, value over
+ * KV_MAX_VALUE_LEN, or the batch over KV_MAX_BATCH_LEN bytes), ENOMEM. */
+kv_status kv_batch_put(kv_batch *b, const void *key, size_t klen, const void *val, size_t vlen,
+                       uint64_t expire_ms, uint32_t flags);
+
+/* Adds a delete (a tombstone). Same errors as kv_batch_put. */
+kv_status kv_batch_delete(kv_batch *b, const void *key, size_t klen);
+
+/*
+ * Writes a batch atomically and waits until it is acknowledged under the
+ * store's fsync policy. A batch of one delete of an absent or expired key
+ * writes nothing and returns KV_NOT_FOUND. The batch is not changed.
+ * Errors: KV_INVALID (empty batch), KV_FAILSTOP, EIO / ENOSPC / another
+ * errno (the write that failed and put the store in fail-stop), KV_CLOSED.
+ */
+kv_status kv_write(kv_store *s, const kv_batch *b);
+
+/* Completion of an asynchronous write: st as kv_write would return it.
+ * Called on the writer thread; it must be quick and must not call
+ * kv_write or kv_close. */
+typedef void (*kv_write_cb)(void *arg, kv_status st);
+
+/*
+ * Queues a batch and returns at once; cb runs when the write is
+ * acknowledged or failed. The batch must stay unchanged until then.
+ * Returns KV_OK (cb will run exactly once) or KV_INVALID / KV_CLOSED /
+ * ENOMEM (cb will not run).
+ */
+kv_status kv_write_async(kv_store *s, const kv_batch *b, kv_write_cb cb, void *arg);
+
+/* One put, as a batch of one. */
+kv_status kv_put(kv_store *s, const void *key, size_t klen, const void *val, size_t vlen, uint64_t expire_ms,
+                 uint32_t flags);
+
+/* One delete. Returns KV_OK if the key existed (a tombstone was written),
+ * KV_NOT_FOUND if it did not (nothing written), or a write error. */
+kv_status kv_delete(kv_store *s, const void *key, size_t klen);
+
+/* Waits until everything acknowledged so far is fdatasync'ed (whatever the
+ * policy). Returns KV_OK, KV_FAILSTOP or the errno of a failed sync. */
+kv_status kv_sync(kv_store *s);
+
+/* ---- reads ---- */
+
+/* A value read from the log. data/len is the value; free with
+ * kv_value_free. */
+typedef struct kv_value {
+    const uint8_t *data;
+    size_t len;
+    uint64_t expire_ms; /* 0 = none */
+    uint32_t flags;
+    uint64_t seq;
+    void *buf_;         /* private: the record buffer */
+} kv_value;
+
+void kv_value_free(kv_value *v);
+
+/*
+ * Reads a key's value with one pread, verifies the record's CRCs and that
+ * it is the record the key directory expects, and returns it in *v.
+ * Errors: KV_NOT_FOUND (absent, deleted or expired), KV_CORRUPT (the
+ * record failed verification; nothing is returned), an errno from pread,
+ * ENOMEM.
+ */
+kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v);
+
+/* Looks a key up in memory only (no disk read). Returns KV_OK and its
+ * expiry (0 = none) in *expire_ms (may be NULL), or KV_NOT_FOUND. */
+kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms);
+
+/* Called by kv_scan for each live key. Runs under the store's read lock:
+ * it must not call into the store. */
+typedef void (*kv_scan_fn)(void *arg, const uint8_t *key, size_t klen, uint64_t expire_ms);
+
+/*
+ * Iterates keys in the style of Redis's SCAN: call with cursor 0, then
+ * with each returned *next until it is 0. Visits about `count` keys per
+ * call. Every key present for the whole iteration is visited at least
+ * once; expired keys are skipped. Returns KV_OK.
+ */
+kv_status kv_scan(kv_store *s, uint64_t cursor, size_t count, kv_scan_fn fn, void *arg, uint64_t *next);
+
+/* Removes up to max_keys expired keys from the key directory, resuming
+ * where the previous sweep stopped (their records are already dead: a
+ * restart drops them too). Returns the number removed. */
+size_t kv_expire_sweep(kv_store *s, size_t max_keys);
+
+/* ---- state ---- */
+
+typedef struct kv_stats {
+    uint64_t keys;            /* keys in the key directory (incl. expired not yet swept) */
+    uint64_t live_bytes;      /* bytes of records the key directory points at */
+    uint64_t dead_bytes;      /* other record bytes: overwritten, deleted, tombstones, batch headers */
+    uint64_t log_bytes;       /* all segment bytes, headers included */
+    uint64_t records;         /* top-level records in the log (recovered + written) */
+    uint32_t segments;
+    uint32_t active_segment;  /* id of the segment being appended */
+    uint64_t last_seq;        /* newest sequence number */
+    uint64_t groups;          /* group commits written */
+    uint64_t group_writes;    /* writes (batches) in those groups */
+    uint64_t fdatasyncs;      /* fdatasync calls on segments */
+    uint64_t fdatasync_us;    /* total time in them, microseconds */
+    uint64_t fdatasync_max_us;
+    uint64_t synced_writes;   /* writes covered by an fdatasync */
+    uint64_t expired_swept;
+    kv_fsync_policy fsync;
+    int failstop;             /* 1 once writes are refused */
+} kv_stats;
+
+void kv_get_stats(kv_store *s, kv_stats *st);
+
+/* Copies the fail-stop reason (empty string if not in fail-stop) into buf.
+ * Returns 1 if the store is in fail-stop. */
+int kv_failstop_reason(kv_store *s, char *buf, size_t cap);
+
+/* The recovery report of this open (valid until kv_close). */
+const kvr_report *kv_recovery_report(kv_store *s);
+
+#endif

@@ -1,0 +1,100 @@
+/*
+ * kvr_reader — the log reader. Walks one segment's bytes, yields every
+ * valid top-level record, and reports every bad region through a callback.
+ * It does not decide policy (the Reporter idea of LevelDB's
+ * db/log_reader.cc): recovery, kvfsck, kvcompact and the fuzz targets all
+ * use this one reader and decide for themselves what a problem means.
+ *
+ * How a bad region is delimited. At offset X a record fails to decode:
+ *  - its 44-byte header checks out (hcrc) but the record runs past the end
+ *    of the file: the header is trusted, the region is [X, EOF);
+ *  - its header checks out but the record CRC fails: the header (and so its
+ *    length) is trusted, the region is [X, X + len) and reading goes on
+ *    after it;
+ *  - fewer than 44 bytes remain, or the header fails its check: no length
+ *    is trusted; the reader looks for the first offset after X where a
+ *    whole valid top-level record starts (batch entries are marked and
+ *    never match), and the region ends there, or at end of file.
+ * Each problem says whether a valid record follows it in this segment
+ * (valid_after); that is what separates a torn tail from mid-log
+ * corruption.
+ *
+ * Never: writes, allocates beyond one copy of the segment, or trusts a
+ * length whose header check failed.
+ */
+#ifndef KVR_READER_H
+#define KVR_READER_H
+
+#include <stdint.h>
+
+#include "kv_io.h"
+#include "kv_record.h"
+#include "kv_status.h"
+
+typedef enum kvr_reason {
+    KVR_SEG_HEADER_SHORT = 1, /* file shorter than the segment header */
+    KVR_SEG_HEADER_BAD,       /* segment header magic, CRC or id mismatch */
+    KVR_HEADER_SHORT,         /* fewer than 44 bytes left for a record header */
+    KVR_HEADER_BAD,           /* record header check (hcrc, type, lengths) failed */
+    KVR_PAST_EOF,             /* valid header, record runs past end of file */
+    KVR_CRC_MISMATCH,         /* valid header, record CRC (key/value/batch) failed */
+    KVR_ZERO_FILL,            /* a run of zero bytes where a record should start */
+    KVR_SEQ_ORDER,            /* valid record whose sequence number does not increase */
+} kvr_reason;
+
+/* Short text for a reason, e.g. "record header checksum mismatch". */
+const char *kvr_reason_str(kvr_reason r);
+
+/* One bad region of a segment. */
+typedef struct kvr_problem {
+    const char *path;   /* segment file path (may be NULL for a buffer) */
+    uint32_t seg;       /* segment id */
+    uint64_t offset;    /* byte offset where the region starts */
+    uint64_t length;    /* bytes in the region */
+    kvr_reason reason;
+    int valid_after;    /* 1 if a valid record follows in this segment */
+} kvr_problem;
+
+/* Called for each valid top-level record at byte offset off. For a batch,
+ * r->val holds the verified entries (see kv_batch_next). Return 0 to go
+ * on, non-zero to stop the scan (kvr_scan returns that value's status
+ * KV_OK and sets stopped). */
+typedef int (*kvr_record_fn)(void *arg, uint32_t seg, uint64_t off, const kv_record *r);
+typedef void (*kvr_problem_fn)(void *arg, const kvr_problem *p);
+
+typedef struct kvr_scan_result {
+    uint64_t file_size;  /* bytes scanned */
+    uint64_t valid_end;  /* end offset of the last valid record (or header) */
+    uint64_t records;    /* valid top-level records */
+    uint64_t problems;
+    int stopped;         /* the record callback asked to stop */
+} kvr_scan_result;
+
+/*
+ * Scans segment `seg` held in buf[0, len). Calls on_record for each valid
+ * record and on_problem (may be NULL) for each bad region, in file order.
+ * Returns KV_OK (problems are reported, not returned) or KV_VERSION for a
+ * valid header of a format version this build cannot read.
+ */
+kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const char *path,
+                          kvr_record_fn on_record, kvr_problem_fn on_problem, void *arg, kvr_scan_result *out);
+
+/*
+ * Finds the first offset in [from, len) where a whole valid top-level
+ * record starts. Returns that offset, or len if there is none.
+ */
+uint64_t kvr_find_next_record(const uint8_t *buf, uint64_t len, uint64_t from);
+
+/* Largest segment file the reader loads, in bytes (4 GiB). */
+#define KVR_MAX_SEGMENT_BYTES (4ull << 30)
+
+/*
+ * Reads a segment file through io and scans it as kvr_scan_buffer does.
+ * If buf_out is non-NULL the file's bytes are returned there (malloc'ed,
+ * caller frees) for a caller that needs them, e.g. to save a torn tail.
+ * Returns KV_OK, KV_VERSION, or an errno from the I/O layer.
+ */
+kv_status kvr_scan_file(const kv_io *io, const char *path, uint32_t seg, kvr_record_fn on_record,
+                        kvr_problem_fn on_problem, void *arg, kvr_scan_result *out, uint8_t **buf_out);
+
+#endif

@@ -1,0 +1,350 @@
+#include "kvr_recover.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kv_record.h"
+
+const char *kvr_mode_name(kvr_mode m)
+{
+    switch (m) {
+    case KVR_TOLERATE_TAIL: return "tolerate-tail";
+    case KVR_ABSOLUTE: return "absolute";
+    case KVR_POINT_IN_TIME: return "point-in-time";
+    case KVR_SKIP_CORRUPT: return "skip-corrupt";
+    }
+    return "unknown";
+}
+
+kv_status kvr_mode_parse(const char *s, kvr_mode *m)
+{
+    for (int i = KVR_TOLERATE_TAIL; i <= KVR_SKIP_CORRUPT; i++)
+        if (!strcmp(s, kvr_mode_name((kvr_mode)i))) {
+            *m = (kvr_mode)i;
+            return KV_OK;
+        }
+    return KV_INVALID;
+}
+
+typedef struct id_list {
+    uint32_t *ids;
+    size_t n, cap;
+    int oom;
+} id_list;
+
+static int collect_segment(void *arg, const char *name)
+{
+    id_list *l = arg;
+    uint32_t id;
+    if (!kv_seg_parse_name(name, &id)) return 0;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 16;
+        uint32_t *ni = realloc(l->ids, nc * sizeof *ni);
+        if (!ni) {
+            l->oom = 1;
+            return 1;
+        }
+        l->ids = ni;
+        l->cap = nc;
+    }
+    l->ids[l->n++] = id;
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, size_t *n)
+{
+    id_list l = {0};
+    int r = io->list_dir(io->ctx, dir, collect_segment, &l);
+    if (l.oom) r = -ENOMEM;
+    if (r < 0) {
+        free(l.ids);
+        return -r;
+    }
+    qsort(l.ids, l.n, sizeof *l.ids, cmp_u32);
+    *ids = l.ids;
+    *n = l.n;
+    return KV_OK;
+}
+
+/* State of one recovery while segments are scanned. */
+typedef struct rctx {
+    kvr_mode mode;
+    kv_keydir *kd;
+    kvr_report *rep;
+    uint64_t now_ms;
+    int newest;          /* scanning the newest segment */
+    int stop;            /* point-in-time stop or refusal: apply nothing more */
+    int fatal;           /* refusal */
+    kv_status err;       /* ENOMEM while applying */
+    int have_cut;        /* this segment gets cut at cut_off */
+    uint64_t cut_off;
+    kvr_problem first;   /* the problem that caused a refusal or stop */
+} rctx;
+
+static void apply_entry(rctx *c, uint32_t seg, uint64_t off, const kv_record *r)
+{
+    c->rep->entries++;
+    if (r->type == KV_REC_TOMBSTONE) {
+        c->rep->tombstones++;
+        kv_keydir_del(c->kd, r->key, r->klen, NULL);
+        return;
+    }
+    if (r->expire_ms != 0 && r->expire_ms <= c->now_ms) {
+        /* Expired: it still shadows any older value of the key. */
+        c->rep->expired++;
+        kv_keydir_del(c->kd, r->key, r->klen, NULL);
+        return;
+    }
+    kv_loc loc = {seg, r->len, off, r->seq, r->expire_ms};
+    if (kv_keydir_put(c->kd, r->key, r->klen, &loc, NULL, NULL) != KV_OK) c->err = ENOMEM;
+}
+
+static void on_problem(void *arg, const kvr_problem *p);
+
+static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
+{
+    rctx *c = arg;
+    if (c->stop || c->err) return 1;
+    uint64_t last = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    if (c->rep->max_seq != 0 && r->seq <= c->rep->max_seq) {
+        /* The reader checks order within a segment; this catches a
+         * segment whose records go back behind an earlier segment's. */
+        kvr_problem p = {NULL, seg, off, r->len, KVR_SEQ_ORDER, 1};
+        on_problem(c, &p);
+        return c->stop;
+    }
+    c->rep->max_seq = last;
+    c->rep->records++;
+    if (r->type == KV_REC_BATCH) {
+        c->rep->batches++;
+        size_t pos = 0;
+        kv_record e;
+        uint64_t at = off + KV_REC_HEADER_SIZE;
+        size_t before = pos;
+        while (kv_batch_next(r, &pos, &e) == KV_OK) {
+            apply_entry(c, seg, at + before, &e);
+            before = pos;
+        }
+    } else {
+        apply_entry(c, seg, off, r);
+    }
+    return c->err != 0;
+}
+
+static void on_problem(void *arg, const kvr_problem *p)
+{
+    rctx *c = arg;
+    c->rep->problems++;
+    if (c->stop) return;
+    int torn = c->newest && !p->valid_after && p->reason != KVR_SEQ_ORDER;
+    int refuse = 0;
+    switch (c->mode) {
+    case KVR_TOLERATE_TAIL: refuse = !torn; break;
+    case KVR_ABSOLUTE: refuse = 1; break;
+    case KVR_SKIP_CORRUPT:
+        if (!torn) c->rep->skipped_bytes += p->length;
+        break;
+    case KVR_POINT_IN_TIME:
+        c->stop = 1;
+        c->first = *p;
+        c->have_cut = 1;
+        c->cut_off = p->offset;
+        return;
+    }
+    if (refuse) {
+        c->stop = c->fatal = 1;
+        c->first = *p;
+        return;
+    }
+    if (torn) {
+        c->have_cut = 1;
+        c->cut_off = p->offset;
+    }
+}
+
+/* Saves bytes [off, len) of segment `id` beside it as
+ * "<segment>.<off>.torn", makes that durable, then truncates the segment
+ * to off. Returns KV_OK or an errno; on error the segment is unchanged or
+ * its cut bytes are already saved. */
+static kv_status cut_segment(const kv_io *io, const char *dir, uint32_t id, const uint8_t *buf, uint64_t len,
+                             uint64_t off, char *msg, size_t msgcap)
+{
+    char name[32], seg_path[4096], torn_path[4160];
+    kv_seg_name(name, sizeof name, id);
+    snprintf(seg_path, sizeof seg_path, "%s/%s", dir, name);
+    snprintf(torn_path, sizeof torn_path, "%s.%" PRIu64 ".torn", seg_path, off);
+    int r, fd = io->open(io->ctx, torn_path, KV_O_RDWR | KV_O_CREAT | KV_O_TRUNC);
+    if (fd < 0) {
+        r = fd;
+        goto fail;
+    }
+    r = kv_io_write_full(io, fd, buf + off, len - off, 0);
+    if (r == 0) r = io->fdatasync(io->ctx, fd);
+    io->close(io->ctx, fd);
+    if (r == 0) r = io->fsync_dir(io->ctx, dir);
+    if (r < 0) goto fail;
+    fd = io->open(io->ctx, seg_path, KV_O_RDWR);
+    if (fd < 0) {
+        r = fd;
+        goto fail;
+    }
+    r = io->ftruncate(io->ctx, fd, off);
+    if (r == 0) r = io->fdatasync(io->ctx, fd);
+    io->close(io->ctx, fd);
+    if (r < 0) goto fail;
+    return KV_OK;
+fail:
+    snprintf(msg, msgcap, "cannot cut torn tail of %s at offset %" PRIu64 ": %s", seg_path, off, kv_strerror(-r));
+    return -r;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int add_live(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
+{
+    (void)key;
+    (void)klen;
+    *(uint64_t *)arg += loc->len;
+    return 0;
+}
+
+kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, uint64_t now_ms, kv_keydir *kd,
+                      kvr_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    rep->mode = mode;
+    uint64_t t0 = now_us();
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    kv_status st = kvr_list_segments(io, dir, &ids, &n);
+    if (st != KV_OK) {
+        snprintf(rep->message, sizeof rep->message, "cannot list data directory %s: %s", dir, kv_strerror(st));
+        return st;
+    }
+    rep->segs = calloc(n ? n : 1, sizeof *rep->segs);
+    if (!rep->segs) {
+        free(ids);
+        return ENOMEM;
+    }
+    rctx c = {.mode = mode, .kd = kd, .rep = rep, .now_ms = now_ms};
+    size_t i;
+    for (i = 0; i < n; i++) {
+        char name[32], path[4096];
+        kv_seg_name(name, sizeof name, ids[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        c.newest = (i + 1 == n);
+        c.have_cut = 0;
+        uint8_t *buf = NULL;
+        kvr_scan_result res;
+        st = kvr_scan_file(io, path, ids[i], on_record, on_problem, &c, &res, &buf);
+        if (st == KV_VERSION) {
+            snprintf(rep->message, sizeof rep->message,
+                     "%s has an on-disk format version this build cannot read (it reads version %d)", path,
+                     KV_FORMAT_VERSION);
+            break;
+        }
+        if (st != KV_OK) {
+            snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", path, kv_strerror(st));
+            break;
+        }
+        if (c.err) {
+            free(buf);
+            st = c.err;
+            snprintf(rep->message, sizeof rep->message, "out of memory while loading %s", path);
+            break;
+        }
+        if (c.fatal) {
+            free(buf);
+            const kvr_problem *p = &c.first;
+            const char *kind = p->reason == KVR_SEQ_ORDER ? "out-of-order record"
+                               : !c.newest                ? "corruption in sealed segment"
+                               : p->valid_after           ? "mid-log corruption"
+                                                          : "torn tail";
+            snprintf(rep->message, sizeof rep->message,
+                     "%s in %s at byte offset %" PRIu64 " (%" PRIu64 " bytes: %s%s); refusing to open in "
+                     "recovery mode %s so that no valid data is dropped. Inspect with: kvfsck %s",
+                     kind, path, p->offset, p->length, kvr_reason_str(p->reason),
+                     p->valid_after ? ", valid records follow" : "", kvr_mode_name(mode), dir);
+            st = KV_CORRUPT;
+            break;
+        }
+        uint64_t size = res.file_size;
+        if (c.have_cut) {
+            st = cut_segment(io, dir, ids[i], buf, res.file_size, c.cut_off, rep->message, sizeof rep->message);
+            if (st != KV_OK) {
+                free(buf);
+                break;
+            }
+            rep->torn_bytes += res.file_size - c.cut_off;
+            rep->torn_segment = ids[i];
+            rep->torn_offset = c.cut_off;
+            size = c.cut_off;
+        }
+        free(buf);
+        rep->segs[rep->nsegs].id = ids[i];
+        rep->segs[rep->nsegs].size = size;
+        rep->nsegs++;
+        rep->segments++;
+        rep->log_bytes += size;
+        if (c.stop) { /* point-in-time: set the later segments aside */
+            for (size_t j = i + 1; j < n; j++) {
+                char from[4096], to[4128];
+                kv_seg_name(name, sizeof name, ids[j]);
+                snprintf(from, sizeof from, "%s/%s", dir, name);
+                snprintf(to, sizeof to, "%s.discarded", from);
+                int r = io->rename(io->ctx, from, to);
+                if (r < 0) {
+                    st = -r;
+                    snprintf(rep->message, sizeof rep->message, "cannot rename %s: %s", from, kv_strerror(st));
+                    break;
+                }
+                rep->discarded_segments++;
+            }
+            if (st == KV_OK && rep->discarded_segments) {
+                int r = io->fsync_dir(io->ctx, dir);
+                if (r < 0) st = -r;
+            }
+            i = n;
+            break;
+        }
+    }
+    free(ids);
+    rep->keys = kv_keydir_count(kd);
+    kv_keydir_foreach(kd, add_live, &rep->live_bytes);
+    rep->elapsed_us = now_us() - t0;
+    return st;
+}
+
+void kvr_report_free(kvr_report *rep)
+{
+    free(rep->segs);
+    rep->segs = NULL;
+    rep->nsegs = 0;
+}
+
+int kvr_report_format(const kvr_report *rep, char *buf, size_t cap)
+{
+    return snprintf(buf, cap,
+                    "recovery (%s): %u segments, %" PRIu64 " records (%" PRIu64 " entries, %" PRIu64
+                    " batches, %" PRIu64 " tombstones, %" PRIu64 " expired), %" PRIu64 " keys, %" PRIu64
+                    " log bytes, %" PRIu64 " live bytes, %u problems, %" PRIu64 " torn bytes cut, %" PRIu64
+                    " bytes skipped, %u segments discarded, %.1f ms",
+                    kvr_mode_name(rep->mode), rep->segments, rep->records, rep->entries, rep->batches,
+                    rep->tombstones, rep->expired, rep->keys, rep->log_bytes, rep->live_bytes, rep->problems,
+                    rep->torn_bytes, rep->skipped_bytes, rep->discarded_segments, rep->elapsed_us / 1000.0);
+}

@@ -1,0 +1,111 @@
+/*
+ * kvr_recover — the recovery policy. Runs at every start of the store (and
+ * is what kvfsck checks against): scans the data directory's segments in
+ * id order with the log reader, rebuilds the key directory, and decides
+ * what each problem the reader reports means.
+ *
+ * Classification (see docs/format.md, "Recovery"):
+ *  - torn tail: a problem in the newest segment with no valid record after
+ *    it (an incomplete record, a record running past end of file, a
+ *    zero-filled or garbage tail). The writer crashed mid-append; nothing
+ *    acknowledged is in it under fsync=always. Cut: the bytes are saved in
+ *    "<segment>.<offset>.torn" beside the segment (fdatasync'ed, directory
+ *    fsync'ed) and only then is the segment truncated.
+ *  - mid-log corruption: a bad region followed by a valid record, any
+ *    problem in a sealed segment, or a sequence number that goes back.
+ *
+ * Modes follow RocksDB's WAL recovery modes:
+ *  tolerate-tail (default, kTolerateCorruptedTailRecords): cut a torn
+ *      tail; refuse to open on mid-log corruption.
+ *  absolute (kAbsoluteConsistency): refuse on any problem, torn tail too.
+ *  point-in-time (kPointInTimeRecovery): stop at the first problem; the
+ *      rest of that segment is cut and saved as for a torn tail, and later
+ *      segments are renamed "<segment>.discarded" (nothing is deleted).
+ *  skip-corrupt (kSkipAnyCorruptedRecords): load every valid record, pass
+ *      over bad regions (left in place, reported), cut a torn tail.
+ *
+ * Never: deletes bytes without saving them, or applies part of a batch.
+ */
+#ifndef KVR_RECOVER_H
+#define KVR_RECOVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_io.h"
+#include "kv_keydir.h"
+#include "kv_status.h"
+#include "kvr_reader.h"
+
+typedef enum kvr_mode {
+    KVR_TOLERATE_TAIL = 0,
+    KVR_ABSOLUTE,
+    KVR_POINT_IN_TIME,
+    KVR_SKIP_CORRUPT,
+} kvr_mode;
+
+/* "tolerate-tail", "absolute", "point-in-time", "skip-corrupt". */
+const char *kvr_mode_name(kvr_mode m);
+
+/* Parses a mode name. Returns KV_OK or KV_INVALID. */
+kv_status kvr_mode_parse(const char *s, kvr_mode *m);
+
+typedef struct kvr_segment_info {
+    uint32_t id;
+    uint64_t size; /* bytes, after any cut */
+} kvr_segment_info;
+
+/* What recovery did. Counts are of what was applied. */
+typedef struct kvr_report {
+    kvr_mode mode;
+    uint32_t segments;       /* segments loaded */
+    uint64_t records;        /* valid top-level records applied */
+    uint64_t entries;        /* puts and tombstones applied, batch entries included */
+    uint64_t batches;
+    uint64_t tombstones;
+    uint64_t expired;        /* puts already expired at recovery, dropped */
+    uint64_t keys;           /* keys in the key directory afterwards */
+    uint64_t log_bytes;      /* segment bytes after any cut */
+    uint64_t live_bytes;     /* bytes of records the key directory points at */
+    uint64_t max_seq;        /* highest sequence number seen (0 if none) */
+    uint32_t problems;       /* problems the reader reported */
+    uint64_t torn_bytes;     /* bytes cut from torn tails (and point-in-time cuts) */
+    uint32_t torn_segment;   /* segment of the last cut, 0 if none */
+    uint64_t torn_offset;    /* offset of the last cut */
+    uint64_t skipped_bytes;  /* skip-corrupt: bytes of bad regions passed over */
+    uint32_t discarded_segments; /* point-in-time: later segments set aside */
+    uint64_t elapsed_us;     /* wall time of the recovery, microseconds */
+    char message[1024];      /* on refusal or error: what, where, what to do */
+    kvr_segment_info *segs;  /* segments in id order after recovery (owned) */
+    size_t nsegs;
+} kvr_report;
+
+/*
+ * Recovers the data directory `dir` into the empty key directory kd.
+ * now_ms is the wall clock in ms since the epoch, for dropping expired
+ * records. Fills *rep (free with kvr_report_free, also after failure).
+ * Returns:
+ *  KV_OK       recovered (torn tails cut as the mode allows);
+ *  KV_CORRUPT  refused: rep->message names the file, offset and the
+ *              kvfsck command to run; nothing on disk was changed by the
+ *              refused segment;
+ *  KV_VERSION  a segment of an unsupported format version;
+ *  an errno    an I/O error (message says on which file);
+ *  ENOMEM.
+ */
+kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, uint64_t now_ms, kv_keydir *kd,
+                      kvr_report *rep);
+
+void kvr_report_free(kvr_report *rep);
+
+/* One human-readable line summarising a report (no newline). Returns the
+ * length snprintf would have written. */
+int kvr_report_format(const kvr_report *rep, char *buf, size_t cap);
+
+/*
+ * Lists the segment ids in dir, sorted ascending (malloc'ed array in *ids,
+ * count in *n; free(*ids)). Returns KV_OK, ENOMEM or an errno.
+ */
+kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, size_t *n);
+
+#endif
