@@ -53,6 +53,12 @@ struct kv_memfs {
 
 /* ---- helpers ---- */
 
+/* memcpy that accepts NULL pointers when n is 0 (empty files have none). */
+static void mcpy(void *dst, const void *src, size_t n)
+{
+    if (n) memcpy(dst, src, n);
+}
+
 static int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap) return 0;
@@ -158,7 +164,7 @@ static int parent_exists(kv_memfs *fs, const char *path)
     if (pl == 0) return 1;
     char dir[4096];
     if (pl >= sizeof dir) return 0;
-    memcpy(dir, path, pl);
+    mcpy(dir, path, pl);
     dir[pl] = 0;
     dent *d = dmap_find(&fs->cur, dir);
     return d && !d->ino;
@@ -201,7 +207,7 @@ static int add_pending(inode *n, int trunc, uint64_t off, const void *data, uint
     if (!trunc && len) {
         p->data = malloc(len);
         if (!p->data) return -ENOMEM;
-        memcpy(p->data, data, len);
+        mcpy(p->data, data, len);
     }
     n->nops++;
     return 0;
@@ -265,7 +271,7 @@ static ssize_t m_pread(void *ctx, int fd, void *buf, size_t n, uint64_t off)
         r = 0;
     } else {
         size_t k = ino->cur_len - off < n ? ino->cur_len - (size_t)off : n;
-        memcpy(buf, ino->cur + off, k);
+        mcpy(buf, ino->cur + off, k);
         r = (ssize_t)k;
     }
     pthread_mutex_unlock(&fs->mu);
@@ -284,7 +290,7 @@ static ssize_t m_pwrite(void *ctx, int fd, const void *buf, size_t n, uint64_t o
         if (end > ino->cur_len) r = set_len(&ino->cur, &ino->cur_len, &ino->cur_cap, end);
         if (r == 0) r = add_pending(ino, 0, off, buf, n);
         if (r == 0) {
-            memcpy(ino->cur + off, buf, n);
+            mcpy(ino->cur + off, buf, n);
             r = (ssize_t)n;
         }
     }
@@ -312,7 +318,7 @@ static int m_fdatasync(void *ctx, int fd)
         uint8_t *d = malloc(ino->cur_len ? ino->cur_len : 1);
         r = d ? 0 : -ENOMEM;
         if (d) {
-            memcpy(d, ino->cur, ino->cur_len);
+            mcpy(d, ino->cur, ino->cur_len);
             free(ino->dur);
             ino->dur = d;
             ino->dur_len = ino->cur_len;
@@ -523,7 +529,7 @@ static int crash_contents(const inode *ino, const kv_crash_spec *spec, uint8_t *
     size_t l = ino->dur_len, cap = l ? l : 1;
     uint8_t *b = malloc(cap);
     if (!b) return -ENOMEM;
-    memcpy(b, ino->dur, l);
+    mcpy(b, ino->dur, l);
     uint64_t seed = spec->seed;
     size_t keep = spec->keep_ops < 0 ? ino->nops : (size_t)spec->keep_ops;
     for (size_t i = 0; i < ino->nops && i <= keep; i++) {
@@ -542,7 +548,7 @@ static int crash_contents(const inode *ino, const kv_crash_spec *spec, uint8_t *
             uint64_t keep_end = p->off - p->off % unit + (uint64_t)spec->tear_units * unit;
             kept = keep_end <= p->off ? 0 : keep_end - p->off < p->len ? (size_t)(keep_end - p->off) : p->len;
         }
-        memcpy(b + p->off, p->data, kept);
+        mcpy(b + p->off, p->data, kept);
         for (size_t k = kept; k < p->len; k++)
             b[p->off + k] = spec->tear == KV_TEAR_GARBAGE ? (uint8_t)xorshift(&seed) : 0;
     }
@@ -581,7 +587,7 @@ static kv_memfs *copy_fs(kv_memfs *fs, const dmap *map, const kv_crash_spec *spe
                     l = d->ino->cur_len;
                     b = malloc(l ? l : 1);
                     r = b ? 0 : -ENOMEM;
-                    if (b) memcpy(b, d->ino->cur, l);
+                    if (b) mcpy(b, d->ino->cur, l);
                 }
                 if (r < 0) break;
                 n->cur = b;
@@ -592,7 +598,7 @@ static kv_memfs *copy_fs(kv_memfs *fs, const dmap *map, const kv_crash_spec *spe
                     r = -ENOMEM;
                     break;
                 }
-                memcpy(n->dur, b, l);
+                mcpy(n->dur, b, l);
                 n->dur_len = l;
                 d->ino->copy = n;
             }
@@ -648,7 +654,7 @@ int kv_memfs_read(kv_memfs *fs, const char *path, uint8_t **buf, size_t *len)
         *len = d->ino->cur_len;
         *buf = malloc(*len ? *len : 1);
         r = *buf ? 0 : -ENOMEM;
-        if (*buf) memcpy(*buf, d->ino->cur, *len);
+        if (*buf) mcpy(*buf, d->ino->cur, *len);
     }
     pthread_mutex_unlock(&fs->mu);
     return r;
@@ -667,12 +673,12 @@ int kv_memfs_write(kv_memfs *fs, const char *path, const uint8_t *buf, size_t le
         r = set_len(&n->cur, &n->cur_len, &n->cur_cap, len);
     }
     if (r == 0) {
-        memcpy(n->cur, buf, len);
+        mcpy(n->cur, buf, len);
         free(n->dur);
         n->dur = malloc(len ? len : 1);
         if (!n->dur) r = -ENOMEM;
         else {
-            memcpy(n->dur, buf, len);
+            mcpy(n->dur, buf, len);
             n->dur_len = len;
         }
         for (size_t i = 0; i < n->nops; i++) free(n->ops[i].data);

@@ -408,6 +408,15 @@ static void complete(req *r, kv_status st)
     cb(arg, st);
 }
 
+static void complete_all(req *head, kv_status st)
+{
+    while (head) {
+        req *n = head->next;
+        complete(head, st);
+        head = n;
+    }
+}
+
 /* Publishes a written group to the key directory (and byte counters). */
 static void publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes)
 {
@@ -457,15 +466,11 @@ static void write_group(kv_store *s, req *head)
     uint64_t seq = s->last_seq;
     pthread_mutex_unlock(&s->qmu);
     if (fs) {
-        while (head) {
-            req *n = head->next;
-            complete(head, KV_FAILSTOP);
-            head = n;
-        }
+        complete_all(head, KV_FAILSTOP);
         return;
     }
     if (s->active_size >= s->opt.segment_max_bytes && rotate(s) < 0) {
-        write_group(s, head); /* now in fail-stop: completes all */
+        complete_all(head, s->fail_status); /* the errno that failed the rotation */
         return;
     }
 
@@ -481,11 +486,7 @@ static void write_group(kv_store *s, req *head)
         }
     if (!res || ensure_gbuf(s, need) < 0 || ensure_gops(s, nops) < 0) {
         free(res);
-        while (head) {
-            req *n = head->next;
-            complete(head, ENOMEM);
-            head = n;
-        }
+        complete_all(head, ENOMEM);
         return;
     }
     uint64_t now = wall_ms(s);

@@ -70,7 +70,7 @@ kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, si
         free(l.ids);
         return -r;
     }
-    qsort(l.ids, l.n, sizeof *l.ids, cmp_u32);
+    if (l.n > 1) qsort(l.ids, l.n, sizeof *l.ids, cmp_u32);
     *ids = l.ids;
     *n = l.n;
     return KV_OK;
@@ -166,7 +166,9 @@ static void on_problem(void *arg, const kvr_problem *p)
         c->first = *p;
         return;
     }
-    if (torn) {
+    if (torn && !c->have_cut) {
+        /* Cut at the first bad byte: several torn regions can follow each
+         * other (a record with a bad CRC, then a short fragment). */
         c->have_cut = 1;
         c->cut_off = p->offset;
     }
