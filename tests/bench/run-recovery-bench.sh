@@ -4,8 +4,8 @@
 # e.g.  tests/bench/run-recovery-bench.sh --records 2000000 --batch
 set -eu
 
-here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
-root=$(CDPATH= cd -- "$here/../.." && pwd)
+here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+root=$(CDPATH='' cd -- "$here/../.." && pwd)
 build="$root/build/bench"
 
 # Quiet on success; the whole output on failure.
