@@ -113,10 +113,12 @@ static uint64_t batch_wire_size(const kv_batch *b)
 /* A queued write. batch == NULL is a sync barrier (kv_sync). */
 typedef struct req {
     struct req *next;
-    const kv_batch *batch;
+    const kv_batch *batch; /* a batch write, or NULL */
+    kv_txn_fn fn;          /* a transaction, or NULL */
+    void *fn_arg;
     kv_write_cb cb;
     void *arg;
-    int owned; /* allocated by kv_write_async: freed after cb */
+    int owned; /* allocated by kv_write_async / kv_submit: freed after cb */
 } req;
 
 typedef struct segment {
@@ -126,14 +128,23 @@ typedef struct segment {
 
 /* One put or tombstone of the current group, to publish after the sync. */
 typedef struct group_op {
-    const uint8_t *key;
-    uint32_t klen;
+    const uint8_t *key; /* key bytes, then the value's, in the batch arena */
+    uint32_t klen, vlen;
     uint8_t type;
     uint32_t len; /* record bytes */
+    uint32_t flags;
     uint64_t off; /* offset in the segment */
     uint64_t seq;
     uint64_t expire_ms;
 } group_op;
+
+/* A transaction running on the writer thread (kv_submit). */
+struct kv_txn {
+    kv_store *s;
+    kv_batch *b;   /* the transaction's own writes */
+    size_t ngops;  /* earlier writes of this group visible to it */
+    uint64_t now;
+};
 
 struct kv_store {
     char *dir;
@@ -171,6 +182,9 @@ struct kv_store {
     size_t gbuf_cap;
     group_op *gops;
     size_t gops_cap;
+    kv_batch **tpool; /* batches for the transactions of one group */
+    size_t tpool_len, tpool_cap;
+    uint64_t expires; /* keys in the key directory with an expiry (under lock) */
 
     kvr_report rep;
 };
@@ -383,15 +397,22 @@ static int ensure_gops(kv_store *s, size_t need)
     return 0;
 }
 
+/* The newest write to `key` among the first n ops of this group, or NULL. */
+static const group_op *overlay_find(const kv_store *s, size_t n, const uint8_t *key, uint32_t klen)
+{
+    for (size_t i = n; i-- > 0;) {
+        const group_op *g = &s->gops[i];
+        if (g->klen == klen && memcmp(g->key, key, klen) == 0) return g;
+    }
+    return NULL;
+}
+
 /* Does `key` exist as the writer sees it: the earlier ops of this group
  * first (newest wins), then the key directory. */
 static int writer_key_exists(kv_store *s, size_t ngops, const uint8_t *key, uint32_t klen, uint64_t now)
 {
-    for (size_t i = ngops; i-- > 0;) {
-        group_op *g = &s->gops[i];
-        if (g->klen == klen && memcmp(g->key, key, klen) == 0)
-            return g->type == KV_REC_PUT && (g->expire_ms == 0 || g->expire_ms > now);
-    }
+    const group_op *g = overlay_find(s, ngops, key, klen);
+    if (g) return g->type == KV_REC_PUT && (g->expire_ms == 0 || g->expire_ms > now);
     kv_loc loc;
     pthread_rwlock_rdlock(&s->lock);
     int found = kv_keydir_get(s->kd, key, klen, &loc);
@@ -436,6 +457,7 @@ static void publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes
                 continue;
             }
             s->live_bytes += g->len;
+            if (g->expire_ms) s->expires++;
         } else {
             had = kv_keydir_del(s->kd, g->key, g->klen, &old);
             s->dead_bytes += g->len;
@@ -443,6 +465,7 @@ static void publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes
         if (had) {
             s->live_bytes -= old.len;
             s->dead_bytes += old.len;
+            if (old.expire_ms) s->expires--;
         }
     }
     s->dead_bytes += bytes - entry_bytes; /* batch record headers */
@@ -451,15 +474,58 @@ static void publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes
     pthread_rwlock_unlock(&s->lock);
 }
 
+/* A cleared batch from the group's pool for one transaction. */
+static kv_batch *tpool_get(kv_store *s)
+{
+    if (s->tpool_len == s->tpool_cap) {
+        size_t nc = s->tpool_cap ? s->tpool_cap * 2 : 16;
+        kv_batch **np = realloc(s->tpool, nc * sizeof *np);
+        if (!np) return NULL;
+        memset(np + s->tpool_cap, 0, (nc - s->tpool_cap) * sizeof *np);
+        s->tpool = np;
+        s->tpool_cap = nc;
+    }
+    kv_batch **slot = &s->tpool[s->tpool_len];
+    if (!*slot && !(*slot = kv_batch_new())) return NULL;
+    kv_batch_clear(*slot);
+    s->tpool_len++;
+    return *slot;
+}
+
+/* Encodes batch b (one record, or one batch record) at *pos of the group
+ * buffer and records its ops for publishing. Returns 0 or -ENOMEM. */
+static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngops, uint64_t *seq)
+{
+    if (ensure_gbuf(s, *pos + batch_wire_size(b)) < 0 || ensure_gops(s, *ngops + b->nops) < 0) return -ENOMEM;
+    size_t start = *pos, epos = b->nops == 1 ? start : start + KV_REC_HEADER_SIZE;
+    uint8_t rflags = b->nops == 1 ? 0 : KV_RF_IN_BATCH;
+    uint64_t first = *seq + 1;
+    for (size_t k = 0; k < b->nops; k++) {
+        const batch_op *op = &b->ops[k];
+        const uint8_t *key = b->data + op->data_off;
+        size_t len = kv_record_encode(s->gbuf + epos, op->type, rflags, ++*seq, op->expire_ms, op->flags, key,
+                                      op->klen, key + op->klen, op->vlen);
+        s->gops[(*ngops)++] = (group_op){key,           op->klen, op->vlen, op->type, (uint32_t)len, op->flags,
+                                         s->active_size + epos, *seq, op->expire_ms};
+        epos += len;
+    }
+    if (b->nops > 1)
+        kv_record_finish(s->gbuf + start, KV_REC_BATCH, 0, first, 0, (uint32_t)b->nops, 0,
+                         (uint32_t)(epos - start - KV_REC_HEADER_SIZE));
+    *pos = epos;
+    return 0;
+}
+
 /* Encodes, writes, syncs and publishes one group of requests, then
- * completes them. */
+ * completes them. Transactions run here, in queue order, each seeing the
+ * writes of the requests before it. */
 static void write_group(kv_store *s, req *head)
 {
     size_t nreqs = 0;
     int want_sync = 0;
     for (req *r = head; r; r = r->next) {
         nreqs++;
-        if (!r->batch) want_sync = 1;
+        if (!r->batch && !r->fn) want_sync = 1;
     }
     pthread_mutex_lock(&s->qmu);
     int fs = s->failstop;
@@ -474,54 +540,39 @@ static void write_group(kv_store *s, req *head)
         return;
     }
 
-    /* Encode. The per-request status stays KV_OK unless the request is a
-     * delete of an absent key. */
+    /* Encode. A request's status stays KV_OK unless it is a delete of an
+     * absent key, or a transaction that returned an error. */
     kv_status *res = calloc(nreqs ? nreqs : 1, sizeof *res);
-    uint64_t need = 0;
-    size_t nops = 0;
-    for (req *r = head; r; r = r->next)
-        if (r->batch) {
-            need += batch_wire_size(r->batch);
-            nops += r->batch->nops;
-        }
-    if (!res || ensure_gbuf(s, need) < 0 || ensure_gops(s, nops) < 0) {
-        free(res);
+    if (!res) {
         complete_all(head, ENOMEM);
         return;
     }
+    s->tpool_len = 0;
     uint64_t now = wall_ms(s);
     size_t pos = 0, ngops = 0, i = 0;
     uint64_t nrecords = 0, nwrites = 0;
     for (req *r = head; r; r = r->next, i++) {
         const kv_batch *b = r->batch;
-        if (!b) continue;
-        if (b->nops == 1) {
-            const batch_op *op = &b->ops[0];
-            const uint8_t *key = b->data + op->data_off;
-            if (op->type == KV_REC_TOMBSTONE && !writer_key_exists(s, ngops, key, op->klen, now)) {
-                res[i] = KV_NOT_FOUND;
+        if (r->fn) {
+            kv_batch *tb = tpool_get(s);
+            if (!tb) {
+                res[i] = ENOMEM;
                 continue;
             }
-            size_t len = kv_record_encode(s->gbuf + pos, op->type, 0, ++seq, op->expire_ms, op->flags, key, op->klen,
-                                          key + op->klen, op->vlen);
-            s->gops[ngops++] = (group_op){key, op->klen, op->type, (uint32_t)len, s->active_size + pos, seq,
-                                          op->expire_ms};
-            pos += len;
-        } else {
-            size_t start = pos, epos = pos + KV_REC_HEADER_SIZE;
-            uint64_t first = seq + 1;
-            for (size_t k = 0; k < b->nops; k++) {
-                const batch_op *op = &b->ops[k];
-                const uint8_t *key = b->data + op->data_off;
-                size_t len = kv_record_encode(s->gbuf + epos, op->type, KV_RF_IN_BATCH, ++seq, op->expire_ms,
-                                              op->flags, key, op->klen, key + op->klen, op->vlen);
-                s->gops[ngops++] = (group_op){key, op->klen, op->type, (uint32_t)len, s->active_size + epos, seq,
-                                              op->expire_ms};
-                epos += len;
-            }
-            kv_record_finish(s->gbuf + start, KV_REC_BATCH, 0, first, 0, (uint32_t)b->nops, 0,
-                             (uint32_t)(epos - start - KV_REC_HEADER_SIZE));
-            pos = epos;
+            kv_txn t = {s, tb, ngops, now};
+            res[i] = r->fn(&t, r->fn_arg);
+            if (res[i] != KV_OK || tb->nops == 0) continue;
+            b = tb;
+        } else if (!b) {
+            continue;
+        } else if (b->nops == 1 && b->ops[0].type == KV_REC_TOMBSTONE &&
+                   !writer_key_exists(s, ngops, b->data + b->ops[0].data_off, b->ops[0].klen, now)) {
+            res[i] = KV_NOT_FOUND;
+            continue;
+        }
+        if (encode_batch(s, b, &pos, &ngops, &seq) < 0) {
+            res[i] = ENOMEM;
+            continue;
         }
         nrecords++;
         nwrites++;
@@ -552,13 +603,152 @@ static void write_group(kv_store *s, req *head)
     while (head) {
         req *n = head->next;
         kv_status rs = st;
-        if (rs == KV_OK && !head->batch && s->failstop) rs = KV_FAILSTOP;
+        if (rs == KV_OK && !head->batch && !head->fn && s->failstop) rs = KV_FAILSTOP;
         if (rs == KV_OK) rs = res[i];
         complete(head, rs);
         head = n;
         i++;
     }
     free(res);
+}
+
+static kv_status enqueue(kv_store *s, req *r);
+
+/* ---- transactions ---- */
+
+kv_status kv_submit(kv_store *s, kv_txn_fn fn, void *fn_arg, kv_write_cb cb, void *arg)
+{
+    req *r = calloc(1, sizeof *r);
+    if (!r) return ENOMEM;
+    r->fn = fn;
+    r->fn_arg = fn_arg;
+    r->cb = cb;
+    r->arg = arg;
+    r->owned = 1;
+    kv_status st = enqueue(s, r);
+    if (st != KV_OK) free(r);
+    return st;
+}
+
+uint64_t kv_txn_now_ms(const kv_txn *t)
+{
+    return t->now;
+}
+
+/* The newest write to key in the transaction's own batch, or NULL. */
+static const batch_op *own_find(const kv_txn *t, const void *key, size_t klen)
+{
+    for (size_t i = t->b->nops; i-- > 0;) {
+        const batch_op *op = &t->b->ops[i];
+        if (op->klen == klen && memcmp(t->b->data + op->data_off, key, klen) == 0) return op;
+    }
+    return NULL;
+}
+
+static kv_status copy_value(kv_value *v, const uint8_t *val, size_t vlen, uint64_t expire_ms, uint32_t flags,
+                            uint64_t seq)
+{
+    uint8_t *buf = malloc(vlen ? vlen : 1);
+    if (!buf) return ENOMEM;
+    if (vlen) memcpy(buf, val, vlen);
+    v->data = buf;
+    v->len = vlen;
+    v->expire_ms = expire_ms;
+    v->flags = flags;
+    v->seq = seq;
+    v->buf_ = buf;
+    return KV_OK;
+}
+
+static int live(uint64_t expire_ms, uint64_t now)
+{
+    return expire_ms == 0 || expire_ms > now;
+}
+
+kv_status kv_txn_get(kv_txn *t, const void *key, size_t klen, kv_value *v)
+{
+    memset(v, 0, sizeof *v);
+    const batch_op *op = own_find(t, key, klen);
+    if (op) {
+        if (op->type != KV_REC_PUT || !live(op->expire_ms, t->now)) return KV_NOT_FOUND;
+        return copy_value(v, t->b->data + op->data_off + op->klen, op->vlen, op->expire_ms, op->flags, 0);
+    }
+    const group_op *g = overlay_find(t->s, t->ngops, key, (uint32_t)klen);
+    if (g) {
+        if (g->type != KV_REC_PUT || !live(g->expire_ms, t->now)) return KV_NOT_FOUND;
+        return copy_value(v, g->key + g->klen, g->vlen, g->expire_ms, g->flags, g->seq);
+    }
+    return kv_get(t->s, key, klen, v);
+}
+
+kv_status kv_txn_key_info(kv_txn *t, const void *key, size_t klen, uint64_t *expire_ms, uint64_t *seq)
+{
+    uint64_t e = 0, q = 0;
+    const batch_op *op = own_find(t, key, klen);
+    if (op) {
+        if (op->type != KV_REC_PUT || !live(op->expire_ms, t->now)) return KV_NOT_FOUND;
+        e = op->expire_ms;
+        q = UINT64_MAX; /* written by this transaction: newer than any sequence number */
+    } else {
+        const group_op *g = overlay_find(t->s, t->ngops, key, (uint32_t)klen);
+        if (g) {
+            if (g->type != KV_REC_PUT || !live(g->expire_ms, t->now)) return KV_NOT_FOUND;
+            e = g->expire_ms;
+            q = g->seq;
+        } else {
+            kv_status st = kv_key_info(t->s, key, klen, &e, &q);
+            if (st != KV_OK) return st;
+        }
+    }
+    if (expire_ms) *expire_ms = e;
+    if (seq) *seq = q;
+    return KV_OK;
+}
+
+kv_status kv_txn_put(kv_txn *t, const void *key, size_t klen, const void *val, size_t vlen, uint64_t expire_ms,
+                     uint32_t flags)
+{
+    return kv_batch_put(t->b, key, klen, val, vlen, expire_ms, flags);
+}
+
+kv_status kv_txn_delete(kv_txn *t, const void *key, size_t klen)
+{
+    if (kv_txn_key_info(t, key, klen, NULL, NULL) != KV_OK) return KV_NOT_FOUND;
+    kv_status st = kv_batch_delete(t->b, key, klen);
+    return st;
+}
+
+typedef struct keylist {
+    kv_batch *b;
+    kv_status st;
+    size_t n;
+} keylist;
+
+static int add_tombstone(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
+{
+    (void)loc;
+    keylist *l = arg;
+    if (l->st == KV_OK) l->st = kv_batch_delete(l->b, key, klen);
+    l->n++;
+    return 0;
+}
+
+kv_status kv_txn_delete_all(kv_txn *t, size_t *deleted)
+{
+    /* Tombstones for every key in the key directory and every key this
+     * group or transaction has put; a key may get two, which is harmless. */
+    keylist l = {t->b, KV_OK, 0};
+    size_t own = t->b->nops;
+    for (size_t i = 0; i < t->ngops && l.st == KV_OK; i++)
+        if (t->s->gops[i].type == KV_REC_PUT) l.st = kv_batch_delete(t->b, t->s->gops[i].key, t->s->gops[i].klen);
+    for (size_t i = 0; i < own && l.st == KV_OK; i++)
+        if (t->b->ops[i].type == KV_REC_PUT)
+            l.st = kv_batch_delete(t->b, t->b->data + t->b->ops[i].data_off, t->b->ops[i].klen);
+    pthread_rwlock_rdlock(&t->s->lock);
+    if (l.st == KV_OK) kv_keydir_foreach(t->s->kd, add_tombstone, &l);
+    pthread_rwlock_unlock(&t->s->lock);
+    if (deleted) *deleted = l.n;
+    return l.st;
 }
 
 static void *writer_main(void *arg)
@@ -654,7 +844,7 @@ static void wake(void *arg, kv_status st)
 static kv_status submit_wait(kv_store *s, const kv_batch *b)
 {
     waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    req r = {NULL, b, wake, &w, 0};
+    req r = {.batch = b, .cb = wake, .arg = &w};
     kv_status st = enqueue(s, &r);
     if (st != KV_OK) return st;
     pthread_mutex_lock(&w.mu);
@@ -768,6 +958,19 @@ kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_
     return KV_OK;
 }
 
+kv_status kv_key_info(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms, uint64_t *seq)
+{
+    kv_loc loc;
+    uint64_t now = wall_ms(s);
+    pthread_rwlock_rdlock(&s->lock);
+    int found = kv_keydir_get(s->kd, key, klen, &loc);
+    pthread_rwlock_unlock(&s->lock);
+    if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
+    if (expire_ms) *expire_ms = loc.expire_ms;
+    if (seq) *seq = loc.seq;
+    return KV_OK;
+}
+
 typedef struct scan_ctx {
     kv_scan_fn fn;
     void *arg;
@@ -832,6 +1035,7 @@ size_t kv_expire_sweep(kv_store *s, size_t max_keys)
         if (kv_keydir_del(s->kd, c.keys[i], c.klens[i], &old)) {
             s->live_bytes -= old.len;
             s->dead_bytes += old.len;
+            if (old.expire_ms) s->expires--;
             removed++;
         }
     }
@@ -858,6 +1062,7 @@ void kv_get_stats(kv_store *s, kv_stats *st)
     st->segments = (uint32_t)s->nsegs;
     st->active_segment = s->nsegs ? s->segs[s->nsegs - 1].id : 0;
     st->expired_swept = s->expired_swept;
+    st->expires = s->expires;
     pthread_rwlock_unlock(&s->lock);
     pthread_mutex_lock(&s->qmu);
     st->last_seq = s->last_seq;
@@ -900,6 +1105,8 @@ static void free_store(kv_store *s)
     free(s->segs);
     free(s->gbuf);
     free(s->gops);
+    for (size_t i = 0; i < s->tpool_cap; i++) kv_batch_free(s->tpool[i]);
+    free(s->tpool);
     free(s->dir);
     free(s);
 }
@@ -922,6 +1129,14 @@ static int make_dir(const kv_io *io, const char *dir)
     else
         *slash = 0;
     return io->fsync_dir(io->ctx, parent);
+}
+
+static int count_expiring(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
+{
+    (void)key;
+    (void)klen;
+    if (loc->expire_ms) ++*(uint64_t *)arg;
+    return 0;
 }
 
 static void copy_report(kvr_report *dst, const kvr_report *src)
@@ -1046,6 +1261,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         s->header_bytes += KV_SEG_HEADER_SIZE;
     }
     s->live_bytes = s->rep.live_bytes;
+    kv_keydir_foreach(s->kd, count_expiring, &s->expires);
     s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
     s->records = s->rep.records;
     s->last_seq = s->rep.max_seq;

@@ -148,6 +148,59 @@ kv_status kv_put(kv_store *s, const void *key, size_t klen, const void *val, siz
  * KV_NOT_FOUND if it did not (nothing written), or a write error. */
 kv_status kv_delete(kv_store *s, const void *key, size_t klen);
 
+/* ---- transactions: read-modify-write on the writer thread ---- */
+
+/* A transaction in progress. Valid only inside its kv_txn_fn. */
+typedef struct kv_txn kv_txn;
+typedef struct kv_value kv_value; /* defined with the reads below */
+
+/*
+ * Runs on the writer thread, in queue order with every other write, so it
+ * is serialised against all writes: what it reads cannot change before
+ * its own writes land (INCR, SETNX, WATCH/EXEC are built on this). Its
+ * reads see every earlier write, including those of its own group that
+ * are not yet synced; it must not reveal them before its completion
+ * callback runs, which happens only once its group is acknowledged.
+ * Its writes form one record (or one batch record): all or nothing.
+ * Return KV_OK to commit its writes (there may be none); any other status
+ * discards them and is passed to the completion callback. It must not
+ * block on other writes (no kv_write / kv_sync / kv_close inside).
+ */
+typedef kv_status (*kv_txn_fn)(kv_txn *t, void *arg);
+
+/*
+ * Queues a transaction and returns at once. cb(arg, st) runs on the writer
+ * thread after fn ran and its writes were acknowledged under the fsync
+ * policy (st KV_OK or fn's status), or failed (EIO, ENOSPC, KV_FAILSTOP:
+ * then fn's writes are not applied; fn may not have run at all).
+ * Returns KV_OK (cb will run exactly once), KV_CLOSED or ENOMEM.
+ */
+kv_status kv_submit(kv_store *s, kv_txn_fn fn, void *fn_arg, kv_write_cb cb, void *arg);
+
+/* Inside a transaction: read a value (as kv_get, also seeing unsynced
+ * writes of earlier requests and of this transaction). */
+kv_status kv_txn_get(kv_txn *t, const void *key, size_t klen, kv_value *v);
+
+/* Inside a transaction: expiry (0 = none) and sequence number of a live
+ * key (UINT64_MAX if this transaction wrote it), or KV_NOT_FOUND. */
+kv_status kv_txn_key_info(kv_txn *t, const void *key, size_t klen, uint64_t *expire_ms, uint64_t *seq);
+
+/* Inside a transaction: add a put (copied). Errors as kv_batch_put. */
+kv_status kv_txn_put(kv_txn *t, const void *key, size_t klen, const void *val, size_t vlen, uint64_t expire_ms,
+                     uint32_t flags);
+
+/* Inside a transaction: delete a live key. Returns KV_OK (tombstone
+ * added) or KV_NOT_FOUND (nothing to delete; nothing added). */
+kv_status kv_txn_delete(kv_txn *t, const void *key, size_t klen);
+
+/* Inside a transaction: delete every key (FLUSHALL). *deleted (may be
+ * NULL) receives the number of keys. Returns KV_OK or ENOMEM / KV_INVALID
+ * (more keys than one batch can hold). */
+kv_status kv_txn_delete_all(kv_txn *t, size_t *deleted);
+
+/* The wall clock the transaction uses for expiry, ms since the epoch. */
+uint64_t kv_txn_now_ms(const kv_txn *t);
+
 /* Waits until everything acknowledged so far is fdatasync'ed (whatever the
  * policy). Returns KV_OK, KV_FAILSTOP or the errno of a failed sync. */
 kv_status kv_sync(kv_store *s);
@@ -179,6 +232,10 @@ kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v);
 /* Looks a key up in memory only (no disk read). Returns KV_OK and its
  * expiry (0 = none) in *expire_ms (may be NULL), or KV_NOT_FOUND. */
 kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms);
+
+/* Like kv_exists, also returning the sequence number of the key's record
+ * (for WATCH: it changes whenever the key is written). */
+kv_status kv_key_info(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms, uint64_t *seq);
 
 /* Called by kv_scan for each live key. Runs under the store's read lock:
  * it must not call into the store. */
@@ -215,6 +272,7 @@ typedef struct kv_stats {
     uint64_t fdatasync_max_us;
     uint64_t synced_writes;   /* writes covered by an fdatasync */
     uint64_t expired_swept;
+    uint64_t expires;         /* keys with an expiry */
     kv_fsync_policy fsync;
     int failstop;             /* 1 once writes are refused */
 } kv_stats;

@@ -418,6 +418,88 @@ START_TEST(posix_directory_round_trip)
 }
 END_TEST
 
+/* ---- transactions ---- */
+
+typedef struct tx_case {
+    int step;
+    kv_status result;
+} tx_case;
+
+static void tx_done(void *arg, kv_status st)
+{
+    ((tx_case *)arg)->result = st;
+    __atomic_store_n(&((tx_case *)arg)->step, 1, __ATOMIC_RELEASE);
+}
+
+static kv_status run_txn(kv_store *s, kv_txn_fn fn, void *arg)
+{
+    tx_case c = {0, KV_OK};
+    ck_assert_int_eq(kv_submit(s, fn, arg, tx_done, &c), KV_OK);
+    ck_assert_int_eq(kv_sync(s), KV_OK); /* queued after it: it has run */
+    ck_assert_int_eq(__atomic_load_n(&c.step, __ATOMIC_ACQUIRE), 1);
+    return c.result;
+}
+
+static kv_status tx_sees_own_writes(kv_txn *t, void *arg)
+{
+    (void)arg;
+    kv_value v;
+    ck_assert_int_eq(kv_txn_put(t, "x", 1, "1", 1, 0, 0), KV_OK);
+    ck_assert_int_eq(kv_txn_get(t, "x", 1, &v), KV_OK);
+    ck_assert_mem_eq(v.data, "1", 1);
+    kv_value_free(&v);
+    ck_assert_int_eq(kv_txn_delete(t, "x", 1), KV_OK);
+    ck_assert_int_eq(kv_txn_get(t, "x", 1, &v), KV_NOT_FOUND);
+    ck_assert_int_eq(kv_txn_delete(t, "x", 1), KV_NOT_FOUND);
+    ck_assert_int_eq(kv_txn_delete(t, "absent", 6), KV_NOT_FOUND);
+    uint64_t seq = 0;
+    ck_assert_int_eq(kv_txn_key_info(t, "y", 1, NULL, &seq), KV_OK); /* written before */
+    ck_assert_uint_gt(seq, 0);
+    ck_assert_int_eq(kv_txn_put(t, "z", 1, "zz", 2, 0, 0), KV_OK);
+    return KV_OK;
+}
+
+static kv_status tx_fails(kv_txn *t, void *arg)
+{
+    (void)arg;
+    ck_assert_int_eq(kv_txn_put(t, "never", 5, "v", 1, 0, 0), KV_OK);
+    return KV_INVALID;
+}
+
+static kv_status tx_flush(kv_txn *t, void *arg)
+{
+    size_t n = 0;
+    ck_assert_int_eq(kv_txn_delete_all(t, &n), KV_OK);
+    *(size_t *)arg = n;
+    return KV_OK;
+}
+
+START_TEST(transactions_read_their_writes_and_commit_atomically)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_store *s = open_mem(fs, KV_FSYNC_ALWAYS, 0);
+    ck_assert_int_eq(kv_put(s, "y", 1, "old", 3, 0, 0), KV_OK);
+    ck_assert_int_eq(run_txn(s, tx_sees_own_writes, NULL), KV_OK);
+    kv_value v;
+    ck_assert_int_eq(kv_get(s, "x", 1, &v), KV_NOT_FOUND);
+    expect_value(s, "z", 1, "zz", 2);
+    /* A failing transaction writes nothing and reports its status. */
+    ck_assert_int_eq(run_txn(s, tx_fails, NULL), KV_INVALID);
+    ck_assert_int_eq(kv_get(s, "never", 5, &v), KV_NOT_FOUND);
+    size_t flushed = 0;
+    ck_assert_int_eq(run_txn(s, tx_flush, &flushed), KV_OK);
+    ck_assert_uint_eq(flushed, 2);
+    kv_stats st;
+    kv_get_stats(s, &st);
+    ck_assert_uint_eq(st.keys, 0);
+    kv_close(s);
+    s = open_mem(fs, KV_FSYNC_ALWAYS, 0);
+    ck_assert_uint_eq(kv_recovery_report(s)->keys, 0);
+    kv_close(s);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("store");
@@ -436,6 +518,7 @@ int main(void)
     tcase_add_test(tc, fsync_policy_decides_what_a_power_cut_keeps);
     tcase_add_test(tc, everysec_syncs_within_about_a_second);
     tcase_add_test(tc, posix_directory_round_trip);
+    tcase_add_test(tc, transactions_read_their_writes_and_commit_atomically);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
