@@ -1,0 +1,90 @@
+/*
+ * kvd_config — kvd's settings: defaults, command-line flags, and an
+ * optional redis.conf-style file ("kvd kvd.conf": one "name value" per
+ * line, # comments, quoted values as in redis.conf). Flags given on the
+ * command line override the file.
+ *
+ * Owns: the kvd_config struct and its strings.
+ * Never: opens sockets or the data directory; it only parses and checks.
+ */
+#ifndef KVD_CONFIG_H
+#define KVD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_store.h"
+#include "kvd_log.h"
+
+#define KVD_VERSION "0.1.0"
+
+typedef struct kvd_config {
+    char *dir;                 /* data directory, default "./data" */
+    char *bind;                /* listen address, default "127.0.0.1" */
+    int port;                  /* TCP port, default 6379; 0 = pick a free one */
+    kv_fsync_policy fsync;     /* default always */
+    char *requirepass;         /* NULL: no AUTH needed */
+    char *pidfile;             /* NULL: none */
+    char *logfile;             /* NULL or "": stderr */
+    kvd_log_level log_level;   /* default notice */
+    int maxclients;            /* default 10000 */
+    kvr_mode recovery;         /* default tolerate-tail */
+    uint64_t segment_size;     /* bytes, default 64 MiB; "64mb" style accepted */
+    int io_threads;            /* default: number of online CPUs */
+    uint64_t max_bulk_len;     /* bytes, default 512 MiB (proto-max-bulk-len) */
+    uint64_t max_query_buffer; /* bytes per client, default 1 GiB (client-query-buffer-limit) */
+    size_t max_args;           /* arguments per command, default 1048576 */
+    int expire_hz;             /* active expiry cycles per second, default 10 */
+    char *config_file;         /* the file read, if any */
+} kvd_config;
+
+/* Fills c with the defaults. */
+void kvd_config_init(kvd_config *c);
+void kvd_config_free(kvd_config *c);
+
+/* Result of parsing the command line. */
+typedef enum kvd_args_result {
+    KVD_ARGS_RUN = 0,  /* start the server */
+    KVD_ARGS_EXIT_OK,  /* --help or --version printed: exit 0 */
+    KVD_ARGS_ERROR,    /* err holds the message: exit 2 */
+} kvd_args_result;
+
+/*
+ * Parses argv: an optional config file path as the first non-flag
+ * argument, then flags (--dir D, --bind A, --port N, --fsync always|
+ * everysec|no, --requirepass P, --pidfile F, --logfile F, --log-level
+ * debug|verbose|notice|warning, --maxclients N, --recovery MODE,
+ * --segment-size BYTES, --io-threads N, --proto-max-bulk-len BYTES,
+ * --client-query-buffer-limit BYTES, --hz N, --help, --version). Each flag
+ * also accepts "--flag=value". The file is read first, flags override it.
+ * On KVD_ARGS_ERROR, err (cap bytes) says what was wrong and where
+ * ("kvd.conf:12: unknown setting 'foo'").
+ */
+kvd_args_result kvd_config_parse_args(kvd_config *c, int argc, char **argv, char *err, size_t errcap);
+
+/*
+ * Applies one setting by its name in the config file / CONFIG SET
+ * vocabulary ("dir", "bind", "port", "appendfsync" and "fsync",
+ * "requirepass", "pidfile", "logfile", "loglevel", "maxclients",
+ * "recovery", "segment-size", "io-threads", "proto-max-bulk-len",
+ * "client-query-buffer-limit", "hz"). Returns 0, or -1 with err filled.
+ */
+int kvd_config_set(kvd_config *c, const char *name, const char *value, char *err, size_t errcap);
+
+/*
+ * Writes the current value of setting `name` (as kvd_config_set takes it)
+ * into buf. Returns 0, or -1 for an unknown name.
+ */
+int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap);
+
+/* The names kvd_config_get knows, NULL-terminated (for CONFIG GET *). */
+extern const char *const kvd_config_names[];
+
+/* Parses a size like "4096", "64kb", "64mb", "1gb" (case-insensitive,
+ * powers of 1024 as in redis.conf; also "k", "m", "g"). Returns 0 or -1. */
+int kvd_parse_size(const char *s, uint64_t *out);
+
+/* Prints the --help text to stdout. */
+void kvd_config_usage(void);
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * kvd_internal — what the server core (kvd_server.c) and the command
+ * implementations (kvd_cmd.c) share: the server, worker and client
+ * structs, the reply buffer, and the command table interface. Not for
+ * use outside kvd.
+ *
+ * Locking rules (memcached's thread.c style, stated once):
+ *  - A client and its bufferevent belong to one I/O thread (worker) and
+ *    are touched only there; jobs carry a client pointer to the writer
+ *    thread but only the worker dereferences it when the job comes back.
+ *  - worker->mu guards only the hand-over queues (new fds, finished
+ *    jobs); everything else of a worker is its own thread's.
+ *  - Server counters are updated with __atomic builtins.
+ *  - The config is read by any thread; CONFIG SET changes only fields
+ *    that are read atomically (ints) or under srv->cfg_mu (strings).
+ */
+#ifndef KVD_INTERNAL_H
+#define KVD_INTERNAL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_store.h"
+#include "kvd_config.h"
+#include "resp.h"
+
+struct event_base;
+struct event;
+struct bufferevent;
+struct evconnlistener;
+
+/* A growable byte buffer for replies. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+void sb_add(sbuf *b, const void *p, size_t n);
+void sb_free(sbuf *b);
+
+/* RESP2 reply encoders. */
+void rp_ok(sbuf *b);
+void rp_status(sbuf *b, const char *s);
+void rp_error(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3))); /* "-" + text + CRLF */
+void rp_int(sbuf *b, long long v);
+void rp_bulk(sbuf *b, const void *p, size_t n);
+void rp_bulk_str(sbuf *b, const char *s);
+void rp_nil(sbuf *b);
+void rp_array(sbuf *b, long long n);
+void rp_null_array(sbuf *b);
+
+struct kvd_client;
+struct kvd_worker;
+
+/* A write command (or EXEC) sent to the writer thread. */
+typedef struct kvd_job {
+    struct kvd_job *next;
+    struct kvd_client *c;
+    const struct kvd_cmd *cmd; /* NULL for EXEC */
+    size_t argc;
+    uint8_t **argv; /* copies: the input buffer moves on */
+    size_t *argvlen;
+    sbuf reply;
+    kv_status st;
+    int is_exec;
+    struct kvd_job *mq;     /* EXEC: the queued commands, in order */
+    struct kvd_watch *watch; /* EXEC: the watched keys */
+    size_t nwatch;
+} kvd_job;
+
+struct kvd_watch;
+typedef struct kvd_watch {
+    uint8_t *key;
+    size_t klen;
+    uint64_t seq; /* 0: absent when watched */
+} kvd_watch;
+
+typedef struct kvd_client {
+    uint64_t id;
+    struct kvd_worker *w;
+    struct bufferevent *bev;
+    struct kvd_client *prev, *next; /* the worker's list */
+    resp_args args;
+    char addr[64];
+    char *name;
+    long long ctime;
+    int authenticated;
+    int close_after_reply;
+    int gone;      /* connection closed; free once pending == 0 */
+    int pending;   /* write jobs in flight */
+    int in_multi;
+    int multi_error;
+    kvd_job *mq;   /* commands queued by MULTI (as jobs, not yet sent) */
+    kvd_job *mq_tail;
+    size_t mq_len;
+    kvd_watch *watch;
+    size_t nwatch, cap_watch;
+    sbuf out;      /* scratch for replies built on the I/O thread */
+} kvd_client;
+
+typedef struct kvd_worker {
+    struct kvd_server *srv;
+    int idx;
+    pthread_t thread;
+    struct event_base *base;
+    struct event *wake;
+    pthread_mutex_t mu;
+    int *newfds;
+    size_t nnew, cap_new;
+    kvd_job *done_head, *done_tail;
+    kvd_client *clients;
+    int stopping;
+} kvd_worker;
+
+struct kvd_server {
+    kvd_config *cfg;
+    pthread_mutex_t cfg_mu;
+    kv_store *store;
+    resp_limits limits;
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct event *sig_term, *sig_int, *sig_usr1, *ev_shutdown, *ev_cron;
+    kvd_worker *workers;
+    int nworkers;
+    unsigned next_worker;
+    int port;
+    long long start_ms;
+    int pidfile_written;
+    /* counters (atomic) */
+    uint64_t next_client_id;
+    int64_t connected_clients;
+    uint64_t total_connections, rejected_connections, total_commands, hits, misses, expired_active;
+    uint64_t ops_sec, last_cmds;
+    long long last_cron_ms;
+};
+
+/* Command flags. */
+enum {
+    CMD_WRITE = 1 << 0,   /* may write: runs as a transaction on the writer thread */
+    CMD_READ = 1 << 1,    /* reads the store on the I/O thread */
+    CMD_NOAUTH = 1 << 2,  /* allowed before AUTH */
+    CMD_LOCAL = 1 << 3,   /* connection/server command run on the I/O thread */
+    CMD_NOMULTI = 1 << 4, /* runs at once even inside MULTI (EXEC, DISCARD, ...) */
+};
+
+/* What a command handler sees. txn is non-NULL on the writer thread. */
+typedef struct cmdctx {
+    struct kvd_server *srv;
+    kvd_client *c; /* NULL on the writer thread: client state is off limits there */
+    size_t argc;
+    const uint8_t *const *argv;
+    const size_t *argvlen;
+    kv_txn *txn;
+    sbuf *out;
+} cmdctx;
+
+typedef struct kvd_cmd {
+    const char *name; /* lower case */
+    int arity;        /* Redis style: N exact, -N at least N (name included) */
+    int flags;
+    void (*fn)(cmdctx *x);
+    int first_key, last_key, key_step; /* for COMMAND */
+} kvd_cmd;
+
+/* Looks a command up by name (case-insensitive). NULL if unknown. */
+const kvd_cmd *kvd_cmd_lookup(const uint8_t *name, size_t len);
+/* The table, and its length. */
+const kvd_cmd *kvd_cmd_table(size_t *n);
+
+/* Runs a queued MULTI as one transaction on the writer thread (EXEC's
+ * job). */
+kv_status kvd_exec_txn(kv_txn *t, kvd_job *job, struct kvd_server *srv);
+
+/* Server hooks the commands use. */
+void kvd_server_request_shutdown(struct kvd_server *srv);
+void kvd_server_info(struct kvd_server *srv, const char *section, sbuf *out);
+long long kvd_mstime(void);
+
+#endif

@@ -1,0 +1,1317 @@
+#define _GNU_SOURCE
+#include "kvd_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <fnmatch.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "kvd_internal.h"
+#include "kvd_log.h"
+
+#define MAX_PENDING_PER_CLIENT 4096
+
+/* ---- small helpers ---- */
+
+static uint64_t atomic_inc(uint64_t *p)
+{
+    return __atomic_add_fetch(p, 1, __ATOMIC_RELAXED);
+}
+
+static uint64_t atomic_get(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static void store_log(void *arg, int level, const char *msg)
+{
+    (void)arg;
+    kvd_log_level l = level >= KV_LOG_WARN ? KVD_LOG_WARNING : level == KV_LOG_INFO ? KVD_LOG_NOTICE : KVD_LOG_DEBUG;
+    kvd_log(l, "%s", msg);
+}
+
+/* ---- clients ---- */
+
+static void job_free(kvd_job *j)
+{
+    if (!j) return;
+    for (size_t i = 0; i < j->argc; i++) free(j->argv[i]);
+    free(j->argv);
+    free(j->argvlen);
+    sb_free(&j->reply);
+    kvd_job *q = j->mq;
+    while (q) {
+        kvd_job *n = q->next;
+        job_free(q);
+        q = n;
+    }
+    for (size_t i = 0; i < j->nwatch; i++) free(j->watch[i].key);
+    free(j->watch);
+    free(j);
+}
+
+/* A job holding a copy of the current request's arguments. */
+static kvd_job *job_new(kvd_client *c, const kvd_cmd *cmd)
+{
+    kvd_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->c = c;
+    j->cmd = cmd;
+    j->argc = c->args.argc;
+    j->argv = calloc(j->argc ? j->argc : 1, sizeof *j->argv);
+    j->argvlen = calloc(j->argc ? j->argc : 1, sizeof *j->argvlen);
+    if (!j->argv || !j->argvlen) goto oom;
+    for (size_t i = 0; i < j->argc; i++) {
+        size_t n = c->args.argvlen[i];
+        j->argv[i] = malloc(n ? n : 1);
+        if (!j->argv[i]) goto oom;
+        memcpy(j->argv[i], c->args.argv[i], n);
+        j->argvlen[i] = n;
+    }
+    return j;
+oom:
+    job_free(j);
+    return NULL;
+}
+
+static void watch_clear(kvd_client *c)
+{
+    for (size_t i = 0; i < c->nwatch; i++) free(c->watch[i].key);
+    free(c->watch);
+    c->watch = NULL;
+    c->nwatch = c->cap_watch = 0;
+}
+
+static void multi_reset(kvd_client *c)
+{
+    kvd_job *q = c->mq;
+    while (q) {
+        kvd_job *n = q->next;
+        job_free(q);
+        q = n;
+    }
+    c->mq = c->mq_tail = NULL;
+    c->mq_len = 0;
+    c->in_multi = 0;
+    c->multi_error = 0;
+}
+
+static void client_free(kvd_client *c)
+{
+    kvd_worker *w = c->w;
+    if (c->bev) bufferevent_free(c->bev);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next) c->next->prev = c->prev;
+    resp_args_free(&c->args);
+    multi_reset(c);
+    watch_clear(c);
+    free(c->name);
+    sb_free(&c->out);
+    __atomic_sub_fetch(&w->srv->connected_clients, 1, __ATOMIC_RELAXED);
+    free(c);
+}
+
+/* The connection is gone (EOF, error, or closed by us): free the client
+ * now, or once its write jobs have come back. */
+static void client_gone(kvd_client *c)
+{
+    if (c->pending > 0) {
+        c->gone = 1;
+        if (c->bev) {
+            bufferevent_free(c->bev);
+            c->bev = NULL;
+        }
+        return;
+    }
+    client_free(c);
+}
+
+static void flush_out(kvd_client *c)
+{
+    if (c->out.oom) {
+        kvd_log(KVD_LOG_WARNING, "client id=%" PRIu64 " addr=%s: out of memory building a reply; closing", c->id,
+                c->addr);
+        sb_free(&c->out);
+        c->close_after_reply = 1;
+        return;
+    }
+    if (c->out.len && c->bev) bufferevent_write(c->bev, c->out.p, c->out.len);
+    c->out.len = 0;
+}
+
+static void on_write_drained(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    kvd_client *c = arg;
+    if (c->close_after_reply && c->pending == 0) client_gone(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    kvd_client *c = arg;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) client_gone(c);
+}
+
+/* ---- write jobs ---- */
+
+static kv_status job_txn(kv_txn *t, void *arg)
+{
+    kvd_job *j = arg;
+    kvd_server *srv = j->c->w->srv; /* immutable pointers: safe to read here */
+    if (j->is_exec) return kvd_exec_txn(t, j, srv);
+    cmdctx x = {srv, NULL, j->argc, (const uint8_t *const *)j->argv, j->argvlen, t, &j->reply};
+    j->cmd->fn(&x);
+    return j->reply.oom ? ENOMEM : KV_OK;
+}
+
+/* Writer thread: hand the finished job back to its client's I/O thread. */
+static void job_done(void *arg, kv_status st)
+{
+    kvd_job *j = arg;
+    kvd_worker *w = j->c->w;
+    j->st = st;
+    pthread_mutex_lock(&w->mu);
+    if (w->done_tail)
+        w->done_tail->next = j;
+    else
+        w->done_head = j;
+    w->done_tail = j;
+    pthread_mutex_unlock(&w->mu);
+    event_active(w->wake, EV_READ, 0);
+}
+
+static void submit_job(kvd_client *c, kvd_job *j)
+{
+    kvd_server *srv = c->w->srv;
+    kv_status st = kv_submit(srv->store, job_txn, j, job_done, j);
+    if (st != KV_OK) {
+        rp_error(&c->out, "ERR cannot queue the write: %s", kv_strerror(st));
+        job_free(j);
+        return;
+    }
+    c->pending++;
+}
+
+static void reply_job(kvd_client *c, kvd_job *j)
+{
+    if (j->st == KV_OK) {
+        sb_add(&c->out, j->reply.p, j->reply.len);
+        return;
+    }
+    char why[512];
+    if (j->st == KV_FAILSTOP && kv_failstop_reason(c->w->srv->store, why, sizeof why))
+        rp_error(&c->out, "IOERR write refused: %s", why);
+    else
+        rp_error(&c->out, "IOERR write failed: %s; the store now refuses writes until restarted",
+                 kv_strerror(j->st));
+}
+
+/* ---- command dispatch ---- */
+
+static int arg_eq(const kvd_client *c, size_t i, const char *word)
+{
+    size_t n = strlen(word);
+    return c->args.argvlen[i] == n && strncasecmp((const char *)c->args.argv[i], word, n) == 0;
+}
+
+static void reply_unknown(kvd_client *c)
+{
+    char args[512];
+    size_t used = 0;
+    args[0] = 0;
+    for (size_t i = 1; i < c->args.argc && used < 400; i++) {
+        int n = snprintf(args + used, sizeof args - used, "'%.*s' ", (int)(c->args.argvlen[i] > 128 ? 128 : c->args.argvlen[i]),
+                         (const char *)c->args.argv[i]);
+        if (n < 0) break;
+        used += (size_t)n;
+        if (used >= sizeof args) used = sizeof args - 1;
+    }
+    rp_error(&c->out, "ERR unknown command '%.*s', with args beginning with: %s",
+             (int)(c->args.argvlen[0] > 128 ? 128 : c->args.argvlen[0]), (const char *)c->args.argv[0], args);
+}
+
+static int arity_ok(const kvd_cmd *cmd, size_t argc)
+{
+    return cmd->arity > 0 ? argc == (size_t)cmd->arity : argc >= (size_t)-cmd->arity;
+}
+
+static int check_password(kvd_server *srv, const uint8_t *p, size_t n)
+{
+    pthread_mutex_lock(&srv->cfg_mu);
+    const char *want = srv->cfg->requirepass;
+    int ok = 0;
+    if (want && *want) {
+        size_t wn = strlen(want);
+        unsigned diff = (unsigned)(wn ^ n);
+        for (size_t i = 0; i < n; i++) diff |= (unsigned)(p[i] ^ (uint8_t)want[i % (wn ? wn : 1)]);
+        ok = diff == 0;
+    }
+    pthread_mutex_unlock(&srv->cfg_mu);
+    return ok;
+}
+
+static int password_set(kvd_server *srv)
+{
+    pthread_mutex_lock(&srv->cfg_mu);
+    int set = srv->cfg->requirepass && *srv->cfg->requirepass;
+    pthread_mutex_unlock(&srv->cfg_mu);
+    return set;
+}
+
+static void cmd_auth(kvd_client *c)
+{
+    kvd_server *srv = c->w->srv;
+    if (c->args.argc > 3) {
+        rp_error(&c->out, "ERR syntax error");
+        return;
+    }
+    if (!password_set(srv)) {
+        rp_error(&c->out, "ERR AUTH <password> called without any password configured for the default user. "
+                          "Are you sure your configuration is correct?");
+        return;
+    }
+    size_t pi = c->args.argc == 3 ? 2 : 1;
+    if ((c->args.argc == 3 && !arg_eq(c, 1, "default")) || !check_password(srv, c->args.argv[pi], c->args.argvlen[pi])) {
+        rp_error(&c->out, "WRONGPASS invalid username-password pair or user is disabled.");
+        return;
+    }
+    c->authenticated = 1;
+    rp_ok(&c->out);
+}
+
+static int valid_client_name(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < '!' || p[i] > '~') return 0;
+    return 1;
+}
+
+static void set_name(kvd_client *c, const uint8_t *p, size_t n)
+{
+    free(c->name);
+    c->name = NULL;
+    if (n) {
+        c->name = malloc(n + 1);
+        if (c->name) {
+            memcpy(c->name, p, n);
+            c->name[n] = 0;
+        }
+    }
+}
+
+/* HELLO [protover [AUTH username password] [SETNAME clientname]] */
+static void cmd_hello(kvd_client *c)
+{
+    kvd_server *srv = c->w->srv;
+    size_t i = 1;
+    if (c->args.argc >= 2) {
+        const uint8_t *v = c->args.argv[1];
+        size_t n = c->args.argvlen[1];
+        if (n != 1 || (v[0] < '0' || v[0] > '9')) {
+            rp_error(&c->out, "ERR Protocol version is not an integer or out of range");
+            return;
+        }
+        if (v[0] != '2') {
+            rp_error(&c->out, "NOPROTO unsupported protocol version");
+            return;
+        }
+        i = 2;
+    }
+    const uint8_t *name = NULL;
+    size_t name_len = 0;
+    for (; i < c->args.argc; i++) {
+        if (arg_eq(c, i, "auth") && i + 2 < c->args.argc) {
+            if (!password_set(srv) || !arg_eq(c, i + 1, "default") ||
+                !check_password(srv, c->args.argv[i + 2], c->args.argvlen[i + 2])) {
+                rp_error(&c->out, "WRONGPASS invalid username-password pair or user is disabled.");
+                return;
+            }
+            c->authenticated = 1;
+            i += 2;
+        } else if (arg_eq(c, i, "setname") && i + 1 < c->args.argc) {
+            name = c->args.argv[i + 1];
+            name_len = c->args.argvlen[i + 1];
+            if (!valid_client_name(name, name_len)) {
+                rp_error(&c->out, "ERR Client names cannot contain spaces, newlines or special characters.");
+                return;
+            }
+            i++;
+        } else {
+            rp_error(&c->out, "ERR Syntax error in HELLO option '%.*s'", (int)c->args.argvlen[i],
+                     (const char *)c->args.argv[i]);
+            return;
+        }
+    }
+    if (password_set(srv) && !c->authenticated) {
+        rp_error(&c->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+                          "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+                          "select the RESP protocol version at the same time");
+        return;
+    }
+    if (name) set_name(c, name, name_len);
+    rp_array(&c->out, 14);
+    rp_bulk_str(&c->out, "server");
+    rp_bulk_str(&c->out, "kvd");
+    rp_bulk_str(&c->out, "version");
+    rp_bulk_str(&c->out, KVD_VERSION);
+    rp_bulk_str(&c->out, "proto");
+    rp_int(&c->out, 2);
+    rp_bulk_str(&c->out, "id");
+    rp_int(&c->out, (long long)c->id);
+    rp_bulk_str(&c->out, "mode");
+    rp_bulk_str(&c->out, "standalone");
+    rp_bulk_str(&c->out, "role");
+    rp_bulk_str(&c->out, "master");
+    rp_bulk_str(&c->out, "modules");
+    rp_array(&c->out, 0);
+}
+
+static void cmd_client(kvd_client *c)
+{
+    if (arg_eq(c, 1, "id") && c->args.argc == 2) {
+        rp_int(&c->out, (long long)c->id);
+    } else if (arg_eq(c, 1, "setname") && c->args.argc == 3) {
+        if (!valid_client_name(c->args.argv[2], c->args.argvlen[2])) {
+            rp_error(&c->out, "ERR Client names cannot contain spaces, newlines or special characters.");
+            return;
+        }
+        set_name(c, c->args.argv[2], c->args.argvlen[2]);
+        rp_ok(&c->out);
+    } else if (arg_eq(c, 1, "getname") && c->args.argc == 2) {
+        if (c->name)
+            rp_bulk_str(&c->out, c->name);
+        else
+            rp_nil(&c->out);
+    } else if (arg_eq(c, 1, "setinfo") && c->args.argc == 4) {
+        if (!arg_eq(c, 2, "lib-name") && !arg_eq(c, 2, "lib-ver")) {
+            rp_error(&c->out, "ERR Unrecognized option '%.*s'", (int)c->args.argvlen[2], (const char *)c->args.argv[2]);
+            return;
+        }
+        rp_ok(&c->out);
+    } else if (arg_eq(c, 1, "info") && c->args.argc == 2) {
+        char line[512];
+        snprintf(line, sizeof line, "id=%" PRIu64 " addr=%s name=%s age=%lld\n", c->id, c->addr,
+                 c->name ? c->name : "", (kvd_mstime() - c->ctime) / 1000);
+        rp_bulk_str(&c->out, line);
+    } else if (arg_eq(c, 1, "list") && c->args.argc == 2) {
+        /* Only this I/O thread's clients are visible without locking;
+         * list those (documented in docs/protocol.md). */
+        sbuf b = {0};
+        for (kvd_client *o = c->w->clients; o; o = o->next) {
+            char line[512];
+            int n = snprintf(line, sizeof line, "id=%" PRIu64 " addr=%s name=%s age=%lld\n", o->id, o->addr,
+                             o->name ? o->name : "", (kvd_mstime() - o->ctime) / 1000);
+            sb_add(&b, line, (size_t)n);
+        }
+        rp_bulk(&c->out, b.p ? b.p : "", b.len);
+        sb_free(&b);
+    } else {
+        rp_error(&c->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
+                 (int)c->args.argvlen[1], (const char *)c->args.argv[1]);
+    }
+}
+
+static void command_info(sbuf *b, const kvd_cmd *cmd)
+{
+    rp_array(b, 6);
+    rp_bulk_str(b, cmd->name);
+    rp_int(b, cmd->arity);
+    int nflags = 0;
+    const char *flags[4];
+    if (cmd->flags & CMD_WRITE) flags[nflags++] = "write";
+    if (cmd->flags & CMD_READ) flags[nflags++] = "readonly";
+    if (cmd->flags & CMD_NOAUTH) flags[nflags++] = "no_auth";
+    if (cmd->flags & CMD_LOCAL) flags[nflags++] = "fast";
+    rp_array(b, nflags);
+    for (int i = 0; i < nflags; i++) rp_status(b, flags[i]);
+    rp_int(b, cmd->first_key);
+    rp_int(b, cmd->last_key);
+    rp_int(b, cmd->key_step);
+}
+
+static void cmd_command(kvd_client *c)
+{
+    size_t n;
+    const kvd_cmd *t = kvd_cmd_table(&n);
+    if (c->args.argc == 1) {
+        rp_array(&c->out, (long long)n);
+        for (size_t i = 0; i < n; i++) command_info(&c->out, &t[i]);
+    } else if (arg_eq(c, 1, "count") && c->args.argc == 2) {
+        rp_int(&c->out, (long long)n);
+    } else if (arg_eq(c, 1, "docs")) {
+        rp_array(&c->out, 0); /* no docs: clients fall back to their own */
+    } else if (arg_eq(c, 1, "info")) {
+        rp_array(&c->out, (long long)c->args.argc - 2);
+        for (size_t i = 2; i < c->args.argc; i++) {
+            const kvd_cmd *cmd = kvd_cmd_lookup(c->args.argv[i], c->args.argvlen[i]);
+            if (cmd)
+                command_info(&c->out, cmd);
+            else
+                rp_null_array(&c->out);
+        }
+    } else {
+        rp_error(&c->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try COMMAND HELP.",
+                 (int)c->args.argvlen[1], (const char *)c->args.argv[1]);
+    }
+}
+
+/* Settings CONFIG SET may change while kvd runs. */
+static int config_mutable(const char *name)
+{
+    return !strcasecmp(name, "loglevel") || !strcasecmp(name, "requirepass") || !strcasecmp(name, "maxclients") ||
+           !strcasecmp(name, "hz");
+}
+
+static void cmd_config(kvd_client *c)
+{
+    kvd_server *srv = c->w->srv;
+    if (arg_eq(c, 1, "get") && c->args.argc >= 3) {
+        sbuf body = {0};
+        long long n = 0;
+        /* Compatibility values some clients ask for (redis-benchmark). */
+        static const char *const compat[][2] = {{"save", ""}, {"appendonly", "yes"}};
+        for (size_t a = 2; a < c->args.argc; a++) {
+            char pat[256];
+            snprintf(pat, sizeof pat, "%.*s", (int)c->args.argvlen[a], (const char *)c->args.argv[a]);
+            pthread_mutex_lock(&srv->cfg_mu);
+            for (size_t i = 0; kvd_config_names[i]; i++) {
+                if (fnmatch(pat, kvd_config_names[i], FNM_CASEFOLD) != 0) continue;
+                char val[4096];
+                if (kvd_config_get(srv->cfg, kvd_config_names[i], val, sizeof val) != 0) continue;
+                rp_bulk_str(&body, kvd_config_names[i]);
+                rp_bulk_str(&body, val);
+                n++;
+            }
+            pthread_mutex_unlock(&srv->cfg_mu);
+            for (size_t i = 0; i < sizeof compat / sizeof compat[0]; i++)
+                if (fnmatch(pat, compat[i][0], FNM_CASEFOLD) == 0) {
+                    rp_bulk_str(&body, compat[i][0]);
+                    rp_bulk_str(&body, compat[i][1]);
+                    n++;
+                }
+        }
+        rp_array(&c->out, n * 2);
+        sb_add(&c->out, body.p, body.len);
+        sb_free(&body);
+    } else if (arg_eq(c, 1, "set") && c->args.argc >= 4 && c->args.argc % 2 == 0) {
+        for (size_t a = 2; a + 1 < c->args.argc; a += 2) {
+            char name[128], val[4096], err[512];
+            snprintf(name, sizeof name, "%.*s", (int)c->args.argvlen[a], (const char *)c->args.argv[a]);
+            snprintf(val, sizeof val, "%.*s", (int)c->args.argvlen[a + 1], (const char *)c->args.argv[a + 1]);
+            char cur[4096];
+            pthread_mutex_lock(&srv->cfg_mu);
+            int known = kvd_config_get(srv->cfg, name, cur, sizeof cur) == 0;
+            int r = -1;
+            if (known && config_mutable(name)) r = kvd_config_set(srv->cfg, name, val, err, sizeof err);
+            pthread_mutex_unlock(&srv->cfg_mu);
+            if (!known) {
+                rp_error(&c->out, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
+                return;
+            }
+            if (!config_mutable(name)) {
+                rp_error(&c->out, "ERR CONFIG SET failed (possibly related to argument '%s') - can't set "
+                                  "immutable config", name);
+                return;
+            }
+            if (r != 0) {
+                rp_error(&c->out, "ERR CONFIG SET failed (possibly related to argument '%s') - %s", name, err);
+                return;
+            }
+            if (!strcasecmp(name, "loglevel")) kvd_log_set_level(srv->cfg->log_level);
+        }
+        rp_ok(&c->out);
+    } else if (arg_eq(c, 1, "resetstat") && c->args.argc == 2) {
+        __atomic_store_n(&srv->total_commands, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->hits, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->misses, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->total_connections, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->rejected_connections, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->expired_active, 0, __ATOMIC_RELAXED);
+        rp_ok(&c->out);
+    } else {
+        rp_error(&c->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
+                 (int)c->args.argvlen[1], (const char *)c->args.argv[1]);
+    }
+}
+
+static void cmd_watch(kvd_client *c)
+{
+    kvd_server *srv = c->w->srv;
+    for (size_t i = 1; i < c->args.argc; i++) {
+        if (c->nwatch == c->cap_watch) {
+            size_t nc = c->cap_watch ? c->cap_watch * 2 : 8;
+            kvd_watch *nw = realloc(c->watch, nc * sizeof *nw);
+            if (!nw) {
+                rp_error(&c->out, "ERR out of memory");
+                return;
+            }
+            c->watch = nw;
+            c->cap_watch = nc;
+        }
+        kvd_watch *wt = &c->watch[c->nwatch];
+        wt->klen = c->args.argvlen[i];
+        wt->key = malloc(wt->klen ? wt->klen : 1);
+        if (!wt->key) {
+            rp_error(&c->out, "ERR out of memory");
+            return;
+        }
+        memcpy(wt->key, c->args.argv[i], wt->klen);
+        wt->seq = 0;
+        if (kv_key_info(srv->store, wt->key, wt->klen, NULL, &wt->seq) != KV_OK) wt->seq = 0;
+        c->nwatch++;
+    }
+    rp_ok(&c->out);
+}
+
+static void cmd_exec(kvd_client *c)
+{
+    if (!c->in_multi) {
+        rp_error(&c->out, "ERR EXEC without MULTI");
+        return;
+    }
+    if (c->multi_error) {
+        rp_error(&c->out, "EXECABORT Transaction discarded because of previous errors.");
+        multi_reset(c);
+        watch_clear(c);
+        return;
+    }
+    kvd_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        rp_error(&c->out, "ERR out of memory");
+        multi_reset(c);
+        watch_clear(c);
+        return;
+    }
+    j->c = c;
+    j->is_exec = 1;
+    j->mq = c->mq;
+    j->watch = c->watch;
+    j->nwatch = c->nwatch;
+    c->mq = c->mq_tail = NULL;
+    c->mq_len = 0;
+    c->watch = NULL;
+    c->nwatch = c->cap_watch = 0;
+    multi_reset(c);
+    submit_job(c, j);
+}
+
+static void run_local(kvd_client *c, const kvd_cmd *cmd)
+{
+    const char *n = cmd->name;
+    if (!strcmp(n, "quit")) {
+        rp_ok(&c->out);
+        c->close_after_reply = 1;
+    } else if (!strcmp(n, "select")) {
+        long long db;
+        const uint8_t *p = c->args.argv[1];
+        size_t len = c->args.argvlen[1];
+        char tmp[32];
+        if (len == 0 || len >= sizeof tmp) {
+            rp_error(&c->out, "ERR value is not an integer or out of range");
+            return;
+        }
+        memcpy(tmp, p, len);
+        tmp[len] = 0;
+        char *end;
+        errno = 0;
+        db = strtoll(tmp, &end, 10);
+        if (errno || *end || end == tmp)
+            rp_error(&c->out, "ERR value is not an integer or out of range");
+        else if (db != 0)
+            rp_error(&c->out, "ERR DB index is out of range");
+        else
+            rp_ok(&c->out);
+    } else if (!strcmp(n, "auth")) {
+        cmd_auth(c);
+    } else if (!strcmp(n, "hello")) {
+        cmd_hello(c);
+    } else if (!strcmp(n, "client")) {
+        cmd_client(c);
+    } else if (!strcmp(n, "command")) {
+        cmd_command(c);
+    } else if (!strcmp(n, "config")) {
+        cmd_config(c);
+    } else if (!strcmp(n, "shutdown")) {
+        kvd_log(KVD_LOG_WARNING, "user requested shutdown (client id=%" PRIu64 " addr=%s)", c->id, c->addr);
+        kvd_server_request_shutdown(c->w->srv);
+    } else if (!strcmp(n, "multi")) {
+        if (c->in_multi) {
+            rp_error(&c->out, "ERR MULTI calls can not be nested");
+            return;
+        }
+        c->in_multi = 1;
+        rp_ok(&c->out);
+    } else if (!strcmp(n, "exec")) {
+        cmd_exec(c);
+    } else if (!strcmp(n, "discard")) {
+        if (!c->in_multi) {
+            rp_error(&c->out, "ERR DISCARD without MULTI");
+            return;
+        }
+        multi_reset(c);
+        watch_clear(c);
+        rp_ok(&c->out);
+    } else if (!strcmp(n, "watch")) {
+        if (c->in_multi) {
+            rp_error(&c->out, "ERR WATCH inside MULTI is not allowed");
+            return;
+        }
+        cmd_watch(c);
+    } else if (!strcmp(n, "unwatch")) {
+        watch_clear(c);
+        rp_ok(&c->out);
+    }
+}
+
+/* Would this request be sent to the writer thread (so it may be queued
+ * behind the connection's other writes)? */
+static int goes_to_writer(const kvd_client *c, const kvd_cmd *cmd)
+{
+    if (!cmd || !arity_ok(cmd, c->args.argc)) return 0;
+    if (c->in_multi) return !strcmp(cmd->name, "exec") && !c->multi_error;
+    return (cmd->flags & CMD_WRITE) != 0;
+}
+
+/* Runs the parsed request in c->args. */
+static void dispatch(kvd_client *c, const kvd_cmd *cmd)
+{
+    kvd_server *srv = c->w->srv;
+    atomic_inc(&srv->total_commands);
+    if (!cmd) {
+        reply_unknown(c);
+        if (c->in_multi) c->multi_error = 1;
+        return;
+    }
+    if (!arity_ok(cmd, c->args.argc)) {
+        rp_error(&c->out, "ERR wrong number of arguments for '%s' command", cmd->name);
+        if (c->in_multi) c->multi_error = 1;
+        return;
+    }
+    if (!c->authenticated && !(cmd->flags & CMD_NOAUTH) && password_set(srv)) {
+        rp_error(&c->out, "NOAUTH Authentication required.");
+        if (c->in_multi) c->multi_error = 1;
+        return;
+    }
+    if (c->in_multi && !(cmd->flags & CMD_NOMULTI)) {
+        if (cmd->flags & CMD_LOCAL) {
+            rp_error(&c->out, "ERR Command not allowed inside a transaction");
+            c->multi_error = 1;
+            return;
+        }
+        kvd_job *q = job_new(c, cmd);
+        if (!q) {
+            rp_error(&c->out, "ERR out of memory");
+            c->multi_error = 1;
+            return;
+        }
+        if (c->mq_tail)
+            c->mq_tail->next = q;
+        else
+            c->mq = q;
+        c->mq_tail = q;
+        c->mq_len++;
+        rp_status(&c->out, "QUEUED");
+        return;
+    }
+    if (cmd->flags & CMD_LOCAL) {
+        run_local(c, cmd);
+    } else if (cmd->flags & CMD_WRITE) {
+        kvd_job *j = job_new(c, cmd);
+        if (!j)
+            rp_error(&c->out, "ERR out of memory");
+        else
+            submit_job(c, j);
+    } else {
+        cmdctx x = {srv, c, c->args.argc, c->args.argv, c->args.argvlen, NULL, &c->out};
+        cmd->fn(&x);
+    }
+}
+
+static void process_input(kvd_client *c)
+{
+    kvd_server *srv = c->w->srv;
+    if (c->gone || !c->bev) return;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (!c->close_after_reply && !c->w->stopping) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0) break;
+        if (c->pending >= MAX_PENDING_PER_CLIENT) break;
+        const uint8_t *buf = evbuffer_pullup(in, -1);
+        size_t consumed = 0;
+        const char *err = NULL;
+        resp_result rr = resp_parse(buf, avail, &srv->limits, &c->args, &consumed, &err);
+        if (rr == RESP_NEED_MORE) {
+            if (avail > srv->cfg->max_query_buffer) {
+                kvd_log(KVD_LOG_WARNING, "closing client id=%" PRIu64 " addr=%s that reached max query buffer "
+                                         "length (%zu bytes)", c->id, c->addr, avail);
+                c->close_after_reply = 1;
+                evbuffer_drain(in, avail);
+            }
+            break;
+        }
+        if (rr == RESP_ERROR) {
+            if (c->pending > 0) break; /* reply in order, after the writes */
+            rp_error(&c->out, "ERR %s", err);
+            kvd_log(KVD_LOG_VERBOSE, "protocol error from client id=%" PRIu64 " addr=%s: %s", c->id, c->addr, err);
+            c->close_after_reply = 1;
+            evbuffer_drain(in, avail);
+            break;
+        }
+        if (c->args.argc == 0) {
+            evbuffer_drain(in, consumed);
+            continue;
+        }
+        const kvd_cmd *cmd = kvd_cmd_lookup(c->args.argv[0], c->args.argvlen[0]);
+        if (c->pending > 0 && !goes_to_writer(c, cmd)) break; /* wait: it must see those writes */
+        dispatch(c, cmd);
+        evbuffer_drain(in, consumed);
+    }
+    flush_out(c);
+    if (c->close_after_reply && c->pending == 0 && c->bev &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        client_gone(c);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    process_input(arg);
+}
+
+/* ---- I/O threads ---- */
+
+static void new_client(kvd_worker *w, int fd)
+{
+    kvd_server *srv = w->srv;
+    kvd_client *c = calloc(1, sizeof *c);
+    struct bufferevent *bev = c ? bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!bev) {
+        free(c);
+        close(fd);
+        __atomic_sub_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
+        kvd_log(KVD_LOG_WARNING, "out of memory accepting a client");
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->id = atomic_inc(&srv->next_client_id);
+    c->w = w;
+    c->bev = bev;
+    c->ctime = kvd_mstime();
+    resp_args_init(&c->args);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        char host[INET6_ADDRSTRLEN] = "?", serv[16] = "?";
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
+        snprintf(c->addr, sizeof c->addr, "%s:%s", host, serv);
+    }
+    c->next = w->clients;
+    if (w->clients) w->clients->prev = c;
+    w->clients = c;
+    bufferevent_setcb(bev, on_read, on_write_drained, on_event, c);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kvd_worker *w = arg;
+    pthread_mutex_lock(&w->mu);
+    int *fds = w->newfds;
+    size_t nfds = w->nnew;
+    w->newfds = NULL;
+    w->nnew = w->cap_new = 0;
+    kvd_job *done = w->done_head;
+    w->done_head = w->done_tail = NULL;
+    pthread_mutex_unlock(&w->mu);
+    for (size_t i = 0; i < nfds; i++) {
+        if (w->stopping) {
+            close(fds[i]);
+            __atomic_sub_fetch(&w->srv->connected_clients, 1, __ATOMIC_RELAXED);
+        } else {
+            new_client(w, fds[i]);
+        }
+    }
+    free(fds);
+    /* Replies go out in job order; then each client reads on. */
+    while (done) {
+        kvd_job *j = done;
+        done = j->next;
+        kvd_client *c = j->c;
+        c->pending--;
+        if (!c->gone) reply_job(c, j);
+        job_free(j);
+        if (c->gone) {
+            if (c->pending == 0) client_free(c);
+            continue;
+        }
+        if (c->pending == 0 || !done || done->c != c) process_input(c);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    kvd_worker *w = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals go to the main thread */
+    /* The wake event has no descriptor: keep looping while idle. */
+    event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+/* ---- main thread: accept, timers, signals ---- */
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)salen;
+    kvd_server *srv = arg;
+    int64_t now = __atomic_add_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
+    if (now > __atomic_load_n(&srv->cfg->maxclients, __ATOMIC_RELAXED)) {
+        static const char msg[] = "-ERR max number of clients reached\r\n";
+        ssize_t r = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)r;
+        close(fd);
+        __atomic_sub_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
+        atomic_inc(&srv->rejected_connections);
+        return;
+    }
+    atomic_inc(&srv->total_connections);
+    kvd_worker *w = &srv->workers[srv->next_worker++ % (unsigned)srv->nworkers];
+    pthread_mutex_lock(&w->mu);
+    if (w->nnew == w->cap_new) {
+        size_t nc = w->cap_new ? w->cap_new * 2 : 16;
+        int *nf = realloc(w->newfds, nc * sizeof *nf);
+        if (!nf) {
+            pthread_mutex_unlock(&w->mu);
+            close(fd);
+            __atomic_sub_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
+            return;
+        }
+        w->newfds = nf;
+        w->cap_new = nc;
+    }
+    w->newfds[w->nnew++] = fd;
+    pthread_mutex_unlock(&w->mu);
+    event_active(w->wake, EV_READ, 0);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    kvd_log(KVD_LOG_WARNING, "accept failed: %s", evutil_socket_error_to_string(e));
+}
+
+static void on_cron(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kvd_server *srv = arg;
+    /* Active expiry: remove expired keys a batch at a time so they do
+     * not pile up in memory. */
+    size_t n = kv_expire_sweep(srv->store, 200);
+    if (n) __atomic_add_fetch(&srv->expired_active, n, __ATOMIC_RELAXED);
+    long long now = kvd_mstime();
+    if (now - srv->last_cron_ms >= 1000) {
+        uint64_t cmds = atomic_get(&srv->total_commands);
+        srv->ops_sec = (cmds - srv->last_cmds) * 1000 / (uint64_t)(now - srv->last_cron_ms);
+        srv->last_cmds = cmds;
+        srv->last_cron_ms = now;
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    kvd_server *srv = arg;
+    if (sig == SIGUSR1) {
+        kvd_log(KVD_LOG_NOTICE, "SIGUSR1 received: compaction is not available in this version of kvd");
+        return;
+    }
+    kvd_log(KVD_LOG_WARNING, "received %s, scheduling shutdown...", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    event_base_loopbreak(srv->base);
+}
+
+static void on_shutdown_request(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kvd_server *srv = arg;
+    event_base_loopbreak(srv->base);
+}
+
+void kvd_server_request_shutdown(kvd_server *srv)
+{
+    event_active(srv->ev_shutdown, EV_READ, 0);
+}
+
+/* ---- INFO ---- */
+
+static int want(const char *section, const char *name)
+{
+    return !section || !strcasecmp(section, "all") || !strcasecmp(section, "default") ||
+           !strcasecmp(section, "everything") || !strcasecmp(section, name);
+}
+
+void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
+{
+    char sec[64] = {0};
+    if (section) {
+        snprintf(sec, sizeof sec, "%s", section);
+        section = sec;
+    }
+    kv_stats st;
+    kv_get_stats(srv->store, &st);
+    char line[1024];
+    int n;
+#define LINE(...)                                              \
+    do {                                                       \
+        n = snprintf(line, sizeof line, __VA_ARGS__);          \
+        sb_add(o, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1); \
+    } while (0)
+    long long now = kvd_mstime();
+    if (want(section, "server")) {
+        struct utsname u;
+        uname(&u);
+        LINE("# Server\r\n");
+        LINE("kvd_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n", KVD_VERSION);
+        LINE("os:%s %s %s\r\narch_bits:%d\r\n", u.sysname, u.release, u.machine, (int)(sizeof(void *) * 8));
+        LINE("process_id:%ld\r\ntcp_port:%d\r\n", (long)getpid(), srv->port);
+        LINE("uptime_in_seconds:%lld\r\nuptime_in_days:%lld\r\n", (now - srv->start_ms) / 1000,
+             (now - srv->start_ms) / 86400000);
+        LINE("hz:%d\r\nio_threads:%d\r\n", srv->cfg->expire_hz, srv->nworkers);
+        LINE("data_dir:%s\r\nconfig_file:%s\r\n\r\n", srv->cfg->dir, srv->cfg->config_file ? srv->cfg->config_file : "");
+    }
+    if (want(section, "clients")) {
+        LINE("# Clients\r\nconnected_clients:%lld\r\nmaxclients:%d\r\n\r\n",
+             (long long)__atomic_load_n(&srv->connected_clients, __ATOMIC_RELAXED), srv->cfg->maxclients);
+    }
+    if (want(section, "persistence")) {
+        char reason[512];
+        int fs = kv_failstop_reason(srv->store, reason, sizeof reason);
+        const kvr_report *r = kv_recovery_report(srv->store);
+        LINE("# Persistence\r\n");
+        LINE("loading:0\r\naof_enabled:1\r\nfsync_policy:%s\r\n", kv_fsync_name(st.fsync));
+        LINE("log_bytes:%" PRIu64 "\r\nlive_bytes:%" PRIu64 "\r\ndead_bytes:%" PRIu64 "\r\n", st.log_bytes,
+             st.live_bytes, st.dead_bytes);
+        LINE("segments:%u\r\nactive_segment:%u\r\nrecords:%" PRIu64 "\r\nlast_seq:%" PRIu64 "\r\n", st.segments,
+             st.active_segment, st.records, st.last_seq);
+        LINE("fdatasyncs:%" PRIu64 "\r\nfdatasync_avg_us:%" PRIu64 "\r\nfdatasync_max_us:%" PRIu64 "\r\n",
+             st.fdatasyncs, st.fdatasyncs ? st.fdatasync_us / st.fdatasyncs : 0, st.fdatasync_max_us);
+        LINE("group_commits:%" PRIu64 "\r\nwrites_per_group_commit:%.2f\r\nwrites_per_fdatasync:%.2f\r\n", st.groups,
+             st.groups ? (double)st.group_writes / (double)st.groups : 0.0,
+             st.fdatasyncs ? (double)st.synced_writes / (double)st.fdatasyncs : 0.0);
+        LINE("failstop:%d\r\nfailstop_reason:%s\r\n", fs, reason);
+        LINE("recovery_mode:%s\r\nrecovery_segments:%u\r\nrecovery_records:%" PRIu64 "\r\nrecovery_keys:%" PRIu64
+             "\r\n",
+             kvr_mode_name(r->mode), r->segments, r->records, r->keys);
+        LINE("recovery_torn_bytes_cut:%" PRIu64 "\r\nrecovery_problems:%u\r\nrecovery_skipped_bytes:%" PRIu64
+             "\r\nrecovery_ms:%.1f\r\n\r\n",
+             r->torn_bytes, r->problems, r->skipped_bytes, r->elapsed_us / 1000.0);
+    }
+    if (want(section, "stats")) {
+        LINE("# Stats\r\n");
+        LINE("total_connections_received:%" PRIu64 "\r\ntotal_commands_processed:%" PRIu64
+             "\r\ninstantaneous_ops_per_sec:%" PRIu64 "\r\n",
+             atomic_get(&srv->total_connections), atomic_get(&srv->total_commands), srv->ops_sec);
+        LINE("rejected_connections:%" PRIu64 "\r\nexpired_keys:%" PRIu64 "\r\nkeyspace_hits:%" PRIu64
+             "\r\nkeyspace_misses:%" PRIu64 "\r\n\r\n",
+             atomic_get(&srv->rejected_connections), st.expired_swept, atomic_get(&srv->hits),
+             atomic_get(&srv->misses));
+    }
+    if (want(section, "keyspace")) {
+        LINE("# Keyspace\r\n");
+        if (st.keys) LINE("db0:keys=%" PRIu64 ",expires=%" PRIu64 ",avg_ttl=0\r\n", st.keys, st.expires);
+    }
+#undef LINE
+}
+
+/* ---- start / run ---- */
+
+int kvd_server_port(const kvd_server *srv)
+{
+    return srv->port;
+}
+
+static void remove_pidfile(kvd_server *srv)
+{
+    if (srv->pidfile_written && srv->cfg->pidfile) unlink(srv->cfg->pidfile);
+}
+
+kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
+{
+    static int threads_ready;
+    if (!threads_ready) {
+        if (evthread_use_pthreads() != 0) {
+            snprintf(err, errcap, "libevent has no pthreads support");
+            return NULL;
+        }
+        threads_ready = 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    kvd_server *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    srv->cfg = cfg;
+    pthread_mutex_init(&srv->cfg_mu, NULL);
+    resp_limits_default(&srv->limits);
+    srv->limits.max_bulk_len = cfg->max_bulk_len;
+    srv->limits.max_args = cfg->max_args;
+    srv->start_ms = srv->last_cron_ms = kvd_mstime();
+
+    /* The store first: recovery decides whether we may serve at all. */
+    kv_options o;
+    kv_options_init(&o);
+    o.fsync = cfg->fsync;
+    o.segment_max_bytes = cfg->segment_size;
+    o.recovery_mode = cfg->recovery;
+    o.log = store_log;
+    kvr_report rep;
+    kv_status st = kv_open(cfg->dir, &o, &srv->store, &rep);
+    if (st != KV_OK) {
+        snprintf(err, errcap, "cannot open data directory %s: %s", cfg->dir, rep.message[0] ? rep.message : kv_strerror(st));
+        kvr_report_free(&rep);
+        free(srv);
+        return NULL;
+    }
+    char line[1024];
+    kvr_report_format(&rep, line, sizeof line);
+    kvd_log(KVD_LOG_NOTICE, "%s", line);
+    if (rep.torn_bytes)
+        kvd_log(KVD_LOG_WARNING, "recovery cut a torn tail: %" PRIu64 " bytes at offset %" PRIu64
+                                 " of segment %u (kept beside it as a .torn file)",
+                rep.torn_bytes, rep.torn_offset, rep.torn_segment);
+    kvr_report_free(&rep);
+
+    srv->base = event_base_new();
+    if (!srv->base) {
+        snprintf(err, errcap, "cannot create the event loop");
+        goto fail;
+    }
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", cfg->port);
+    int gai = getaddrinfo(cfg->bind, portstr, &hints, &ai);
+    if (gai != 0) {
+        snprintf(err, errcap, "cannot resolve bind address '%s': %s", cfg->bind, gai_strerror(gai));
+        goto fail;
+    }
+    srv->listener = evconnlistener_new_bind(srv->base, on_accept, srv,
+                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 511,
+                                            ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (!srv->listener) {
+        snprintf(err, errcap, "cannot listen on %s:%d: %s", cfg->bind, cfg->port, strerror(errno));
+        goto fail;
+    }
+    evconnlistener_set_error_cb(srv->listener, on_accept_error);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &sl);
+    srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+
+    srv->nworkers = cfg->io_threads;
+    srv->workers = calloc((size_t)srv->nworkers, sizeof *srv->workers);
+    if (!srv->workers) {
+        snprintf(err, errcap, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < srv->nworkers; i++) {
+        kvd_worker *w = &srv->workers[i];
+        w->srv = srv;
+        w->idx = i;
+        pthread_mutex_init(&w->mu, NULL);
+        w->base = event_base_new();
+        w->wake = w->base ? event_new(w->base, -1, EV_PERSIST, on_wake, w) : NULL;
+        if (!w->wake || event_add(w->wake, NULL) != 0) {
+            snprintf(err, errcap, "cannot create the event loop of I/O thread %d", i);
+            goto fail;
+        }
+    }
+    for (int i = 0; i < srv->nworkers; i++)
+        if (pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]) != 0) {
+            snprintf(err, errcap, "cannot start I/O thread %d", i);
+            for (int k = 0; k < i; k++) {
+                event_base_loopbreak(srv->workers[k].base);
+                pthread_join(srv->workers[k].thread, NULL);
+            }
+            srv->nworkers = 0;
+            goto fail;
+        }
+
+    srv->sig_term = evsignal_new(srv->base, SIGTERM, on_signal, srv);
+    srv->sig_int = evsignal_new(srv->base, SIGINT, on_signal, srv);
+    srv->sig_usr1 = evsignal_new(srv->base, SIGUSR1, on_signal, srv);
+    srv->ev_shutdown = event_new(srv->base, -1, EV_PERSIST, on_shutdown_request, srv);
+    srv->ev_cron = event_new(srv->base, -1, EV_PERSIST, on_cron, srv);
+    struct timeval tv = {0, 1000000 / (cfg->expire_hz > 0 ? cfg->expire_hz : 10)};
+    event_add(srv->sig_term, NULL);
+    event_add(srv->sig_int, NULL);
+    event_add(srv->sig_usr1, NULL);
+    event_add(srv->ev_shutdown, NULL);
+    event_add(srv->ev_cron, &tv);
+
+    if (cfg->pidfile) {
+        FILE *f = fopen(cfg->pidfile, "w");
+        if (!f) {
+            kvd_log(KVD_LOG_WARNING, "cannot write pidfile %s: %s", cfg->pidfile, strerror(errno));
+        } else {
+            fprintf(f, "%ld\n", (long)getpid());
+            fclose(f);
+            srv->pidfile_written = 1;
+        }
+    }
+    kvd_log(KVD_LOG_NOTICE, "kvd %s ready to accept connections on %s:%d (data directory %s, fsync %s, %d I/O threads)",
+            KVD_VERSION, cfg->bind, srv->port, cfg->dir, kv_fsync_name(cfg->fsync), srv->nworkers);
+    return srv;
+fail:
+    if (srv->listener) evconnlistener_free(srv->listener);
+    for (int i = 0; srv->workers && i < srv->nworkers; i++) {
+        if (srv->workers[i].wake) event_free(srv->workers[i].wake);
+        if (srv->workers[i].base) event_base_free(srv->workers[i].base);
+    }
+    free(srv->workers);
+    if (srv->base) event_base_free(srv->base);
+    kv_close(srv->store);
+    free(srv);
+    return NULL;
+}
+
+/* Barrier for running something on every I/O thread. */
+typedef struct barrier {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int left;
+} barrier;
+
+static void barrier_arrive(barrier *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->left--;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+typedef struct stop_arg {
+    kvd_worker *w;
+    barrier *b;
+} stop_arg;
+
+/* On each I/O thread: take no new requests. */
+static void stop_reading(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    stop_arg *a = arg;
+    a->w->stopping = 1;
+    for (kvd_client *c = a->w->clients; c; c = c->next)
+        if (c->bev) bufferevent_disable(c->bev, EV_READ);
+    barrier_arrive(a->b);
+}
+
+/* On each I/O thread, after the store drained: send the last replies,
+ * then leave the loop. */
+static void finish_worker(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kvd_worker *w = arg;
+    on_wake(-1, 0, w);
+    struct timeval tv = {0, 200000};
+    event_base_loopexit(w->base, &tv);
+}
+
+static void on_all_workers(kvd_server *srv, event_callback_fn fn, int wait)
+{
+    barrier b = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, srv->nworkers};
+    stop_arg *args = calloc((size_t)srv->nworkers, sizeof *args);
+    struct timeval zero = {0, 0};
+    for (int i = 0; i < srv->nworkers; i++) {
+        args[i].w = &srv->workers[i];
+        args[i].b = &b;
+        event_base_once(srv->workers[i].base, -1, EV_TIMEOUT, fn, wait ? (void *)&args[i] : (void *)&srv->workers[i],
+                        &zero);
+    }
+    if (wait) {
+        pthread_mutex_lock(&b.mu);
+        while (b.left > 0) pthread_cond_wait(&b.cv, &b.mu);
+        pthread_mutex_unlock(&b.mu);
+    }
+    free(args);
+}
+
+int kvd_server_run(kvd_server *srv)
+{
+    event_base_dispatch(srv->base);
+    kvd_log(KVD_LOG_WARNING, "shutting down: no new connections or requests; finishing writes in flight");
+    evconnlistener_free(srv->listener);
+    srv->listener = NULL;
+    on_all_workers(srv, stop_reading, 1);
+    /* Every write sent so far is queued before this barrier. */
+    kv_status sync_st = kv_sync(srv->store);
+    on_all_workers(srv, finish_worker, 0);
+    for (int i = 0; i < srv->nworkers; i++) pthread_join(srv->workers[i].thread, NULL);
+    for (int i = 0; i < srv->nworkers; i++) {
+        kvd_worker *w = &srv->workers[i];
+        while (w->clients) {
+            kvd_client *c = w->clients;
+            c->pending = 0;
+            client_free(c);
+        }
+        event_free(w->wake);
+        event_base_free(w->base);
+        free(w->newfds);
+        pthread_mutex_destroy(&w->mu);
+    }
+    free(srv->workers);
+    kv_status close_st = kv_close(srv->store);
+    event_free(srv->sig_term);
+    event_free(srv->sig_int);
+    event_free(srv->sig_usr1);
+    event_free(srv->ev_shutdown);
+    event_free(srv->ev_cron);
+    event_base_free(srv->base);
+    remove_pidfile(srv);
+    int rc = 0;
+    if ((sync_st != KV_OK && sync_st != KV_FAILSTOP) || close_st != KV_OK) {
+        kvd_log(KVD_LOG_WARNING, "final sync failed: %s", kv_strerror(sync_st != KV_OK ? sync_st : close_st));
+        rc = 1;
+    }
+    pthread_mutex_destroy(&srv->cfg_mu);
+    free(srv);
+    kvd_log(KVD_LOG_NOTICE, "kvd is now ready to exit, bye bye...");
+    return rc;
+}

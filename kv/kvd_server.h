@@ -1,0 +1,47 @@
+/*
+ * kvd_server — the Redis-protocol server around one kv_store.
+ *
+ * Owns: the listening socket, the I/O threads (one libevent event_base
+ * each), the clients, the server-wide counters, and the shutdown sequence.
+ * Threads:
+ *  - main: accepts connections and hands each to an I/O thread (round
+ *    robin); runs timers (active expiry, ops/sec) and signals.
+ *  - I/O threads: read, parse (kv/resp.h), and run commands. Reads and
+ *    connection commands run here directly. Every command that may write
+ *    is sent to the engine's writer thread as a transaction (kv_submit),
+ *    where it runs serialised with all other writes; its reply is held
+ *    back until the engine acknowledges the write (under fsync=always:
+ *    after fdatasync), then handed back to the client's I/O thread.
+ *  - the engine's writer thread (group commit).
+ * Ordering: per connection, replies go out in request order. Consecutive
+ * write commands of one connection are all queued at once (so pipelined
+ * writes share a group commit); any other command waits until the
+ * connection's queued writes are acknowledged, so it sees them.
+ * Never: replies to any client with data from a write that is not yet
+ * acknowledged.
+ */
+#ifndef KVD_SERVER_H
+#define KVD_SERVER_H
+
+#include "kv_store.h"
+#include "kvd_config.h"
+
+typedef struct kvd_server kvd_server;
+
+/*
+ * Opens the data directory (recovery runs), binds the listening socket,
+ * starts the I/O threads, writes the pidfile. cfg must outlive the
+ * server. On failure returns NULL and writes a message to err.
+ * Exit-code hint in *fatal_code (1 for every failure here).
+ */
+kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap);
+
+/* Runs until SIGTERM, SIGINT or SHUTDOWN, then stops accepting, lets
+ * in-flight writes finish and their replies go out, fsyncs and closes the
+ * store. Returns 0, or 1 if the final sync failed. Frees the server. */
+int kvd_server_run(kvd_server *srv);
+
+/* The port actually bound (useful with --port 0). */
+int kvd_server_port(const kvd_server *srv);
+
+#endif
