@@ -88,6 +88,7 @@ typedef struct kvd_client {
     long long ctime;
     int authenticated;
     int close_after_reply;
+    int eof;       /* the peer closed its side: finish the input, reply, close */
     int gone;      /* connection closed; free once pending == 0 */
     int pending;   /* write jobs in flight */
     int in_multi;

@@ -166,11 +166,20 @@ static void on_write_drained(struct bufferevent *bev, void *arg)
     if (c->close_after_reply && c->pending == 0) client_gone(c);
 }
 
+static void process_input(kvd_client *c);
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
-    (void)bev;
     kvd_client *c = arg;
-    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) client_gone(c);
+    if (what & BEV_EVENT_ERROR) {
+        client_gone(c);
+    } else if (what & BEV_EVENT_EOF) {
+        /* A half-close (nc, a script piping commands): run what was
+         * sent, deliver the replies, then close. */
+        c->eof = 1;
+        bufferevent_disable(bev, EV_READ);
+        process_input(c);
+    }
 }
 
 /* ---- write jobs ---- */
@@ -788,6 +797,7 @@ static void process_input(kvd_client *c)
         evbuffer_drain(in, consumed);
     }
     flush_out(c);
+    if (c->eof && c->pending == 0) c->close_after_reply = 1;
     if (c->close_after_reply && c->pending == 0 && c->bev &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         client_gone(c);
