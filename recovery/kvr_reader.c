@@ -1,5 +1,6 @@
 #include "kvr_reader.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,16 +47,40 @@ static int all_zero(const uint8_t *p, uint64_t n)
     return 1;
 }
 
-/* Reports [off, off + n); valid_after is worked out here: whether a valid
- * top-level record starts anywhere after the region. */
-static void report(kvr_problem_fn fn, void *arg, kvr_scan_result *res, const char *path, uint32_t seg,
-                   uint64_t off, uint64_t n, kvr_reason why, const uint8_t *buf, uint64_t len)
+/* One step of the walk through a segment: the valid record or the bad
+ * region that starts at pos. */
+typedef struct item {
+    int is_record;
+    uint64_t off, len; /* record, or region [off, off + len) */
+    kvr_reason why;
+    kv_record rec;
+} item;
+
+static void step(const uint8_t *buf, uint64_t len, uint64_t pos, item *it)
 {
-    res->problems++;
-    if (!fn) return;
-    int valid_after = why == KVR_SEQ_ORDER || kvr_find_next_record(buf, len, off + n) < len;
-    kvr_problem p = {path, seg, off, n, why, valid_after};
-    fn(arg, &p);
+    uint64_t avail = len - pos;
+    it->off = pos;
+    if (kv_record_decode(buf + pos, avail, &it->rec) == KV_OK && it->rec.rflags == 0) {
+        it->is_record = 1;
+        it->len = it->rec.len;
+        return;
+    }
+    /* A bad record at pos: delimit the region (see the header). */
+    it->is_record = 0;
+    kv_record h;
+    uint64_t end;
+    if (avail < KV_REC_HEADER_SIZE) {
+        it->why = all_zero(buf + pos, avail) ? KVR_ZERO_FILL : KVR_HEADER_SHORT;
+        end = len;
+    } else if (kv_record_decode_header(buf + pos, &h) == KV_OK && h.rflags == 0) {
+        /* The header checked out, so its length is trusted. */
+        it->why = h.len > avail ? KVR_PAST_EOF : KVR_CRC_MISMATCH;
+        end = h.len > avail ? len : pos + h.len;
+    } else {
+        end = kvr_find_next_record(buf, len, pos + 1);
+        it->why = all_zero(buf + pos, end - pos) ? KVR_ZERO_FILL : KVR_HEADER_BAD;
+    }
+    it->len = end - pos;
 }
 
 kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const char *path,
@@ -66,69 +91,88 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
     res.file_size = len;
     uint64_t pos = KV_SEG_HEADER_SIZE;
 
+    /* Problems are held back until the walk reaches the next valid record
+     * (or the end), so each can say whether one follows: exactly the
+     * records this walk yields, found in one linear pass. */
+    kvr_problem *held = NULL;
+    size_t nheld = 0, cap_held = 0;
+    kv_status st;
+
     if (len < KV_SEG_HEADER_SIZE) {
-        if (len > 0) report(on_problem, arg, &res, path, seg, 0, len, KVR_SEG_HEADER_SHORT, buf, len);
+        if (len > 0 && on_problem) {
+            kvr_problem p = {path, seg, 0, len, KVR_SEG_HEADER_SHORT, 0};
+            on_problem(arg, &p);
+        }
+        res.problems = len > 0;
         if (out) *out = res;
         return KV_OK;
     }
-    kv_status st = kv_seg_header_decode(buf, seg, NULL);
+    st = kv_seg_header_decode(buf, seg, NULL);
     if (st == KV_VERSION) {
         if (out) *out = res;
         return KV_VERSION;
     }
     if (st != KV_OK) {
         uint64_t next = kvr_find_next_record(buf, len, KV_SEG_HEADER_SIZE);
-        report(on_problem, arg, &res, path, seg, 0, next, KVR_SEG_HEADER_BAD, buf, len);
+        held = malloc(sizeof *held);
+        if (!held) return ENOMEM;
+        cap_held = 1;
+        held[nheld++] = (kvr_problem){path, seg, 0, next, KVR_SEG_HEADER_BAD, 0};
         pos = next;
     } else {
         res.valid_end = KV_SEG_HEADER_SIZE;
     }
+    st = KV_OK;
 
     uint64_t last_seq = 0;
-    while (pos < len) {
-        kv_record r;
-        uint64_t avail = len - pos;
-        st = kv_record_decode(buf + pos, avail, &r);
-        if (st == KV_OK && r.rflags == 0) {
-            if (res.records > 0 && r.seq <= last_seq) {
-                report(on_problem, arg, &res, path, seg, pos, r.len, KVR_SEQ_ORDER, buf, len);
-            } else {
-                last_seq = r.type == KV_REC_BATCH ? r.seq + r.flags - 1 : r.seq;
-                res.records++;
-                res.valid_end = pos + r.len;
-                if (on_record && on_record(arg, seg, pos, &r)) {
-                    res.stopped = 1;
+    for (;;) {
+        item it;
+        int at_end = pos >= len;
+        if (!at_end) step(buf, len, pos, &it);
+        int record = !at_end && it.is_record;
+        int out_of_order = record && res.records > 0 && it.rec.seq <= last_seq;
+        if (!at_end && (!record || out_of_order)) {
+            if (nheld == cap_held) {
+                size_t nc = cap_held ? cap_held * 2 : 8;
+                kvr_problem *nh = realloc(held, nc * sizeof *nh);
+                if (!nh) {
+                    st = ENOMEM;
                     break;
                 }
+                held = nh;
+                cap_held = nc;
             }
-            pos += r.len;
-            continue;
+            /* An out-of-order record is itself valid: a region that
+             * something valid follows. */
+            held[nheld++] = (kvr_problem){path, seg, it.off, it.len, out_of_order ? KVR_SEQ_ORDER : it.why,
+                                          out_of_order};
+            pos = it.off + it.len;
+            if (!out_of_order) continue;
         }
-
-        /* A bad record at pos: delimit the region (see the header). */
-        kvr_reason why;
-        uint64_t end;
-        kv_record h;
-        if (avail < KV_REC_HEADER_SIZE) {
-            why = all_zero(buf + pos, avail) ? KVR_ZERO_FILL : KVR_HEADER_SHORT;
-            end = len;
-        } else if (kv_record_decode_header(buf + pos, &h) == KV_OK && h.rflags == 0) {
-            if (h.len > avail) {
-                why = KVR_PAST_EOF;
-                end = len;
-            } else {
-                why = KVR_CRC_MISMATCH;
-                end = pos + h.len;
-            }
-        } else {
-            end = kvr_find_next_record(buf, len, pos + 1);
-            why = all_zero(buf + pos, end - pos) ? KVR_ZERO_FILL : KVR_HEADER_BAD;
+        /* A valid record or the end: report what was held back (each
+         * followed by a valid record or not), then yield the record. */
+        for (size_t i = 0; i < nheld; i++) {
+            if (held[i].reason != KVR_SEQ_ORDER) held[i].valid_after = record;
+            res.problems++;
+            if (on_problem) on_problem(arg, &held[i]);
         }
-        report(on_problem, arg, &res, path, seg, pos, end - pos, why, buf, len);
-        pos = end;
+        nheld = 0;
+        if (at_end || out_of_order) {
+            if (at_end) break;
+            continue; /* reported; not yielded */
+        }
+        last_seq = it.rec.type == KV_REC_BATCH ? it.rec.seq + it.rec.flags - 1 : it.rec.seq;
+        res.records++;
+        res.valid_end = it.off + it.len;
+        pos = it.off + it.len;
+        if (on_record && on_record(arg, seg, it.off, &it.rec)) {
+            res.stopped = 1;
+            break;
+        }
     }
+    free(held);
     if (out) *out = res;
-    return KV_OK;
+    return st;
 }
 
 kv_status kvr_scan_file(const kv_io *io, const char *path, uint32_t seg, kvr_record_fn on_record,
