@@ -174,18 +174,38 @@ static void on_problem(void *arg, const kvr_problem *p)
     }
 }
 
+/* Picks a name "<base>" or "<base>.N" that does not exist yet, so that
+ * saved bytes are never overwritten (the caller holds the LOCK). */
+static int unused_name(const kv_io *io, const char *base, char *out, size_t cap)
+{
+    for (unsigned n = 0; n < 1000; n++) {
+        if (n == 0)
+            snprintf(out, cap, "%s", base);
+        else
+            snprintf(out, cap, "%s.%u", base, n);
+        int fd = io->open(io->ctx, out, KV_O_RDONLY);
+        if (fd == -ENOENT) return 0;
+        if (fd < 0) return fd;
+        io->close(io->ctx, fd);
+    }
+    return -EEXIST;
+}
+
 /* Saves bytes [off, len) of segment `id` beside it as
- * "<segment>.<off>.torn", makes that durable, then truncates the segment
- * to off. Returns KV_OK or an errno; on error the segment is unchanged or
- * its cut bytes are already saved. */
+ * "<segment>.<off>.torn" (".N" added if that exists: nothing saved before
+ * is overwritten), makes that durable, then truncates the segment to off.
+ * Returns KV_OK or an errno; on error the segment is unchanged or its cut
+ * bytes are already saved. */
 static kv_status cut_segment(const kv_io *io, const char *dir, uint32_t id, const uint8_t *buf, uint64_t len,
                              uint64_t off, char *msg, size_t msgcap)
 {
-    char name[32], seg_path[4096], torn_path[4160];
+    char name[32], seg_path[4096], base[4160], torn_path[4200];
     kv_seg_name(name, sizeof name, id);
     snprintf(seg_path, sizeof seg_path, "%s/%s", dir, name);
-    snprintf(torn_path, sizeof torn_path, "%s.%" PRIu64 ".torn", seg_path, off);
-    int r, fd = io->open(io->ctx, torn_path, KV_O_RDWR | KV_O_CREAT | KV_O_TRUNC);
+    snprintf(base, sizeof base, "%s.%" PRIu64 ".torn", seg_path, off);
+    int fd, r = unused_name(io, base, torn_path, sizeof torn_path);
+    if (r < 0) goto fail;
+    fd = io->open(io->ctx, torn_path, KV_O_RDWR | KV_O_CREAT | KV_O_EXCL);
     if (fd < 0) {
         r = fd;
         goto fail;
@@ -208,6 +228,37 @@ static kv_status cut_segment(const kv_io *io, const char *dir, uint32_t id, cons
 fail:
     snprintf(msg, msgcap, "cannot cut torn tail of %s at offset %" PRIu64 ": %s", seg_path, off, kv_strerror(-r));
     return -r;
+}
+
+/* Point-in-time: renames segments ids[from..n) to "<segment>.discarded"
+ * (".N" added if taken), newest first, and fsyncs the directory. Done
+ * before the cut, so a crash in between never leaves a log with a hole:
+ * the later segments are gone from the log before the earlier one is
+ * shortened. */
+static kv_status discard_segments(const kv_io *io, const char *dir, const uint32_t *ids, size_t from, size_t n,
+                                  kvr_report *rep)
+{
+    for (size_t j = n; j-- > from;) {
+        char name[32], path[4096], base[4128], to[4160];
+        kv_seg_name(name, sizeof name, ids[j]);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        snprintf(base, sizeof base, "%s.discarded", path);
+        int r = unused_name(io, base, to, sizeof to);
+        if (r == 0) r = io->rename(io->ctx, path, to);
+        if (r < 0) {
+            snprintf(rep->message, sizeof rep->message, "cannot set %s aside: %s", path, kv_strerror(-r));
+            return -r;
+        }
+        rep->discarded_segments++;
+    }
+    if (from < n) {
+        int r = io->fsync_dir(io->ctx, dir);
+        if (r < 0) {
+            snprintf(rep->message, sizeof rep->message, "cannot fsync %s: %s", dir, kv_strerror(-r));
+            return -r;
+        }
+    }
+    return KV_OK;
 }
 
 static uint64_t now_us(void)
@@ -286,6 +337,13 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, uint64_t 
             break;
         }
         uint64_t size = res.file_size;
+        if (c.stop) { /* point-in-time: set the later segments aside first */
+            st = discard_segments(io, dir, ids, i + 1, n, rep);
+            if (st != KV_OK) {
+                free(buf);
+                break;
+            }
+        }
         if (c.have_cut) {
             st = cut_segment(io, dir, ids[i], buf, res.file_size, c.cut_off, rep->message, sizeof rep->message);
             if (st != KV_OK) {
@@ -303,27 +361,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, uint64_t 
         rep->nsegs++;
         rep->segments++;
         rep->log_bytes += size;
-        if (c.stop) { /* point-in-time: set the later segments aside */
-            for (size_t j = i + 1; j < n; j++) {
-                char from[4096], to[4128];
-                kv_seg_name(name, sizeof name, ids[j]);
-                snprintf(from, sizeof from, "%s/%s", dir, name);
-                snprintf(to, sizeof to, "%s.discarded", from);
-                int r = io->rename(io->ctx, from, to);
-                if (r < 0) {
-                    st = -r;
-                    snprintf(rep->message, sizeof rep->message, "cannot rename %s: %s", from, kv_strerror(st));
-                    break;
-                }
-                rep->discarded_segments++;
-            }
-            if (st == KV_OK && rep->discarded_segments) {
-                int r = io->fsync_dir(io->ctx, dir);
-                if (r < 0) st = -r;
-            }
-            i = n;
-            break;
-        }
+        if (c.stop) break; /* point-in-time: nothing after this point is loaded */
     }
     free(ids);
     rep->keys = kv_keydir_count(kd);

@@ -9,8 +9,9 @@
  *    it (an incomplete record, a record running past end of file, a
  *    zero-filled or garbage tail). The writer crashed mid-append; nothing
  *    acknowledged is in it under fsync=always. Cut: the bytes are saved in
- *    "<segment>.<offset>.torn" beside the segment (fdatasync'ed, directory
- *    fsync'ed) and only then is the segment truncated.
+ *    "<segment>.<offset>.torn" beside the segment (".N" appended if that
+ *    name is taken: saved bytes are never overwritten), fdatasync'ed and
+ *    the directory fsync'ed, and only then is the segment truncated.
  *  - mid-log corruption: a bad region followed by a valid record, any
  *    problem in a sealed segment, or a sequence number that goes back.
  *
@@ -18,9 +19,11 @@
  *  tolerate-tail (default, kTolerateCorruptedTailRecords): cut a torn
  *      tail; refuse to open on mid-log corruption.
  *  absolute (kAbsoluteConsistency): refuse on any problem, torn tail too.
- *  point-in-time (kPointInTimeRecovery): stop at the first problem; the
- *      rest of that segment is cut and saved as for a torn tail, and later
- *      segments are renamed "<segment>.discarded" (nothing is deleted).
+ *  point-in-time (kPointInTimeRecovery): stop at the first problem; later
+ *      segments are first renamed "<segment>.discarded" (newest first,
+ *      then a directory fsync), then the rest of that segment is cut and
+ *      saved as for a torn tail. Nothing is deleted, and a crash part way
+ *      never leaves a log with a hole in it.
  *  skip-corrupt (kSkipAnyCorruptedRecords): load every valid record, pass
  *      over bad regions (left in place, reported), cut a torn tail.
  *
