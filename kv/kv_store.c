@@ -10,8 +10,14 @@
 #include <string.h>
 #include <time.h>
 
+#include <xxhash.h>
+
 #include "kv_keydir.h"
 #include "kv_record.h"
+
+/* Most requests gathered into one group commit (bounds a group's memory
+ * when many small transactions are queued). */
+#define KV_GROUP_MAX_REQUESTS 8192
 
 /* ---- batches ---- */
 
@@ -128,6 +134,7 @@ typedef struct segment {
 
 /* One put or tombstone of the current group, to publish after the sync. */
 typedef struct group_op {
+    uint64_t hash;      /* of the key, for the group's overlay table */
     const uint8_t *key; /* key bytes, then the value's, in the batch arena */
     uint32_t klen, vlen;
     uint8_t type;
@@ -182,6 +189,8 @@ struct kv_store {
     size_t gbuf_cap;
     group_op *gops;
     size_t gops_cap;
+    uint32_t *ovl;    /* overlay: open-addressing table of gops index + 1, by key */
+    size_t ovl_cap;   /* a power of two, at least twice the group's ops */
     kv_batch **tpool; /* batches for the transactions of one group */
     size_t tpool_len, tpool_cap;
     uint64_t expires; /* keys in the key directory with an expiry (under lock) */
@@ -397,14 +406,71 @@ static int ensure_gops(kv_store *s, size_t need)
     return 0;
 }
 
+/* The group overlay: for each key written in the group being built, the
+ * index of its newest op in s->gops. Lets a transaction read what earlier
+ * requests of its group wrote, in O(1) per read. */
+static uint64_t key_hash(const void *key, size_t klen)
+{
+    return XXH3_64bits(key, klen);
+}
+
+static void ovl_insert(kv_store *s, size_t idx)
+{
+    const group_op *g = &s->gops[idx];
+    size_t mask = s->ovl_cap - 1;
+    for (size_t i = (size_t)g->hash & mask;; i = (i + 1) & mask) {
+        uint32_t e = s->ovl[i];
+        if (e == 0) {
+            s->ovl[i] = (uint32_t)idx + 1;
+            return;
+        }
+        const group_op *o = &s->gops[e - 1];
+        if (o->hash == g->hash && o->klen == g->klen && memcmp(o->key, g->key, g->klen) == 0) {
+            s->ovl[i] = (uint32_t)idx + 1;
+            return;
+        }
+    }
+}
+
+/* Makes room for n ops in the overlay (rebuilding it when it grows).
+ * Returns 0 or -ENOMEM. */
+static int ovl_reserve(kv_store *s, size_t n)
+{
+    if (n * 2 <= s->ovl_cap) return 0;
+    size_t cap = s->ovl_cap ? s->ovl_cap : 1024;
+    while (cap < n * 2) cap *= 2;
+    uint32_t *t = calloc(cap, sizeof *t);
+    if (!t) return -ENOMEM;
+    free(s->ovl);
+    s->ovl = t;
+    s->ovl_cap = cap;
+    return 1; /* rebuilt empty: the caller re-inserts */
+}
+
+/* Clears the overlay for a new group. */
+static void ovl_clear(kv_store *s)
+{
+    if (s->ovl_cap > 65536) { /* do not keep a huge table after one big group */
+        free(s->ovl);
+        s->ovl = NULL;
+        s->ovl_cap = 0;
+    } else if (s->ovl) {
+        memset(s->ovl, 0, s->ovl_cap * sizeof *s->ovl);
+    }
+}
+
 /* The newest write to `key` among the first n ops of this group, or NULL. */
 static const group_op *overlay_find(const kv_store *s, size_t n, const uint8_t *key, uint32_t klen)
 {
-    for (size_t i = n; i-- > 0;) {
-        const group_op *g = &s->gops[i];
-        if (g->klen == klen && memcmp(g->key, key, klen) == 0) return g;
+    if (n == 0 || !s->ovl) return NULL;
+    uint64_t h = key_hash(key, klen);
+    size_t mask = s->ovl_cap - 1;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        uint32_t e = s->ovl[i];
+        if (e == 0) return NULL;
+        const group_op *g = &s->gops[e - 1];
+        if (g->hash == h && g->klen == klen && memcmp(g->key, key, klen) == 0) return e - 1 < n ? g : NULL;
     }
-    return NULL;
 }
 
 /* Does `key` exist as the writer sees it: the earlier ops of this group
@@ -497,6 +563,10 @@ static kv_batch *tpool_get(kv_store *s)
 static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngops, uint64_t *seq)
 {
     if (ensure_gbuf(s, *pos + batch_wire_size(b)) < 0 || ensure_gops(s, *ngops + b->nops) < 0) return -ENOMEM;
+    int rebuilt = ovl_reserve(s, *ngops + b->nops);
+    if (rebuilt < 0) return -ENOMEM;
+    if (rebuilt)
+        for (size_t i = 0; i < *ngops; i++) ovl_insert(s, i);
     size_t start = *pos, epos = b->nops == 1 ? start : start + KV_REC_HEADER_SIZE;
     uint8_t rflags = b->nops == 1 ? 0 : KV_RF_IN_BATCH;
     uint64_t first = *seq + 1;
@@ -505,8 +575,9 @@ static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngo
         const uint8_t *key = b->data + op->data_off;
         size_t len = kv_record_encode(s->gbuf + epos, op->type, rflags, ++*seq, op->expire_ms, op->flags, key,
                                       op->klen, key + op->klen, op->vlen);
-        s->gops[(*ngops)++] = (group_op){key,           op->klen, op->vlen, op->type, (uint32_t)len, op->flags,
-                                         s->active_size + epos, *seq, op->expire_ms};
+        s->gops[*ngops] = (group_op){key_hash(key, op->klen), key, op->klen, op->vlen, op->type, (uint32_t)len,
+                                     op->flags, s->active_size + epos, *seq, op->expire_ms};
+        ovl_insert(s, (*ngops)++);
         epos += len;
     }
     if (b->nops > 1)
@@ -548,6 +619,7 @@ static void write_group(kv_store *s, req *head)
         return;
     }
     s->tpool_len = 0;
+    ovl_clear(s);
     uint64_t now = wall_ms(s);
     size_t pos = 0, ngops = 0, i = 0;
     uint64_t nrecords = 0, nwrites = 0;
@@ -758,10 +830,13 @@ static void *writer_main(void *arg)
     for (;;) {
         while (!s->qhead && !s->closing) {
             if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->unsynced_writes > 0 && !s->failstop) {
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_sec += 1;
-                if (pthread_cond_timedwait(&s->qcv, &s->qmu, &ts) == ETIMEDOUT) break;
+                /* Sleep until one second after the last sync, not after
+                 * the last write. */
+                uint64_t due_ms = s->last_sync_ms + 1000u;
+                struct timespec ts = {(time_t)(due_ms / 1000u), (long)(due_ms % 1000u) * 1000000L};
+                if (mono_us() / 1000u >= due_ms ||
+                    pthread_cond_timedwait(&s->qcv, &s->qmu, &ts) == ETIMEDOUT)
+                    break;
             } else {
                 pthread_cond_wait(&s->qcv, &s->qmu);
             }
@@ -770,9 +845,11 @@ static void *writer_main(void *arg)
         /* Take up to group_max_bytes of requests (always at least one). */
         req *head = s->qhead, *tail = head;
         uint64_t bytes = head ? (head->batch ? batch_wire_size(head->batch) : 0) : 0;
+        size_t nreq = 1;
         while (tail && tail->next) {
             uint64_t nb = tail->next->batch ? batch_wire_size(tail->next->batch) : 0;
-            if (bytes + nb > s->opt.group_max_bytes) break;
+            if (bytes + nb > s->opt.group_max_bytes || nreq >= KV_GROUP_MAX_REQUESTS) break;
+            nreq++;
             bytes += nb;
             tail = tail->next;
         }
@@ -919,9 +996,11 @@ kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
         return KV_NOT_FOUND;
     }
     int fd = seg_fd(s, loc.seg);
+    pthread_rwlock_unlock(&s->lock);
+    /* Segment descriptors stay open until kv_close, so the read needs no
+     * lock (a compaction that closes segments will need a reference). */
     uint8_t *buf = malloc(loc.len);
     int r = !buf ? -ENOMEM : fd < 0 ? -EBADF : kv_io_read_full(s->io, fd, buf, loc.len, loc.off);
-    pthread_rwlock_unlock(&s->lock);
     if (r < 0) {
         free(buf);
         if (r == -ENODATA) goto corrupt; /* the record is shorter on disk */
@@ -1105,6 +1184,7 @@ static void free_store(kv_store *s)
     free(s->segs);
     free(s->gbuf);
     free(s->gops);
+    free(s->ovl);
     for (size_t i = 0; i < s->tpool_cap; i++) kv_batch_free(s->tpool[i]);
     free(s->tpool);
     free(s->dir);
@@ -1115,8 +1195,9 @@ static void free_store(kv_store *s)
 static int make_dir(const kv_io *io, const char *dir)
 {
     int r = io->mkdir(io->ctx, dir);
-    if (r == -EEXIST) return 0;
-    if (r < 0) return r;
+    if (r < 0 && r != -EEXIST) return r;
+    /* Also when it existed: an earlier run may have crashed before its
+     * entry in the parent was durable. */
     char parent[4096];
     snprintf(parent, sizeof parent, "%s", dir);
     size_t n = strlen(parent);
@@ -1157,7 +1238,8 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     else
         kv_options_init(&o);
     if (!o.io) o.io = kv_io_posix();
-    if (o.segment_max_bytes < KV_MIN_SEGMENT_MAX || o.group_max_bytes == 0 || o.fsync > KV_FSYNC_NO ||
+    if (o.segment_max_bytes < KV_MIN_SEGMENT_MAX || o.segment_max_bytes > KV_MAX_SEGMENT_MAX ||
+        o.group_max_bytes == 0 || o.fsync > KV_FSYNC_NO ||
         o.recovery_mode > KVR_SKIP_CORRUPT || strlen(dir) > 3900) {
         if (report) snprintf(report->message, sizeof report->message, "invalid options");
         return KV_INVALID;
@@ -1175,7 +1257,11 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     pthread_rwlock_init(&s->lock, &ra);
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&s->qmu, NULL);
-    pthread_cond_init(&s->qcv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* everysec must not follow wall-clock steps */
+    pthread_cond_init(&s->qcv, &ca);
+    pthread_condattr_destroy(&ca);
     s->kd = kv_keydir_new();
     kv_status st = KV_OK;
     char path[4096];
@@ -1206,6 +1292,15 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
 
     st = kvr_recover(s->io, dir, o.recovery_mode, wall_ms(s), s->kd, &s->rep);
     if (st != KV_OK) goto fail;
+    /* A crash (or a failed directory fsync) may have left entries that are
+     * not durable yet, e.g. a segment created just before: make them so
+     * before any write is acknowledged into them. */
+    r = s->io->fsync_dir(s->io->ctx, dir);
+    if (r < 0) {
+        st = -r;
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot fsync data directory %s: %s", dir, kv_strerror(st));
+        goto fail;
+    }
     if (s->rep.torn_bytes)
         logf_(s, KV_LOG_WARN, "cut %" PRIu64 " torn bytes at offset %" PRIu64 " of segment %u (saved beside it)",
               s->rep.torn_bytes, s->rep.torn_offset, s->rep.torn_segment);

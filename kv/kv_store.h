@@ -11,7 +11,9 @@
  *    returns only after its record was fdatasync'ed; writes from many
  *    threads that arrive while a sync runs share the next write() and
  *    fdatasync() (group commit). Under EVERYSEC and NO a write returns
- *    after write(); EVERYSEC fdatasyncs at most one second later.
+ *    after write(); EVERYSEC fdatasyncs at most about one second after the
+ *    previous sync (a monotonic clock), so at most the last second of
+ *    acknowledged writes is at risk from a power cut.
  *  - A write is visible to readers only once it would be acknowledged.
  *  - Every value returned was CRC-verified after it was read from disk;
  *    a failed check returns KV_CORRUPT, never the bytes.
@@ -58,7 +60,7 @@ typedef struct kv_options {
     const kv_io *io;            /* NULL: POSIX */
     kv_fsync_policy fsync;      /* default KV_FSYNC_ALWAYS */
     uint64_t segment_max_bytes; /* rotate once the active segment reaches this
-                                   many bytes (default 64 MiB, at least 4 KiB);
+                                   many bytes (default 64 MiB, 4 KiB..2 GiB);
                                    a segment may pass it by one group */
     size_t group_max_bytes;     /* most bytes gathered into one group commit
                                    (default 4 MiB; one write is never split) */
@@ -72,6 +74,10 @@ typedef struct kv_options {
 
 #define KV_DEFAULT_SEGMENT_MAX (64ull << 20)
 #define KV_MIN_SEGMENT_MAX 4096ull
+/* Largest segment_max_bytes: a segment may pass it by one group (one
+ * write of at most a batch, 1 GiB) and must stay under the 4 GiB the
+ * reader loads. */
+#define KV_MAX_SEGMENT_MAX (2ull << 30)
 #define KV_DEFAULT_GROUP_MAX (4u << 20)
 
 /* Fills *o with the defaults above. */

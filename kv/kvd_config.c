@@ -38,7 +38,7 @@
 #endif
 
 #define KVD_MAX_IO_THREADS 64
-#define KVD_MAX_SEGMENT_SIZE (4ull << 30)
+#define KVD_MAX_SEGMENT_SIZE KV_MAX_SEGMENT_MAX
 #define KVD_MIN_BUFFER_LIMIT (1ull << 20) /* Redis's minimum for both limits */
 
 /* How a setting's value is read. */
@@ -80,7 +80,7 @@ static const setting settings[] = {
     {"recovery", NULL, T_RECOVERY, F(recovery), 0, 0, 0, "MODE",
      "on a damaged log: tolerate-tail, absolute, point-in-time, skip-corrupt"},
     {"segment-size", NULL, T_SIZE, F(segment_size), KV_MIN_SEGMENT_MAX, KVD_MAX_SEGMENT_SIZE, 0, "BYTES",
-     "a segment is sealed once it reaches this size, 4kb..4gb"},
+     "a segment is sealed once it reaches this size, 4kb..2gb"},
     {"io-threads", NULL, T_INT, F(io_threads), 1, KVD_MAX_IO_THREADS, 0, "N", "threads serving clients, 1..64"},
     {"proto-max-bulk-len", NULL, T_SIZE, F(max_bulk_len), KVD_MIN_BUFFER_LIMIT, KV_MAX_VALUE_LEN, 0, "BYTES",
      "longest bulk string (key or value) a client may send, 1mb..512mb"},

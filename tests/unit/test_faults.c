@@ -274,6 +274,72 @@ START_TEST(every_io_call_failing_on_posix)
 }
 END_TEST
 
+/* An I/O layer that fails the next directory fsync once when told to. */
+static const kv_io *dirsync_base;
+static int dirsync_fail;
+static int failing_fsync_dir(void *ctx, const char *path)
+{
+    (void)ctx;
+    if (dirsync_fail) {
+        dirsync_fail = 0;
+        return -EIO;
+    }
+    return dirsync_base->fsync_dir(dirsync_base->ctx, path);
+}
+
+/* A failed directory fsync while a new segment is created leaves that
+ * segment's entry not durable. After a restart (no power cut), writes land
+ * in that segment; the restart must make the entry durable before it
+ * acknowledges any, or a later power cut loses them. */
+START_TEST(restart_makes_a_segment_created_before_a_failed_directory_sync_durable)
+{
+    kv_memfs *mem = kv_memfs_new();
+    dirsync_base = kv_memfs_io(mem);
+    kv_io io = *dirsync_base;
+    io.fsync_dir = failing_fsync_dir;
+    kv_options o;
+    kv_options_init(&o);
+    o.io = &io;
+    o.segment_max_bytes = 4096;
+    kv_store *s;
+    ck_assert_int_eq(kv_open(DIR, &o, &s, NULL), KV_OK);
+    char k[32], v[200];
+    memset(v, 'v', sizeof v);
+    dirsync_fail = 1; /* the next fsync_dir is the first rotation's */
+    kv_status st = KV_OK;
+    for (int i = 0; i < 40 && st == KV_OK; i++) {
+        int n = snprintf(k, sizeof k, "k%d", i);
+        st = kv_put(s, k, (size_t)n, v, sizeof v, 0, 0);
+    }
+    ck_assert_int_eq(st, EIO);
+    ck_assert_int_eq(dirsync_fail, 0);
+    kv_close(s);
+    char p2[64];
+    tu_seg_path(p2, sizeof p2, DIR, 2);
+    ck_assert(kv_memfs_exists(mem, p2)); /* created; its entry is not durable */
+
+    /* Restart on the same (not power-cut) filesystem and write. */
+    ck_assert_int_eq(kv_open(DIR, &o, &s, NULL), KV_OK);
+    ck_assert_int_eq(kv_put(s, "after", 5, "restart", 7, 0, 0), KV_OK);
+    kv_stats stt;
+    kv_get_stats(s, &stt);
+    ck_assert_uint_eq(stt.active_segment, 2);
+    kv_close(s);
+    /* Power cut: only durable state survives. */
+    kv_crash_spec drop = {0, KV_TEAR_NONE, 512, 0, 0, 1};
+    kv_memfs *cut = kv_memfs_crash(mem, &drop);
+    o.io = kv_memfs_io(cut);
+    ck_assert_int_eq(kv_open(DIR, &o, &s, NULL), KV_OK);
+    kv_value val;
+    ck_assert_int_eq(kv_get(s, "after", 5, &val), KV_OK);
+    ck_assert_mem_eq(val.data, "restart", 7);
+    kv_value_free(&val);
+    kv_close(s);
+    kv_memfs_free(cut);
+    kv_memfs_free(mem);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("faults");
@@ -282,6 +348,7 @@ int main(void)
     tcase_add_test(tc, every_io_call_failing_with_eio);
     tcase_add_test(tc, every_io_call_failing_with_enospc);
     tcase_add_test(tc, every_io_call_failing_on_posix);
+    tcase_add_test(tc, restart_makes_a_segment_created_before_a_failed_directory_sync_durable);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
