@@ -725,8 +725,10 @@ static void expire_generic(cmdctx *x, int kind, const char *name)
         return;
     }
     uint64_t cur = val.expire_ms; /* 0 = no expiry: "infinite" for GT/LT */
-    int skip = (nx && cur != 0) || (xx && cur == 0) || (gt && (cur == 0 || (uint64_t)when <= cur)) ||
-               (lt && cur != 0 && (uint64_t)when >= cur);
+    /* Compared signed, as in Redis: a negative time (EXPIREAT k -5) is
+     * earlier than any expiry, not a huge unsigned one. */
+    int skip = (nx && cur != 0) || (xx && cur == 0) || (gt && (cur == 0 || when <= (long long)cur)) ||
+               (lt && cur != 0 && when >= (long long)cur);
     if (skip) {
         rp_int(x->out, 0);
     } else if (when <= now) {

@@ -135,6 +135,7 @@ struct kvd_server {
     uint64_t total_connections, rejected_connections, total_commands, hits, misses, expired_active;
     uint64_t ops_sec, last_cmds;
     long long last_cron_ms;
+    int cron_hz; /* the rate ev_cron runs at now (main thread only) */
 };
 
 /* Command flags. */

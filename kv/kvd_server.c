@@ -249,9 +249,12 @@ static void reply_unknown(kvd_client *c)
     char args[512];
     size_t used = 0;
     args[0] = 0;
-    for (size_t i = 1; i < c->args.argc && used < 400; i++) {
-        int n = snprintf(args + used, sizeof args - used, "'%.*s' ", (int)(c->args.argvlen[i] > 128 ? 128 : c->args.argvlen[i]),
-                         (const char *)c->args.argv[i]);
+    /* As Redis 7 (processCommand): the quoted arguments together take
+     * about 128 characters; each is cut to what is left of them. */
+    for (size_t i = 1; i < c->args.argc && used < 128; i++) {
+        size_t room = 128 - used;
+        int n = snprintf(args + used, sizeof args - used, "'%.*s' ",
+                         (int)(c->args.argvlen[i] > room ? room : c->args.argvlen[i]), (const char *)c->args.argv[i]);
         if (n < 0) break;
         used += (size_t)n;
         if (used >= sizeof args) used = sizeof args - 1;
@@ -295,13 +298,17 @@ static void cmd_auth(kvd_client *c)
         rp_error(&c->out, "ERR syntax error");
         return;
     }
-    if (!password_set(srv)) {
+    /* Redis 7: only the one-argument form is an error without a
+     * password; "AUTH default <anything>" succeeds, as the default user
+     * then has nopass. */
+    if (!password_set(srv) && c->args.argc == 2) {
         rp_error(&c->out, "ERR AUTH <password> called without any password configured for the default user. "
                           "Are you sure your configuration is correct?");
         return;
     }
     size_t pi = c->args.argc == 3 ? 2 : 1;
-    if ((c->args.argc == 3 && !arg_eq(c, 1, "default")) || !check_password(srv, c->args.argv[pi], c->args.argvlen[pi])) {
+    if ((c->args.argc == 3 && !arg_eq(c, 1, "default")) ||
+        (password_set(srv) && !check_password(srv, c->args.argv[pi], c->args.argvlen[pi]))) {
         rp_error(&c->out, "WRONGPASS invalid username-password pair or user is disabled.");
         return;
     }
@@ -351,8 +358,8 @@ static void cmd_hello(kvd_client *c)
     size_t name_len = 0;
     for (; i < c->args.argc; i++) {
         if (arg_eq(c, i, "auth") && i + 2 < c->args.argc) {
-            if (!password_set(srv) || !arg_eq(c, i + 1, "default") ||
-                !check_password(srv, c->args.argv[i + 2], c->args.argvlen[i + 2])) {
+            if (!arg_eq(c, i + 1, "default") ||
+                (password_set(srv) && !check_password(srv, c->args.argv[i + 2], c->args.argvlen[i + 2]))) {
                 rp_error(&c->out, "WRONGPASS invalid username-password pair or user is disabled.");
                 return;
             }
@@ -830,6 +837,10 @@ static void new_client(kvd_worker *w, int fd)
     c->bev = bev;
     c->ctime = kvd_mstime();
     resp_args_init(&c->args);
+    /* As in Redis 7 (the default user is "nopass" while no password is
+     * set): a client that connected before CONFIG SET requirepass stays
+     * authenticated, so it can still use, or undo, the setting. */
+    c->authenticated = !password_set(srv);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
@@ -939,6 +950,14 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     kvd_log(KVD_LOG_WARNING, "accept failed: %s", evutil_socket_error_to_string(e));
 }
 
+/* The period of the active-expiry timer at hz cycles per second. */
+static struct timeval cron_interval(int hz)
+{
+    long us = 1000000L / (hz > 0 ? hz : 10);
+    struct timeval tv = {us / 1000000L, us % 1000000L};
+    return tv;
+}
+
 static void on_cron(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -954,6 +973,13 @@ static void on_cron(evutil_socket_t fd, short what, void *arg)
         srv->ops_sec = (cmds - srv->last_cmds) * 1000 / (uint64_t)(now - srv->last_cron_ms);
         srv->last_cmds = cmds;
         srv->last_cron_ms = now;
+    }
+    /* CONFIG SET hz: go on at the new rate. */
+    int hz = __atomic_load_n(&srv->cfg->expire_hz, __ATOMIC_RELAXED);
+    if (hz > 0 && hz != srv->cron_hz) {
+        struct timeval tv = cron_interval(hz);
+        event_add(srv->ev_cron, &tv);
+        srv->cron_hz = hz;
     }
 }
 
@@ -1187,7 +1213,8 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     srv->sig_usr1 = evsignal_new(srv->base, SIGUSR1, on_signal, srv);
     srv->ev_shutdown = event_new(srv->base, -1, EV_PERSIST, on_shutdown_request, srv);
     srv->ev_cron = event_new(srv->base, -1, EV_PERSIST, on_cron, srv);
-    struct timeval tv = {0, 1000000 / (cfg->expire_hz > 0 ? cfg->expire_hz : 10)};
+    srv->cron_hz = cfg->expire_hz > 0 ? cfg->expire_hz : 10;
+    struct timeval tv = cron_interval(srv->cron_hz);
     event_add(srv->sig_term, NULL);
     event_add(srv->sig_int, NULL);
     event_add(srv->sig_usr1, NULL);
