@@ -65,7 +65,7 @@ static entry **find_slot(const kv_keydir *kd, const void *key, size_t klen, uint
     entry **pp = &kd->buckets[h & kd->mask];
     while (*pp) {
         entry *e = *pp;
-        if (e->hash == h && e->klen == klen && memcmp(e->key, key, klen) == 0) return pp;
+        if (e->hash == h && e->klen == klen && keys_equal(e->key, key, klen)) return pp;
         pp = &e->next;
     }
     return pp;

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kv_status.h"
 
@@ -28,6 +29,13 @@ typedef struct kv_loc {
 } kv_loc;
 
 typedef struct kv_keydir kv_keydir;
+
+/* Key comparison that allows NULL pointers for empty keys (memcmp does
+ * not). */
+static inline int keys_equal(const void *a, const void *b, size_t n)
+{
+    return n == 0 || memcmp(a, b, n) == 0;
+}
 
 /* Creates an empty table. Returns NULL when out of memory. */
 kv_keydir *kv_keydir_new(void);

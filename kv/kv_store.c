@@ -425,7 +425,7 @@ static void ovl_insert(kv_store *s, size_t idx)
             return;
         }
         const group_op *o = &s->gops[e - 1];
-        if (o->hash == g->hash && o->klen == g->klen && memcmp(o->key, g->key, g->klen) == 0) {
+        if (o->hash == g->hash && o->klen == g->klen && keys_equal(o->key, g->key, g->klen)) {
             s->ovl[i] = (uint32_t)idx + 1;
             return;
         }
@@ -469,7 +469,7 @@ static const group_op *overlay_find(const kv_store *s, size_t n, const uint8_t *
         uint32_t e = s->ovl[i];
         if (e == 0) return NULL;
         const group_op *g = &s->gops[e - 1];
-        if (g->hash == h && g->klen == klen && memcmp(g->key, key, klen) == 0) return e - 1 < n ? g : NULL;
+        if (g->hash == h && g->klen == klen && keys_equal(g->key, key, klen)) return e - 1 < n ? g : NULL;
     }
 }
 
@@ -712,7 +712,7 @@ static const batch_op *own_find(const kv_txn *t, const void *key, size_t klen)
 {
     for (size_t i = t->b->nops; i-- > 0;) {
         const batch_op *op = &t->b->ops[i];
-        if (op->klen == klen && memcmp(t->b->data + op->data_off, key, klen) == 0) return op;
+        if (op->klen == klen && keys_equal(t->b->data + op->data_off, key, klen)) return op;
     }
     return NULL;
 }
@@ -985,30 +985,23 @@ void kv_value_free(kv_value *v)
     v->len = 0;
 }
 
-kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
+/* Reads the record at loc from segment descriptor fd and verifies that it
+ * is the put of `key` the key directory expects. */
+static kv_status read_verified(kv_store *s, const kv_loc *loc, int fd, const void *key, size_t klen, kv_value *v)
 {
-    memset(v, 0, sizeof *v);
-    kv_loc loc;
-    uint64_t now = wall_ms(s);
-    pthread_rwlock_rdlock(&s->lock);
-    if (!kv_keydir_get(s->kd, key, klen, &loc) || (loc.expire_ms != 0 && loc.expire_ms <= now)) {
-        pthread_rwlock_unlock(&s->lock);
-        return KV_NOT_FOUND;
-    }
-    int fd = seg_fd(s, loc.seg);
-    pthread_rwlock_unlock(&s->lock);
-    /* Segment descriptors stay open until kv_close, so the read needs no
-     * lock (a compaction that closes segments will need a reference). */
-    uint8_t *buf = malloc(loc.len);
-    int r = !buf ? -ENOMEM : fd < 0 ? -EBADF : kv_io_read_full(s->io, fd, buf, loc.len, loc.off);
+    /* Segment descriptors stay open until kv_close and records are never
+     * rewritten in place, so the read needs no lock (a compaction that
+     * closes segments will need a reference). */
+    uint8_t *buf = malloc(loc->len);
+    int r = !buf ? -ENOMEM : fd < 0 ? -EBADF : kv_io_read_full(s->io, fd, buf, loc->len, loc->off);
     if (r < 0) {
         free(buf);
         if (r == -ENODATA) goto corrupt; /* the record is shorter on disk */
         return -r;
     }
     kv_record rec;
-    if (kv_record_decode(buf, loc.len, &rec) != KV_OK || rec.type != KV_REC_PUT || rec.len != loc.len ||
-        rec.seq != loc.seq || rec.klen != klen || memcmp(rec.key, key, klen) != 0) {
+    if (kv_record_decode(buf, loc->len, &rec) != KV_OK || rec.type != KV_REC_PUT || rec.len != loc->len ||
+        rec.seq != loc->seq || rec.klen != klen || !keys_equal(rec.key, key, klen)) {
         free(buf);
         goto corrupt;
     }
@@ -1021,8 +1014,53 @@ kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
     return KV_OK;
 corrupt:
     logf_(s, KV_LOG_ERROR, "corrupt record for a key in segment %u at offset %" PRIu64 " (%u bytes); run kvfsck %s",
-          loc.seg, loc.off, loc.len, s->dir);
+          loc->seg, loc->off, loc->len, s->dir);
     return KV_CORRUPT_BKPT;
+}
+
+kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
+{
+    memset(v, 0, sizeof *v);
+    kv_loc loc;
+    uint64_t now = wall_ms(s);
+    pthread_rwlock_rdlock(&s->lock);
+    if (!kv_keydir_get(s->kd, key, klen, &loc) || (loc.expire_ms != 0 && loc.expire_ms <= now)) {
+        pthread_rwlock_unlock(&s->lock);
+        return KV_NOT_FOUND;
+    }
+    int fd = seg_fd(s, loc.seg);
+    pthread_rwlock_unlock(&s->lock);
+    return read_verified(s, &loc, fd, key, klen, v);
+}
+
+kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_t *klens, kv_value *vals,
+                  kv_status *sts)
+{
+    kv_loc *locs = calloc(n ? n : 1, sizeof *locs);
+    int *fds = calloc(n ? n : 1, sizeof *fds);
+    if (!locs || !fds) {
+        free(locs);
+        free(fds);
+        return ENOMEM;
+    }
+    uint64_t now = wall_ms(s);
+    /* One lock for every lookup: a group is published under the write
+     * lock, so all keys are seen as of one moment between two groups. */
+    pthread_rwlock_rdlock(&s->lock);
+    for (size_t i = 0; i < n; i++) {
+        int found = kv_keydir_get(s->kd, keys[i], klens[i], &locs[i]);
+        sts[i] = found && (locs[i].expire_ms == 0 || locs[i].expire_ms > now) ? KV_OK : KV_NOT_FOUND;
+        fds[i] = sts[i] == KV_OK ? seg_fd(s, locs[i].seg) : -1;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (!vals) continue;
+        memset(&vals[i], 0, sizeof vals[i]);
+        if (sts[i] == KV_OK) sts[i] = read_verified(s, &locs[i], fds[i], keys[i], klens[i], &vals[i]);
+    }
+    free(locs);
+    free(fds);
+    return KV_OK;
 }
 
 kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms)

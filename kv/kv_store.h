@@ -235,6 +235,16 @@ void kv_value_free(kv_value *v);
  */
 kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v);
 
+/*
+ * Reads n keys as of one moment (no write is published between the
+ * lookups): sts[i] is kv_get's status for keys[i], and vals[i] its value
+ * when KV_OK (free each with kv_value_free). vals may be NULL to check
+ * existence only (no disk read). Returns KV_OK, or ENOMEM (nothing
+ * filled).
+ */
+kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_t *klens, kv_value *vals,
+                  kv_status *sts);
+
 /* Looks a key up in memory only (no disk read). Returns KV_OK and its
  * expiry (0 = none) in *expire_ms (may be NULL), or KV_NOT_FOUND. */
 kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms);

@@ -21,6 +21,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "kv_keydir.h"
 #include "kvd_internal.h"
 #include "kvd_log.h"
 
@@ -290,19 +291,36 @@ static void cmd_strlen(cmdctx *x)
 
 static void cmd_mget(cmdctx *x)
 {
-    rp_array(x->out, (long long)x->argc - 1);
-    for (size_t i = 1; i < x->argc; i++) {
-        kv_value v;
-        kv_status st = db_get(x, KEY(i), &v);
-        if (st == KV_OK) {
+    size_t n = x->argc - 1;
+    kv_value *vals = calloc(n, sizeof *vals);
+    kv_status *sts = calloc(n, sizeof *sts);
+    if (!vals || !sts) {
+        free(vals);
+        free(sts);
+        rp_error(x->out, "ERR out of memory");
+        return;
+    }
+    if (x->txn) {
+        for (size_t i = 0; i < n; i++) sts[i] = kv_txn_get(x->txn, KEY(i + 1), &vals[i]);
+    } else if (kv_mget(x->srv->store, n, x->argv + 1, x->argvlen + 1, vals, sts) != KV_OK) {
+        free(vals);
+        free(sts);
+        rp_error(x->out, "ERR out of memory");
+        return;
+    }
+    rp_array(x->out, (long long)n);
+    for (size_t i = 0; i < n; i++) {
+        if (sts[i] == KV_OK) {
             count_hit(x, 1);
-            rp_bulk(x->out, v.data, v.len);
-            kv_value_free(&v);
+            rp_bulk(x->out, vals[i].data, vals[i].len);
+            kv_value_free(&vals[i]);
         } else {
-            if (st == KV_NOT_FOUND) count_hit(x, 0);
+            if (sts[i] == KV_NOT_FOUND) count_hit(x, 0);
             rp_nil(x->out); /* MGET never errors per key, as in Redis */
         }
     }
+    free(vals);
+    free(sts);
 }
 
 enum { EXP_NONE = 0, EXP_EX, EXP_PX, EXP_EXAT, EXP_PXAT, EXP_KEEPTTL, EXP_PERSIST };
@@ -621,10 +639,23 @@ static void cmd_del(cmdctx *x)
 
 static void cmd_exists(cmdctx *x)
 {
-    long long n = 0;
-    for (size_t i = 1; i < x->argc; i++)
-        if (db_info(x, KEY(i), NULL, NULL) == KV_OK) n++;
-    rp_int(x->out, n);
+    size_t n = x->argc - 1;
+    long long count = 0;
+    kv_status *sts = calloc(n, sizeof *sts);
+    if (!sts) {
+        rp_error(x->out, "ERR out of memory");
+        return;
+    }
+    if (x->txn) {
+        for (size_t i = 0; i < n; i++) sts[i] = kv_txn_key_info(x->txn, KEY(i + 1), NULL, NULL);
+    } else if (kv_mget(x->srv->store, n, x->argv + 1, x->argvlen + 1, NULL, sts) != KV_OK) {
+        free(sts);
+        rp_error(x->out, "ERR out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) count += sts[i] == KV_OK;
+    free(sts);
+    rp_int(x->out, count);
 }
 
 static void cmd_type(cmdctx *x)
@@ -644,7 +675,7 @@ static void cmd_rename(cmdctx *x)
         rp_io_error(x->out, st);
         return;
     }
-    int same = x->argvlen[1] == x->argvlen[2] && memcmp(x->argv[1], x->argv[2], x->argvlen[1]) == 0;
+    int same = x->argvlen[1] == x->argvlen[2] && keys_equal(x->argv[1], x->argv[2], x->argvlen[1]);
     if (!same) {
         st = db_put(x, KEY(2), v.data, v.len, v.expire_ms, v.flags);
         if (st == KV_OK) db_del(x, KEY(1));

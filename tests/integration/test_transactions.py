@@ -137,8 +137,6 @@ class TestMultiExec(TxCase):
 
         self.assertEqual([], self._torn_pairs(read_pair)[:5])
 
-    @unittest.skip("kvd bug (reported): MGET reads its keys one at a time on the I/O thread, so a "
-                   "transaction can commit between two of them; in Redis every command is atomic")
     def test_mget_is_atomic(self):
         self.assertEqual([], self._torn_pairs(lambda rc: rc.mget("ta", "tb"))[:5])
 
