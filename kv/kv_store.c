@@ -1393,6 +1393,17 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         s->log_bytes += KV_SEG_HEADER_SIZE;
         s->header_bytes += KV_SEG_HEADER_SIZE;
     }
+    /* Whatever recovery read may still be only in the page cache (a
+     * previous run that crashed under everysec, or whose fdatasync failed):
+     * make it durable before any of it is served, or a power cut could
+     * take back what a reader has already seen. */
+    r = s->io->fdatasync(s->io->ctx, s->active_fd);
+    if (r < 0) {
+        st = -r;
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot fdatasync segment %u: %s", s->active_id,
+                 kv_strerror(st));
+        goto fail;
+    }
     s->live_bytes = s->rep.live_bytes;
     kv_keydir_foreach(s->kd, count_expiring, &s->expires);
     s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
