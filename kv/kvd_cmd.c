@@ -216,8 +216,8 @@ static void count_hit(cmdctx *x, int hit)
 static void rp_put_error(sbuf *b, kv_status st)
 {
     if (st == KV_INVALID)
-        rp_error(b, "ERR string exceeds maximum allowed size (key %u bytes, value %u bytes)", KV_MAX_KEY_LEN,
-                 KV_MAX_VALUE_LEN);
+        rp_error(b, "ERR write exceeds kvd's size limits (key %u bytes, value %u bytes, %u bytes per transaction)",
+                 KV_MAX_KEY_LEN, KV_MAX_VALUE_LEN, KV_MAX_BATCH_LEN);
     else
         rp_error(b, "ERR %s", kv_strerror(st));
 }
@@ -308,6 +308,16 @@ static void cmd_mget(cmdctx *x)
         rp_error(x->out, "ERR out of memory");
         return;
     }
+    for (size_t i = 0; i < n; i++)
+        if (sts[i] != KV_OK && sts[i] != KV_NOT_FOUND) {
+            /* Do not hide a corrupt value (or a failed read) behind a nil. */
+            rp_io_error(x->out, sts[i]);
+            for (size_t k = 0; k < n; k++)
+                if (sts[k] == KV_OK) kv_value_free(&vals[k]);
+            free(vals);
+            free(sts);
+            return;
+        }
     rp_array(x->out, (long long)n);
     for (size_t i = 0; i < n; i++) {
         if (sts[i] == KV_OK) {
@@ -316,7 +326,7 @@ static void cmd_mget(cmdctx *x)
             kv_value_free(&vals[i]);
         } else {
             if (sts[i] == KV_NOT_FOUND) count_hit(x, 0);
-            rp_nil(x->out); /* MGET never errors per key, as in Redis */
+            rp_nil(x->out);
         }
     }
     free(vals);
@@ -552,7 +562,7 @@ static void cmd_append(cmdctx *x)
     }
     size_t oldlen = st == KV_OK ? v.len : 0;
     size_t total = oldlen + x->argvlen[2];
-    if (total > KV_MAX_VALUE_LEN) {
+    if (total > KV_MAX_VALUE_LEN || total > x->srv->cfg->max_bulk_len) {
         rp_error(x->out, "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
         if (st == KV_OK) kv_value_free(&v);
         return;
@@ -868,7 +878,7 @@ static void cmd_scan(cmdctx *x)
     keys_acc a = {NULL, 0, 1, {0}, 0};
     long long count = 10;
     int type_none = 0;
-    for (size_t i = 2; i < x->argc; i++) {
+    for (size_t i = 2; i < x->argc; i += 2) { /* option, value */
         if (i + 1 >= x->argc) {
             rp_error(x->out, ERR_SYNTAX);
             return;
@@ -889,7 +899,6 @@ static void cmd_scan(cmdctx *x)
             rp_error(x->out, ERR_SYNTAX);
             return;
         }
-        i++;
     }
     uint64_t next = 0;
     kv_scan(x->srv->store, cursor, (size_t)count, keys_one, &a, &next);

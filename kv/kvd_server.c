@@ -229,11 +229,14 @@ static void reply_job(kvd_client *c, kvd_job *j)
         return;
     }
     char why[512];
-    if (j->st == KV_FAILSTOP && kv_failstop_reason(c->w->srv->store, why, sizeof why))
+    int fs = kv_failstop_reason(c->w->srv->store, why, sizeof why);
+    if (j->st == KV_FAILSTOP && fs)
         rp_error(&c->out, "IOERR write refused: %s", why);
-    else
+    else if (fs)
         rp_error(&c->out, "IOERR write failed: %s; the store now refuses writes until restarted",
                  kv_strerror(j->st));
+    else
+        rp_error(&c->out, "ERR write not done: %s", kv_strerror(j->st));
 }
 
 /* ---- command dispatch ---- */
@@ -344,11 +347,17 @@ static void cmd_hello(kvd_client *c)
     if (c->args.argc >= 2) {
         const uint8_t *v = c->args.argv[1];
         size_t n = c->args.argvlen[1];
-        if (n != 1 || (v[0] < '0' || v[0] > '9')) {
+        long long ver = 0;
+        int ok = n > 0 && n < 19;
+        for (size_t k = 0; ok && k < n; k++) {
+            ok = v[k] >= '0' && v[k] <= '9';
+            ver = ver * 10 + (v[k] - '0');
+        }
+        if (!ok) {
             rp_error(&c->out, "ERR Protocol version is not an integer or out of range");
             return;
         }
-        if (v[0] != '2') {
+        if (ver != 2) {
             rp_error(&c->out, "NOPROTO unsupported protocol version");
             return;
         }
@@ -564,6 +573,8 @@ static void cmd_config(kvd_client *c)
         __atomic_store_n(&srv->total_connections, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&srv->rejected_connections, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&srv->expired_active, 0, __ATOMIC_RELAXED);
+        srv->last_cmds = 0;
+        srv->ops_sec = 0;
         rp_ok(&c->out);
     } else {
         rp_error(&c->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
@@ -772,6 +783,14 @@ static void process_input(kvd_client *c)
     while (!c->close_after_reply && !c->w->stopping) {
         size_t avail = evbuffer_get_length(in);
         if (avail == 0) break;
+        if (avail > srv->cfg->max_query_buffer) {
+            /* Also when complete requests wait behind in-flight writes. */
+            kvd_log(KVD_LOG_WARNING, "closing client id=%" PRIu64 " addr=%s that reached max query buffer "
+                                     "length (%zu bytes)", c->id, c->addr, avail);
+            c->close_after_reply = 1;
+            c->pending ? (void)bufferevent_disable(c->bev, EV_READ) : (void)evbuffer_drain(in, avail);
+            break;
+        }
         if (c->pending >= MAX_PENDING_PER_CLIENT) break;
         const uint8_t *buf = evbuffer_pullup(in, -1);
         size_t consumed = 0;
@@ -1079,7 +1098,7 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
              atomic_get(&srv->total_connections), atomic_get(&srv->total_commands), srv->ops_sec);
         LINE("rejected_connections:%" PRIu64 "\r\nexpired_keys:%" PRIu64 "\r\nkeyspace_hits:%" PRIu64
              "\r\nkeyspace_misses:%" PRIu64 "\r\n\r\n",
-             atomic_get(&srv->rejected_connections), st.expired_swept, atomic_get(&srv->hits),
+             atomic_get(&srv->rejected_connections), atomic_get(&srv->expired_active), atomic_get(&srv->hits),
              atomic_get(&srv->misses));
     }
     if (want(section, "keyspace")) {
@@ -1112,6 +1131,7 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
         threads_ready = 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* as Redis: a closed terminal does not stop the server */
     kvd_server *srv = calloc(1, sizeof *srv);
     if (!srv) {
         snprintf(err, errcap, "out of memory");
@@ -1142,10 +1162,6 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     char line[1024];
     kvr_report_format(&rep, line, sizeof line);
     kvd_log(KVD_LOG_NOTICE, "%s", line);
-    if (rep.torn_bytes)
-        kvd_log(KVD_LOG_WARNING, "recovery cut a torn tail: %" PRIu64 " bytes at offset %" PRIu64
-                                 " of segment %u (kept beside it as a .torn file)",
-                rep.torn_bytes, rep.torn_offset, rep.torn_segment);
     kvr_report_free(&rep);
 
     srv->base = event_base_new();

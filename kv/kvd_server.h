@@ -31,8 +31,8 @@ typedef struct kvd_server kvd_server;
 /*
  * Opens the data directory (recovery runs), binds the listening socket,
  * starts the I/O threads, writes the pidfile. cfg must outlive the
- * server. On failure returns NULL and writes a message to err.
- * Exit-code hint in *fatal_code (1 for every failure here).
+ * server. On failure returns NULL and writes a message to err (the
+ * caller exits 1).
  */
 kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap);
 
