@@ -70,15 +70,24 @@ for t in "${targets[@]}"; do
         "$(get saved_crashes)" "$(get saved_hangs)")")
     found=0
     for kind in crashes hangs; do
+        shown=0
         for f in "$out/default/$kind"/id:*; do
             [ -e "$f" ] || continue
-            found=1
+            found=$((found + 1))
             echo "campaign: fuzz_$t saved a ${kind%es}: $f"
-            ASAN_OPTIONS=abort_on_error=1:symbolize=1:detect_leaks=1 \
-                timeout 20 "build/fuzz-afl/fuzz/fuzz_$t" <"$f" 2>&1 | tail -40 || true
+            if [ "$shown" -lt 3 ]; then # the first reports are enough to start triage
+                shown=$((shown + 1))
+                echo "----- input (hex) -----"
+                od -An -tx1 -v "$f" | head -8
+                echo "----- report -----"
+                report=$(ASAN_OPTIONS=abort_on_error=1:symbolize=1:detect_leaks=1 \
+                    timeout 20 "build/fuzz-afl/fuzz/fuzz_$t" "$f" 2>&1) || true
+                printf '%s\n' "$report" | grep -v '^$' | tail -30
+                echo "------------------"
+            fi
         done
     done
-    if [ "$found" -eq 1 ]; then failed=1; fi
+    if [ "$found" -gt 0 ]; then failed=1; fi
 done
 echo "campaign results (${seconds}s per target):"
 printf '  %s\n' "${summary[@]}"
