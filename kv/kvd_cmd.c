@@ -364,6 +364,15 @@ static int expire_to_abs(cmdctx *x, int kind, long long v, const char *cmdname, 
     return 1;
 }
 
+/* Argument i names a time-valued expire option (EX, PX, EXAT, PXAT):
+ * returns its EXP_* kind, or EXP_NONE. */
+static int expire_option(cmdctx *x, size_t i)
+{
+    return arg_is(x, i, "ex") ? EXP_EX : arg_is(x, i, "px") ? EXP_PX : arg_is(x, i, "exat") ? EXP_EXAT
+           : arg_is(x, i, "pxat")                            ? EXP_PXAT
+                                                             : EXP_NONE;
+}
+
 /* SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] */
 static void cmd_set(cmdctx *x)
 {
@@ -379,9 +388,8 @@ static void cmd_set(cmdctx *x)
             get = 1;
         } else if (arg_is(x, i, "keepttl") && exp == EXP_NONE) {
             exp = EXP_KEEPTTL;
-        } else if (exp == EXP_NONE && has_next &&
-                   (arg_is(x, i, "ex") || arg_is(x, i, "px") || arg_is(x, i, "exat") || arg_is(x, i, "pxat"))) {
-            exp = arg_is(x, i, "ex") ? EXP_EX : arg_is(x, i, "px") ? EXP_PX : arg_is(x, i, "exat") ? EXP_EXAT : EXP_PXAT;
+        } else if (exp == EXP_NONE && has_next && expire_option(x, i) != EXP_NONE) {
+            exp = expire_option(x, i);
             if (!arg_ll(x, ++i, &expv)) return;
         } else {
             rp_error(x->out, ERR_SYNTAX);
@@ -481,9 +489,8 @@ static void cmd_getex(cmdctx *x)
     for (size_t i = 2; i < x->argc; i++) {
         if (exp == EXP_NONE && arg_is(x, i, "persist")) {
             exp = EXP_PERSIST;
-        } else if (exp == EXP_NONE && i + 1 < x->argc &&
-                   (arg_is(x, i, "ex") || arg_is(x, i, "px") || arg_is(x, i, "exat") || arg_is(x, i, "pxat"))) {
-            exp = arg_is(x, i, "ex") ? EXP_EX : arg_is(x, i, "px") ? EXP_PX : arg_is(x, i, "exat") ? EXP_EXAT : EXP_PXAT;
+        } else if (exp == EXP_NONE && i + 1 < x->argc && expire_option(x, i) != EXP_NONE) {
+            exp = expire_option(x, i);
             if (!arg_ll(x, ++i, &expv)) return;
         } else {
             rp_error(x->out, ERR_SYNTAX);
