@@ -118,10 +118,18 @@ kv_status kv_record_decode(const uint8_t *buf, size_t avail, kv_record *r)
 kv_status kv_batch_next(const kv_record *batch, size_t *pos, kv_record *e)
 {
     if (*pos >= batch->vlen) return KV_NOT_FOUND;
-    kv_status st = kv_record_decode(batch->val + *pos, batch->vlen - *pos, e);
-    if (st == KV_NEED_MORE) return KV_CORRUPT_BKPT; /* entry runs past the payload */
+    size_t avail = batch->vlen - *pos;
+    const uint8_t *p = batch->val + *pos;
+    /* The batch's own CRC covers every entry byte, so an entry's CRC is not
+     * computed again here (a read of one entry verifies it); its header is
+     * still checked, so lengths are trusted only after their hcrc. */
+    if (avail < KV_REC_HEADER_SIZE) return KV_CORRUPT_BKPT;
+    kv_status st = kv_record_decode_header(p, e);
     if (st != KV_OK) return st;
+    if (e->len > avail) return KV_CORRUPT_BKPT; /* entry runs past the payload */
     if (!(e->rflags & KV_RF_IN_BATCH)) return KV_CORRUPT_BKPT;
+    e->key = p + KV_REC_HEADER_SIZE;
+    e->val = p + KV_REC_HEADER_SIZE + e->klen;
     *pos += e->len;
     return KV_OK;
 }

@@ -138,10 +138,12 @@ kv_status kv_record_decode_header(const uint8_t buf[KV_REC_HEADER_SIZE], kv_reco
  * a batch, also a malformed payload). */
 kv_status kv_record_decode(const uint8_t *buf, size_t avail, kv_record *r);
 
-/* Iterates the entries of a verified batch record. *pos starts at 0.
- * Returns KV_OK with *e filled, KV_NOT_FOUND after the last entry, or
- * KV_CORRUPT. kv_record_decode() has already checked every entry, so on a
- * batch it returned KV_OK for this never yields KV_CORRUPT. */
+/* Iterates the entries of a batch record. *pos starts at 0. Returns KV_OK
+ * with *e filled, KV_NOT_FOUND after the last entry, or KV_CORRUPT. Each
+ * entry's header is checked (hcrc, fields, bounds); its record CRC is not
+ * recomputed, because the batch's CRC covers it: call this on a batch
+ * that kv_record_decode() accepted (which has walked every entry, so this
+ * then never yields KV_CORRUPT). */
 kv_status kv_batch_next(const kv_record *batch, size_t *pos, kv_record *e);
 
 /* Encodes a segment header for segment `id` into out. */

@@ -505,10 +505,12 @@ static void complete_all(req *head, kv_status st)
 }
 
 /* Publishes a written group to the key directory (and byte counters). */
-static void publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes)
+/* Returns the number of records it could not index (out of memory). */
+static size_t publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes)
 {
     pthread_rwlock_wrlock(&s->lock);
     uint64_t entry_bytes = 0;
+    size_t failed = 0;
     for (size_t i = 0; i < ngops; i++) {
         group_op *g = &s->gops[i];
         kv_loc old;
@@ -518,8 +520,10 @@ static void publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes
             kv_loc loc = {s->active_id, g->len, g->off, g->seq, g->expire_ms};
             if (kv_keydir_put(s->kd, g->key, g->klen, &loc, &old, &had) != KV_OK) {
                 /* Out of memory: the record is durable, but this process
-                 * cannot index it; stop taking writes, a restart sees it. */
+                 * cannot index it. Stop taking writes and do not
+                 * acknowledge the group (a restart indexes it). */
                 failstop(s, ENOMEM, "indexing a record", s->active_id);
+                failed++;
                 continue;
             }
             s->live_bytes += g->len;
@@ -538,6 +542,7 @@ static void publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes
     s->log_bytes += bytes;
     s->records += nrecords;
     pthread_rwlock_unlock(&s->lock);
+    return failed;
 }
 
 /* A cleared batch from the group's pool for one transaction. */
@@ -669,7 +674,7 @@ static void write_group(kv_store *s, req *head)
         s->st_groups++;
         s->st_group_writes += nwrites;
         pthread_mutex_unlock(&s->qmu);
-        publish(s, ngops, nrecords, pos);
+        if (publish(s, ngops, nrecords, pos)) st = ENOMEM;
     }
     i = 0;
     while (head) {
