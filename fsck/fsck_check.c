@@ -1,0 +1,576 @@
+#include "fsck_check.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_keydir.h"
+#include "kv_record.h"
+
+const char *fsck_kind_name(fsck_kind k)
+{
+    switch (k) {
+    case FSCK_TORN_TAIL: return "torn tail";
+    case FSCK_MID_LOG: return "mid-log corruption";
+    case FSCK_SEALED: return "sealed-segment corruption";
+    case FSCK_SEQ_BACK: return "sequence going back";
+    case FSCK_NKINDS: break;
+    }
+    return "unknown";
+}
+
+fsck_kind fsck_classify(const kvr_problem *p, int newest)
+{
+    /* The order of recovery's refusal message (recovery/kvr_recover.c). */
+    if (p->reason == KVR_SEQ_ORDER) return FSCK_SEQ_BACK;
+    if (!newest) return FSCK_SEALED;
+    return p->valid_after ? FSCK_MID_LOG : FSCK_TORN_TAIL;
+}
+
+/* ---- names ---- */
+
+static int names_add(fsck_names *l, const char *name)
+{
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 8;
+        char **nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv) return -1;
+        l->v = nv;
+        l->cap = nc;
+    }
+    if (!(l->v[l->n] = strdup(name))) return -1;
+    l->n++;
+    return 0;
+}
+
+static void names_free(fsck_names *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void names_sort(fsck_names *l)
+{
+    if (l->n > 1) qsort(l->v, l->n, sizeof *l->v, cmp_str);
+}
+
+/* 1 if name is "NNNNNNNNNN.seg" followed by `suffix`. */
+static int seg_with_suffix(const char *name, const char *suffix)
+{
+    uint32_t id;
+    char seg[16];
+    size_t sl = strlen(suffix);
+    if (strlen(name) < 14 + sl || strncmp(name + 14, suffix, sl) != 0) return 0;
+    memcpy(seg, name, 14);
+    seg[14] = '\0';
+    return kv_seg_parse_name(seg, &id);
+}
+
+/* 1 if s is "" or ".N" with N decimal digits (the suffix recovery adds
+ * when a name is taken). */
+static int copy_suffix(const char *s)
+{
+    if (*s == '\0') return 1;
+    if (*s++ != '.' || *s == '\0') return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
+    return 1;
+}
+
+/* "NNNNNNNNNN.seg.<offset>.torn[.N]" */
+static int is_torn_name(const char *name)
+{
+    if (!seg_with_suffix(name, ".")) return 0;
+    const char *p = name + 15;
+    if (*p < '0' || *p > '9') return 0;
+    while (*p >= '0' && *p <= '9') p++;
+    return strncmp(p, ".torn", 5) == 0 && copy_suffix(p + 5);
+}
+
+/* ---- the check ---- */
+
+typedef struct listing {
+    uint32_t *ids;
+    size_t n, cap;
+    fsck_report *rep;
+    int oom;
+} listing;
+
+static int list_entry(void *arg, const char *name)
+{
+    listing *l = arg;
+    fsck_report *rep = l->rep;
+    uint32_t id;
+    int r = 0;
+    if (kv_seg_parse_name(name, &id)) {
+        if (l->n == l->cap) {
+            size_t nc = l->cap ? l->cap * 2 : 16;
+            uint32_t *ni = realloc(l->ids, nc * sizeof *ni);
+            if (!ni) {
+                l->oom = 1;
+                return 1;
+            }
+            l->ids = ni;
+            l->cap = nc;
+        }
+        l->ids[l->n++] = id;
+    } else if (!strcmp(name, "LOCK")) {
+        rep->lock_file = 1;
+    } else if (is_torn_name(name)) {
+        r = names_add(&rep->torn_files, name);
+    } else if (seg_with_suffix(name, ".discarded") && copy_suffix(name + 24)) {
+        r = names_add(&rep->discarded_files, name);
+    } else if (seg_with_suffix(name, ".orig") && copy_suffix(name + 19)) {
+        r = names_add(&rep->orig_files, name);
+    } else if (seg_with_suffix(name, ".salvage") && name[22] == '\0') {
+        r = names_add(&rep->salvage_files, name);
+    } else {
+        r = names_add(&rep->other_files, name);
+    }
+    if (r < 0) l->oom = 1;
+    return l->oom;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* State while one directory is checked. */
+typedef struct cctx {
+    fsck_report *rep;
+    fsck_segment *seg;
+    kv_keydir *kd;
+    uint64_t now_ms;
+    kv_status err;       /* ENOMEM while recording */
+    fsck_progress_fn progress;
+    void *parg;
+    size_t seg_index;
+    uint64_t done_before; /* bytes of the segments before this one */
+    uint64_t total;
+} cctx;
+
+static void add_problem(cctx *c, const kvr_problem *p)
+{
+    fsck_segment *s = c->seg;
+    if (s->nproblems == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 4;
+        fsck_problem *np = realloc(s->problems, nc * sizeof *np);
+        if (!np) {
+            c->err = ENOMEM;
+            return;
+        }
+        s->problems = np;
+        s->cap = nc;
+    }
+    fsck_problem *q = &s->problems[s->nproblems++];
+    q->offset = p->offset;
+    q->length = p->length;
+    q->reason = p->reason;
+    q->valid_after = p->valid_after;
+    q->kind = fsck_classify(p, s->newest);
+    c->rep->problems++;
+    c->rep->by_kind[q->kind]++;
+}
+
+static void on_problem(void *arg, const kvr_problem *p)
+{
+    add_problem(arg, p);
+}
+
+/* Applies one put or tombstone as recovery does (kvr_recover.c). */
+static void apply_entry(cctx *c, uint32_t seg, uint64_t off, const kv_record *r)
+{
+    c->rep->entries++;
+    c->seg->entries++;
+    if (r->type == KV_REC_TOMBSTONE) {
+        c->rep->tombstones++;
+        kv_keydir_del(c->kd, r->key, r->klen, NULL);
+        return;
+    }
+    if (r->expire_ms != 0 && r->expire_ms <= c->now_ms) {
+        c->rep->expired++; /* still hides any older value of the key */
+        kv_keydir_del(c->kd, r->key, r->klen, NULL);
+        return;
+    }
+    kv_loc loc = {seg, r->len, off, r->seq, r->expire_ms};
+    if (kv_keydir_put(c->kd, r->key, r->klen, &loc, NULL, NULL) != KV_OK) c->err = ENOMEM;
+}
+
+static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
+{
+    cctx *c = arg;
+    if (c->progress) c->progress(c->parg, c->seg_index, c->rep->nsegs, c->done_before + off, c->total);
+    /* The reader checks the order within a segment; this compares with
+     * every earlier segment too, exactly as recovery does. */
+    if (c->rep->max_seq != 0 && r->seq <= c->rep->max_seq) {
+        kvr_problem p = {NULL, seg, off, r->len, KVR_SEQ_ORDER, 1};
+        add_problem(c, &p);
+        return c->err != 0;
+    }
+    c->rep->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    c->rep->records++;
+    c->seg->records++;
+    if (r->type == KV_REC_BATCH) {
+        c->rep->batches++;
+        size_t pos = 0, before = 0;
+        kv_record e;
+        while (kv_batch_next(r, &pos, &e) == KV_OK) {
+            apply_entry(c, seg, off + KV_REC_HEADER_SIZE + before, &e);
+            before = pos;
+        }
+    } else {
+        apply_entry(c, seg, off, r);
+    }
+    return c->err != 0;
+}
+
+static int add_live(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
+{
+    (void)key;
+    (void)klen;
+    *(uint64_t *)arg += loc->len;
+    return 0;
+}
+
+static void set_error(fsck_report *rep, kv_status st, const char *what, const char *path)
+{
+    if (rep->err != KV_OK) return; /* keep the first */
+    rep->err = st;
+    if (st == KV_VERSION)
+        snprintf(rep->message, sizeof rep->message,
+                 "%s has an on-disk format version this build cannot read (it reads version %d); check it "
+                 "with a kvfsck of that version",
+                 path, KV_FORMAT_VERSION);
+    else
+        snprintf(rep->message, sizeof rep->message, "%s %s: %s", what, path, kv_strerror(st));
+}
+
+kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_progress_fn progress, void *parg,
+                     fsck_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    listing l = {.rep = rep};
+    int r = io->list_dir(io->ctx, dir, list_entry, &l);
+    if (l.oom) r = -ENOMEM;
+    if (r < 0) {
+        free(l.ids);
+        set_error(rep, -r, "cannot read data directory", dir);
+        return rep->err;
+    }
+    rep->listed = 1;
+    if (l.n > 1) qsort(l.ids, l.n, sizeof *l.ids, cmp_u32);
+    names_sort(&rep->torn_files);
+    names_sort(&rep->discarded_files);
+    names_sort(&rep->orig_files);
+    names_sort(&rep->salvage_files);
+    names_sort(&rep->other_files);
+
+    rep->segs = calloc(l.n ? l.n : 1, sizeof *rep->segs);
+    kv_keydir *kd = kv_keydir_new();
+    if (!rep->segs || !kd) {
+        free(l.ids);
+        kv_keydir_free(kd);
+        set_error(rep, ENOMEM, "out of memory checking", dir);
+        return rep->err;
+    }
+    rep->nsegs = l.n;
+    char path[4096];
+
+    /* Sizes first, for the progress total (a failure shows up below). */
+    uint64_t total = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        fsck_segment *s = &rep->segs[i];
+        s->id = l.ids[i];
+        kv_seg_name(s->name, sizeof s->name, s->id);
+        s->newest = (i + 1 == l.n);
+        snprintf(path, sizeof path, "%s/%s", dir, s->name);
+        int fd = io->open(io->ctx, path, KV_O_RDONLY);
+        if (fd >= 0) {
+            if (io->fsize(io->ctx, fd, &s->bytes) < 0) s->bytes = 0;
+            io->close(io->ctx, fd);
+        }
+        total += s->bytes;
+    }
+    free(l.ids);
+
+    cctx c = {.rep = rep, .kd = kd, .now_ms = now_ms, .progress = progress, .parg = parg, .total = total};
+    uint64_t headers = 0;
+    for (size_t i = 0; i < rep->nsegs; i++) {
+        fsck_segment *s = &rep->segs[i];
+        snprintf(path, sizeof path, "%s/%s", dir, s->name);
+        c.seg = s;
+        c.seg_index = i;
+        s->seq_before = rep->max_seq;
+        if (progress) progress(parg, i, rep->nsegs, c.done_before, total);
+        kvr_scan_result res;
+        kv_status st = kvr_scan_file(io, path, s->id, on_record, on_problem, &c, &res, NULL);
+        if (st == KV_OK && c.err) st = c.err;
+        if (st != KV_OK) {
+            s->err = st;
+            set_error(rep, st, "cannot read", path);
+            if (st == ENOMEM) break;
+        } else {
+            s->bytes = res.file_size;
+        }
+        rep->log_bytes += s->bytes;
+        headers += s->bytes < KV_SEG_HEADER_SIZE ? s->bytes : KV_SEG_HEADER_SIZE;
+        c.done_before += s->bytes;
+    }
+    if (progress) progress(parg, rep->nsegs, rep->nsegs, total, total);
+    rep->live_keys = kv_keydir_count(kd);
+    kv_keydir_foreach(kd, add_live, &rep->live_bytes);
+    kv_keydir_free(kd);
+    uint64_t used = rep->live_bytes + headers;
+    rep->dead_bytes = rep->log_bytes > used ? rep->log_bytes - used : 0;
+    return rep->err;
+}
+
+void fsck_report_free(fsck_report *rep)
+{
+    for (size_t i = 0; i < rep->nsegs; i++) free(rep->segs[i].problems);
+    free(rep->segs);
+    names_free(&rep->torn_files);
+    names_free(&rep->discarded_files);
+    names_free(&rep->orig_files);
+    names_free(&rep->salvage_files);
+    names_free(&rep->other_files);
+    rep->segs = NULL;
+    rep->nsegs = 0;
+}
+
+/* ---- salvage ---- */
+
+/* Collects the records of one segment that the check applied. */
+typedef struct keep {
+    const uint8_t *in;  /* the original segment */
+    uint8_t *out;       /* the new segment: header, then kept records */
+    uint64_t len;
+    uint64_t max_seq;   /* highest sequence number kept so far, log-wide */
+    uint64_t records;
+    uint64_t dropped;   /* records dropped for going back */
+    uint64_t problems;  /* problems seen again, to compare with the check */
+} keep;
+
+static int keep_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
+{
+    (void)seg;
+    keep *k = arg;
+    if (k->max_seq != 0 && r->seq <= k->max_seq) {
+        k->dropped++;
+        return 0;
+    }
+    k->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    /* Copied byte for byte, so both CRCs stay valid. */
+    memcpy(k->out + k->len, k->in + off, r->len);
+    k->len += r->len;
+    k->records++;
+    return 0;
+}
+
+static void count_problem(void *arg, const kvr_problem *p)
+{
+    (void)p;
+    ((keep *)arg)->problems++;
+}
+
+/* "<base>" or "<base>.N", whichever does not exist yet (the LOCK is held,
+ * so no cooperating process creates it meanwhile). */
+static int unused_name(const kv_io *io, const char *base, char *out, size_t cap)
+{
+    for (unsigned n = 0; n < 1000; n++) {
+        if (n == 0)
+            snprintf(out, cap, "%s", base);
+        else
+            snprintf(out, cap, "%s.%u", base, n);
+        int fd = io->open(io->ctx, out, KV_O_RDONLY);
+        if (fd == -ENOENT) return 0;
+        if (fd < 0) return fd;
+        io->close(io->ctx, fd);
+    }
+    return -EEXIST;
+}
+
+/* Writes buf to path (a new file when excl, else created or truncated)
+ * and fdatasyncs it. Sets *created once the file exists because of this
+ * call. Returns 0 or -errno. */
+static int write_file(const kv_io *io, const char *path, const uint8_t *buf, uint64_t len, int excl, int *created)
+{
+    int fd = io->open(io->ctx, path, KV_O_RDWR | KV_O_CREAT | (excl ? KV_O_EXCL : KV_O_TRUNC));
+    if (fd < 0) return fd;
+    *created = 1;
+    int r = kv_io_write_full(io, fd, buf, (size_t)len, 0);
+    if (r == 0) r = io->fdatasync(io->ctx, fd);
+    int rc = io->close(io->ctx, fd);
+    return r < 0 ? r : rc;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+/* What step 1 of a salvage created for one segment, to undo on failure. */
+typedef struct made {
+    int tmp, orig;
+} made;
+
+/* Rewrites segment s into "<path>.salvage" and copies the original to
+ * "<path>.orig[.N]" (both fdatasync'ed); fills *done. */
+static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segment *s, uint64_t now_ms,
+                             fsck_salvaged *done, made *m, char *msg, size_t msgcap)
+{
+    char path[4096], tmp[4200], base[4160], orig[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, s->name);
+    snprintf(tmp, sizeof tmp, "%s.salvage", path);
+    snprintf(done->name, sizeof done->name, "%s", s->name);
+    uint8_t *buf = NULL;
+    kvr_scan_result res;
+    kv_status st = kvr_scan_file(io, path, s->id, NULL, NULL, NULL, &res, &buf);
+    if (st != KV_OK) {
+        snprintf(msg, msgcap, "cannot read %s: %s", path, kv_strerror(st));
+        return st;
+    }
+    /* The kept records are never longer than the file; the segment
+     * header is written anew (the old one may be the damage). */
+    keep k = {.in = buf, .max_seq = s->seq_before};
+    k.out = malloc(res.file_size + KV_SEG_HEADER_SIZE);
+    if (!k.out) {
+        free(buf);
+        snprintf(msg, msgcap, "out of memory salvaging %s", path);
+        return ENOMEM;
+    }
+    uint64_t created = now_ms;
+    if (res.file_size >= KV_SEG_HEADER_SIZE && kv_seg_header_decode(buf, s->id, NULL) == KV_OK)
+        created = kv_get_u64(buf + 16); /* keep the original creation time */
+    kv_seg_header_encode(k.out, s->id, created);
+    k.len = KV_SEG_HEADER_SIZE;
+    uint64_t old_bytes = res.file_size;
+    st = kvr_scan_buffer(buf, old_bytes, s->id, path, keep_record, count_problem, &k, &res);
+    if (st == KV_OK && (k.records != s->records || k.problems + k.dropped != s->nproblems)) {
+        snprintf(msg, msgcap,
+                 "%s changed since it was checked (%" PRIu64 " records and %" PRIu64 " problems now, %" PRIu64
+                 " and %zu before)",
+                 path, k.records, k.problems + k.dropped, s->records, s->nproblems);
+        st = KV_CORRUPT;
+    }
+    /* The rewrite must read back clean, with every kept record. */
+    kvr_scan_result again;
+    if (st == KV_OK &&
+        (kvr_scan_buffer(k.out, k.len, s->id, tmp, NULL, NULL, NULL, &again) != KV_OK || again.problems != 0 ||
+         again.records != k.records)) {
+        snprintf(msg, msgcap, "the rewrite of %s does not read back clean", path);
+        st = KV_CORRUPT;
+    }
+    int r = 0;
+    if (st == KV_OK) {
+        r = write_file(io, tmp, k.out, k.len, 0, &m->tmp);
+        if (r < 0) snprintf(msg, msgcap, "cannot write %s: %s", tmp, kv_strerror(-r));
+    }
+    if (st == KV_OK && r == 0) {
+        snprintf(base, sizeof base, "%s.orig", path);
+        r = unused_name(io, base, orig, sizeof orig);
+        if (r == 0) r = write_file(io, orig, buf, old_bytes, 1, &m->orig);
+        if (r < 0) snprintf(msg, msgcap, "cannot copy %s to %s: %s", path, orig, kv_strerror(-r));
+        if (m->orig) snprintf(done->orig, sizeof done->orig, "%s", base_name(orig));
+    }
+    if (st == KV_OK && r < 0) st = -r;
+    done->old_bytes = old_bytes;
+    done->new_bytes = k.len;
+    done->records = k.records;
+    free(buf);
+    free(k.out);
+    return st;
+}
+
+kv_status fsck_salvage(const kv_io *io, const char *dir, const fsck_report *rep, uint64_t now_ms,
+                       fsck_salvaged **out, size_t *nout, char *msg, size_t msgcap)
+{
+    *out = NULL;
+    *nout = 0;
+    msg[0] = '\0';
+    if (rep->err != KV_OK) {
+        snprintf(msg, msgcap, "the check of %s did not finish: %s", dir, rep->message);
+        return KV_INVALID;
+    }
+    size_t cap = rep->nsegs ? rep->nsegs : 1;
+    fsck_salvaged *done = calloc(cap, sizeof *done);
+    made *m = calloc(cap, sizeof *m);
+    if (!done || !m) {
+        free(done);
+        free(m);
+        snprintf(msg, msgcap, "out of memory salvaging %s", dir);
+        return ENOMEM;
+    }
+    size_t n = 0;
+    kv_status st = KV_OK;
+    char tmp[4200], path[4096];
+
+    /* 1. Rewrites and copies of the originals: nothing in the log changes. */
+    for (size_t i = 0; i < rep->nsegs && st == KV_OK; i++) {
+        if (rep->segs[i].nproblems == 0) continue;
+        st = salvage_one(io, dir, &rep->segs[i], now_ms, &done[n], &m[n], msg, msgcap);
+        n++;
+    }
+    if (st == KV_OK) {
+        int r = io->fsync_dir(io->ctx, dir);
+        if (r < 0) {
+            st = -r;
+            snprintf(msg, msgcap, "cannot fsync %s: %s", dir, kv_strerror(st));
+        }
+    }
+    if (st != KV_OK) {
+        /* The log is untouched: remove what this salvage created (its
+         * temporary files, and fresh copies of segments still in place). */
+        for (size_t i = 0; i < n; i++) {
+            if (m[i].tmp) {
+                snprintf(tmp, sizeof tmp, "%s/%s.salvage", dir, done[i].name);
+                io->unlink(io->ctx, tmp);
+            }
+            if (m[i].orig) {
+                snprintf(tmp, sizeof tmp, "%s/%s", dir, done[i].orig);
+                io->unlink(io->ctx, tmp);
+            }
+        }
+        io->fsync_dir(io->ctx, dir);
+        free(done);
+        free(m);
+        return st;
+    }
+    free(m);
+
+    /* 2. Each rename replaces a segment atomically: by its verified
+     * rewrite, the original's bytes being durable in the .orig copy. */
+    for (size_t i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, done[i].name);
+        snprintf(tmp, sizeof tmp, "%s.salvage", path);
+        int r = io->rename(io->ctx, tmp, path);
+        if (r < 0) {
+            st = -r;
+            snprintf(msg, msgcap,
+                     "cannot rename %s to %s: %s; %zu of %zu damaged segments were replaced, the others are "
+                     "unchanged",
+                     tmp, path, kv_strerror(st), i, n);
+            n = i;
+            break;
+        }
+    }
+    int r = io->fsync_dir(io->ctx, dir);
+    if (st == KV_OK && r < 0) {
+        st = -r;
+        snprintf(msg, msgcap, "cannot fsync %s after the renames: %s", dir, kv_strerror(st));
+    }
+    *out = done;
+    *nout = n;
+    return st;
+}

@@ -1,0 +1,158 @@
+/*
+ * fsck_check — the checks and the salvage behind kvfsck.
+ *
+ * Owns: the check of a data directory (every segment read with the log
+ * reader recovery uses, recovery/kvr_reader.h, every problem classified as
+ * recovery classifies it, the records applied to a key directory as
+ * recovery applies them) and the salvage rewrite of damaged segments.
+ *
+ * Guarantees:
+ *  - fsck_check() only reads: it opens files read-only and never creates,
+ *    truncates, renames or removes anything, so it is safe on a directory
+ *    kvd is using (it then sees whatever was on disk at that moment).
+ *  - Its classification is recovery's (docs/format.md, "Classification"):
+ *    sequence going back, then sealed-segment corruption, then mid-log
+ *    corruption, then torn tail. kvd in its default mode opens a directory
+ *    whose only problems are torn tails and refuses any other.
+ *  - Its counts are what skip-corrupt recovery would load: every valid
+ *    top-level record in order, whole batches only, a record whose sequence
+ *    number does not exceed the highest one applied before it skipped. On a
+ *    clean directory that is exactly what every recovery mode loads.
+ *  - fsck_salvage() never removes a byte: each damaged segment is copied
+ *    whole to "<segment>.orig" before a verified rewrite replaces it.
+ *
+ * Never: takes the LOCK (the caller does before a salvage), or decides
+ * what to print.
+ */
+#ifndef FSCK_CHECK_H
+#define FSCK_CHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_io.h"
+#include "kv_status.h"
+#include "kvr_reader.h"
+
+/* Problem classes, in recovery's order of precedence. */
+typedef enum fsck_kind {
+    FSCK_TORN_TAIL = 0, /* newest segment, no valid record after it */
+    FSCK_MID_LOG,       /* newest segment, a valid record follows */
+    FSCK_SEALED,        /* any damage in a segment that is not the newest */
+    FSCK_SEQ_BACK,      /* a valid record whose sequence number goes back */
+    FSCK_NKINDS
+} fsck_kind;
+
+/* "torn tail", "mid-log corruption", "sealed-segment corruption",
+ * "sequence going back". */
+const char *fsck_kind_name(fsck_kind k);
+
+/* Recovery's classification of a problem the reader reported. */
+fsck_kind fsck_classify(const kvr_problem *p, int newest);
+
+typedef struct fsck_problem {
+    uint64_t offset;  /* byte offset in the segment file */
+    uint64_t length;  /* bytes in the bad region (the record, for sequence going back) */
+    kvr_reason reason;
+    int valid_after;  /* a valid record follows in this segment */
+    fsck_kind kind;
+} fsck_problem;
+
+typedef struct fsck_segment {
+    uint32_t id;
+    char name[16];        /* "NNNNNNNNNN.seg" */
+    int newest;
+    uint64_t bytes;       /* file size */
+    uint64_t records;     /* valid top-level records applied */
+    uint64_t entries;     /* puts and tombstones applied, batch entries included */
+    uint64_t seq_before;  /* highest sequence number applied before this segment */
+    kv_status err;        /* KV_OK, or why the segment could not be read */
+    fsck_problem *problems;
+    size_t nproblems, cap;
+} fsck_segment;
+
+typedef struct fsck_names {
+    char **v;
+    size_t n, cap;
+} fsck_names;
+
+typedef struct fsck_report {
+    fsck_segment *segs;  /* in ascending id order */
+    size_t nsegs;
+    uint64_t log_bytes;  /* bytes of all segment files */
+    uint64_t records;    /* valid top-level records applied */
+    uint64_t batches;
+    uint64_t entries;    /* puts and tombstones, batch entries included */
+    uint64_t tombstones; /* tombstone entries applied */
+    uint64_t expired;    /* puts already expired at now_ms */
+    uint64_t live_keys;
+    uint64_t live_bytes; /* record bytes the key directory points at */
+    uint64_t dead_bytes; /* log_bytes - live_bytes - segment headers */
+    uint64_t max_seq;
+    uint64_t problems;
+    uint64_t by_kind[FSCK_NKINDS];
+    fsck_names torn_files;      /* "<segment>.<offset>.torn[.N]" */
+    fsck_names discarded_files; /* "<segment>.discarded[.N]" */
+    fsck_names orig_files;      /* "<segment>.orig[.N]": originals kept by a salvage */
+    fsck_names salvage_files;   /* "<segment>.salvage": a salvage that did not finish */
+    fsck_names other_files;     /* anything else but LOCK */
+    int lock_file;              /* a LOCK file exists */
+    int listed;                 /* the directory could be listed */
+    kv_status err;              /* first operational error (KV_OK if none) */
+    char message[1024];         /* what that error was, naming the file */
+} fsck_report;
+
+/* Progress: called now and then during a check, with the index of the
+ * segment being read (0-based), the segment count, and bytes done/total. */
+typedef void (*fsck_progress_fn)(void *arg, size_t seg, size_t nsegs, uint64_t done, uint64_t total);
+
+/*
+ * Checks the data directory dir through io (read-only). now_ms is the wall
+ * clock in ms since the epoch, for expiry. progress may be NULL. Fills
+ * *rep (free with fsck_report_free, also after an error).
+ * Returns KV_OK (problems are in the report, not the return value), or an
+ * operational error also stored in rep->err with rep->message: an errno
+ * when the directory or a segment cannot be read, KV_VERSION for a segment
+ * of a format version this build cannot read, ENOMEM. On a segment error
+ * the other segments are still checked.
+ */
+kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_progress_fn progress, void *parg,
+                     fsck_report *rep);
+
+void fsck_report_free(fsck_report *rep);
+
+/* What a salvage did to one segment. */
+typedef struct fsck_salvaged {
+    char name[16];        /* the segment, "NNNNNNNNNN.seg" */
+    char orig[64];        /* where the original bytes are now, e.g. "NNNNNNNNNN.seg.orig" */
+    uint64_t old_bytes;
+    uint64_t new_bytes;
+    uint64_t records;     /* records kept */
+} fsck_salvaged;
+
+/*
+ * Salvage: rewrites every segment of rep (a check of dir just made by
+ * fsck_check, with rep->err == KV_OK, under the LOCK the caller holds)
+ * that has a problem, keeping exactly the records the check applied: all
+ * valid top-level records in order, whole batches only, out-of-order
+ * records dropped. For each such segment S:
+ *   1. writes a new segment header and the kept records, byte for byte, to
+ *      "S.salvage" and fdatasyncs it; the new bytes are scanned again and
+ *      must be clean;
+ *   2. copies the original S whole to "S.orig" (".orig.1", ... if taken:
+ *      never overwritten) and fdatasyncs it;
+ * then fsyncs the directory, renames every "S.salvage" over S (atomic: S
+ * is always either the original or the rewrite, so a crash never leaves a
+ * hole in the log) and fsyncs the directory again. Segments without a
+ * problem are left alone. On *out (malloc'ed, caller frees) and *nout, one
+ * entry per rewritten segment.
+ * Returns KV_OK, or an errno with msg naming the file and the state left:
+ * before the first rename nothing in the log has changed (the temporary
+ * files are removed again); after it, some segments may be rewritten and
+ * the others untouched, each one whole. KV_CORRUPT if a segment no longer
+ * reads as the check saw it.
+ */
+kv_status fsck_salvage(const kv_io *io, const char *dir, const fsck_report *rep, uint64_t now_ms,
+                       fsck_salvaged **out, size_t *nout, char *msg, size_t msgcap);
+
+#endif
