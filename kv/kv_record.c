@@ -134,15 +134,27 @@ kv_status kv_batch_next(const kv_record *batch, size_t *pos, kv_record *e)
     return KV_OK;
 }
 
-void kv_seg_header_encode(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms)
+void kv_seg_header_encode_compacted(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms,
+                                    uint32_t replaces_from)
 {
     memset(out, 0, KV_SEG_HEADER_SIZE);
     memcpy(out, KV_SEG_MAGIC, 4);
     kv_put_u16(out + 4, KV_FORMAT_VERSION);
     kv_put_u16(out + 6, KV_SEG_HEADER_SIZE);
     kv_put_u32(out + 8, id);
+    kv_put_u32(out + 12, replaces_from);
     kv_put_u64(out + 16, created_ms);
     kv_put_u32(out + 28, kv_crc32(0, out, 28));
+}
+
+void kv_seg_header_encode(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms)
+{
+    kv_seg_header_encode_compacted(out, id, created_ms, 0);
+}
+
+uint32_t kv_seg_header_replaces(const uint8_t in[KV_SEG_HEADER_SIZE])
+{
+    return kv_get_u32(in + 12);
 }
 
 kv_status kv_seg_header_decode(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t expect_id, uint32_t *id)
@@ -151,8 +163,8 @@ kv_status kv_seg_header_decode(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t ex
     if (kv_get_u32(in + 28) != kv_crc32(0, in, 28)) return KV_CORRUPT_BKPT;
     if (kv_get_u16(in + 4) != KV_FORMAT_VERSION) return KV_VERSION;
     if (kv_get_u16(in + 6) != KV_SEG_HEADER_SIZE) return KV_CORRUPT_BKPT;
-    if (kv_get_u32(in + 12) != 0 || kv_get_u32(in + 24) != 0) return KV_CORRUPT_BKPT;
-    uint32_t got = kv_get_u32(in + 8);
+    uint32_t got = kv_get_u32(in + 8), from = kv_get_u32(in + 12);
+    if (kv_get_u32(in + 24) != 0 || from > got) return KV_CORRUPT_BKPT;
     if (expect_id != 0 && got != expect_id) return KV_CORRUPT_BKPT;
     if (id) *id = got;
     return KV_OK;

@@ -14,7 +14,9 @@
  *     4  u16   format version (KV_FORMAT_VERSION)
  *     6  u16   header size (32)
  *     8  u32   segment id (equals the number in the file name)
- *    12  u32   reserved, 0
+ *    12  u32   replaces_from: 0, or for a compaction output with id hi,
+ *                the first id of the range [replaces_from, hi] it replaces
+ *                (segments in [replaces_from, hi - 1] are superseded)
  *    16  u64   creation time, milliseconds since the Unix epoch
  *    24  u32   reserved, 0
  *    28  u32   CRC32 of bytes [0, 28)
@@ -148,6 +150,15 @@ kv_status kv_batch_next(const kv_record *batch, size_t *pos, kv_record *e);
 
 /* Encodes a segment header for segment `id` into out. */
 void kv_seg_header_encode(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms);
+
+/* Encodes the header of a compaction output: segment `id` holds the live
+ * records of segments [replaces_from, id], which it replaces. */
+void kv_seg_header_encode_compacted(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms,
+                                    uint32_t replaces_from);
+
+/* The replaces_from field of a header that kv_seg_header_decode accepted
+ * (0 for an ordinary segment). */
+uint32_t kv_seg_header_replaces(const uint8_t in[KV_SEG_HEADER_SIZE]);
 
 /* Verifies a segment header: magic, CRC, header size, version, and (when
  * expect_id != 0) the segment id. Returns KV_OK, KV_CORRUPT or KV_VERSION

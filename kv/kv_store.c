@@ -125,11 +125,16 @@ typedef struct req {
     kv_write_cb cb;
     void *arg;
     int owned; /* allocated by kv_write_async / kv_submit: freed after cb */
+    int seal;  /* a barrier that also seals the active segment (kv_seal) */
 } req;
 
+/* An open segment. refs counts the table's reference plus every read in
+ * progress; whoever drops it to zero closes the descriptor, so a
+ * compaction can retire a segment while readers still use it. */
 typedef struct segment {
     uint32_t id;
     int fd;
+    int refs;
 } segment;
 
 /* One put or tombstone of the current group, to publish after the sync. */
@@ -162,8 +167,10 @@ struct kv_store {
     /* Guarded by lock: key directory, segment table, byte counters. */
     pthread_rwlock_t lock;
     kv_keydir *kd;
-    segment *segs;
+    segment **segs; /* sorted by id */
     size_t nsegs, cap_segs;
+    pthread_mutex_t compact_mu; /* one compaction at a time */
+    kv_compact_progress cprog;  /* under qmu */
     uint64_t live_bytes, dead_bytes, log_bytes, header_bytes, records;
     uint64_t sweep_cursor, expired_swept;
 
@@ -261,14 +268,14 @@ static void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap)
     snprintf(out, cap, "%s/%s", s->dir, name);
 }
 
-/* Segment table lookup (caller holds lock). Returns the fd or -1. */
-static int seg_fd(const kv_store *s, uint32_t id)
+/* Segment table lookup (caller holds lock). Returns the index or -1. */
+static long seg_index(const kv_store *s, uint32_t id)
 {
     size_t lo = 0, hi = s->nsegs;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (s->segs[mid].id == id) return s->segs[mid].fd;
-        if (s->segs[mid].id < id)
+        if (s->segs[mid]->id == id) return (long)mid;
+        if (s->segs[mid]->id < id)
             lo = mid + 1;
         else
             hi = mid;
@@ -276,17 +283,43 @@ static int seg_fd(const kv_store *s, uint32_t id)
     return -1;
 }
 
+/* Takes a reference on segment id for a read (caller holds lock), or NULL. */
+static segment *seg_acquire(const kv_store *s, uint32_t id)
+{
+    long i = seg_index(s, id);
+    if (i < 0) return NULL;
+    __atomic_add_fetch(&s->segs[i]->refs, 1, __ATOMIC_ACQ_REL);
+    return s->segs[i];
+}
+
+static void seg_release(kv_store *s, segment *g)
+{
+    if (g && __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        s->io->close(s->io->ctx, g->fd);
+        free(g);
+    }
+}
+
+/* Inserts a segment into the table, keeping it sorted (caller holds the
+ * write lock, or is kv_open). */
 static int seg_add(kv_store *s, uint32_t id, int fd)
 {
     if (s->nsegs == s->cap_segs) {
         size_t nc = s->cap_segs ? s->cap_segs * 2 : 16;
-        segment *ns = realloc(s->segs, nc * sizeof *ns);
+        segment **ns = realloc(s->segs, nc * sizeof *ns);
         if (!ns) return -ENOMEM;
         s->segs = ns;
         s->cap_segs = nc;
     }
-    s->segs[s->nsegs].id = id;
-    s->segs[s->nsegs].fd = fd;
+    segment *g = malloc(sizeof *g);
+    if (!g) return -ENOMEM;
+    g->id = id;
+    g->fd = fd;
+    g->refs = 1;
+    size_t at = s->nsegs;
+    while (at > 0 && s->segs[at - 1]->id > id) at--;
+    memmove(s->segs + at + 1, s->segs + at, (s->nsegs - at) * sizeof *s->segs);
+    s->segs[at] = g;
     s->nsegs++;
     return 0;
 }
@@ -598,10 +631,11 @@ static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngo
 static void write_group(kv_store *s, req *head)
 {
     size_t nreqs = 0;
-    int want_sync = 0;
+    int want_sync = 0, want_seal = 0;
     for (req *r = head; r; r = r->next) {
         nreqs++;
         if (!r->batch && !r->fn) want_sync = 1;
+        if (r->seal) want_seal = 1;
     }
     pthread_mutex_lock(&s->qmu);
     int fs = s->failstop;
@@ -676,6 +710,7 @@ static void write_group(kv_store *s, req *head)
         pthread_mutex_unlock(&s->qmu);
         if (publish(s, ngops, nrecords, pos)) st = ENOMEM;
     }
+    if (st == KV_OK && want_seal && s->active_size > KV_SEG_HEADER_SIZE && rotate(s) < 0) st = s->fail_status;
     i = 0;
     while (head) {
         req *n = head->next;
@@ -948,6 +983,20 @@ kv_status kv_sync(kv_store *s)
     return submit_wait(s, NULL);
 }
 
+kv_status kv_seal(kv_store *s)
+{
+    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
+    req r = {.cb = wake, .arg = &w, .seal = 1};
+    kv_status st = enqueue(s, &r);
+    if (st != KV_OK) return st;
+    pthread_mutex_lock(&w.mu);
+    while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return w.st;
+}
+
 /* One-op batch on the stack for kv_put / kv_delete, without copying. */
 static kv_status write_one(kv_store *s, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
                            uint64_t expire_ms, uint32_t flags)
@@ -1033,19 +1082,21 @@ kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
         pthread_rwlock_unlock(&s->lock);
         return KV_NOT_FOUND;
     }
-    int fd = seg_fd(s, loc.seg);
+    segment *g = seg_acquire(s, loc.seg);
     pthread_rwlock_unlock(&s->lock);
-    return read_verified(s, &loc, fd, key, klen, v);
+    kv_status st = read_verified(s, &loc, g ? g->fd : -1, key, klen, v);
+    seg_release(s, g);
+    return st;
 }
 
 kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_t *klens, kv_value *vals,
                   kv_status *sts)
 {
     kv_loc *locs = calloc(n ? n : 1, sizeof *locs);
-    int *fds = calloc(n ? n : 1, sizeof *fds);
-    if (!locs || !fds) {
+    segment **gs = calloc(n ? n : 1, sizeof *gs);
+    if (!locs || !gs) {
         free(locs);
-        free(fds);
+        free(gs);
         return ENOMEM;
     }
     uint64_t now = wall_ms(s);
@@ -1055,16 +1106,18 @@ kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_
     for (size_t i = 0; i < n; i++) {
         int found = kv_keydir_get(s->kd, keys[i], klens[i], &locs[i]);
         sts[i] = found && (locs[i].expire_ms == 0 || locs[i].expire_ms > now) ? KV_OK : KV_NOT_FOUND;
-        fds[i] = sts[i] == KV_OK ? seg_fd(s, locs[i].seg) : -1;
+        gs[i] = sts[i] == KV_OK && vals ? seg_acquire(s, locs[i].seg) : NULL;
     }
     pthread_rwlock_unlock(&s->lock);
     for (size_t i = 0; i < n; i++) {
         if (!vals) continue;
         memset(&vals[i], 0, sizeof vals[i]);
-        if (sts[i] == KV_OK) sts[i] = read_verified(s, &locs[i], fds[i], keys[i], klens[i], &vals[i]);
+        if (sts[i] == KV_OK)
+            sts[i] = read_verified(s, &locs[i], gs[i] ? gs[i]->fd : -1, keys[i], klens[i], &vals[i]);
+        seg_release(s, gs[i]);
     }
     free(locs);
-    free(fds);
+    free(gs);
     return KV_OK;
 }
 
@@ -1170,6 +1223,333 @@ out:
     return removed;
 }
 
+/* ---- compaction ---- */
+
+/* A live record copied by a compaction: where it was and where it is. */
+typedef struct moved {
+    uint8_t *key;
+    uint32_t klen;
+    uint32_t len;     /* record bytes (unchanged by the copy) */
+    uint32_t old_seg;
+    uint64_t old_off, new_off;
+    uint64_t seq;
+    int expired;      /* dropped: to remove from the key directory */
+} moved;
+
+typedef struct compaction {
+    kv_store *s;
+    kv_compact_report *rep;
+    int out_fd;
+    uint64_t out_off;
+    uint8_t *buf;
+    size_t buf_cap;
+    moved *mv;
+    size_t nmv, cap_mv;
+    uint64_t now;
+    uint64_t records_in;
+    int damaged;
+    kv_status err;
+} compaction;
+
+static void compact_problem(void *arg, const kvr_problem *p)
+{
+    (void)p;
+    ((compaction *)arg)->damaged = 1;
+}
+
+/* One put or tombstone at (seg, off) of an input. */
+static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_record *r)
+{
+    kv_compact_report *rep = c->rep;
+    if (r->type == KV_REC_TOMBSTONE) {
+        rep->tombstones_dropped++;
+        return;
+    }
+    kv_loc loc;
+    pthread_rwlock_rdlock(&c->s->lock);
+    int found = kv_keydir_get(c->s->kd, r->key, r->klen, &loc);
+    pthread_rwlock_unlock(&c->s->lock);
+    if (!found || loc.seg != seg || loc.off != off || loc.seq != r->seq) {
+        rep->dead_dropped++;
+        return;
+    }
+    int expired = r->expire_ms != 0 && r->expire_ms <= c->now;
+    size_t len = kv_record_size(r->klen, r->vlen);
+    if (!expired) {
+        if (len > c->buf_cap) {
+            uint8_t *nb = realloc(c->buf, len);
+            if (!nb) {
+                c->err = ENOMEM;
+                return;
+            }
+            c->buf = nb;
+            c->buf_cap = len;
+        }
+        /* A batch entry becomes a record of its own: its batch was applied
+         * whole, and the output appears whole or not at all. */
+        kv_record_encode(c->buf, KV_REC_PUT, 0, r->seq, r->expire_ms, r->flags, r->key, r->klen, r->val, r->vlen);
+        int w = kv_io_write_full(c->s->io, c->out_fd, c->buf, len, c->out_off);
+        if (w < 0) {
+            c->err = -w;
+            return;
+        }
+    }
+    if (c->nmv == c->cap_mv) {
+        size_t nc = c->cap_mv ? c->cap_mv * 2 : 1024;
+        moved *nm = realloc(c->mv, nc * sizeof *nm);
+        if (!nm) {
+            c->err = ENOMEM;
+            return;
+        }
+        c->mv = nm;
+        c->cap_mv = nc;
+    }
+    moved *m = &c->mv[c->nmv];
+    m->key = malloc(r->klen ? r->klen : 1);
+    if (!m->key) {
+        c->err = ENOMEM;
+        return;
+    }
+    if (r->klen) memcpy(m->key, r->key, r->klen);
+    m->klen = r->klen;
+    m->len = (uint32_t)len;
+    m->old_seg = seg;
+    m->old_off = off;
+    m->new_off = c->out_off;
+    m->seq = r->seq;
+    m->expired = expired;
+    c->nmv++;
+    if (expired) {
+        rep->expired_dropped++;
+    } else {
+        rep->records_copied++;
+        c->out_off += len;
+    }
+}
+
+static int compact_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
+{
+    compaction *c = arg;
+    c->records_in++;
+    if (r->type == KV_REC_BATCH) {
+        size_t pos = 0, before = 0;
+        kv_record e;
+        while (c->err == KV_OK && kv_batch_next(r, &pos, &e) == KV_OK) {
+            compact_entry(c, seg, off + KV_REC_HEADER_SIZE + before, &e);
+            before = pos;
+        }
+    } else {
+        compact_entry(c, seg, off, r);
+    }
+    return c->err != KV_OK;
+}
+
+void kv_compact_progress_get(kv_store *s, kv_compact_progress *p)
+{
+    pthread_mutex_lock(&s->qmu);
+    *p = s->cprog;
+    pthread_mutex_unlock(&s->qmu);
+}
+
+kv_status kv_compact(kv_store *s, kv_compact_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    uint64_t t0 = mono_us();
+    pthread_mutex_lock(&s->compact_mu);
+    char why[512];
+    if (kv_failstop_reason(s, why, sizeof why)) {
+        snprintf(rep->message, sizeof rep->message, "not compacting: %s", why);
+        pthread_mutex_unlock(&s->compact_mu);
+        return KV_FAILSTOP;
+    }
+
+    /* The inputs: every sealed segment (all but the newest, which the
+     * writer appends to), oldest first, at most KV_MAX_SEGMENT_MAX bytes. */
+    pthread_rwlock_rdlock(&s->lock);
+    size_t n = s->nsegs > 0 ? s->nsegs - 1 : 0;
+    segment **in = calloc(n ? n : 1, sizeof *in);
+    uint64_t *sizes = calloc(n ? n : 1, sizeof *sizes);
+    size_t k = 0;
+    uint64_t total = 0;
+    for (size_t i = 0; in && sizes && i < n; i++) {
+        uint64_t sz = 0;
+        if (s->io->fsize(s->io->ctx, s->segs[i]->fd, &sz) < 0) break;
+        if (k > 0 && total + sz > KV_MAX_SEGMENT_MAX) break;
+        __atomic_add_fetch(&s->segs[i]->refs, 1, __ATOMIC_ACQ_REL);
+        in[k] = s->segs[i];
+        sizes[k++] = sz;
+        total += sz;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    kv_status st = KV_OK;
+    compaction c = {.s = s, .rep = rep, .out_fd = -1, .now = wall_ms(s)};
+    char tmp[4200], path[4096];
+    uint32_t lo = k ? in[0]->id : 0, hi = k ? in[k - 1]->id : 0;
+    if (!in || !sizes) {
+        st = ENOMEM;
+        goto out;
+    }
+    if (k == 0) {
+        snprintf(rep->message, sizeof rep->message, "nothing to compact: no sealed segment");
+        goto out;
+    }
+    pthread_mutex_lock(&s->qmu);
+    s->cprog.running = 1;
+    s->cprog.bytes_total = total;
+    s->cprog.bytes_done = 0;
+    pthread_mutex_unlock(&s->qmu);
+    logf_(s, KV_LOG_INFO, "compaction started: segments %u..%u (%zu segments, %" PRIu64 " bytes)", lo, hi, k, total);
+
+    /* Write the output beside the inputs. */
+    seg_path(s, hi, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.compact", path);
+    c.out_fd = s->io->open(s->io->ctx, tmp, KV_O_RDWR | KV_O_CREAT | KV_O_TRUNC);
+    if (c.out_fd < 0) {
+        st = -c.out_fd;
+        snprintf(rep->message, sizeof rep->message, "cannot create %s: %s", tmp, kv_strerror(st));
+        goto out;
+    }
+    uint8_t hdr[KV_SEG_HEADER_SIZE];
+    kv_seg_header_encode_compacted(hdr, hi, wall_ms(s), lo);
+    int r = kv_io_write_full(s->io, c.out_fd, hdr, sizeof hdr, 0);
+    if (r < 0) {
+        st = -r;
+        snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", tmp, kv_strerror(st));
+        goto out;
+    }
+    c.out_off = KV_SEG_HEADER_SIZE;
+    for (size_t i = 0; i < k && st == KV_OK; i++) {
+        char ip[4096];
+        seg_path(s, in[i]->id, ip, sizeof ip);
+        uint8_t *buf = malloc(sizes[i] ? sizes[i] : 1);
+        r = buf ? kv_io_read_full(s->io, in[i]->fd, buf, sizes[i], 0) : -ENOMEM;
+        if (r < 0) {
+            st = -r;
+            snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", ip, kv_strerror(st));
+        } else {
+            st = kvr_scan_buffer(buf, sizes[i], in[i]->id, ip, compact_record, compact_problem, &c, NULL);
+            if (st == KV_OK && c.err != KV_OK) {
+                st = c.err;
+                snprintf(rep->message, sizeof rep->message, "compaction failed while copying %s: %s", ip,
+                         kv_strerror(st));
+            }
+            if (st == KV_OK && c.damaged) {
+                st = KV_CORRUPT;
+                snprintf(rep->message, sizeof rep->message,
+                         "%s has damage; not compacting it. Inspect with: kvfsck %s", ip, s->dir);
+            }
+        }
+        free(buf);
+        pthread_mutex_lock(&s->qmu);
+        s->cprog.bytes_done += sizes[i];
+        pthread_mutex_unlock(&s->qmu);
+    }
+    if (st == KV_OK) {
+        r = s->io->fdatasync(s->io->ctx, c.out_fd);
+        if (r < 0) {
+            st = -r;
+            snprintf(rep->message, sizeof rep->message, "cannot fdatasync %s: %s", tmp, kv_strerror(st));
+        }
+    }
+    s->io->close(s->io->ctx, c.out_fd);
+    c.out_fd = -1;
+    if (st != KV_OK) {
+        s->io->unlink(s->io->ctx, tmp); /* the inputs are untouched */
+        goto out;
+    }
+
+    /* The switch: from the rename on, the output is the log. */
+    r = s->io->rename(s->io->ctx, tmp, path);
+    if (r == 0) r = s->io->fsync_dir(s->io->ctx, s->dir);
+    int nfd = r == 0 ? s->io->open(s->io->ctx, path, KV_O_RDONLY) : r;
+    if (nfd < 0) {
+        /* The rename may or may not be durable: either way the directory
+         * recovers to the same keys. This process keeps reading the
+         * inputs through their open descriptors. */
+        st = -nfd;
+        snprintf(rep->message, sizeof rep->message, "cannot install %s: %s", path, kv_strerror(st));
+        goto out;
+    }
+    pthread_rwlock_wrlock(&s->lock);
+    for (size_t i = 0; i < k; i++) {
+        long idx = seg_index(s, in[i]->id);
+        if (idx < 0) continue;
+        segment *g = s->segs[idx];
+        memmove(s->segs + idx, s->segs + idx + 1, (s->nsegs - (size_t)idx - 1) * sizeof *s->segs);
+        s->nsegs--;
+        seg_release(s, g); /* the table's reference; readers keep theirs */
+    }
+    if (seg_add(s, hi, nfd) < 0) {
+        /* Cannot happen after removing k >= 1 entries (room is there), but
+         * a failed malloc of the entry is possible: stop taking writes
+         * rather than serve from a table without the data. */
+        s->io->close(s->io->ctx, nfd);
+        pthread_rwlock_unlock(&s->lock);
+        failstop(s, ENOMEM, "installing compaction output", hi);
+        st = ENOMEM;
+        goto out;
+    }
+    uint64_t live_moved = 0;
+    for (size_t i = 0; i < c.nmv; i++) {
+        moved *m = &c.mv[i];
+        kv_loc loc;
+        if (!kv_keydir_get(s->kd, m->key, m->klen, &loc) || loc.seg != m->old_seg || loc.off != m->old_off ||
+            loc.seq != m->seq)
+            continue; /* written again meanwhile: the newer record stays */
+        if (m->expired) {
+            kv_keydir_del(s->kd, m->key, m->klen, NULL);
+            s->live_bytes -= loc.len;
+            if (loc.expire_ms) s->expires--;
+            continue;
+        }
+        loc.seg = hi;
+        loc.off = m->new_off;
+        kv_keydir_put(s->kd, m->key, m->klen, &loc, NULL, NULL); /* key present: no allocation */
+        live_moved += loc.len;
+    }
+    (void)live_moved;
+    s->log_bytes = s->log_bytes - total + c.out_off;
+    s->header_bytes -= (uint64_t)KV_SEG_HEADER_SIZE * (k - 1);
+    s->records = s->records - c.records_in + rep->records_copied;
+    s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
+    pthread_rwlock_unlock(&s->lock);
+
+    /* The other inputs are superseded: remove them. */
+    for (size_t i = 0; i + 1 < k; i++) {
+        char ip[4096];
+        seg_path(s, in[i]->id, ip, sizeof ip);
+        s->io->unlink(s->io->ctx, ip);
+    }
+    if (k > 1) s->io->fsync_dir(s->io->ctx, s->dir); /* if this fails, recovery removes them */
+    rep->segments_in = (uint32_t)k;
+    rep->output_segment = hi;
+    rep->bytes_before = total;
+    rep->bytes_after = c.out_off;
+    logf_(s, KV_LOG_INFO,
+          "compaction done: segments %u..%u -> %u, %" PRIu64 " -> %" PRIu64 " bytes, %" PRIu64 " records kept",
+          lo, hi, hi, total, c.out_off, rep->records_copied);
+out:
+    if (c.out_fd >= 0) s->io->close(s->io->ctx, c.out_fd);
+    for (size_t i = 0; i < k; i++) seg_release(s, in[i]);
+    for (size_t i = 0; i < c.nmv; i++) free(c.mv[i].key);
+    free(c.mv);
+    free(c.buf);
+    free(in);
+    free(sizes);
+    rep->elapsed_us = mono_us() - t0;
+    pthread_mutex_lock(&s->qmu);
+    s->cprog.running = 0;
+    s->cprog.last_status = st;
+    if (st == KV_OK && rep->segments_in) {
+        s->cprog.runs++;
+        s->cprog.bytes_reclaimed += rep->bytes_before - rep->bytes_after;
+    }
+    pthread_mutex_unlock(&s->qmu);
+    if (st != KV_OK) logf_(s, KV_LOG_WARN, "compaction failed: %s", rep->message);
+    pthread_mutex_unlock(&s->compact_mu);
+    return st;
+}
+
 /* ---- state ---- */
 
 void kv_get_stats(kv_store *s, kv_stats *st)
@@ -1182,7 +1562,7 @@ void kv_get_stats(kv_store *s, kv_stats *st)
     st->log_bytes = s->log_bytes;
     st->records = s->records;
     st->segments = (uint32_t)s->nsegs;
-    st->active_segment = s->nsegs ? s->segs[s->nsegs - 1].id : 0;
+    st->active_segment = s->nsegs ? s->segs[s->nsegs - 1]->id : 0;
     st->expired_swept = s->expired_swept;
     st->expires = s->expires;
     pthread_rwlock_unlock(&s->lock);
@@ -1217,7 +1597,8 @@ const kvr_report *kv_recovery_report(kv_store *s)
 
 static void free_store(kv_store *s)
 {
-    for (size_t i = 0; i < s->nsegs; i++) s->io->close(s->io->ctx, s->segs[i].fd);
+    for (size_t i = 0; i < s->nsegs; i++) seg_release(s, s->segs[i]);
+    pthread_mutex_destroy(&s->compact_mu);
     if (s->lock_fd >= 0) s->io->close(s->io->ctx, s->lock_fd);
     kv_keydir_free(s->kd);
     kvr_report_free(&s->rep);
@@ -1300,6 +1681,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     pthread_rwlock_init(&s->lock, &ra);
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&s->qmu, NULL);
+    pthread_mutex_init(&s->compact_mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* everysec must not follow wall-clock steps */

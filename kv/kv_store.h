@@ -154,6 +154,11 @@ kv_status kv_put(kv_store *s, const void *key, size_t klen, const void *val, siz
  * KV_NOT_FOUND if it did not (nothing written), or a write error. */
 kv_status kv_delete(kv_store *s, const void *key, size_t klen);
 
+/* Syncs and seals the active segment, if it holds any record, and starts
+ * a new one, so that a compaction can include everything written so far
+ * (kvcompact). Returns KV_OK or a write error. */
+kv_status kv_seal(kv_store *s);
+
 /* ---- transactions: read-modify-write on the writer thread ---- */
 
 /* A transaction in progress. Valid only inside its kv_txn_fn. */
@@ -269,6 +274,56 @@ kv_status kv_scan(kv_store *s, uint64_t cursor, size_t count, kv_scan_fn fn, voi
  * where the previous sweep stopped (their records are already dead: a
  * restart drops them too). Returns the number removed. */
 size_t kv_expire_sweep(kv_store *s, size_t max_keys);
+
+/* ---- compaction ---- */
+
+/* What one compaction did. */
+typedef struct kv_compact_report {
+    uint32_t segments_in;       /* sealed segments compacted (0: nothing to do) */
+    uint32_t output_segment;    /* id of the segment that replaces them */
+    uint64_t bytes_before;      /* bytes of the compacted segments */
+    uint64_t bytes_after;       /* bytes of the output */
+    uint64_t records_copied;    /* live records copied */
+    uint64_t dead_dropped;      /* overwritten or deleted records dropped */
+    uint64_t tombstones_dropped;
+    uint64_t expired_dropped;
+    uint64_t elapsed_us;
+    char message[512];          /* on failure: why */
+} kv_compact_report;
+
+/* Compaction state for INFO. */
+typedef struct kv_compact_progress {
+    int running;
+    uint64_t runs;              /* compactions completed */
+    uint64_t bytes_total;       /* of the running one's inputs */
+    uint64_t bytes_done;        /* read so far */
+    uint64_t bytes_reclaimed;   /* by all completed runs */
+    kv_status last_status;      /* of the last run */
+} kv_compact_progress;
+
+/*
+ * Compacts the sealed segments, oldest first (at most 2 GiB of them per
+ * run), into one new segment holding only their live records, while
+ * readers and writers go on. The output replaces the newest input's id;
+ * its header names the first input id, so a crash at any point leaves a
+ * directory that recovers to the same keys: before the output's rename
+ * the inputs are the log, after it the output is (recovery removes inputs
+ * it supersedes). Sequence: write the output as "<id>.seg.compact",
+ * fdatasync, rename over "<id>.seg", fsync the directory, switch the key
+ * directory under the write lock (a key written meanwhile keeps its newer
+ * record), then unlink the other inputs and fsync the directory.
+ * Tombstones and expired records are dropped: nothing older than the
+ * compacted range remains for them to shadow. A failure (ENOSPC, EIO,
+ * damage found in an input) leaves the inputs in place and the store
+ * serving; it never puts the store in fail-stop.
+ * Returns KV_OK (rep->segments_in may be 0: nothing to compact),
+ * KV_FAILSTOP, KV_CORRUPT (an input has damage: run kvfsck), an errno.
+ * Blocks the caller for the whole run; one compaction runs at a time.
+ */
+kv_status kv_compact(kv_store *s, kv_compact_report *rep);
+
+/* Copies the compaction state. */
+void kv_compact_progress_get(kv_store *s, kv_compact_progress *p);
 
 /* ---- state ---- */
 

@@ -940,7 +940,14 @@ static void cmd_flushall(cmdctx *x)
 
 static void cmd_compact(cmdctx *x)
 {
-    rp_error(x->out, "ERR compaction is not available in this version of kvd");
+    int r = kvd_server_start_compaction(x->srv, x->argv[0][0] == 'b' || x->argv[0][0] == 'B' ? "BGREWRITEAOF"
+                                                                                           : "COMPACT");
+    if (r > 0)
+        rp_status(x->out, "Background compaction started");
+    else if (r == 0)
+        rp_error(x->out, "ERR Background compaction already in progress");
+    else
+        rp_error(x->out, "ERR cannot start the background compaction");
 }
 
 static void cmd_info(cmdctx *x)

@@ -87,6 +87,10 @@ static const setting settings[] = {
     {"client-query-buffer-limit", NULL, T_SIZE, F(max_query_buffer), KVD_MIN_BUFFER_LIMIT, INT64_MAX, 0, "BYTES",
      "most unparsed request bytes buffered per client, at least 1mb"},
     {"hz", NULL, T_INT, F(expire_hz), 1, 500, 0, "N", "active-expiry cycles per second, 1..500"},
+    {"compact-dead-ratio", NULL, T_INT, F(compact_dead_pct), 0, 100, 0, "PERCENT",
+     "auto-compact when dead bytes pass this % of the log (0: never)"},
+    {"compact-min-dead", NULL, T_SIZE, F(compact_min_dead), 0, INT64_MAX, 0, "BYTES",
+     "...and there are at least this many dead bytes"},
     {"appendonly", NULL, T_APPENDONLY, 0, 0, 0, 1, NULL, NULL},
     {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
@@ -105,6 +109,7 @@ const char *const kvd_config_names[] = {
     "logfile",      "loglevel",   "maxclients",
     "recovery",     "segment-size", "io-threads",
     "proto-max-bulk-len", "client-query-buffer-limit", "hz",
+    "compact-dead-ratio", "compact-min-dead",
     NULL,
 };
 
@@ -181,6 +186,8 @@ void kvd_config_init(kvd_config *c)
     c->max_query_buffer = 1ull << 30;
     c->max_args = 1048576;
     c->expire_hz = 10;
+    c->compact_dead_pct = 50;
+    c->compact_min_dead = 64ull << 20;
 }
 
 void kvd_config_free(kvd_config *c)

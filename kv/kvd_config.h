@@ -35,6 +35,9 @@ typedef struct kvd_config {
     uint64_t max_query_buffer; /* bytes per client, default 1 GiB (client-query-buffer-limit) */
     size_t max_args;           /* arguments per command, default 1048576 */
     int expire_hz;             /* active expiry cycles per second, default 10 */
+    int compact_dead_pct;      /* start a compaction when dead bytes pass this
+                                  percentage of the log (default 50; 0 = never) */
+    uint64_t compact_min_dead; /* ... and at least this many bytes (default 64 MiB) */
     char *config_file;         /* the file read, if any */
 } kvd_config;
 

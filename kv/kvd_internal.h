@@ -134,6 +134,12 @@ struct kvd_server {
     int64_t connected_clients;
     uint64_t total_connections, rejected_connections, total_commands, hits, misses, expired_active;
     uint64_t ops_sec, last_cmds;
+    /* background compaction (COMPACT, SIGUSR1, or dead bytes over the
+     * configured share): one thread at a time */
+    pthread_mutex_t compact_mu;
+    pthread_t compact_thread;
+    int compact_started; /* a thread exists that must be joined */
+    int compacting;      /* it is running (atomic) */
     long long last_cron_ms;
     int cron_hz; /* the rate ev_cron runs at now (main thread only) */
 };
@@ -177,6 +183,9 @@ kv_status kvd_exec_txn(kv_txn *t, kvd_job *job, struct kvd_server *srv);
 
 /* Server hooks the commands use. */
 void kvd_server_request_shutdown(struct kvd_server *srv);
+/* Starts a background compaction. Returns 1 if started, 0 if one is
+ * already running, -1 if the thread could not be started. */
+int kvd_server_start_compaction(struct kvd_server *srv, const char *why);
 void kvd_server_info(struct kvd_server *srv, const char *section, sbuf *out);
 long long kvd_mstime(void);
 

@@ -505,7 +505,7 @@ static void cmd_command(kvd_client *c)
 static int config_mutable(const char *name)
 {
     return !strcasecmp(name, "loglevel") || !strcasecmp(name, "requirepass") || !strcasecmp(name, "maxclients") ||
-           !strcasecmp(name, "hz");
+           !strcasecmp(name, "hz") || !strcasecmp(name, "compact-dead-ratio") || !strcasecmp(name, "compact-min-dead");
 }
 
 static void cmd_config(kvd_client *c)
@@ -987,6 +987,14 @@ static void on_cron(evutil_socket_t fd, short what, void *arg)
     size_t n = kv_expire_sweep(srv->store, 200);
     if (n) __atomic_add_fetch(&srv->expired_active, n, __ATOMIC_RELAXED);
     long long now = kvd_mstime();
+    int pct = __atomic_load_n(&srv->cfg->compact_dead_pct, __ATOMIC_RELAXED);
+    if (pct > 0 && !__atomic_load_n(&srv->compacting, __ATOMIC_ACQUIRE)) {
+        kv_stats st;
+        kv_get_stats(srv->store, &st);
+        if (st.dead_bytes >= srv->cfg->compact_min_dead && st.dead_bytes * 100 > st.log_bytes * (uint64_t)pct &&
+            st.segments > 1 && !st.failstop)
+            kvd_server_start_compaction(srv, "dead bytes over the configured share");
+    }
     if (now - srv->last_cron_ms >= 1000) {
         uint64_t cmds = atomic_get(&srv->total_commands);
         srv->ops_sec = (cmds - srv->last_cmds) * 1000 / (uint64_t)(now - srv->last_cron_ms);
@@ -1007,7 +1015,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     kvd_server *srv = arg;
     if (sig == SIGUSR1) {
-        kvd_log(KVD_LOG_NOTICE, "SIGUSR1 received: compaction is not available in this version of kvd");
+        if (kvd_server_start_compaction(srv, "SIGUSR1") == 0)
+            kvd_log(KVD_LOG_NOTICE, "SIGUSR1: a compaction is already running");
         return;
     }
     kvd_log(KVD_LOG_WARNING, "received %s, scheduling shutdown...", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -1025,6 +1034,74 @@ static void on_shutdown_request(evutil_socket_t fd, short what, void *arg)
 void kvd_server_request_shutdown(kvd_server *srv)
 {
     event_active(srv->ev_shutdown, EV_READ, 0);
+}
+
+/* ---- background compaction ---- */
+
+typedef struct compact_job {
+    kvd_server *srv;
+    char why[32];
+} compact_job;
+
+static void *compact_main(void *arg)
+{
+    compact_job *j = arg;
+    kvd_server *srv = j->srv;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    kv_compact_report rep;
+    kv_status st = kv_compact(srv->store, &rep);
+    if (st == KV_OK && rep.segments_in)
+        kvd_log(KVD_LOG_NOTICE,
+                "compaction (%s) done: %u segments, %" PRIu64 " -> %" PRIu64 " bytes, %" PRIu64
+                " records kept, %.1f ms",
+                j->why, rep.segments_in, rep.bytes_before, rep.bytes_after, rep.records_copied,
+                rep.elapsed_us / 1000.0);
+    else if (st == KV_OK)
+        kvd_log(KVD_LOG_VERBOSE, "compaction (%s): %s", j->why, rep.message);
+    else
+        kvd_log(KVD_LOG_WARNING, "compaction (%s) failed: %s", j->why, rep.message);
+    __atomic_store_n(&srv->compacting, 0, __ATOMIC_RELEASE);
+    free(j);
+    return NULL;
+}
+
+int kvd_server_start_compaction(kvd_server *srv, const char *why)
+{
+    pthread_mutex_lock(&srv->compact_mu);
+    if (__atomic_load_n(&srv->compacting, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_unlock(&srv->compact_mu);
+        return 0;
+    }
+    if (srv->compact_started) pthread_join(srv->compact_thread, NULL); /* the last one has ended */
+    srv->compact_started = 0;
+    compact_job *j = calloc(1, sizeof *j);
+    int r = -1;
+    if (j) {
+        j->srv = srv;
+        snprintf(j->why, sizeof j->why, "%s", why);
+        __atomic_store_n(&srv->compacting, 1, __ATOMIC_RELEASE);
+        if (pthread_create(&srv->compact_thread, NULL, compact_main, j) == 0) {
+            srv->compact_started = 1;
+            r = 1;
+            kvd_log(KVD_LOG_NOTICE, "background compaction started (%s)", why);
+        } else {
+            __atomic_store_n(&srv->compacting, 0, __ATOMIC_RELEASE);
+            free(j);
+        }
+    }
+    pthread_mutex_unlock(&srv->compact_mu);
+    return r;
+}
+
+/* Waits for a running compaction (shutdown). */
+static void join_compaction(kvd_server *srv)
+{
+    pthread_mutex_lock(&srv->compact_mu);
+    if (srv->compact_started) pthread_join(srv->compact_thread, NULL);
+    srv->compact_started = 0;
+    pthread_mutex_unlock(&srv->compact_mu);
 }
 
 /* ---- INFO ---- */
@@ -1084,6 +1161,12 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
              st.groups ? (double)st.group_writes / (double)st.groups : 0.0,
              st.fdatasyncs ? (double)st.synced_writes / (double)st.fdatasyncs : 0.0);
         LINE("failstop:%d\r\nfailstop_reason:%s\r\n", fs, reason);
+        kv_compact_progress cp;
+        kv_compact_progress_get(srv->store, &cp);
+        LINE("compaction_in_progress:%d\r\ncompaction_progress_pct:%.1f\r\ncompactions:%" PRIu64
+             "\r\ncompaction_bytes_reclaimed:%" PRIu64 "\r\ncompaction_last_status:%s\r\n",
+             cp.running, cp.running && cp.bytes_total ? 100.0 * (double)cp.bytes_done / (double)cp.bytes_total : 0.0,
+             cp.runs, cp.bytes_reclaimed, cp.last_status == KV_OK ? "ok" : kv_strerror(cp.last_status));
         LINE("recovery_mode:%s\r\nrecovery_segments:%u\r\nrecovery_records:%" PRIu64 "\r\nrecovery_keys:%" PRIu64
              "\r\n",
              kvr_mode_name(r->mode), r->segments, r->records, r->keys);
@@ -1139,6 +1222,7 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     }
     srv->cfg = cfg;
     pthread_mutex_init(&srv->cfg_mu, NULL);
+    pthread_mutex_init(&srv->compact_mu, NULL);
     resp_limits_default(&srv->limits);
     srv->limits.max_bulk_len = cfg->max_bulk_len;
     srv->limits.max_args = cfg->max_args;
@@ -1350,6 +1434,7 @@ int kvd_server_run(kvd_server *srv)
         pthread_mutex_destroy(&w->mu);
     }
     free(srv->workers);
+    join_compaction(srv); /* a compaction in progress finishes (or fails cleanly) first */
     kv_status close_st = kv_close(srv->store);
     event_free(srv->sig_term);
     event_free(srv->sig_int);

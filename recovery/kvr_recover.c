@@ -61,7 +61,27 @@ static int cmp_u32(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, size_t *n)
+/* replaces_from of segment id's header, or 0 if it has none or cannot be
+ * read (then it is an ordinary segment, and recovery judges its bytes). */
+static uint32_t segment_replaces(const kv_io *io, const char *dir, uint32_t id)
+{
+    char name[32], path[4096];
+    kv_seg_name(name, sizeof name, id);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = io->open(io->ctx, path, KV_O_RDONLY);
+    if (fd < 0) return 0;
+    uint8_t h[KV_SEG_HEADER_SIZE];
+    uint32_t from = 0;
+    if (kv_io_read_full(io, fd, h, sizeof h, 0) == 0 && kv_seg_header_decode(h, id, NULL) == KV_OK)
+        from = kv_seg_header_replaces(h);
+    io->close(io->ctx, fd);
+    return from;
+}
+
+/* Lists every segment id (sorted) and marks those a compaction output
+ * supersedes: a segment x is superseded when a segment y > x replaces
+ * [from, y] with from <= x. */
+static kv_status list_all(const kv_io *io, const char *dir, uint32_t **ids, size_t *n, uint8_t **superseded)
 {
     id_list l = {0};
     int r = io->list_dir(io->ctx, dir, collect_segment, &l);
@@ -71,9 +91,47 @@ kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, si
         return -r;
     }
     if (l.n > 1) qsort(l.ids, l.n, sizeof *l.ids, cmp_u32);
+    uint8_t *sup = calloc(l.n ? l.n : 1, 1);
+    if (!sup) {
+        free(l.ids);
+        return ENOMEM;
+    }
+    uint32_t min_from = UINT32_MAX;
+    for (size_t i = l.n; i-- > 0;) {
+        if (l.ids[i] >= min_from) sup[i] = 1;
+        uint32_t from = sup[i] ? 0 : segment_replaces(io, dir, l.ids[i]);
+        if (from != 0 && from < min_from) min_from = from;
+    }
     *ids = l.ids;
     *n = l.n;
+    *superseded = sup;
     return KV_OK;
+}
+
+static kv_status select_ids(const kv_io *io, const char *dir, uint32_t **ids, size_t *n, int want_superseded)
+{
+    uint32_t *all;
+    size_t nall;
+    uint8_t *sup;
+    kv_status st = list_all(io, dir, &all, &nall, &sup);
+    if (st != KV_OK) return st;
+    size_t k = 0;
+    for (size_t i = 0; i < nall; i++)
+        if (!!sup[i] == !!want_superseded) all[k++] = all[i];
+    free(sup);
+    *ids = all;
+    *n = k;
+    return KV_OK;
+}
+
+kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, size_t *n)
+{
+    return select_ids(io, dir, ids, n, 0);
+}
+
+kv_status kvr_list_superseded(const kv_io *io, const char *dir, uint32_t **ids, size_t *n)
+{
+    return select_ids(io, dir, ids, n, 1);
 }
 
 /* State of one recovery while segments are scanned. */
@@ -284,7 +342,23 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, uint64_t 
     uint64_t t0 = now_us();
     uint32_t *ids = NULL;
     size_t n = 0;
-    kv_status st = kvr_list_segments(io, dir, &ids, &n);
+    /* Segments a compaction output replaces, left by a crash between its
+     * rename and its unlinks: their live records are all in the output. */
+    kv_status st = kvr_list_superseded(io, dir, &ids, &n);
+    for (size_t i = 0; st == KV_OK && i < n; i++) {
+        char name[32], path[4096];
+        kv_seg_name(name, sizeof name, ids[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        int r = io->unlink(io->ctx, path);
+        if (r < 0) st = -r;
+        if (st == KV_OK && i + 1 == n) {
+            r = io->fsync_dir(io->ctx, dir);
+            if (r < 0) st = -r;
+        }
+    }
+    free(ids);
+    ids = NULL;
+    if (st == KV_OK) st = kvr_list_segments(io, dir, &ids, &n);
     if (st != KV_OK) {
         snprintf(rep->message, sizeof rep->message, "cannot list data directory %s: %s", dir, kv_strerror(st));
         return st;

@@ -106,9 +106,15 @@ void kvr_report_free(kvr_report *rep);
 int kvr_report_format(const kvr_report *rep, char *buf, size_t cap);
 
 /*
- * Lists the segment ids in dir, sorted ascending (malloc'ed array in *ids,
- * count in *n; free(*ids)). Returns KV_OK, ENOMEM or an errno.
+ * Lists the ids of the live segments in dir, sorted ascending (malloc'ed
+ * array in *ids, count in *n; free(*ids)): every NNNNNNNNNN.seg except
+ * those a compaction output replaces (its header's replaces_from field:
+ * see kv_record.h). Returns KV_OK, ENOMEM or an errno.
  */
 kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, size_t *n);
+
+/* Lists the ids of the superseded segments (the complement of
+ * kvr_list_segments); recovery unlinks them. Same returns. */
+kv_status kvr_list_superseded(const kv_io *io, const char *dir, uint32_t **ids, size_t *n);
 
 #endif

@@ -587,7 +587,7 @@ END_TEST
 static const char *const expected_names[] = {
     "dir",      "bind",       "port",         "appendfsync", "requirepass",        "pidfile",
     "logfile",  "loglevel",   "maxclients",   "recovery",    "segment-size",       "io-threads",
-    "proto-max-bulk-len",     "client-query-buffer-limit",   "hz",
+    "proto-max-bulk-len",     "client-query-buffer-limit",   "hz", "compact-dead-ratio", "compact-min-dead",
 };
 
 /* A value other than the default for each name, and how GET shows it. */
@@ -609,6 +609,8 @@ static const struct {
     {"proto-max-bulk-len", "16mb", "16777216"},
     {"client-query-buffer-limit", "4gb", "4294967296"},
     {"hz", "1", "1"},
+    {"compact-dead-ratio", "25", "25"},
+    {"compact-min-dead", "1gb", "1073741824"},
 };
 
 START_TEST(config_get_and_set_round_trip_every_name)

@@ -1,0 +1,366 @@
+/*
+ * Compaction: it keeps exactly the live keys while reclaiming the space of
+ * overwritten, deleted and expired records; it loses nothing written while
+ * it runs; a power cut at any of its sync points, or any of its I/O calls
+ * failing, leaves a directory that recovers to the same keys and a store
+ * that keeps working.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kv_store.h"
+#include "testutil.h"
+
+#define DIR "db"
+
+/* The model holds no expired key; sweep them from the key directory
+ * first, so its key count compares. */
+static void assert_equals(kv_store *s, const tu_model *m)
+{
+    kv_expire_sweep(s, 100000);
+    tu_assert_store_equals(s, m);
+}
+
+static uint64_t fake_now = 1800000000000ull;
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_now;
+}
+
+static kv_store *open_on(const kv_io *io)
+{
+    kv_options o;
+    kv_options_init(&o);
+    o.io = io;
+    o.segment_max_bytes = 4096;
+    o.clock_ms = fake_clock;
+    kv_store *s;
+    kvr_report rep;
+    kv_status st = kv_open(DIR, &o, &s, &rep);
+    ck_assert_msg(st == KV_OK, "open: %s: %s", kv_strerror(st), rep.message);
+    kvr_report_free(&rep);
+    return s;
+}
+
+/* Overwrites, deletes, batches and expiring keys over 20 keys; returns the
+ * model of what is live. */
+static void churn(kv_store *s, tu_model *m, int rounds)
+{
+    char k[16], v[200];
+    for (int i = 0; i < rounds; i++) {
+        int key = (i * 7) % 20;
+        snprintf(k, sizeof k, "key%d", key);
+        int vl = snprintf(v, sizeof v, "value-%d-%0*d", i, 20 + i % 90, i);
+        if (i % 11 == 5) {
+            kv_status st = kv_delete(s, k, strlen(k));
+            ck_assert(st == KV_OK || st == KV_NOT_FOUND);
+            tu_model_del(m, k, strlen(k));
+        } else if (i % 13 == 7) {
+            kv_batch *b = kv_batch_new();
+            char k2[16];
+            snprintf(k2, sizeof k2, "key%d", (key + 3) % 20);
+            kv_batch_put(b, k, strlen(k), v, (size_t)vl, 0, 0);
+            kv_batch_put(b, k2, strlen(k2), v, (size_t)vl, 0, 0);
+            ck_assert_int_eq(kv_write(s, b), KV_OK);
+            kv_batch_free(b);
+            tu_model_put(m, k, strlen(k), v, (size_t)vl);
+            tu_model_put(m, k2, strlen(k2), v, (size_t)vl);
+        } else if (i % 17 == 3) {
+            /* A key of its own that expires at the next step of the fake
+             * clock (and a put that stays). */
+            char ek[16];
+            snprintf(ek, sizeof ek, "exp%d", i);
+            ck_assert_int_eq(kv_put(s, ek, strlen(ek), v, (size_t)vl, fake_now + 10, 0), KV_OK);
+            ck_assert_int_eq(kv_put(s, k, strlen(k), v, (size_t)vl, 0, 0), KV_OK);
+            tu_model_put(m, k, strlen(k), v, (size_t)vl);
+        } else {
+            ck_assert_int_eq(kv_put(s, k, strlen(k), v, (size_t)vl, 0, 0), KV_OK);
+            tu_model_put(m, k, strlen(k), v, (size_t)vl);
+        }
+    }
+    fake_now += 1000; /* the expiring puts are now expired */
+}
+
+START_TEST(compaction_keeps_every_live_key_and_reclaims_space)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_store *s = open_on(kv_memfs_io(fs));
+    tu_model m;
+    tu_model_init(&m);
+    churn(s, &m, 400);
+    kv_stats before, after;
+    kv_get_stats(s, &before);
+    ck_assert_uint_ge(before.segments, 5);
+    kv_compact_report rep;
+    ck_assert_int_eq(kv_compact(s, &rep), KV_OK);
+    ck_assert_uint_eq(rep.segments_in, before.segments - 1);
+    ck_assert_uint_lt(rep.bytes_after, rep.bytes_before / 2);
+    ck_assert_uint_gt(rep.dead_dropped, 100);
+    ck_assert_uint_gt(rep.tombstones_dropped, 10);
+    ck_assert_uint_gt(rep.expired_dropped, 0);
+    kv_get_stats(s, &after);
+    ck_assert_uint_eq(after.segments, 2);
+    ck_assert_uint_lt(after.dead_bytes, before.dead_bytes / 4);
+    ck_assert_uint_eq(after.live_bytes + after.dead_bytes + 32u * after.segments, after.log_bytes);
+    assert_equals(s, &m);
+    /* Writes go on, and a second compaction folds in the first's output. */
+    churn(s, &m, 100);
+    ck_assert_int_eq(kv_compact(s, &rep), KV_OK);
+    assert_equals(s, &m);
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    /* Only the output and the newer segments are left on disk. */
+    char p1[64];
+    tu_seg_path(p1, sizeof p1, DIR, 1);
+    ck_assert(!kv_memfs_exists(fs, p1));
+    s = open_on(kv_memfs_io(fs));
+    assert_equals(s, &m);
+    ck_assert_uint_eq(kv_recovery_report(s)->problems, 0);
+    kv_close(s);
+    tu_model_free(&m);
+    kv_memfs_free(fs);
+}
+END_TEST
+
+START_TEST(nothing_to_compact_is_not_an_error)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_store *s = open_on(kv_memfs_io(fs));
+    ck_assert_int_eq(kv_put(s, "a", 1, "1", 1, 0, 0), KV_OK);
+    kv_compact_report rep;
+    ck_assert_int_eq(kv_compact(s, &rep), KV_OK);
+    ck_assert_uint_eq(rep.segments_in, 0);
+    ck_assert_ptr_nonnull(strstr(rep.message, "nothing to compact"));
+    kv_close(s);
+    kv_memfs_free(fs);
+}
+END_TEST
+
+/* ---- writers racing with compactions ---- */
+
+typedef struct racer {
+    kv_store *s;
+    int id, ops;
+    int vals[32];
+    int finished;
+} racer;
+
+static void *race_writer(void *arg)
+{
+    racer *w = arg;
+    char k[32], v[128];
+    for (int i = 0; i < w->ops; i++) {
+        int key = (i * 5 + w->id) % 32;
+        snprintf(k, sizeof k, "r%d:%d", w->id, key);
+        if (i % 9 == 4) {
+            kv_status st = kv_delete(w->s, k, strlen(k));
+            ck_assert(st == KV_OK || st == KV_NOT_FOUND);
+            w->vals[key] = -1;
+        } else {
+            int vl = snprintf(v, sizeof v, "%d:%d:%0*d", w->id, i, 10 + i % 60, i);
+            ck_assert_int_eq(kv_put(w->s, k, strlen(k), v, (size_t)vl, 0, 0), KV_OK);
+            w->vals[key] = i;
+        }
+        /* Read back something of our own: never lost, never corrupt. */
+        kv_value val;
+        kv_status st = kv_get(w->s, k, strlen(k), &val);
+        ck_assert_int_eq(st, w->vals[key] < 0 ? KV_NOT_FOUND : KV_OK);
+        kv_value_free(&val);
+    }
+    __atomic_store_n(&w->finished, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void check_racers(kv_store *s, racer *ws, int n)
+{
+    char k[32], v[128];
+    for (int t = 0; t < n; t++)
+        for (int key = 0; key < 32; key++) {
+            snprintf(k, sizeof k, "r%d:%d", t, key);
+            kv_value val;
+            kv_status st = kv_get(s, k, strlen(k), &val);
+            if (ws[t].vals[key] < 0) {
+                ck_assert_int_eq(st, KV_NOT_FOUND);
+                continue;
+            }
+            ck_assert_int_eq(st, KV_OK);
+            int i = ws[t].vals[key];
+            int vl = snprintf(v, sizeof v, "%d:%d:%0*d", t, i, 10 + i % 60, i);
+            ck_assert_uint_eq(val.len, (size_t)vl);
+            ck_assert(memcmp(val.data, v, val.len) == 0);
+            kv_value_free(&val);
+        }
+}
+
+START_TEST(compactions_racing_with_writers_lose_nothing)
+{
+    char *dir = tu_tmpdir();
+    kv_options o;
+    kv_options_init(&o);
+    o.segment_max_bytes = 8192;
+    o.fsync = KV_FSYNC_NO;
+    kv_store *s;
+    ck_assert_int_eq(kv_open(dir, &o, &s, NULL), KV_OK);
+    enum { N = 4 };
+    racer ws[N];
+    pthread_t th[N];
+    for (int t = 0; t < N; t++) {
+        memset(&ws[t], 0, sizeof ws[t]);
+        ws[t].s = s;
+        ws[t].id = t;
+        ws[t].ops = 3000;
+        for (int k = 0; k < 32; k++) ws[t].vals[k] = -1;
+        ck_assert_int_eq(pthread_create(&th[t], NULL, race_writer, &ws[t]), 0);
+    }
+    /* Compact over and over while the writers run (bounded). */
+    int runs = 0;
+    for (int i = 0; i < 5000; i++) {
+        kv_compact_report rep;
+        kv_status st = kv_compact(s, &rep);
+        ck_assert_msg(st == KV_OK, "compaction: %s", rep.message);
+        if (rep.segments_in) runs++;
+        int done = 1;
+        for (int t = 0; t < N; t++) done &= __atomic_load_n(&ws[t].finished, __ATOMIC_ACQUIRE);
+        if (done) break;
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int t = 0; t < N; t++) pthread_join(th[t], NULL);
+    printf("compaction race: %d compactions while 4 threads wrote 12000 operations\n", runs);
+    ck_assert_int_gt(runs, 3);
+    check_racers(s, ws, N);
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    ck_assert_int_eq(kv_open(dir, &o, &s, NULL), KV_OK);
+    check_racers(s, ws, N);
+    ck_assert_uint_eq(kv_recovery_report(s)->problems, 0);
+    kv_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* ---- power cuts during a compaction ---- */
+
+typedef struct cut_states {
+    kv_memfs **fs;
+    size_t n, cap;
+} cut_states;
+
+static void take_states(void *arg, kv_memfs *fs, const char *what)
+{
+    (void)what;
+    cut_states *c = arg;
+    for (int v = 0; v < 4; v++) {
+        kv_crash_spec spec = {v == 1 ? -1 : 0, v >= 2 ? KV_TEAR_ZERO : KV_TEAR_NONE, 512, 1, v % 2, 7};
+        if (c->n == c->cap) {
+            c->cap = c->cap ? c->cap * 2 : 64;
+            c->fs = realloc(c->fs, c->cap * sizeof *c->fs);
+        }
+        c->fs[c->n++] = kv_memfs_crash(fs, &spec);
+    }
+}
+
+START_TEST(a_power_cut_at_any_sync_point_of_a_compaction_recovers_the_same_keys)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_store *s = open_on(kv_memfs_io(fs));
+    tu_model m;
+    tu_model_init(&m);
+    churn(s, &m, 300);
+    cut_states c = {0};
+    kv_memfs_set_sync_hook(fs, take_states, &c);
+    kv_compact_report rep;
+    ck_assert_int_eq(kv_compact(s, &rep), KV_OK);
+    kv_memfs_set_sync_hook(fs, NULL, NULL);
+    ck_assert_uint_gt(rep.segments_in, 2);
+    kv_close(s);
+    ck_assert_uint_ge(c.n, 8);
+    for (size_t i = 0; i < c.n; i++) {
+        kv_store *r = open_on(kv_memfs_io(c.fs[i]));
+        assert_equals(r, &m);
+        ck_assert_uint_eq(kv_recovery_report(r)->problems, 0);
+        kv_close(r);
+        /* Recovery is idempotent here too. */
+        r = open_on(kv_memfs_io(c.fs[i]));
+        assert_equals(r, &m);
+        kv_close(r);
+        kv_memfs_free(c.fs[i]);
+    }
+    printf("compaction power cuts: %zu crash states, all recovered to the same keys\n", c.n);
+    free(c.fs);
+    tu_model_free(&m);
+    kv_memfs_free(fs);
+}
+END_TEST
+
+START_TEST(any_io_call_of_a_compaction_failing_leaves_a_working_store)
+{
+    uint64_t n;
+    size_t failed = 0;
+    for (n = 1;; n++) {
+        kv_memfs *fs = kv_memfs_new();
+        kv_faultio *f = kv_faultio_new(kv_memfs_io(fs));
+        kv_store *s = open_on(kv_faultio_io(f));
+        tu_model m;
+        tu_model_init(&m);
+        churn(s, &m, 200);
+        kv_faultio_arm(f, n, n % 2 ? EIO : ENOSPC, 0);
+        kv_compact_report rep;
+        kv_status st = kv_compact(s, &rep);
+        int fired = kv_faultio_fired(f);
+        kv_faultio_arm(f, 0, 0, 0);
+        if (st != KV_OK) {
+            failed++;
+            ck_assert_msg(rep.message[0] != 0, "a failed compaction says why");
+        }
+        /* A failed read inside the compaction is its own failure, never
+         * fail-stop; the store keeps taking writes. */
+        kv_stats stt;
+        kv_get_stats(s, &stt);
+        ck_assert_int_eq(stt.failstop, 0);
+        ck_assert_int_eq(kv_put(s, "after", 5, "x", 1, 0, 0), KV_OK);
+        tu_model_put(&m, "after", 5, "x", 1);
+        assert_equals(s, &m);
+        kv_close(s);
+        kv_crash_spec drop = {0, KV_TEAR_NONE, 512, 0, 0, 1};
+        kv_memfs *cut = kv_memfs_crash(fs, &drop);
+        kv_store *r = open_on(kv_memfs_io(cut));
+        assert_equals(r, &m);
+        kv_close(r);
+        kv_memfs_free(cut);
+        r = open_on(kv_memfs_io(fs));
+        assert_equals(r, &m);
+        kv_close(r);
+        tu_model_free(&m);
+        kv_faultio_free(f);
+        kv_memfs_free(fs);
+        if (!fired) break;
+        ck_assert_uint_lt(n, 10000);
+    }
+    printf("compaction fault injection: each of %llu I/O calls failed in turn, %zu compactions failed cleanly\n",
+           (unsigned long long)(n - 1), failed);
+    ck_assert_uint_gt(failed, 5);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("compaction");
+    TCase *tc = tcase_create("compaction");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, compaction_keeps_every_live_key_and_reclaims_space);
+    tcase_add_test(tc, nothing_to_compact_is_not_an_error);
+    tcase_add_test(tc, compactions_racing_with_writers_lose_nothing);
+    tcase_add_test(tc, a_power_cut_at_any_sync_point_of_a_compaction_recovers_the_same_keys);
+    tcase_add_test(tc, any_io_call_of_a_compaction_failing_leaves_a_working_store);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
