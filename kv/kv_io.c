@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 static int px_open(void *ctx, const char *path, int flags)
@@ -131,6 +132,15 @@ static int px_lock(void *ctx, const char *path)
     return fd;
 }
 
+static int px_free_space(void *ctx, const char *path, uint64_t *bytes)
+{
+    (void)ctx;
+    struct statvfs v;
+    if (statvfs(path, &v) < 0) return -errno;
+    *bytes = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    return 0;
+}
+
 static const kv_io posix_io = {
     .ctx = NULL,
     .open = px_open,
@@ -146,6 +156,7 @@ static const kv_io posix_io = {
     .fsync_dir = px_fsync_dir,
     .list_dir = px_list_dir,
     .lock = px_lock,
+    .free_space = px_free_space,
 };
 
 const kv_io *kv_io_posix(void)

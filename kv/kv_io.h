@@ -71,6 +71,10 @@ typedef struct kv_io {
     int (*fsync_dir)(void *ctx, const char *path);
     int (*list_dir)(void *ctx, const char *path, kv_io_dirent_fn fn, void *arg);
     int (*lock)(void *ctx, const char *path);
+    /* Optional (NULL: unknown): bytes an unprivileged writer may still
+     * use on the filesystem holding path (statvfs f_bavail * f_frsize).
+     * Returns 0 or -errno. */
+    int (*free_space)(void *ctx, const char *path, uint64_t *bytes);
 } kv_io;
 
 /* The POSIX implementation (open(2), pread(2), fdatasync(2), flock(2), ...).

@@ -49,6 +49,7 @@ struct kv_memfs {
     size_t nfds;
     kv_memfs_sync_hook hook;
     void *hook_arg;
+    uint64_t free_bytes; /* what free_space reports (kv_memfs_set_free_space) */
 };
 
 /* ---- helpers ---- */
@@ -478,13 +479,31 @@ static int m_lock(void *ctx, const char *path)
     return fd;
 }
 
+static int m_free_space(void *ctx, const char *path, uint64_t *bytes)
+{
+    (void)path;
+    kv_memfs *fs = FS(ctx);
+    pthread_mutex_lock(&fs->mu);
+    *bytes = fs->free_bytes;
+    pthread_mutex_unlock(&fs->mu);
+    return 0;
+}
+
+void kv_memfs_set_free_space(kv_memfs *fs, uint64_t bytes)
+{
+    pthread_mutex_lock(&fs->mu);
+    fs->free_bytes = bytes;
+    pthread_mutex_unlock(&fs->mu);
+}
+
 kv_memfs *kv_memfs_new(void)
 {
     kv_memfs *fs = calloc(1, sizeof *fs);
     if (!fs) return NULL;
     pthread_mutex_init(&fs->mu, NULL);
     fs->io = (kv_io){fs,        m_open,   m_close, m_pread,     m_pwrite,   m_fdatasync, m_ftruncate,
-                     m_fsize,   m_rename, m_unlink, m_mkdir,    m_fsync_dir, m_list_dir, m_lock};
+                     m_fsize,   m_rename, m_unlink, m_mkdir,    m_fsync_dir, m_list_dir, m_lock, m_free_space};
+    fs->free_bytes = UINT64_MAX;
     return fs;
 }
 
@@ -794,6 +813,13 @@ static int f_lock(void *c, const char *p)
     int e = fault_tick(FAULT(c));
     return e ? -e : B(FAULT(c))->lock(B(FAULT(c))->ctx, p);
 }
+static int f_free_space(void *c, const char *p, uint64_t *bytes)
+{
+    int e = fault_tick(FAULT(c));
+    if (e) return -e;
+    if (!B(FAULT(c))->free_space) return -ENOSYS;
+    return B(FAULT(c))->free_space(B(FAULT(c))->ctx, p, bytes);
+}
 
 kv_faultio *kv_faultio_new(const kv_io *base)
 {
@@ -802,7 +828,7 @@ kv_faultio *kv_faultio_new(const kv_io *base)
     f->base = base;
     pthread_mutex_init(&f->mu, NULL);
     f->io = (kv_io){f,       f_open,   f_close,  f_pread,  f_pwrite,    f_fdatasync, f_ftruncate,
-                    f_fsize, f_rename, f_unlink, f_mkdir,  f_fsync_dir, f_list_dir,  f_lock};
+                    f_fsize, f_rename, f_unlink, f_mkdir,  f_fsync_dir, f_list_dir,  f_lock, f_free_space};
     return f;
 }
 

@@ -70,6 +70,10 @@ long kv_memfs_max_pending(kv_memfs *fs);
 int kv_memfs_read(kv_memfs *fs, const char *path, uint8_t **buf, size_t *len);
 int kv_memfs_write(kv_memfs *fs, const char *path, const uint8_t *buf, size_t len);
 
+/* Sets what free_space reports (default: unlimited). Writes are not
+ * limited by it. */
+void kv_memfs_set_free_space(kv_memfs *fs, uint64_t bytes);
+
 /* Whether a path exists (current state). */
 int kv_memfs_exists(kv_memfs *fs, const char *path);
 

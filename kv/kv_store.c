@@ -1382,6 +1382,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     }
     pthread_rwlock_unlock(&s->lock);
     kv_status st = KV_OK;
+    int r;
     compaction c = {.s = s, .rep = rep, .out_fd = -1, .now = wall_ms(s)};
     char tmp[4200], path[4096];
     uint32_t lo = k ? in[0]->id : 0, hi = k ? in[k - 1]->id : 0;
@@ -1400,6 +1401,21 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     pthread_mutex_unlock(&s->qmu);
     logf_(s, KV_LOG_INFO, "compaction started: segments %u..%u (%zu segments, %" PRIu64 " bytes)", lo, hi, k, total);
 
+    /* Disk-full safety: the output can be as large as the live bytes of
+     * the inputs (at most all live bytes); refuse to start without room. */
+    if (s->io->free_space) {
+        uint64_t free_b = 0;
+        pthread_rwlock_rdlock(&s->lock);
+        uint64_t need = (s->live_bytes < total ? s->live_bytes : total) + KV_SEG_HEADER_SIZE;
+        pthread_rwlock_unlock(&s->lock);
+        r = s->io->free_space(s->io->ctx, s->dir, &free_b);
+        if (r == 0 && free_b < need) {
+            st = ENOSPC;
+            snprintf(rep->message, sizeof rep->message,
+                     "not enough free space to compact: need up to %" PRIu64 " bytes, %" PRIu64 " free", need, free_b);
+            goto out;
+        }
+    }
     /* Write the output beside the inputs. */
     seg_path(s, hi, path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.compact", path);
@@ -1411,7 +1427,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     }
     uint8_t hdr[KV_SEG_HEADER_SIZE];
     kv_seg_header_encode_compacted(hdr, hi, wall_ms(s), lo);
-    int r = kv_io_write_full(s->io, c.out_fd, hdr, sizeof hdr, 0);
+    r = kv_io_write_full(s->io, c.out_fd, hdr, sizeof hdr, 0);
     if (r < 0) {
         st = -r;
         snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", tmp, kv_strerror(st));

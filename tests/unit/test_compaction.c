@@ -126,6 +126,37 @@ START_TEST(compaction_keeps_every_live_key_and_reclaims_space)
 }
 END_TEST
 
+START_TEST(compaction_without_free_space_fails_cleanly_before_writing)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_store *s = open_on(kv_memfs_io(fs));
+    tu_model m;
+    tu_model_init(&m);
+    churn(s, &m, 300);
+    kv_memfs_set_free_space(fs, 100);
+    kv_compact_report rep;
+    ck_assert_int_eq(kv_compact(s, &rep), ENOSPC);
+    ck_assert_ptr_nonnull(strstr(rep.message, "not enough free space"));
+    char tmp[64];
+    kv_stats st;
+    kv_get_stats(s, &st);
+    tu_seg_path(tmp, sizeof tmp, DIR, st.active_segment - 1);
+    strcat(tmp, ".compact");
+    ck_assert(!kv_memfs_exists(fs, tmp)); /* nothing written */
+    ck_assert_int_eq(st.failstop, 0);
+    ck_assert_int_eq(kv_put(s, "still", 5, "writes", 6, 0, 0), KV_OK);
+    tu_model_put(&m, "still", 5, "writes", 6);
+    assert_equals(s, &m);
+    kv_memfs_set_free_space(fs, UINT64_MAX);
+    ck_assert_int_eq(kv_compact(s, &rep), KV_OK);
+    ck_assert_uint_gt(rep.segments_in, 1);
+    assert_equals(s, &m);
+    kv_close(s);
+    tu_model_free(&m);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 START_TEST(nothing_to_compact_is_not_an_error)
 {
     kv_memfs *fs = kv_memfs_new();
@@ -354,6 +385,7 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, compaction_keeps_every_live_key_and_reclaims_space);
     tcase_add_test(tc, nothing_to_compact_is_not_an_error);
+    tcase_add_test(tc, compaction_without_free_space_fails_cleanly_before_writing);
     tcase_add_test(tc, compactions_racing_with_writers_lose_nothing);
     tcase_add_test(tc, a_power_cut_at_any_sync_point_of_a_compaction_recovers_the_same_keys);
     tcase_add_test(tc, any_io_call_of_a_compaction_failing_leaves_a_working_store);
