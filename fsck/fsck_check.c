@@ -1,4 +1,5 @@
 #include "fsck_check.h"
+#include "kvr_recover.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -383,23 +384,6 @@ static void count_problem(void *arg, const kvr_problem *p)
     ((keep *)arg)->problems++;
 }
 
-/* "<base>" or "<base>.N", whichever does not exist yet (the LOCK is held,
- * so no cooperating process creates it meanwhile). */
-static int unused_name(const kv_io *io, const char *base, char *out, size_t cap)
-{
-    for (unsigned n = 0; n < 1000; n++) {
-        if (n == 0)
-            snprintf(out, cap, "%s", base);
-        else
-            snprintf(out, cap, "%s.%u", base, n);
-        int fd = io->open(io->ctx, out, KV_O_RDONLY);
-        if (fd == -ENOENT) return 0;
-        if (fd < 0) return fd;
-        io->close(io->ctx, fd);
-    }
-    return -EEXIST;
-}
-
 /* Writes buf to path (a new file when excl, else created or truncated)
  * and fdatasyncs it. Sets *created once the file exists because of this
  * call. Returns 0 or -errno. */
@@ -479,7 +463,7 @@ static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segmen
     }
     if (st == KV_OK && r == 0) {
         snprintf(base, sizeof base, "%s.orig", path);
-        r = unused_name(io, base, orig, sizeof orig);
+        r = kvr_unused_name(io, base, orig, sizeof orig);
         if (r == 0) r = write_file(io, orig, buf, old_bytes, 1, &m->orig);
         if (r < 0) snprintf(msg, msgcap, "cannot copy %s to %s: %s", path, orig, kv_strerror(-r));
         if (m->orig) snprintf(done->orig, sizeof done->orig, "%s", base_name(orig));

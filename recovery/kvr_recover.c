@@ -232,9 +232,7 @@ static void on_problem(void *arg, const kvr_problem *p)
     }
 }
 
-/* Picks a name "<base>" or "<base>.N" that does not exist yet, so that
- * saved bytes are never overwritten (the caller holds the LOCK). */
-static int unused_name(const kv_io *io, const char *base, char *out, size_t cap)
+int kvr_unused_name(const kv_io *io, const char *base, char *out, size_t cap)
 {
     for (unsigned n = 0; n < 1000; n++) {
         if (n == 0)
@@ -261,7 +259,7 @@ static kv_status cut_segment(const kv_io *io, const char *dir, uint32_t id, cons
     kv_seg_name(name, sizeof name, id);
     snprintf(seg_path, sizeof seg_path, "%s/%s", dir, name);
     snprintf(base, sizeof base, "%s.%" PRIu64 ".torn", seg_path, off);
-    int fd, r = unused_name(io, base, torn_path, sizeof torn_path);
+    int fd, r = kvr_unused_name(io, base, torn_path, sizeof torn_path);
     if (r < 0) goto fail;
     fd = io->open(io->ctx, torn_path, KV_O_RDWR | KV_O_CREAT | KV_O_EXCL);
     if (fd < 0) {
@@ -301,7 +299,7 @@ static kv_status discard_segments(const kv_io *io, const char *dir, const uint32
         kv_seg_name(name, sizeof name, ids[j]);
         snprintf(path, sizeof path, "%s/%s", dir, name);
         snprintf(base, sizeof base, "%s.discarded", path);
-        int r = unused_name(io, base, to, sizeof to);
+        int r = kvr_unused_name(io, base, to, sizeof to);
         if (r == 0) r = io->rename(io->ctx, path, to);
         if (r < 0) {
             snprintf(rep->message, sizeof rep->message, "cannot set %s aside: %s", path, kv_strerror(-r));

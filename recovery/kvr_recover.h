@@ -113,6 +113,12 @@ int kvr_report_format(const kvr_report *rep, char *buf, size_t cap);
  */
 kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, size_t *n);
 
+/* Writes to out the name "<base>" or "<base>.N" (N = 1, 2, ...) that does
+ * not exist yet, so that saved bytes are never overwritten; the caller
+ * holds the LOCK, so no cooperating process creates it meanwhile.
+ * Returns 0, -EEXIST after 1000 tries, or -errno. */
+int kvr_unused_name(const kv_io *io, const char *base, char *out, size_t cap);
+
 /* Lists the ids of the superseded segments (the complement of
  * kvr_list_segments); recovery unlinks them. Same returns. */
 kv_status kvr_list_superseded(const kv_io *io, const char *dir, uint32_t **ids, size_t *n);
