@@ -99,8 +99,8 @@ static int is_torn_name(const char *name)
 /* ---- the check ---- */
 
 typedef struct listing {
-    uint32_t *ids;
-    size_t n, cap;
+    uint32_t *ids; /* the segments to check (kvr_list_segments) */
+    size_t n;
     fsck_report *rep;
     int oom;
 } listing;
@@ -112,17 +112,7 @@ static int list_entry(void *arg, const char *name)
     uint32_t id;
     int r = 0;
     if (kv_seg_parse_name(name, &id)) {
-        if (l->n == l->cap) {
-            size_t nc = l->cap ? l->cap * 2 : 16;
-            uint32_t *ni = realloc(l->ids, nc * sizeof *ni);
-            if (!ni) {
-                l->oom = 1;
-                return 1;
-            }
-            l->ids = ni;
-            l->cap = nc;
-        }
-        l->ids[l->n++] = id;
+        /* a segment: listed by kvr_list_segments */
     } else if (!strcmp(name, "LOCK")) {
         rep->lock_file = 1;
     } else if (is_torn_name(name)) {
@@ -138,12 +128,6 @@ static int list_entry(void *arg, const char *name)
     }
     if (r < 0) l->oom = 1;
     return l->oom;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* State while one directory is checked. */
@@ -268,8 +252,24 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
         set_error(rep, -r, "cannot read data directory", dir);
         return rep->err;
     }
+    /* The segments to check are the ones recovery loads: the same list,
+     * without those a compaction output supersedes (left by a crash
+     * between its rename and its unlinks; recovery removes them). */
+    kv_status lst = kvr_list_segments(io, dir, &l.ids, &l.n);
+    if (lst != KV_OK) {
+        set_error(rep, lst, "cannot read data directory", dir);
+        return rep->err;
+    }
+    uint32_t *sup = NULL;
+    size_t nsup = 0;
+    if (kvr_list_superseded(io, dir, &sup, &nsup) == KV_OK)
+        for (size_t i = 0; i < nsup; i++) {
+            char nm[32];
+            kv_seg_name(nm, sizeof nm, sup[i]);
+            names_add(&rep->other_files, nm);
+        }
+    free(sup);
     rep->listed = 1;
-    if (l.n > 1) qsort(l.ids, l.n, sizeof *l.ids, cmp_u32);
     names_sort(&rep->torn_files);
     names_sort(&rep->discarded_files);
     names_sort(&rep->orig_files);

@@ -106,6 +106,33 @@ class TestKvcompact(unittest.TestCase):
         p = run([binary("KVCOMPACT_BIN", "fsck/kvcompact"), d])
         self.assertEqual(0, p.returncode, p.stderr)
 
+    def test_segment_left_by_a_crash_after_the_rename_is_superseded(self):
+        # The window between the output's rename and the unlink of the
+        # older inputs: an input still beside the output that replaces it.
+        d = os.path.join(self.tmp, "data")
+        s = self.kvd(d)
+        c = s.client()
+        for i in range(2000):
+            c.set("k%d" % (i % 30), "v%d-" % i + "x" * 200)
+        want = self.snapshot(c)
+        c.close()
+        self.assertEqual(0, s.stop())
+        first = os.path.join(d, "0000000001.seg")
+        saved = os.path.join(self.tmp, "first.seg")
+        shutil.copyfile(first, saved)
+        self.assertEqual(0, run([binary("KVCOMPACT_BIN", "fsck/kvcompact"), d]).returncode)
+        self.assertFalse(os.path.exists(first))
+        shutil.copyfile(saved, first)
+        f = run([binary("KVFSCK_BIN", "fsck/kvfsck"), d])
+        self.assertEqual(0, f.returncode, f.stdout + f.stderr)
+        self.assertIn("0000000001.seg", f.stdout)  # listed, not checked
+        s2 = self.kvd(d)
+        c = s2.client()
+        self.assertEqual(want, self.snapshot(c))
+        c.close()
+        self.assertEqual(0, s2.stop())
+        self.assertFalse(os.path.exists(first))  # recovery removed it
+
     def test_refuses_while_kvd_holds_the_directory(self):
         d = os.path.join(self.tmp, "data")
         s = self.kvd(d)
