@@ -545,7 +545,7 @@ static int do_repair(const kv_io *io, const opts *o, const fsck_report *rep, FIL
             return EXIT_OPERROR;
         }
         kvr_report rr;
-        kv_status st = kvr_recover(io, o->dir, KVR_TOLERATE_TAIL, now, kd, &rr);
+        kv_status st = kvr_recover(io, o->dir, KVR_TOLERATE_TAIL, 0, now, kd, &rr);
         kv_keydir_free(kd);
         if (st == KV_OK)
             snprintf(msg, msgcap, "cut %" PRIu64 " bytes from %s/%010" PRIu32 ".seg at offset %" PRIu64,

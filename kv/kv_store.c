@@ -14,6 +14,7 @@
 
 #include "kv_keydir.h"
 #include "kv_record.h"
+#include "kvr_hint.h"
 
 /* Most requests gathered into one group commit (bounds a group's memory
  * when many small transactions are queued). */
@@ -135,6 +136,7 @@ typedef struct segment {
     uint32_t id;
     int fd;
     int refs;
+    int hinted; /* a valid hint file describes it (under lock) */
 } segment;
 
 /* One put or tombstone of the current group, to publish after the sync. */
@@ -201,6 +203,7 @@ struct kv_store {
     kv_batch **tpool; /* batches for the transactions of one group */
     size_t tpool_len, tpool_cap;
     uint64_t expires; /* keys in the key directory with an expiry (under lock) */
+    uint64_t hints_written; /* under lock */
 
     kvr_report rep;
 };
@@ -257,6 +260,7 @@ void kv_options_init(kv_options *o)
     memset(o, 0, sizeof *o);
     o->fsync = KV_FSYNC_ALWAYS;
     o->segment_max_bytes = KV_DEFAULT_SEGMENT_MAX;
+    o->hint_files = 1;
     o->group_max_bytes = KV_DEFAULT_GROUP_MAX;
     o->recovery_mode = KVR_TOLERATE_TAIL;
 }
@@ -316,6 +320,7 @@ static int seg_add(kv_store *s, uint32_t id, int fd)
     g->id = id;
     g->fd = fd;
     g->refs = 1;
+    g->hinted = 0;
     size_t at = s->nsegs;
     while (at > 0 && s->segs[at - 1]->id > id) at--;
     memmove(s->segs + at + 1, s->segs + at, (s->nsegs - at) * sizeof *s->segs);
@@ -1351,6 +1356,8 @@ void kv_compact_progress_get(kv_store *s, kv_compact_progress *p)
     pthread_mutex_unlock(&s->qmu);
 }
 
+static kv_status write_segment_hint(kv_store *s, segment *g);
+
 kv_status kv_compact(kv_store *s, kv_compact_report *rep)
 {
     memset(rep, 0, sizeof *rep);
@@ -1474,6 +1481,12 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         goto out;
     }
 
+    /* The hint of the old segment `hi` no longer describes that name (it
+     * would be rejected as stale anyway: the header differs). */
+    char hname[32], hpath[4200];
+    kvh_name(hname, sizeof hname, hi);
+    snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
+    s->io->unlink(s->io->ctx, hpath);
     /* The switch: from the rename on, the output is the log. */
     r = s->io->rename(s->io->ctx, tmp, path);
     if (r == 0) r = s->io->fsync_dir(s->io->ctx, s->dir);
@@ -1535,8 +1548,28 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         char ip[4096];
         seg_path(s, in[i]->id, ip, sizeof ip);
         s->io->unlink(s->io->ctx, ip);
+        kvh_name(hname, sizeof hname, in[i]->id);
+        snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
+        s->io->unlink(s->io->ctx, hpath);
     }
-    if (k > 1) s->io->fsync_dir(s->io->ctx, s->dir); /* if this fails, recovery removes them */
+    /* The output gets its hint file now (a failure only means the next
+     * start scans it; kv_write_hints tries again). */
+    if (s->opt.hint_files) {
+        pthread_rwlock_rdlock(&s->lock);
+        segment *g = seg_acquire(s, hi);
+        pthread_rwlock_unlock(&s->lock);
+        kv_status hs = g ? write_segment_hint(s, g) : KV_OK;
+        if (g && hs == KV_OK) {
+            pthread_rwlock_wrlock(&s->lock);
+            g->hinted = 1;
+            s->hints_written++;
+            pthread_rwlock_unlock(&s->lock);
+        } else if (g) {
+            logf_(s, KV_LOG_WARN, "no hint file for compaction output %u: %s", hi, kv_strerror(hs));
+        }
+        seg_release(s, g);
+    }
+    s->io->fsync_dir(s->io->ctx, s->dir); /* if this fails, recovery removes the inputs */
     rep->segments_in = (uint32_t)k;
     rep->output_segment = hi;
     rep->bytes_before = total;
@@ -1566,6 +1599,96 @@ out:
     return st;
 }
 
+/* ---- hint files ---- */
+
+/* Builds and writes the hint file of sealed segment g (a reference held by
+ * the caller, who also holds compact_mu) without a directory fsync.
+ * Returns KV_OK, KV_CORRUPT (damage: no hint), an errno, ENOMEM. */
+static kv_status write_segment_hint(kv_store *s, segment *g)
+{
+    uint64_t size = 0;
+    int r = s->io->fsize(s->io->ctx, g->fd, &size);
+    if (r < 0) return -r;
+    if (size > KVR_MAX_SEGMENT_BYTES) return EFBIG;
+    uint8_t *buf = malloc(size ? size : 1);
+    if (!buf) return ENOMEM;
+    r = kv_io_read_full(s->io, g->fd, buf, size, 0);
+    if (r < 0) {
+        free(buf);
+        return -r;
+    }
+    uint8_t *hint = NULL;
+    size_t hlen = 0;
+    kv_status st = kvh_build(buf, size, g->id, &hint, &hlen);
+    free(buf);
+    if (st != KV_OK) return st;
+    r = kvh_write_file(s->io, s->dir, g->id, hint, hlen);
+    free(hint);
+    return r < 0 ? -r : KV_OK;
+}
+
+kv_status kv_write_hints(kv_store *s, uint32_t *written)
+{
+    if (written) *written = 0;
+    if (!s->opt.hint_files) return KV_OK;
+    pthread_mutex_lock(&s->compact_mu);
+    pthread_rwlock_rdlock(&s->lock);
+    size_t n = 0, cap = s->nsegs;
+    segment **todo = calloc(cap ? cap : 1, sizeof *todo);
+    for (size_t i = 0; todo && i + 1 < s->nsegs; i++) {
+        if (s->segs[i]->hinted) continue;
+        __atomic_add_fetch(&s->segs[i]->refs, 1, __ATOMIC_ACQ_REL);
+        todo[n++] = s->segs[i];
+    }
+    pthread_rwlock_unlock(&s->lock);
+    if (!todo) {
+        pthread_mutex_unlock(&s->compact_mu);
+        return ENOMEM;
+    }
+    kv_status first = KV_OK;
+    uint32_t done = 0;
+    for (size_t i = 0; i < n; i++) {
+        kv_status st = write_segment_hint(s, todo[i]);
+        if (st == KV_OK) {
+            done++;
+            pthread_rwlock_wrlock(&s->lock);
+            todo[i]->hinted = 1;
+            s->hints_written++;
+            pthread_rwlock_unlock(&s->lock);
+        } else {
+            if (first == KV_OK) first = st;
+            logf_(s, KV_LOG_WARN, "no hint file for segment %u: %s", todo[i]->id,
+                  st == KV_CORRUPT ? "the segment has damage (run kvfsck)" : kv_strerror(st));
+        }
+    }
+    if (done > 0) {
+        int r = s->io->fsync_dir(s->io->ctx, s->dir);
+        if (r < 0) {
+            /* The hints may not survive a power cut; the next start then
+             * scans those segments and writes them again. */
+            if (first == KV_OK) first = -r;
+            logf_(s, KV_LOG_WARN, "cannot fsync %s after writing hint files: %s", s->dir, kv_strerror(-r));
+        }
+        logf_(s, KV_LOG_INFO, "wrote %u hint file%s", done, done == 1 ? "" : "s");
+    }
+    for (size_t i = 0; i < n; i++) seg_release(s, todo[i]);
+    free(todo);
+    pthread_mutex_unlock(&s->compact_mu);
+    if (written) *written = done;
+    return first;
+}
+
+uint32_t kv_hints_pending(kv_store *s)
+{
+    if (!s->opt.hint_files) return 0;
+    uint32_t n = 0;
+    pthread_rwlock_rdlock(&s->lock);
+    for (size_t i = 0; i + 1 < s->nsegs; i++)
+        if (!s->segs[i]->hinted) n++;
+    pthread_rwlock_unlock(&s->lock);
+    return n;
+}
+
 /* ---- state ---- */
 
 void kv_get_stats(kv_store *s, kv_stats *st)
@@ -1581,6 +1704,13 @@ void kv_get_stats(kv_store *s, kv_stats *st)
     st->active_segment = s->nsegs ? s->segs[s->nsegs - 1]->id : 0;
     st->expired_swept = s->expired_swept;
     st->expires = s->expires;
+    for (size_t i = 0; i + 1 < s->nsegs; i++) {
+        if (s->segs[i]->hinted)
+            st->hint_files++;
+        else if (s->opt.hint_files)
+            st->hints_pending++;
+    }
+    st->hints_written = s->hints_written;
     pthread_rwlock_unlock(&s->lock);
     pthread_mutex_lock(&s->qmu);
     st->last_seq = s->last_seq;
@@ -1731,7 +1861,8 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         goto fail;
     }
 
-    st = kvr_recover(s->io, dir, o.recovery_mode, wall_ms(s), s->kd, &s->rep);
+    st = kvr_recover(s->io, dir, o.recovery_mode, o.hint_files ? KVR_HINTS_READ | KVR_HINTS_WRITE : 0, wall_ms(s),
+                     s->kd, &s->rep);
     if (st != KV_OK) goto fail;
     /* A crash (or a failed directory fsync) may have left entries that are
      * not durable yet, e.g. a segment created just before: make them so
@@ -1757,6 +1888,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
             snprintf(s->rep.message, sizeof s->rep.message, "cannot open %s: %s", path, kv_strerror(st));
             goto fail;
         }
+        s->segs[s->nsegs - 1]->hinted = s->rep.segs[i].hint;
         s->log_bytes += s->rep.segs[i].size;
         s->header_bytes += s->rep.segs[i].size >= KV_SEG_HEADER_SIZE ? KV_SEG_HEADER_SIZE : 0;
         if (last) {
@@ -1812,6 +1944,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
     s->records = s->rep.records;
     s->last_seq = s->rep.max_seq;
+    s->hints_written = s->rep.hints_written;
     s->last_sync_ms = mono_us() / 1000u;
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         st = EAGAIN;

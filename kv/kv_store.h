@@ -70,6 +70,9 @@ typedef struct kv_options {
     uint64_t (*clock_ms)(void *arg); /* wall clock for expiry, ms since the
                                         epoch; NULL: CLOCK_REALTIME */
     void *clock_arg;
+    int hint_files;             /* 1 (default): read hint files at open and
+                                   write one for every sealed segment
+                                   (recovery/kvr_hint.h); 0: neither */
 } kv_options;
 
 #define KV_DEFAULT_SEGMENT_MAX (64ull << 20)
@@ -325,6 +328,26 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep);
 /* Copies the compaction state. */
 void kv_compact_progress_get(kv_store *s, kv_compact_progress *p);
 
+/* ---- hint files ---- */
+
+/*
+ * Writes a hint file (recovery/kvr_hint.h) for every sealed segment that
+ * has none yet: reads the segment through its open descriptor, builds the
+ * hint from a clean scan, writes it durably (temporary file, fdatasync,
+ * rename, then one directory fsync). Runs beside readers and the writer
+ * (it holds no store lock while reading or writing) and never at the same
+ * time as a compaction. A segment with damage gets no hint. *written (may
+ * be NULL) receives the number written. Returns KV_OK (also when hint
+ * files are disabled: nothing to do), KV_CORRUPT if a sealed segment had
+ * damage (the others still got theirs), an errno of the first failed
+ * write (the store is unaffected: a missing hint only slows the next
+ * start), or ENOMEM.
+ */
+kv_status kv_write_hints(kv_store *s, uint32_t *written);
+
+/* Sealed segments without a hint file (0 when hint files are disabled). */
+uint32_t kv_hints_pending(kv_store *s);
+
 /* ---- state ---- */
 
 typedef struct kv_stats {
@@ -346,6 +369,9 @@ typedef struct kv_stats {
     uint64_t expires;         /* keys with an expiry */
     kv_fsync_policy fsync;
     int failstop;             /* 1 once writes are refused */
+    uint32_t hint_files;      /* sealed segments with a hint file */
+    uint32_t hints_pending;   /* sealed segments still without one */
+    uint64_t hints_written;   /* hint files written since open (recovery's included) */
 } kv_stats;
 
 void kv_get_stats(kv_store *s, kv_stats *st);

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "kv_record.h"
+#include "kvr_hint.h"
 
 const char *kvr_mode_name(kvr_mode m)
 {
@@ -147,6 +148,9 @@ typedef struct rctx {
     int have_cut;        /* this segment gets cut at cut_off */
     uint64_t cut_off;
     kvr_problem first;   /* the problem that caused a refusal or stop */
+    kvh_builder *hb;     /* the hint of the segment being scanned, or NULL */
+    int hb_failed;       /* building it ran out of memory: write none */
+    uint64_t seg_problems; /* problems reported in the segment being scanned */
 } rctx;
 
 static void apply_entry(rctx *c, uint32_t seg, uint64_t off, const kv_record *r)
@@ -183,6 +187,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     }
     c->rep->max_seq = last;
     c->rep->records++;
+    if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
     if (r->type == KV_REC_BATCH) {
         c->rep->batches++;
         size_t pos = 0;
@@ -203,6 +208,7 @@ static void on_problem(void *arg, const kvr_problem *p)
 {
     rctx *c = arg;
     c->rep->problems++;
+    c->seg_problems++;
     if (c->stop) return;
     int torn = c->newest && !p->valid_after && p->reason != KVR_SEQ_ORDER;
     int refuse = 0;
@@ -332,8 +338,117 @@ static int add_live(void *arg, const uint8_t *key, size_t klen, const kv_loc *lo
     return 0;
 }
 
-kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, uint64_t now_ms, kv_keydir *kd,
-                      kvr_report *rep)
+/* Loads sealed segment `id` from its hint file into the key directory, as
+ * scanning it would. Returns 1 when loaded (*size set), 0 when the segment
+ * must be scanned instead: no hint file, or one that is damaged, stale or
+ * out of sequence order (counted as rejected). Nothing is applied from a
+ * hint that fails any check. */
+static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uint64_t *size)
+{
+    char name[32], path[4096];
+    kvh_name(name, sizeof name, id);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    uint8_t *buf = NULL;
+    uint64_t len = 0;
+    int r = kv_io_read_file(io, path, KVH_MAX_FILE_BYTES, &buf, &len);
+    if (r < 0) {
+        if (r != -ENOENT) c->rep->hints_rejected++;
+        return 0;
+    }
+    kvh_header h;
+    kv_status st = kvh_decode(buf, len, id, &h);
+    if (st == KV_OK) {
+        kv_seg_name(name, sizeof name, id);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        int fd = io->open(io->ctx, path, KV_O_RDONLY);
+        st = fd < 0 ? -fd : kvh_matches_segment(io, fd, &h);
+        if (fd >= 0) io->close(io->ctx, fd);
+    }
+    if (st == KV_OK && h.records && c->rep->max_seq != 0 && h.min_seq <= c->rep->max_seq)
+        st = KV_CORRUPT; /* the scan reports where the order breaks */
+    if (st != KV_OK) {
+        free(buf);
+        c->rep->hints_rejected++;
+        return 0;
+    }
+    size_t pos = 0;
+    kvh_entry e;
+    while (!c->err && kvh_next(buf, len, &pos, &e)) {
+        if (e.type == KV_REC_TOMBSTONE) {
+            kv_keydir_del(c->kd, e.key, e.klen, NULL);
+        } else if (e.expire_ms != 0 && e.expire_ms <= c->now_ms) {
+            c->rep->expired++;
+            kv_keydir_del(c->kd, e.key, e.klen, NULL);
+        } else {
+            kv_loc loc = {id, e.len, e.off, e.seq, e.expire_ms};
+            if (kv_keydir_put(c->kd, e.key, e.klen, &loc, NULL, NULL) != KV_OK) c->err = ENOMEM;
+        }
+    }
+    free(buf);
+    c->rep->records += h.records;
+    c->rep->batches += h.batches;
+    c->rep->entries += h.entries;
+    c->rep->tombstones += h.tombstones;
+    if (h.records) c->rep->max_seq = h.max_seq;
+    c->rep->hints_used++;
+    *size = h.seg_size;
+    return 1;
+}
+
+typedef struct name_list {
+    char **v;
+    size_t n, cap;
+    int oom;
+} name_list;
+
+static int collect_hint_name(void *arg, const char *name)
+{
+    name_list *l = arg;
+    uint32_t id;
+    size_t nl = strlen(name);
+    int tmp = nl > 9 && !strcmp(name + nl - 9, ".hint.tmp");
+    if (!tmp && !kvh_parse_name(name, &id)) return 0;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 16;
+        char **nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv) {
+            l->oom = 1;
+            return 1;
+        }
+        l->v = nv;
+        l->cap = nc;
+    }
+    if (!(l->v[l->n] = strdup(name))) {
+        l->oom = 1;
+        return 1;
+    }
+    l->n++;
+    return 0;
+}
+
+/* Removes hint files whose segment is not among ids[0, n) (sorted) and
+ * unfinished "*.hint.tmp" files. Best effort: a file that cannot be
+ * removed is harmless (a stale hint never matches a segment). */
+static void remove_stray_hints(const kv_io *io, const char *dir, const uint32_t *ids, size_t n)
+{
+    name_list l = {0};
+    io->list_dir(io->ctx, dir, collect_hint_name, &l);
+    for (size_t i = 0; i < l.n; i++) {
+        uint32_t id;
+        if (kvh_parse_name(l.v[i], &id) && bsearch(&id, ids, n, sizeof *ids, cmp_u32)) {
+            free(l.v[i]);
+            continue;
+        }
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", dir, l.v[i]);
+        io->unlink(io->ctx, path);
+        free(l.v[i]);
+    }
+    free(l.v);
+}
+
+kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned flags, uint64_t now_ms,
+                      kv_keydir *kd, kvr_report *rep)
 {
     memset(rep, 0, sizeof *rep);
     rep->mode = mode;
@@ -366,6 +481,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, uint64_t 
         free(ids);
         return ENOMEM;
     }
+    if (flags & KVR_HINTS_WRITE) remove_stray_hints(io, dir, ids, n);
     rctx c = {.mode = mode, .kd = kd, .rep = rep, .now_ms = now_ms};
     size_t i;
     for (i = 0; i < n; i++) {
@@ -374,9 +490,44 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, uint64_t 
         snprintf(path, sizeof path, "%s/%s", dir, name);
         c.newest = (i + 1 == n);
         c.have_cut = 0;
+        uint64_t hsize = 0;
+        if (!c.newest && (flags & KVR_HINTS_READ) && load_hint(io, dir, ids[i], &c, &hsize)) {
+            if (c.err) {
+                st = c.err;
+                snprintf(rep->message, sizeof rep->message, "out of memory while loading %s", path);
+                break;
+            }
+            rep->segs[rep->nsegs].id = ids[i];
+            rep->segs[rep->nsegs].size = hsize;
+            rep->segs[rep->nsegs].hint = 1;
+            rep->nsegs++;
+            rep->segments++;
+            rep->log_bytes += hsize;
+            continue;
+        }
         uint8_t *buf = NULL;
         kvr_scan_result res;
+        c.seg_problems = 0;
+        c.hb_failed = 0;
+        c.hb = !c.newest && (flags & KVR_HINTS_WRITE) ? kvh_builder_new(ids[i]) : NULL;
         st = kvr_scan_file(io, path, ids[i], on_record, on_problem, &c, &res, &buf);
+        if (c.hb && st == KV_OK && !c.err && !c.hb_failed && !c.seg_problems && !c.stop) {
+            uint8_t *hint;
+            size_t hlen;
+            int r = kvh_builder_finish(c.hb, buf, res.file_size, &hint, &hlen) == KV_OK
+                        ? kvh_write_file(io, dir, ids[i], hint, hlen)
+                        : -ENOMEM;
+            if (r == 0) {
+                free(hint);
+                rep->hints_written++;
+                rep->segs[rep->nsegs].hint = 1;
+            } else {
+                if (r != -ENOMEM) free(hint);
+                rep->hints_failed++;
+            }
+        }
+        kvh_builder_free(c.hb);
+        c.hb = NULL;
         if (st == KV_VERSION) {
             snprintf(rep->message, sizeof rep->message,
                      "%s has an on-disk format version this build cannot read (it reads version %d)", path,

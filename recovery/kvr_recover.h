@@ -56,7 +56,14 @@ kv_status kvr_mode_parse(const char *s, kvr_mode *m);
 typedef struct kvr_segment_info {
     uint32_t id;
     uint64_t size; /* bytes, after any cut */
+    int hint;      /* a valid hint file describes it (read or written) */
 } kvr_segment_info;
+
+/* Flags for kvr_recover. */
+enum {
+    KVR_HINTS_READ = 1 << 0,  /* load sealed segments from valid hint files */
+    KVR_HINTS_WRITE = 1 << 1, /* write a hint file for each sealed segment scanned cleanly */
+};
 
 /* What recovery did. Counts are of what was applied. */
 typedef struct kvr_report {
@@ -77,6 +84,10 @@ typedef struct kvr_report {
     uint64_t torn_offset;    /* offset of the last cut */
     uint64_t skipped_bytes;  /* skip-corrupt: bytes of bad regions passed over */
     uint32_t discarded_segments; /* point-in-time: later segments set aside */
+    uint32_t hints_used;     /* sealed segments loaded from their hint file */
+    uint32_t hints_rejected; /* hint files found damaged or stale (segment scanned) */
+    uint32_t hints_written;  /* hint files written after a scan */
+    uint32_t hints_failed;   /* hint files that could not be written (not an error) */
     uint64_t elapsed_us;     /* wall time of the recovery, microseconds */
     char message[1024];      /* on refusal or error: what, where, what to do */
     kvr_segment_info *segs;  /* segments in id order after recovery (owned) */
@@ -86,7 +97,15 @@ typedef struct kvr_report {
 /*
  * Recovers the data directory `dir` into the empty key directory kd.
  * now_ms is the wall clock in ms since the epoch, for dropping expired
- * records. Fills *rep (free with kvr_report_free, also after failure).
+ * records. flags: KVR_HINTS_READ and/or KVR_HINTS_WRITE (see
+ * recovery/kvr_hint.h). A sealed segment (any but the newest) whose hint
+ * file is valid and matches it is loaded from the hint without reading its
+ * records; the newest segment is always scanned. With KVR_HINTS_WRITE a
+ * hint file is written for every sealed segment scanned without a problem
+ * (a failure to write one is counted, not an error), and hint files of
+ * segments that no longer exist and unfinished ".hint.tmp" files are
+ * removed. The caller fsyncs the directory afterwards.
+ * Fills *rep (free with kvr_report_free, also after failure).
  * Returns:
  *  KV_OK       recovered (torn tails cut as the mode allows);
  *  KV_CORRUPT  refused: rep->message names the file, offset and the
@@ -96,8 +115,8 @@ typedef struct kvr_report {
  *  an errno    an I/O error (message says on which file);
  *  ENOMEM.
  */
-kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, uint64_t now_ms, kv_keydir *kd,
-                      kvr_report *rep);
+kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned flags, uint64_t now_ms,
+                      kv_keydir *kd, kvr_report *rep);
 
 void kvr_report_free(kvr_report *rep);
 

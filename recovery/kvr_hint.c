@@ -1,0 +1,325 @@
+#include "kvr_hint.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_keydir.h"
+#include "kvr_reader.h"
+
+void kvh_name(char *out, size_t cap, uint32_t id)
+{
+    snprintf(out, cap, "%010u.hint", id);
+}
+
+int kvh_parse_name(const char *name, uint32_t *id)
+{
+    if (strlen(name) != 15 || strcmp(name + 10, ".hint") != 0) return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 10; i++) {
+        if (name[i] < '0' || name[i] > '9') return 0;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    if (v == 0 || v > UINT32_MAX) return 0;
+    *id = (uint32_t)v;
+    return 1;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i]) return 0;
+    return 1;
+}
+
+kv_status kvh_decode(const uint8_t *buf, size_t len, uint32_t expect_seg, kvh_header *h)
+{
+    if (len < KVH_HEADER_SIZE + KVH_TRAILER_SIZE || memcmp(buf, KVH_MAGIC, 4) != 0) return KV_CORRUPT;
+    if (kv_get_u32(buf + len - 4) != kv_crc32(0, buf, len - 4)) return KV_CORRUPT;
+    if (kv_get_u16(buf + 4) != KVH_VERSION) return KV_VERSION;
+    if (kv_get_u16(buf + 6) != KVH_HEADER_SIZE || kv_get_u32(buf + 12) != 0 || kv_get_u32(buf + 164) != 0)
+        return KV_CORRUPT;
+    memset(h, 0, sizeof *h);
+    h->seg = kv_get_u32(buf + 8);
+    h->seg_size = kv_get_u64(buf + 16);
+    h->nhints = kv_get_u64(buf + 24);
+    h->records = kv_get_u64(buf + 32);
+    h->batches = kv_get_u64(buf + 40);
+    h->entries = kv_get_u64(buf + 48);
+    h->tombstones = kv_get_u64(buf + 56);
+    h->min_seq = kv_get_u64(buf + 64);
+    h->max_seq = kv_get_u64(buf + 72);
+    h->last_off = kv_get_u64(buf + 80);
+    memcpy(h->seg_header, buf + 88, KV_SEG_HEADER_SIZE);
+    memcpy(h->last_header, buf + 120, KV_REC_HEADER_SIZE);
+    if (h->seg == 0 || (expect_seg != 0 && h->seg != expect_seg)) return KV_CORRUPT;
+    if (h->seg_size < KV_SEG_HEADER_SIZE) return KV_CORRUPT;
+    uint32_t sid;
+    if (kv_seg_header_decode(h->seg_header, h->seg, &sid) != KV_OK) return KV_CORRUPT;
+    if (h->records == 0) {
+        /* An empty segment: nothing but its header. */
+        if (h->nhints || h->batches || h->entries || h->tombstones || h->min_seq || h->max_seq || h->last_off ||
+            h->seg_size != KV_SEG_HEADER_SIZE || !all_zero(h->last_header, KV_REC_HEADER_SIZE))
+            return KV_CORRUPT;
+    } else {
+        kv_record last;
+        if (h->min_seq == 0 || h->max_seq < h->min_seq || h->batches > h->records || h->entries < h->records ||
+            h->tombstones > h->entries || h->nhints > h->entries || h->nhints == 0 ||
+            h->last_off < KV_SEG_HEADER_SIZE || h->last_off >= h->seg_size ||
+            kv_record_decode_header(h->last_header, &last) != KV_OK || last.rflags != 0 ||
+            h->last_off + last.len != h->seg_size)
+            return KV_CORRUPT;
+        uint64_t last_seq = last.type == KV_REC_BATCH ? last.seq + last.flags - 1 : last.seq;
+        if (last_seq != h->max_seq || last.seq < h->min_seq) return KV_CORRUPT;
+    }
+    /* Every entry, before the caller applies any. */
+    size_t pos = KVH_HEADER_SIZE, end = len - KVH_TRAILER_SIZE;
+    uint64_t count = 0, prev_off = 0;
+    while (pos < end) {
+        if (end - pos < KVH_ENTRY_SIZE) return KV_CORRUPT;
+        const uint8_t *p = buf + pos;
+        uint8_t type = p[0];
+        uint32_t klen = kv_get_u32(p + 4);
+        uint64_t off = kv_get_u64(p + 8);
+        uint32_t rlen = kv_get_u32(p + 16);
+        uint64_t seq = kv_get_u64(p + 24);
+        uint64_t exp = kv_get_u64(p + 32);
+        if ((type != KV_REC_PUT && type != KV_REC_TOMBSTONE) || p[1] || p[2] || p[3] || kv_get_u32(p + 20))
+            return KV_CORRUPT;
+        if (klen > KV_MAX_KEY_LEN || klen > end - pos - KVH_ENTRY_SIZE) return KV_CORRUPT;
+        if (off < KV_SEG_HEADER_SIZE || off <= prev_off || off >= h->seg_size ||
+            rlen < KV_REC_HEADER_SIZE + (uint64_t)klen || rlen > h->seg_size - off)
+            return KV_CORRUPT;
+        if (seq < h->min_seq || seq > h->max_seq || (type == KV_REC_TOMBSTONE && exp != 0)) return KV_CORRUPT;
+        prev_off = off;
+        count++;
+        pos += KVH_ENTRY_SIZE + klen;
+    }
+    if (count != h->nhints) return KV_CORRUPT;
+    return KV_OK;
+}
+
+int kvh_next(const uint8_t *buf, size_t len, size_t *pos, kvh_entry *e)
+{
+    if (*pos == 0) *pos = KVH_HEADER_SIZE;
+    if (*pos + KVH_ENTRY_SIZE > len - KVH_TRAILER_SIZE) return 0;
+    const uint8_t *p = buf + *pos;
+    e->type = p[0];
+    e->klen = kv_get_u32(p + 4);
+    e->off = kv_get_u64(p + 8);
+    e->len = kv_get_u32(p + 16);
+    e->seq = kv_get_u64(p + 24);
+    e->expire_ms = kv_get_u64(p + 32);
+    e->key = p + KVH_ENTRY_SIZE;
+    *pos += KVH_ENTRY_SIZE + e->klen;
+    return 1;
+}
+
+kv_status kvh_matches_segment(const kv_io *io, int fd, const kvh_header *h)
+{
+    uint64_t size;
+    int r = io->fsize(io->ctx, fd, &size);
+    if (r < 0) return -r;
+    if (size != h->seg_size) return KV_CORRUPT;
+    uint8_t buf[KV_SEG_HEADER_SIZE > KV_REC_HEADER_SIZE ? KV_SEG_HEADER_SIZE : KV_REC_HEADER_SIZE];
+    r = kv_io_read_full(io, fd, buf, KV_SEG_HEADER_SIZE, 0);
+    if (r == -ENODATA) return KV_CORRUPT;
+    if (r < 0) return -r;
+    if (memcmp(buf, h->seg_header, KV_SEG_HEADER_SIZE) != 0) return KV_CORRUPT;
+    if (h->records == 0) return KV_OK;
+    r = kv_io_read_full(io, fd, buf, KV_REC_HEADER_SIZE, h->last_off);
+    if (r == -ENODATA) return KV_CORRUPT;
+    if (r < 0) return -r;
+    return memcmp(buf, h->last_header, KV_REC_HEADER_SIZE) == 0 ? KV_OK : KV_CORRUPT;
+}
+
+/* ---- builder ---- */
+
+struct kvh_builder {
+    uint32_t seg;
+    kv_keydir *keys; /* key -> its last record; kv_loc.seg holds the type */
+    uint64_t records, batches, entries, tombstones, min_seq, max_seq, last_off;
+    int oom;
+};
+
+kvh_builder *kvh_builder_new(uint32_t seg)
+{
+    kvh_builder *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->keys = kv_keydir_new();
+    if (!b->keys) {
+        free(b);
+        return NULL;
+    }
+    b->seg = seg;
+    return b;
+}
+
+void kvh_builder_free(kvh_builder *b)
+{
+    if (!b) return;
+    kv_keydir_free(b->keys);
+    free(b);
+}
+
+static void add_entry(kvh_builder *b, uint64_t off, const kv_record *e)
+{
+    b->entries++;
+    if (e->type == KV_REC_TOMBSTONE) b->tombstones++;
+    kv_loc loc = {e->type, e->len, off, e->seq, e->type == KV_REC_PUT ? e->expire_ms : 0};
+    if (kv_keydir_put(b->keys, e->key, e->klen, &loc, NULL, NULL) != KV_OK) b->oom = 1;
+}
+
+kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r)
+{
+    b->records++;
+    if (b->min_seq == 0) b->min_seq = r->seq;
+    b->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    b->last_off = off;
+    if (r->type == KV_REC_BATCH) {
+        b->batches++;
+        size_t pos = 0, before = 0;
+        kv_record e;
+        while (kv_batch_next(r, &pos, &e) == KV_OK) {
+            add_entry(b, off + KV_REC_HEADER_SIZE + before, &e);
+            before = pos;
+        }
+    } else {
+        add_entry(b, off, r);
+    }
+    return b->oom ? ENOMEM : KV_OK;
+}
+
+typedef struct collected {
+    const uint8_t *key;
+    uint32_t klen;
+    kv_loc loc;
+} collected;
+
+typedef struct collect_ctx {
+    collected *v;
+    size_t n;
+    uint64_t key_bytes;
+} collect_ctx;
+
+static int collect(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
+{
+    collect_ctx *c = arg;
+    c->v[c->n].key = key;
+    c->v[c->n].klen = (uint32_t)klen;
+    c->v[c->n].loc = *loc;
+    c->n++;
+    c->key_bytes += klen;
+    return 0;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    uint64_t x = ((const collected *)a)->loc.off, y = ((const collected *)b)->loc.off;
+    return x < y ? -1 : x > y;
+}
+
+kv_status kvh_builder_finish(kvh_builder *b, const uint8_t *seg_buf, uint64_t seg_len, uint8_t **out,
+                             size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (b->oom) return ENOMEM;
+    size_t n = kv_keydir_count(b->keys);
+    collect_ctx c = {calloc(n ? n : 1, sizeof(collected)), 0, 0};
+    if (!c.v) return ENOMEM;
+    kv_keydir_foreach(b->keys, collect, &c);
+    qsort(c.v, c.n, sizeof *c.v, by_offset);
+    size_t len = KVH_HEADER_SIZE + c.n * KVH_ENTRY_SIZE + c.key_bytes + KVH_TRAILER_SIZE;
+    uint8_t *p = calloc(1, len);
+    if (!p) {
+        free(c.v);
+        return ENOMEM;
+    }
+    memcpy(p, KVH_MAGIC, 4);
+    kv_put_u16(p + 4, KVH_VERSION);
+    kv_put_u16(p + 6, KVH_HEADER_SIZE);
+    kv_put_u32(p + 8, b->seg);
+    kv_put_u64(p + 16, seg_len);
+    kv_put_u64(p + 24, c.n);
+    kv_put_u64(p + 32, b->records);
+    kv_put_u64(p + 40, b->batches);
+    kv_put_u64(p + 48, b->entries);
+    kv_put_u64(p + 56, b->tombstones);
+    kv_put_u64(p + 64, b->min_seq);
+    kv_put_u64(p + 72, b->max_seq);
+    kv_put_u64(p + 80, b->records ? b->last_off : 0);
+    memcpy(p + 88, seg_buf, seg_len < KV_SEG_HEADER_SIZE ? seg_len : KV_SEG_HEADER_SIZE);
+    if (b->records && b->last_off + KV_REC_HEADER_SIZE <= seg_len)
+        memcpy(p + 120, seg_buf + b->last_off, KV_REC_HEADER_SIZE);
+    size_t pos = KVH_HEADER_SIZE;
+    for (size_t i = 0; i < c.n; i++) {
+        uint8_t *e = p + pos;
+        const kv_loc *l = &c.v[i].loc;
+        e[0] = (uint8_t)l->seg; /* the type */
+        kv_put_u32(e + 4, c.v[i].klen);
+        kv_put_u64(e + 8, l->off);
+        kv_put_u32(e + 16, l->len);
+        kv_put_u64(e + 24, l->seq);
+        kv_put_u64(e + 32, l->expire_ms);
+        if (c.v[i].klen) memcpy(e + KVH_ENTRY_SIZE, c.v[i].key, c.v[i].klen);
+        pos += KVH_ENTRY_SIZE + c.v[i].klen;
+    }
+    kv_put_u32(p + pos, kv_crc32(0, p, pos));
+    free(c.v);
+    *out = p;
+    *out_len = len;
+    return KV_OK;
+}
+
+typedef struct build_ctx {
+    kvh_builder *b;
+    uint64_t problems;
+    kv_status err;
+} build_ctx;
+
+static int build_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
+{
+    (void)seg;
+    build_ctx *c = arg;
+    c->err = kvh_builder_add(c->b, off, r);
+    return c->err != KV_OK;
+}
+
+static void build_problem(void *arg, const kvr_problem *p)
+{
+    (void)p;
+    ((build_ctx *)arg)->problems++;
+}
+
+kv_status kvh_build(const uint8_t *buf, uint64_t len, uint32_t seg, uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    build_ctx c = {kvh_builder_new(seg), 0, KV_OK};
+    if (!c.b) return ENOMEM;
+    kv_status st = kvr_scan_buffer(buf, len, seg, NULL, build_record, build_problem, &c, NULL);
+    if (st == KV_OK) st = c.err;
+    if (st == KV_OK && c.problems) st = KV_CORRUPT;
+    if (st == KV_OK) st = kvh_builder_finish(c.b, buf, len, out, out_len);
+    kvh_builder_free(c.b);
+    return st;
+}
+
+int kvh_write_file(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len)
+{
+    char name[32], path[4096], tmp[4200];
+    kvh_name(name, sizeof name, seg);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = io->open(io->ctx, tmp, KV_O_RDWR | KV_O_CREAT | KV_O_TRUNC);
+    if (fd < 0) return fd;
+    int r = kv_io_write_full(io, fd, data, len, 0);
+    if (r == 0) r = io->fdatasync(io->ctx, fd);
+    int rc = io->close(io->ctx, fd);
+    if (r == 0) r = rc;
+    if (r == 0) r = io->rename(io->ctx, tmp, path);
+    if (r < 0) io->unlink(io->ctx, tmp);
+    return r;
+}
