@@ -9,6 +9,7 @@
 
 #include "kv_keydir.h"
 #include "kv_record.h"
+#include "kvr_hint.h"
 
 const char *fsck_kind_name(fsck_kind k)
 {
@@ -17,7 +18,21 @@ const char *fsck_kind_name(fsck_kind k)
     case FSCK_MID_LOG: return "mid-log corruption";
     case FSCK_SEALED: return "sealed-segment corruption";
     case FSCK_SEQ_BACK: return "sequence going back";
+    case FSCK_HINT: return "bad hint file";
     case FSCK_NKINDS: break;
+    }
+    return "unknown";
+}
+
+const char *fsck_hint_state_name(fsck_hint_state s)
+{
+    switch (s) {
+    case FSCK_HINT_VALID: return "valid";
+    case FSCK_HINT_UNCHECKED: return "not checked (segment damaged)";
+    case FSCK_HINT_DAMAGED: return "damaged";
+    case FSCK_HINT_STALE: return "stale";
+    case FSCK_HINT_DISAGREES: return "disagrees with its segment";
+    case FSCK_HINT_ORPHAN: return "no such segment";
     }
     return "unknown";
 }
@@ -113,6 +128,21 @@ static int list_entry(void *arg, const char *name)
     int r = 0;
     if (kv_seg_parse_name(name, &id)) {
         /* a segment: listed by kvr_list_segments */
+    } else if (kvh_parse_name(name, &id)) {
+        fsck_report *rp = rep;
+        if (rp->nhints % 16 == 0) {
+            fsck_hint *nh = realloc(rp->hints, (rp->nhints + 16) * sizeof *nh);
+            if (!nh) {
+                l->oom = 1;
+                return 1;
+            }
+            rp->hints = nh;
+        }
+        fsck_hint *h = &rp->hints[rp->nhints++];
+        memset(h, 0, sizeof *h);
+        snprintf(h->name, sizeof h->name, "%s", name);
+        h->seg = id;
+        h->state = FSCK_HINT_ORPHAN; /* until its segment is found */
     } else if (!strcmp(name, "LOCK")) {
         rep->lock_file = 1;
     } else if (is_torn_name(name)) {
@@ -240,6 +270,55 @@ static void set_error(fsck_report *rep, kv_status st, const char *what, const ch
         snprintf(rep->message, sizeof rep->message, "%s %s: %s", what, path, kv_strerror(st));
 }
 
+/* The hint file of segment s, or NULL. */
+static fsck_hint *find_hint(fsck_report *rep, uint32_t seg)
+{
+    for (size_t i = 0; i < rep->nhints; i++)
+        if (rep->hints[i].seg == seg) return &rep->hints[i];
+    return NULL;
+}
+
+/* Checks hint file h against segment s, whose bytes are seg[0, len)
+ * (NULL if they could not be read). */
+static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report *rep, fsck_hint *h,
+                                  const fsck_segment *s, const uint8_t *seg, uint64_t len)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, h->name);
+    uint8_t *buf = NULL;
+    uint64_t blen = 0;
+    int r = kv_io_read_file(io, path, KVH_MAX_FILE_BYTES, &buf, &blen);
+    if (r == -EFBIG) return FSCK_HINT_DAMAGED;
+    if (r < 0) {
+        set_error(rep, -r, "cannot read", path);
+        return FSCK_HINT_UNCHECKED;
+    }
+    h->bytes = blen;
+    kvh_header hh;
+    fsck_hint_state state;
+    uint8_t *want = NULL;
+    size_t wlen = 0;
+    if (kvh_decode(buf, blen, s->id, &hh) != KV_OK) {
+        state = FSCK_HINT_DAMAGED;
+    } else if (!seg || s->err || s->nproblems) {
+        state = FSCK_HINT_UNCHECKED;
+    } else if (hh.seg_size != len || len < KV_SEG_HEADER_SIZE || memcmp(seg, hh.seg_header, KV_SEG_HEADER_SIZE) ||
+               (hh.records && (hh.last_off + KV_REC_HEADER_SIZE > len ||
+                               memcmp(seg + hh.last_off, hh.last_header, KV_REC_HEADER_SIZE)))) {
+        state = FSCK_HINT_STALE; /* recovery's kvh_matches_segment, on the bytes read */
+    } else {
+        kv_status st = kvh_build(seg, len, s->id, &want, &wlen);
+        if (st == ENOMEM) set_error(rep, ENOMEM, "out of memory checking", path);
+        if (st != KV_OK)
+            state = FSCK_HINT_UNCHECKED;
+        else
+            state = wlen == blen && !memcmp(want, buf, blen) ? FSCK_HINT_VALID : FSCK_HINT_DISAGREES;
+    }
+    free(want);
+    free(buf);
+    return state;
+}
+
 kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_progress_fn progress, void *parg,
                      fsck_report *rep)
 {
@@ -313,9 +392,14 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
         c.seg_index = i;
         s->seq_before = rep->max_seq;
         if (progress) progress(parg, i, rep->nsegs, c.done_before, total);
-        kvr_scan_result res;
-        kv_status st = kvr_scan_file(io, path, s->id, on_record, on_problem, &c, &res, NULL);
+        kvr_scan_result res = {0};
+        fsck_hint *hint = find_hint(rep, s->id);
+        uint8_t *segbuf = NULL;
+        kv_status st = kvr_scan_file(io, path, s->id, on_record, on_problem, &c, &res, hint ? &segbuf : NULL);
         if (st == KV_OK && c.err) st = c.err;
+        if (hint) hint->state = check_hint(io, dir, rep, hint, s, st == KV_OK ? segbuf : NULL, res.file_size);
+        else if (!s->newest) rep->sealed_without_hint++;
+        free(segbuf);
         if (st != KV_OK) {
             s->err = st;
             set_error(rep, st, "cannot read", path);
@@ -328,6 +412,21 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
         c.done_before += s->bytes;
     }
     if (progress) progress(parg, rep->nsegs, rep->nsegs, total, total);
+    for (size_t i = 0; i < rep->nhints; i++) {
+        fsck_hint *h = &rep->hints[i];
+        if (h->state == FSCK_HINT_ORPHAN) {
+            snprintf(path, sizeof path, "%s/%s", dir, h->name);
+            int fd = io->open(io->ctx, path, KV_O_RDONLY);
+            if (fd >= 0) {
+                if (io->fsize(io->ctx, fd, &h->bytes) < 0) h->bytes = 0;
+                io->close(io->ctx, fd);
+            }
+        }
+        if (h->state >= FSCK_HINT_DAMAGED) {
+            rep->problems++;
+            rep->by_kind[FSCK_HINT]++;
+        }
+    }
     rep->live_keys = kv_keydir_count(kd);
     kv_keydir_foreach(kd, add_live, &rep->live_bytes);
     kv_keydir_free(kd);
@@ -345,6 +444,9 @@ void fsck_report_free(fsck_report *rep)
     names_free(&rep->orig_files);
     names_free(&rep->salvage_files);
     names_free(&rep->other_files);
+    free(rep->hints);
+    rep->hints = NULL;
+    rep->nhints = 0;
     rep->segs = NULL;
     rep->nsegs = 0;
 }

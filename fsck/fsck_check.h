@@ -18,6 +18,10 @@
  *    top-level record in order, whole batches only, a record whose sequence
  *    number does not exceed the highest one applied before it skipped. On a
  *    clean directory that is exactly what every recovery mode loads.
+ *  - Every hint file is decoded, checked against its segment as recovery
+ *    checks it, and compared byte for byte with a hint rebuilt from the
+ *    segment's records; a bad one is a problem of kind FSCK_HINT (at
+ *    offset 0, the whole file).
  *  - fsck_salvage() never removes a byte: each damaged segment is copied
  *    whole to "<segment>.orig" before a verified rewrite replaces it.
  *
@@ -40,11 +44,13 @@ typedef enum fsck_kind {
     FSCK_MID_LOG,       /* newest segment, a valid record follows */
     FSCK_SEALED,        /* any damage in a segment that is not the newest */
     FSCK_SEQ_BACK,      /* a valid record whose sequence number goes back */
+    FSCK_HINT,          /* a hint file that is damaged, stale, or disagrees
+                           with its segment */
     FSCK_NKINDS
 } fsck_kind;
 
 /* "torn tail", "mid-log corruption", "sealed-segment corruption",
- * "sequence going back". */
+ * "sequence going back", "bad hint file". */
 const char *fsck_kind_name(fsck_kind k);
 
 /* Recovery's classification of a problem the reader reported. */
@@ -71,6 +77,30 @@ typedef struct fsck_segment {
     size_t nproblems, cap;
 } fsck_segment;
 
+/* What the check found about one hint file (recovery/kvr_hint.h). */
+typedef enum fsck_hint_state {
+    FSCK_HINT_VALID = 0,    /* decodes, matches its segment, equals a rebuild */
+    FSCK_HINT_UNCHECKED,    /* its segment has damage or could not be read */
+    FSCK_HINT_ORPHAN,       /* no live segment of that id: left by a crash
+                               during compaction; kvd removes it at start */
+    /* The states from here on are problems (kind FSCK_HINT). */
+    FSCK_HINT_DAMAGED,      /* CRC, structure or version check failed */
+    FSCK_HINT_STALE,        /* describes other bytes than the segment's */
+    FSCK_HINT_DISAGREES,    /* valid and current, but its entries differ from
+                               what the segment's records say */
+} fsck_hint_state;
+
+/* "valid", "not checked (segment damaged)", "damaged", "stale",
+ * "disagrees with its segment", "no such segment". */
+const char *fsck_hint_state_name(fsck_hint_state s);
+
+typedef struct fsck_hint {
+    char name[32];        /* "NNNNNNNNNN.hint" */
+    uint32_t seg;
+    uint64_t bytes;       /* file size */
+    fsck_hint_state state;
+} fsck_hint;
+
 typedef struct fsck_names {
     char **v;
     size_t n, cap;
@@ -96,6 +126,9 @@ typedef struct fsck_report {
     fsck_names orig_files;      /* "<segment>.orig[.N]": originals kept by a salvage */
     fsck_names salvage_files;   /* "<segment>.salvage": a salvage that did not finish */
     fsck_names other_files;     /* anything else but LOCK */
+    fsck_hint *hints;           /* every NNNNNNNNNN.hint file, by name */
+    size_t nhints;
+    uint32_t sealed_without_hint; /* sealed segments recovery must scan */
     int lock_file;              /* a LOCK file exists */
     int listed;                 /* the directory could be listed */
     kv_status err;              /* first operational error (KV_OK if none) */

@@ -208,7 +208,16 @@ static void json_summary(FILE *f, const fsck_report *rep)
         json_str(f, fsck_kind_name((fsck_kind)k));
         fprintf(f, ":%" PRIu64, rep->by_kind[k]);
     }
-    fprintf(f, "},\"lock_file\":%s,\"hint_files\":0,\"torn_files\":", rep->lock_file ? "true" : "false");
+    fprintf(f, "},\"lock_file\":%s,\"hint_files\":[", rep->lock_file ? "true" : "false");
+    for (size_t i = 0; i < rep->nhints; i++) {
+        const fsck_hint *h = &rep->hints[i];
+        fprintf(f, "%s{\"file\":", i ? "," : "");
+        json_str(f, h->name);
+        fprintf(f, ",\"segment\":%" PRIu32 ",\"bytes\":%" PRIu64 ",\"state\":", h->seg, h->bytes);
+        json_str(f, fsck_hint_state_name(h->state));
+        fprintf(f, ",\"problem\":%s}", h->state >= FSCK_HINT_DAMAGED ? "true" : "false");
+    }
+    fprintf(f, "],\"sealed_without_hint\":%u,\"torn_files\":", rep->sealed_without_hint);
     json_names(f, &rep->torn_files);
     fputs(",\"discarded_files\":", f);
     json_names(f, &rep->discarded_files);
@@ -239,6 +248,12 @@ static void text_problems(FILE *f, const char *dir, const fsck_report *rep)
                     p->valid_after && p->kind != FSCK_SEQ_BACK ? " (valid records follow)" : "");
         }
         if (s->err) fprintf(f, "%s/%s: not checked: %s\n", dir, s->name, kv_strerror(s->err));
+    }
+    for (size_t i = 0; i < rep->nhints; i++) {
+        const fsck_hint *h = &rep->hints[i];
+        if (h->state >= FSCK_HINT_DAMAGED)
+            fprintf(f, "%s/%s: offset 0, length %" PRIu64 ": %s: %s\n", dir, h->name, h->bytes,
+                    fsck_kind_name(FSCK_HINT), fsck_hint_state_name(h->state));
     }
 }
 
@@ -275,14 +290,29 @@ static void text_summary(FILE *f, const fsck_report *rep, int locked)
     if (rep->orig_files.n) text_names(f, ".orig:", &rep->orig_files);
     if (rep->salvage_files.n) text_names(f, ".salvage:", &rep->salvage_files);
     if (rep->other_files.n) text_names(f, "other files:", &rep->other_files);
-    fputs("hint files:   none in this format version\n", f);
+    size_t by_state[FSCK_HINT_DISAGREES + 1] = {0};
+    for (size_t i = 0; i < rep->nhints; i++) by_state[rep->hints[i].state]++;
+    fprintf(f, "hint files:   %zu (%zu valid, %zu bad, %zu not checked, %zu without a segment); %u sealed "
+               "segment%s without one\n",
+            rep->nhints, by_state[FSCK_HINT_VALID],
+            by_state[FSCK_HINT_DAMAGED] + by_state[FSCK_HINT_STALE] + by_state[FSCK_HINT_DISAGREES],
+            by_state[FSCK_HINT_UNCHECKED], by_state[FSCK_HINT_ORPHAN], rep->sealed_without_hint,
+            rep->sealed_without_hint == 1 ? "" : "s");
 }
 
 /* What to do next about problems that are left. */
 static void text_advice(FILE *f, const char *dir, const fsck_report *rep)
 {
     uint64_t torn = rep->by_kind[FSCK_TORN_TAIL];
-    if (rep->problems == torn) {
+    if (rep->problems == rep->by_kind[FSCK_HINT]) {
+        fprintf(f,
+                "The only problems are bad hint files. Nothing is lost: kvd does not use them and\n"
+                "scans those segments instead (then writes new hint files). To rebuild them now:\n"
+                "  kvfsck --repair %s\n",
+                dir);
+        return;
+    }
+    if (rep->problems == torn + rep->by_kind[FSCK_HINT]) {
         fprintf(f,
                 "The only problem is a torn tail: a write that was cut short by a crash. kvd cuts it\n"
                 "itself at its next start (keeping the bytes in a .torn file); or run:\n"
@@ -381,11 +411,13 @@ static void usage(FILE *f)
             "every record's checksums and header, that sequence numbers increase through\n"
             "the whole log, and that every batch is complete, and prints each problem\n"
             "(file, byte offset, length, reason, and kind: torn tail, mid-log corruption,\n"
-            "sealed-segment corruption, sequence going back) and a summary (segments,\n"
-            "log bytes, records, live keys, tombstones, live and dead bytes, the .torn\n"
-            "and .discarded files and the LOCK it saw).\n"
+            "sealed-segment corruption, sequence going back, bad hint file) and a summary\n"
+            "(segments, log bytes, records, live keys, tombstones, live and dead bytes,\n"
+            "hint files, the .torn and .discarded files and the LOCK it saw).\n"
             "\n"
-            "hint files: none in this format version (so there are none to check).\n"
+            "Hint files (NNNNNNNNNN.hint) are decoded, checked against their segment as\n"
+            "kvd checks them at start, and compared with a hint rebuilt from the\n"
+            "segment's records; one that is damaged, stale or disagrees is a problem.\n"
             "\n"
             "Without --repair it only reads: it opens files read-only, never creates,\n"
             "truncates or renames anything, and does not take the LOCK, so it can run\n"
@@ -396,6 +428,7 @@ static void usage(FILE *f)
             "               then repair: a torn tail is cut exactly as kvd's recovery\n"
             "               cuts it, its bytes kept in <segment>.<offset>.torn. Any other\n"
             "               problem is left alone (nothing changes) unless --salvage.\n"
+            "               Bad hint files are removed and rebuilt from their segments.\n"
             "               Then checks again and reports the result.\n"
             "  --salvage    with --repair: rewrite every damaged segment with exactly the\n"
             "               records that can be verified (all valid records in order,\n"
@@ -498,26 +531,66 @@ static void new_names(const fsck_names *before, const fsck_names *after, fsck_na
     }
 }
 
+/* Removes the hint files the check found bad, and those of the segments
+ * in salvaged[0, n) (rewritten: their hints describe the old bytes), then
+ * fsyncs the directory. Returns 0 or -errno with msg set. */
+static int remove_bad_hints(const kv_io *io, const char *dir, const fsck_report *rep,
+                            const fsck_salvaged *salvaged, size_t n, char *msg, size_t msgcap)
+{
+    int any = 0;
+    char path[4200];
+    for (size_t i = 0; i < rep->nhints; i++) {
+        const fsck_hint *h = &rep->hints[i];
+        int drop = h->state >= FSCK_HINT_DAMAGED;
+        for (size_t j = 0; j < n && !drop; j++) {
+            uint32_t id;
+            drop = kv_seg_parse_name(salvaged[j].name, &id) && id == h->seg;
+        }
+        if (!drop) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, h->name);
+        int r = io->unlink(io->ctx, path);
+        if (r < 0 && r != -ENOENT) {
+            snprintf(msg, msgcap, "cannot remove %s: %s", path, kv_strerror(-r));
+            return r;
+        }
+        any = 1;
+    }
+    if (any) {
+        int r = io->fsync_dir(io->ctx, dir);
+        if (r < 0) {
+            snprintf(msg, msgcap, "cannot fsync %s: %s", dir, kv_strerror(-r));
+            return r;
+        }
+    }
+    return 0;
+}
+
 /* The repair after the first check found problems. Fills oc; returns the
  * exit status (before the re-check). out is stdout for text, stderr for
  * JSON. */
 static int do_repair(const kv_io *io, const opts *o, const fsck_report *rep, FILE *out, outcome *oc,
                      char *msg, size_t msgcap, fsck_salvaged **salvaged)
 {
-    uint64_t torn = rep->by_kind[FSCK_TORN_TAIL];
+    /* Torn tails and bad hint files are repaired without losing anything. */
+    uint64_t torn = rep->by_kind[FSCK_TORN_TAIL] + rep->by_kind[FSCK_HINT];
     int tail_only = rep->problems == torn;
     if (!tail_only && !o->salvage) {
         snprintf(msg, msgcap,
-                 "not repaired: %" PRIu64 " problem%s %s not a torn tail, and kvfsck does not drop valid "
-                 "records after corruption unless --salvage is given; nothing was changed",
+                 "not repaired: %" PRIu64 " problem%s %s not a torn tail or a bad hint file, and kvfsck does "
+                 "not drop valid records after corruption unless --salvage is given; nothing was changed",
                  rep->problems - torn, rep->problems - torn == 1 ? "" : "s",
                  rep->problems - torn == 1 ? "is" : "are");
         oc->message = msg;
         return EXIT_LEFT;
     }
-    oc->action = tail_only ? "cut torn tail" : "salvage";
+    oc->action = tail_only ? (rep->by_kind[FSCK_TORN_TAIL] ? "cut torn tail" : "rebuild hint files") : "salvage";
     if (tail_only)
-        fprintf(out, "repair plan: cut the torn tail as kvd's recovery does, keeping the cut bytes in a .torn file\n");
+        fprintf(out, "repair plan: %s%s%s\n",
+                rep->by_kind[FSCK_TORN_TAIL] ? "cut the torn tail as kvd's recovery does, keeping the cut bytes "
+                                               "in a .torn file"
+                                             : "",
+                rep->by_kind[FSCK_TORN_TAIL] && rep->by_kind[FSCK_HINT] ? "; " : "",
+                rep->by_kind[FSCK_HINT] ? "remove the bad hint files and rebuild them from their segments" : "");
     else
         fprintf(out,
                 "repair plan: salvage: rewrite the damaged segments with every record that verifies, keeping "
@@ -537,7 +610,13 @@ static int do_repair(const kv_io *io, const opts *o, const fsck_report *rep, FIL
     uint64_t now = wall_ms();
     if (tail_only) {
         /* Recovery's own cut: tolerate-tail cuts torn tails and refuses
-         * (before changing anything) on any other problem. */
+         * (before changing anything) on any other problem. The bad hint
+         * files go first; recovery writes them again from a scan. */
+        int r = remove_bad_hints(io, o->dir, rep, NULL, 0, msg, msgcap);
+        if (r < 0) {
+            oc->message = msg;
+            return EXIT_OPERROR;
+        }
         kv_keydir *kd = kv_keydir_new();
         if (!kd) {
             snprintf(msg, msgcap, "out of memory");
@@ -545,13 +624,18 @@ static int do_repair(const kv_io *io, const opts *o, const fsck_report *rep, FIL
             return EXIT_OPERROR;
         }
         kvr_report rr;
-        kv_status st = kvr_recover(io, o->dir, KVR_TOLERATE_TAIL, 0, now, kd, &rr);
+        kv_status st = kvr_recover(io, o->dir, KVR_TOLERATE_TAIL, KVR_HINTS_READ | KVR_HINTS_WRITE, now, kd, &rr);
         kv_keydir_free(kd);
-        if (st == KV_OK)
-            snprintf(msg, msgcap, "cut %" PRIu64 " bytes from %s/%010" PRIu32 ".seg at offset %" PRIu64,
-                     rr.torn_bytes, o->dir, rr.torn_segment, rr.torn_offset);
-        else
-            snprintf(msg, msgcap, "recovery did not cut: %s", rr.message);
+        if (st == KV_OK && (r = io->fsync_dir(io->ctx, o->dir)) < 0) st = -r;
+        size_t m = 0;
+        if (st == KV_OK && rep->by_kind[FSCK_TORN_TAIL])
+            m += (size_t)snprintf(msg, msgcap, "cut %" PRIu64 " bytes from %s/%010" PRIu32 ".seg at offset %" PRIu64,
+                                  rr.torn_bytes, o->dir, rr.torn_segment, rr.torn_offset);
+        if (st == KV_OK && rep->by_kind[FSCK_HINT] && m < msgcap)
+            snprintf(msg + m, msgcap - m, "%sremoved %" PRIu64 " bad hint file%s, wrote %u hint file%s",
+                     m ? "; " : "", rep->by_kind[FSCK_HINT], rep->by_kind[FSCK_HINT] == 1 ? "" : "s",
+                     rr.hints_written, rr.hints_written == 1 ? "" : "s");
+        if (st != KV_OK) snprintf(msg, msgcap, "recovery did not repair: %s", rr.message[0] ? rr.message : kv_strerror(st));
         kvr_report_free(&rr);
         oc->message = msg;
         if (st == KV_CORRUPT) return EXIT_LEFT; /* refused: nothing changed */
@@ -567,8 +651,24 @@ static int do_repair(const kv_io *io, const opts *o, const fsck_report *rep, FIL
     }
     uint64_t kept = 0;
     for (size_t i = 0; i < n; i++) kept += (*salvaged)[i].records;
-    snprintf(msg, msgcap, "salvaged %zu segment%s keeping %" PRIu64 " records; originals kept in %s", n,
-             n == 1 ? "" : "s", kept, o->dir);
+    /* Hints of rewritten segments describe the old bytes: remove them and
+     * the bad ones, then let recovery (which now finds a clean log) write
+     * them again. A failure here leaves only slower starts. */
+    uint32_t rebuilt = 0;
+    char hmsg[512] = "";
+    if (remove_bad_hints(io, o->dir, rep, *salvaged, n, hmsg, sizeof hmsg) == 0) {
+        kv_keydir *kd = kv_keydir_new();
+        kvr_report rr;
+        if (kd && kvr_recover(io, o->dir, KVR_TOLERATE_TAIL, KVR_HINTS_READ | KVR_HINTS_WRITE, now, kd, &rr) ==
+                      KV_OK &&
+            io->fsync_dir(io->ctx, o->dir) == 0)
+            rebuilt = rr.hints_written;
+        if (kd) kvr_report_free(&rr);
+        kv_keydir_free(kd);
+    }
+    snprintf(msg, msgcap,
+             "salvaged %zu segment%s keeping %" PRIu64 " records; originals kept in %s; wrote %u hint file%s%s%s", n,
+             n == 1 ? "" : "s", kept, o->dir, rebuilt, rebuilt == 1 ? "" : "s", hmsg[0] ? "; " : "", hmsg);
     oc->message = msg;
     return EXIT_REPAIRED;
 }

@@ -50,6 +50,7 @@ typedef enum setting_type {
     T_FSYNC,      /* kv_fsync_policy */
     T_LOGLEVEL,   /* kvd_log_level */
     T_RECOVERY,   /* kvr_mode */
+    T_BOOL,       /* int 0/1, written "yes" or "no" */
     T_APPENDONLY, /* redis.conf compatibility: only "yes", stores nothing */
 } setting_type;
 
@@ -91,6 +92,8 @@ static const setting settings[] = {
      "auto-compact when dead bytes pass this % of the log (0: never)"},
     {"compact-min-dead", NULL, T_SIZE, F(compact_min_dead), 0, INT64_MAX, 0, "BYTES",
      "...and there are at least this many dead bytes"},
+    {"hint-files", NULL, T_BOOL, F(hint_files), 0, 1, 0, "yes|no",
+     "load sealed segments from hint files at start and write them (yes)"},
     {"appendonly", NULL, T_APPENDONLY, 0, 0, 0, 1, NULL, NULL},
     {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
@@ -109,7 +112,7 @@ const char *const kvd_config_names[] = {
     "logfile",      "loglevel",   "maxclients",
     "recovery",     "segment-size", "io-threads",
     "proto-max-bulk-len", "client-query-buffer-limit", "hz",
-    "compact-dead-ratio", "compact-min-dead",
+    "compact-dead-ratio", "compact-min-dead", "hint-files",
     NULL,
 };
 
@@ -188,6 +191,7 @@ void kvd_config_init(kvd_config *c)
     c->expire_hz = 10;
     c->compact_dead_pct = 50;
     c->compact_min_dead = 64ull << 20;
+    c->hint_files = 1;
 }
 
 void kvd_config_free(kvd_config *c)
@@ -352,6 +356,16 @@ static int apply(kvd_config *c, const setting *s, const char *label, const char 
         *(kvr_mode *)field(c, s) = m;
         return 0;
     }
+    case T_BOOL:
+        if (!strcasecmp(value, "yes"))
+            *(int *)field(c, s) = 1;
+        else if (!strcasecmp(value, "no"))
+            *(int *)field(c, s) = 0;
+        else {
+            errf(err, errcap, "invalid value '%s' for '%s': must be yes or no", value, label);
+            return -1;
+        }
+        return 0;
     case T_APPENDONLY:
         if (strcasecmp(value, "yes") != 0) {
             errf(err, errcap, "invalid value '%s' for '%s': kvd always keeps its append-only log, only 'yes' is accepted",
@@ -387,6 +401,7 @@ int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap)
         return 0;
     }
     case T_INT: snprintf(buf, cap, "%d", *(const int *)p); return 0;
+    case T_BOOL: snprintf(buf, cap, "%s", *(const int *)p ? "yes" : "no"); return 0;
     case T_SIZE: snprintf(buf, cap, "%" PRIu64, *(const uint64_t *)p); return 0;
     case T_FSYNC: snprintf(buf, cap, "%s", kv_fsync_name(*(const kv_fsync_policy *)p)); return 0;
     case T_LOGLEVEL: snprintf(buf, cap, "%s", kvd_log_level_name(*(const kvd_log_level *)p)); return 0;

@@ -38,6 +38,7 @@ typedef struct kvd_config {
     int compact_dead_pct;      /* start a compaction when dead bytes pass this
                                   percentage of the log (default 50; 0 = never) */
     uint64_t compact_min_dead; /* ... and at least this many bytes (default 64 MiB) */
+    int hint_files;            /* 1 (default): read and write hint files */
     char *config_file;         /* the file read, if any */
 } kvd_config;
 

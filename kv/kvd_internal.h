@@ -140,6 +140,10 @@ struct kvd_server {
     pthread_t compact_thread;
     int compact_started; /* a thread exists that must be joined */
     int compacting;      /* it is running (atomic) */
+    pthread_t hints_thread; /* writes hint files of sealed segments */
+    int hints_started;   /* a thread exists that must be joined (event loop only) */
+    int hinting;         /* it is running (atomic) */
+    int hints_failed;    /* a run failed: no more automatic runs (atomic) */
     long long last_cron_ms;
     int cron_hz; /* the rate ev_cron runs at now (main thread only) */
 };

@@ -977,6 +977,39 @@ static struct timeval cron_interval(int hz)
     return tv;
 }
 
+/* ---- background hint files ---- */
+
+static void *hints_main(void *arg)
+{
+    kvd_server *srv = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    uint32_t n = 0;
+    kv_status st = kv_write_hints(srv->store, &n);
+    if (st != KV_OK) {
+        kvd_log(KVD_LOG_WARNING, "writing hint files: %s (%u written)", kv_strerror(st), n);
+        /* Do not retry every cron tick: a damaged segment stays damaged. */
+        __atomic_store_n(&srv->hints_failed, 1, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&srv->hinting, 0, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Starts a thread that writes the hint files of newly sealed segments
+ * (from the event loop only). */
+static void start_hints(kvd_server *srv)
+{
+    if (__atomic_load_n(&srv->hints_failed, __ATOMIC_ACQUIRE)) return;
+    if (srv->hints_started) pthread_join(srv->hints_thread, NULL); /* the last one has ended */
+    srv->hints_started = 0;
+    __atomic_store_n(&srv->hinting, 1, __ATOMIC_RELEASE);
+    if (pthread_create(&srv->hints_thread, NULL, hints_main, srv) == 0)
+        srv->hints_started = 1;
+    else
+        __atomic_store_n(&srv->hinting, 0, __ATOMIC_RELEASE);
+}
+
 static void on_cron(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -995,6 +1028,8 @@ static void on_cron(evutil_socket_t fd, short what, void *arg)
             st.segments > 1 && !st.failstop)
             kvd_server_start_compaction(srv, "dead bytes over the configured share");
     }
+    if (!__atomic_load_n(&srv->hinting, __ATOMIC_ACQUIRE) && kv_hints_pending(srv->store) > 0)
+        start_hints(srv);
     if (now - srv->last_cron_ms >= 1000) {
         uint64_t cmds = atomic_get(&srv->total_commands);
         srv->ops_sec = (cmds - srv->last_cmds) * 1000 / (uint64_t)(now - srv->last_cron_ms);
@@ -1062,6 +1097,7 @@ static void *compact_main(void *arg)
         kvd_log(KVD_LOG_VERBOSE, "compaction (%s): %s", j->why, rep.message);
     else
         kvd_log(KVD_LOG_WARNING, "compaction (%s) failed: %s", j->why, rep.message);
+    if (st == KV_OK) __atomic_store_n(&srv->hints_failed, 0, __ATOMIC_RELEASE); /* try hints again */
     __atomic_store_n(&srv->compacting, 0, __ATOMIC_RELEASE);
     free(j);
     return NULL;
@@ -1167,9 +1203,13 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
              "\r\ncompaction_bytes_reclaimed:%" PRIu64 "\r\ncompaction_last_status:%s\r\n",
              cp.running, cp.running && cp.bytes_total ? 100.0 * (double)cp.bytes_done / (double)cp.bytes_total : 0.0,
              cp.runs, cp.bytes_reclaimed, cp.last_status == KV_OK ? "ok" : kv_strerror(cp.last_status));
+        LINE("hint_files:%u\r\nhint_files_pending:%u\r\nhint_files_written:%" PRIu64 "\r\n", st.hint_files,
+             st.hints_pending, st.hints_written);
         LINE("recovery_mode:%s\r\nrecovery_segments:%u\r\nrecovery_records:%" PRIu64 "\r\nrecovery_keys:%" PRIu64
              "\r\n",
              kvr_mode_name(r->mode), r->segments, r->records, r->keys);
+        LINE("recovery_hints_used:%u\r\nrecovery_hints_rejected:%u\r\nrecovery_hints_written:%u\r\n",
+             r->hints_used, r->hints_rejected, r->hints_written);
         LINE("recovery_torn_bytes_cut:%" PRIu64 "\r\nrecovery_problems:%u\r\nrecovery_skipped_bytes:%" PRIu64
              "\r\nrecovery_ms:%.1f\r\n\r\n",
              r->torn_bytes, r->problems, r->skipped_bytes, r->elapsed_us / 1000.0);
@@ -1234,6 +1274,7 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     o.fsync = cfg->fsync;
     o.segment_max_bytes = cfg->segment_size;
     o.recovery_mode = cfg->recovery;
+    o.hint_files = cfg->hint_files;
     o.log = store_log;
     kvr_report rep;
     kv_status st = kv_open(cfg->dir, &o, &srv->store, &rep);
@@ -1435,6 +1476,8 @@ int kvd_server_run(kvd_server *srv)
     }
     free(srv->workers);
     join_compaction(srv); /* a compaction in progress finishes (or fails cleanly) first */
+    if (srv->hints_started) pthread_join(srv->hints_thread, NULL);
+    srv->hints_started = 0;
     kv_status close_st = kv_close(srv->store);
     event_free(srv->sig_term);
     event_free(srv->sig_int);

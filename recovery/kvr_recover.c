@@ -606,8 +606,10 @@ int kvr_report_format(const kvr_report *rep, char *buf, size_t cap)
                     "recovery (%s): %u segments, %" PRIu64 " records (%" PRIu64 " entries, %" PRIu64
                     " batches, %" PRIu64 " tombstones, %" PRIu64 " expired), %" PRIu64 " keys, %" PRIu64
                     " log bytes, %" PRIu64 " live bytes, %u problems, %" PRIu64 " torn bytes cut, %" PRIu64
-                    " bytes skipped, %u segments discarded, %.1f ms",
+                    " bytes skipped, %u segments discarded, %u loaded from hint files (%u rejected, %u written), "
+                    "%.1f ms",
                     kvr_mode_name(rep->mode), rep->segments, rep->records, rep->entries, rep->batches,
                     rep->tombstones, rep->expired, rep->keys, rep->log_bytes, rep->live_bytes, rep->problems,
-                    rep->torn_bytes, rep->skipped_bytes, rep->discarded_segments, rep->elapsed_us / 1000.0);
+                    rep->torn_bytes, rep->skipped_bytes, rep->discarded_segments, rep->hints_used,
+                    rep->hints_rejected, rep->hints_written, rep->elapsed_us / 1000.0);
 }

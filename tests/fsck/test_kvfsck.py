@@ -269,7 +269,7 @@ class TestClean(Base):
         log = text_field(r.out, "log bytes")
         self.assertEqual(log, os.path.getsize(os.path.join(d, SEG1)))
         self.assertEqual(text_field(r.out, "dead bytes"), log - text_field(r.out, "live bytes") - 32)
-        self.assertIn("hint files:   none in this format version", r.out)
+        self.assertRegex(r.out, r"hint files:\s+0 \(0 valid, 0 bad, 0 not checked, 0 without a segment\); 0 sealed segments without one")
         self.assertRegex(r.out, r"LOCK:\s+present")
         self.assertEqual(snapshot(d), before)
 
@@ -698,7 +698,8 @@ class TestJsonAndUsage(Base):
                            ("live_bytes", "live bytes"), ("dead_bytes", "dead bytes"), ("problems", "problems")):
             self.assertEqual(sm[key], text_field(t.out, label), key)
         self.assertEqual(sm["problems_by_kind"], {"torn tail": 1, "mid-log corruption": 0,
-                                                  "sealed-segment corruption": 1, "sequence going back": 0})
+                                                  "sealed-segment corruption": 1, "sequence going back": 0,
+                                                  "bad hint file": 0})
         self.assertEqual(sum(s["bytes"] for s in j["segments"]), sm["log_bytes"])
 
     def test_json_of_a_repair(self):
@@ -774,7 +775,7 @@ class TestJsonAndUsage(Base):
         r = kvfsck("--help")
         self.assertEqual(r.rc, CLEAN, r)
         for s in ("Usage: kvfsck [OPTIONS] DIR", "--repair", "--salvage", "--yes", "--json", "--version",
-                  "hint files: none in this format version", "Exit status", " 16  usage error", "Examples:"):
+                  "Hint files (NNNNNNNNNN.hint)", "bad hint file", "Exit status", " 16  usage error", "Examples:"):
             self.assertIn(s, r.out)
         r = kvfsck("--version")
         self.assertEqual((r.rc, r.out), (CLEAN, "kvfsck 0.1.0\n"))
