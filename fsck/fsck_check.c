@@ -270,6 +270,12 @@ static void set_error(fsck_report *rep, kv_status st, const char *what, const ch
         snprintf(rep->message, sizeof rep->message, "%s %s: %s", what, path, kv_strerror(st));
 }
 
+static int cmp_hint(const void *a, const void *b)
+{
+    uint32_t x = ((const fsck_hint *)a)->seg, y = ((const fsck_hint *)b)->seg;
+    return x < y ? -1 : x > y;
+}
+
 /* The hint file of segment s, or NULL. */
 static fsck_hint *find_hint(fsck_report *rep, uint32_t seg)
 {
@@ -354,6 +360,7 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     names_sort(&rep->orig_files);
     names_sort(&rep->salvage_files);
     names_sort(&rep->other_files);
+    if (rep->nhints > 1) qsort(rep->hints, rep->nhints, sizeof *rep->hints, cmp_hint);
 
     rep->segs = calloc(l.n ? l.n : 1, sizeof *rep->segs);
     kv_keydir *kd = kv_keydir_new();

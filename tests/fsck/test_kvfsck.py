@@ -114,7 +114,7 @@ def write(path, data):
 
 
 PROBLEM_RE = re.compile(r"^(?P<path>\S+): offset (?P<offset>\d+), length (?P<length>\d+): "
-                        r"(?P<kind>torn tail|mid-log corruption|sealed-segment corruption|sequence going back): "
+                        r"(?P<kind>torn tail|mid-log corruption|sealed-segment corruption|sequence going back|bad hint file): "
                         r"(?P<reason>.+?)(?P<after> \(valid records follow\))?$")
 
 
@@ -150,6 +150,12 @@ def build_dir(workdir, name, fill, extra=()):
         srv.start()
         c = srv.client()
         fill(c)
+        # Sealed segments get their hint files in the background: wait for
+        # them, so that every base directory is complete and the same.
+        deadline = time.monotonic() + 20
+        while c.info("persistence")["hint_files_pending"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.info("persistence")["hint_files_pending"] == 0, "hint files not written"
         c.close()
         rc = srv.stop()
         assert rc == 0, "kvd exited %r" % rc
@@ -662,6 +668,102 @@ class TestRepair(Base):
         r = kvfsck("--repair", "--yes", d)
         self.assertEqual(r.rc, CLEAN, r)
         self.assertIn("nothing to repair", r.out)
+
+
+class TestHintFiles(Base):
+    """Hint files (NNNNNNNNNN.hint, docs/format.md): every one is checked
+    against its segment; a damaged, stale or disagreeing one is a problem
+    that --repair rebuilds; one without a segment is listed only."""
+    BASES = {"multi": (fill_multi, ("--segment-size", "4kb"))}
+
+    HINT_HDR = 168
+
+    def hints(self, d):
+        return sorted(n for n in os.listdir(d) if n.endswith(".hint"))
+
+    def test_every_sealed_segment_has_a_valid_hint(self):
+        d = self.copy("multi")
+        segs = sorted(n for n in os.listdir(d) if n.endswith(".seg"))
+        hints = self.hints(d)
+        self.assertEqual(hints, [n[:-4] + ".hint" for n in segs[:-1]])
+        r = kvfsck(d)
+        self.assertEqual(r.rc, CLEAN, r)
+        n = len(hints)
+        self.assertRegex(r.out, r"hint files:\s+%d \(%d valid, 0 bad, 0 not checked, 0 without a segment\); "
+                                r"0 sealed segments without one" % (n, n))
+        j = json.loads(kvfsck("--json", d).out)
+        self.assertEqual([(h["file"], h["state"], h["problem"]) for h in j["summary"]["hint_files"]],
+                         [(h, "valid", False) for h in hints])
+        self.assertEqual(j["summary"]["sealed_without_hint"], 0)
+        # Without its hint, a sealed segment is counted, not a problem.
+        os.unlink(os.path.join(d, hints[0]))
+        r = kvfsck(d)
+        self.assertEqual(r.rc, CLEAN, r)
+        self.assertRegex(r.out, r"; 1 sealed segment without one")
+
+    def repair_restores(self, d, name, orig):
+        r = kvfsck("--repair", "--yes", d)
+        self.assertEqual(r.rc, REPAIRED, r)
+        self.assertIn("removed 1 bad hint file", r.out)
+        self.assertEqual(read(os.path.join(d, name)), orig)
+        self.assertEqual(kvfsck(d).rc, CLEAN)
+
+    def test_damaged_hint_is_a_problem_and_repair_rebuilds_it(self):
+        d = self.copy("multi")
+        name = self.hints(d)[1]
+        p = os.path.join(d, name)
+        orig = read(p)
+        bad = bytearray(orig)
+        bad[self.HINT_HDR + 10] ^= 0x01
+        write(p, bytes(bad))
+        r = self.expect_one_problem(d, name, 0, len(orig), "bad hint file", "damaged")
+        self.assertIn("The only problems are bad hint files", r.out)
+        self.repair_restores(d, name, orig)
+
+    def test_stale_hint_is_a_problem_and_repair_rebuilds_it(self):
+        d = self.copy("multi")
+        name = self.hints(d)[1]
+        seg = os.path.join(d, name[:-5] + ".seg")
+        data = read(seg)
+        last = records(data)[-1]
+        # The segment without its last record: still a clean segment, but
+        # no longer what its hint describes.
+        write(seg, data[:last[0]])
+        hint_len = os.path.getsize(os.path.join(d, name))
+        self.expect_one_problem(d, name, 0, hint_len, "bad hint file", "stale")
+        r = kvfsck("--repair", "--yes", d)
+        self.assertEqual(r.rc, REPAIRED, r)
+        self.assertEqual(kvfsck(d).rc, CLEAN)
+
+    def test_hint_that_disagrees_with_its_segment_is_a_problem(self):
+        d = self.copy("multi")
+        name = self.hints(d)[0]
+        p = os.path.join(d, name)
+        orig = read(p)
+        bad = bytearray(orig)
+        e = self.HINT_HDR
+        self.assertEqual(bad[e], 1)  # a put
+        # A well-formed hint with a valid CRC that claims an expiry the
+        # segment's record does not have.
+        struct.pack_into("<Q", bad, e + 32, 4102444800000)
+        struct.pack_into("<I", bad, len(bad) - 4, zlib.crc32(bytes(bad[:-4])))
+        write(p, bytes(bad))
+        self.expect_one_problem(d, name, 0, len(orig), "bad hint file", "disagrees with its segment")
+        self.repair_restores(d, name, orig)
+
+    def test_hint_without_a_segment_is_listed_and_removed_by_kvd(self):
+        d = self.copy("multi")
+        stray = os.path.join(d, "0000000099.hint")
+        shutil.copy(os.path.join(d, self.hints(d)[0]), stray)
+        r = kvfsck(d)
+        self.assertEqual(r.rc, CLEAN, r)
+        self.assertRegex(r.out, r"1 without a segment")
+        j = json.loads(kvfsck("--json", d).out)
+        self.assertIn({"file": "0000000099.hint", "segment": 99, "bytes": os.path.getsize(stray),
+                       "state": "no such segment", "problem": False}, j["summary"]["hint_files"])
+        self.stop_kvd(self.start_kvd(d))
+        self.assertFalse(os.path.exists(stray))
+        self.assertEqual(kvfsck(d).rc, CLEAN)
 
 
 class TestJsonAndUsage(Base):

@@ -588,6 +588,7 @@ static const char *const expected_names[] = {
     "dir",      "bind",       "port",         "appendfsync", "requirepass",        "pidfile",
     "logfile",  "loglevel",   "maxclients",   "recovery",    "segment-size",       "io-threads",
     "proto-max-bulk-len",     "client-query-buffer-limit",   "hz", "compact-dead-ratio", "compact-min-dead",
+    "hint-files",
 };
 
 /* A value other than the default for each name, and how GET shows it. */
@@ -611,6 +612,7 @@ static const struct {
     {"hz", "1", "1"},
     {"compact-dead-ratio", "25", "25"},
     {"compact-min-dead", "1gb", "1073741824"},
+    {"hint-files", "NO", "no"},
 };
 
 START_TEST(config_get_and_set_round_trip_every_name)
@@ -630,7 +632,10 @@ START_TEST(config_get_and_set_round_trip_every_name)
     expect_get(&c, "requirepass", "");
     expect_get(&c, "fsync", "always"); /* the alias */
     expect_get(&c, "PORT", "6379");
+    expect_get(&c, "hint-files", "yes");
     char buf[256], err[512];
+    ck_assert_int_eq(kvd_config_set(&c, "hint-files", "maybe", err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "must be yes or no"));
     ck_assert_int_eq(kvd_config_get(&c, "nope", buf, sizeof buf), -1);
     ck_assert_int_eq(kvd_config_get(&c, "appendonly", buf, sizeof buf), -1);
     ck_assert_int_eq(kvd_config_get(&c, "config_file", buf, sizeof buf), -1);
