@@ -1499,6 +1499,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         snprintf(rep->message, sizeof rep->message, "cannot install %s: %s", path, kv_strerror(st));
         goto out;
     }
+    uint64_t sw0 = mono_us();
     pthread_rwlock_wrlock(&s->lock);
     for (size_t i = 0; i < k; i++) {
         long idx = seg_index(s, in[i]->id);
@@ -1542,6 +1543,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     s->records = s->records - c.records_in + rep->records_copied;
     s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
     pthread_rwlock_unlock(&s->lock);
+    rep->switch_us = mono_us() - sw0;
 
     /* The other inputs are superseded: remove them. */
     for (size_t i = 0; i + 1 < k; i++) {
@@ -1575,8 +1577,9 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     rep->bytes_before = total;
     rep->bytes_after = c.out_off;
     logf_(s, KV_LOG_INFO,
-          "compaction done: segments %u..%u -> %u, %" PRIu64 " -> %" PRIu64 " bytes, %" PRIu64 " records kept",
-          lo, hi, hi, total, c.out_off, rep->records_copied);
+          "compaction done: segments %u..%u -> %u, %" PRIu64 " -> %" PRIu64 " bytes, %" PRIu64
+          " records kept, key directory switched in %.1f ms",
+          lo, hi, hi, total, c.out_off, rep->records_copied, rep->switch_us / 1000.0);
 out:
     if (c.out_fd >= 0) s->io->close(s->io->ctx, c.out_fd);
     for (size_t i = 0; i < k; i++) seg_release(s, in[i]);
@@ -1590,6 +1593,7 @@ out:
     s->cprog.running = 0;
     s->cprog.last_status = st;
     if (st == KV_OK && rep->segments_in) {
+        s->cprog.last_switch_us = rep->switch_us;
         s->cprog.runs++;
         s->cprog.bytes_reclaimed += rep->bytes_before - rep->bytes_after;
     }

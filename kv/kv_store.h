@@ -291,6 +291,8 @@ typedef struct kv_compact_report {
     uint64_t tombstones_dropped;
     uint64_t expired_dropped;
     uint64_t elapsed_us;
+    uint64_t switch_us;         /* time the key directory was write-locked
+                                   to switch to the output, microseconds */
     char message[512];          /* on failure: why */
 } kv_compact_report;
 
@@ -302,6 +304,7 @@ typedef struct kv_compact_progress {
     uint64_t bytes_done;        /* read so far */
     uint64_t bytes_reclaimed;   /* by all completed runs */
     kv_status last_status;      /* of the last run */
+    uint64_t last_switch_us;    /* the last run's switch_us */
 } kv_compact_progress;
 
 /*

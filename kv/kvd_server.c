@@ -1200,9 +1200,11 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
         kv_compact_progress cp;
         kv_compact_progress_get(srv->store, &cp);
         LINE("compaction_in_progress:%d\r\ncompaction_progress_pct:%.1f\r\ncompactions:%" PRIu64
-             "\r\ncompaction_bytes_reclaimed:%" PRIu64 "\r\ncompaction_last_status:%s\r\n",
+             "\r\ncompaction_bytes_reclaimed:%" PRIu64 "\r\ncompaction_last_status:%s\r\n"
+             "compaction_last_switch_ms:%.1f\r\n",
              cp.running, cp.running && cp.bytes_total ? 100.0 * (double)cp.bytes_done / (double)cp.bytes_total : 0.0,
-             cp.runs, cp.bytes_reclaimed, cp.last_status == KV_OK ? "ok" : kv_strerror(cp.last_status));
+             cp.runs, cp.bytes_reclaimed, cp.last_status == KV_OK ? "ok" : kv_strerror(cp.last_status),
+             cp.last_switch_us / 1000.0);
         LINE("hint_files:%u\r\nhint_files_pending:%u\r\nhint_files_written:%" PRIu64 "\r\n", st.hint_files,
              st.hints_pending, st.hints_written);
         LINE("recovery_mode:%s\r\nrecovery_segments:%u\r\nrecovery_records:%" PRIu64 "\r\nrecovery_keys:%" PRIu64
