@@ -1945,7 +1945,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     }
     s->live_bytes = s->rep.live_bytes;
     kv_keydir_foreach(s->kd, count_expiring, &s->expires);
-    s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
+    s->dead_bytes = s->log_bytes - s->header_bytes >= s->live_bytes ? s->log_bytes - s->header_bytes - s->live_bytes : 0;
     s->records = s->rep.records;
     s->last_seq = s->rep.max_seq;
     s->hints_written = s->rep.hints_written;

@@ -75,7 +75,7 @@ kv_status kvh_decode(const uint8_t *buf, size_t len, uint32_t expect_seg, kvh_he
     }
     /* Every entry, before the caller applies any. */
     size_t pos = KVH_HEADER_SIZE, end = len - KVH_TRAILER_SIZE;
-    uint64_t count = 0, prev_off = 0;
+    uint64_t count = 0, prev_end = KV_SEG_HEADER_SIZE;
     while (pos < end) {
         if (end - pos < KVH_ENTRY_SIZE) return KV_CORRUPT;
         const uint8_t *p = buf + pos;
@@ -88,11 +88,14 @@ kv_status kvh_decode(const uint8_t *buf, size_t len, uint32_t expect_seg, kvh_he
         if ((type != KV_REC_PUT && type != KV_REC_TOMBSTONE) || p[1] || p[2] || p[3] || kv_get_u32(p + 20))
             return KV_CORRUPT;
         if (klen > KV_MAX_KEY_LEN || klen > end - pos - KVH_ENTRY_SIZE) return KV_CORRUPT;
-        if (off < KV_SEG_HEADER_SIZE || off <= prev_off || off >= h->seg_size ||
-            rlen < KV_REC_HEADER_SIZE + (uint64_t)klen || rlen > h->seg_size - off)
+        /* Records never overlap: each entry starts at or after the end
+         * of the one before (which also keeps the live bytes a hint
+         * claims within the segment's size). */
+        if (off < prev_end || off >= h->seg_size || rlen < KV_REC_HEADER_SIZE + (uint64_t)klen ||
+            rlen > h->seg_size - off)
             return KV_CORRUPT;
         if (seq < h->min_seq || seq > h->max_seq || (type == KV_REC_TOMBSTONE && exp != 0)) return KV_CORRUPT;
-        prev_off = off;
+        prev_end = off + rlen;
         count++;
         pos += KVH_ENTRY_SIZE + klen;
     }

@@ -292,6 +292,7 @@ START_TEST(a_hint_with_a_valid_crc_but_impossible_fields_is_rejected)
         {"sequence number above the last", KVH_HEADER_SIZE + 24, 8, h.max_seq + 1},
         {"sequence number below the first", KVH_HEADER_SIZE + 24, 8, h.min_seq - 1},
         {"offsets not ascending", e1 + 8, 8, kv_get_u64(e0 + 8)},
+        {"record overlapping the one before", e1 + 8, 8, kv_get_u64(e0 + 8) + kv_get_u32(e0 + 16) - 1},
         {"segment size", 16, 8, h.seg_size + 1},
         {"last record offset", 80, 8, h.last_off - 1},
         {"header size", 6, 2, 100},
