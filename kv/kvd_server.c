@@ -155,7 +155,22 @@ static void flush_out(kvd_client *c)
         c->close_after_reply = 1;
         return;
     }
-    if (c->out.len && c->bev) bufferevent_write(c->bev, c->out.p, c->out.len);
+    if (c->out.len && c->bev) {
+        /* Send at once when nothing is queued before it, as Redis does:
+         * most replies go out whole, and then libevent never has to
+         * watch the socket for writability (two epoll_ctl calls and a
+         * loop iteration per reply). What does not fit goes to the
+         * bufferevent, which sends it in order when the socket drains. */
+        size_t off = 0;
+        struct evbuffer *outb = bufferevent_get_output(c->bev);
+        if (evbuffer_get_length(outb) == 0) {
+            ssize_t n = send(bufferevent_getfd(c->bev), c->out.p, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) off = (size_t)n;
+            /* An error (EAGAIN, a reset peer) leaves everything to the
+             * bufferevent, which reports a real error through on_event. */
+        }
+        if (off < c->out.len) bufferevent_write(c->bev, c->out.p + off, c->out.len - off);
+    }
     c->out.len = 0;
 }
 
