@@ -80,7 +80,10 @@ typedef struct kvd_watch {
 typedef struct kvd_client {
     uint64_t id;
     struct kvd_worker *w;
-    struct bufferevent *bev;
+    struct bufferevent *bev;        /* output (and the descriptor) */
+    struct event *rev;              /* input: readable, read(2) into `in` */
+    uint8_t *in;                    /* unparsed input is in[in_off, in_len) */
+    size_t in_off, in_len, in_cap;
     struct kvd_client *prev, *next; /* the worker's list */
     resp_args args;
     char addr[64];

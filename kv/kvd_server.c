@@ -27,6 +27,9 @@
 #include "kvd_log.h"
 
 #define MAX_PENDING_PER_CLIENT 4096
+/* Bytes of room offered to one read(2) of a client's input (Redis's
+ * PROTO_IOBUF_LEN). */
+#define KVD_READ_CHUNK (16u * 1024u)
 
 /* ---- small helpers ---- */
 
@@ -113,10 +116,21 @@ static void multi_reset(kvd_client *c)
     c->multi_error = 0;
 }
 
+/* Stops reading the connection for good (the input event is freed). */
+static void stop_input(kvd_client *c)
+{
+    if (c->rev) {
+        event_free(c->rev);
+        c->rev = NULL;
+    }
+}
+
 static void client_free(kvd_client *c)
 {
     kvd_worker *w = c->w;
+    stop_input(c);
     if (c->bev) bufferevent_free(c->bev);
+    free(c->in);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -137,6 +151,7 @@ static void client_gone(kvd_client *c)
 {
     if (c->pending > 0) {
         c->gone = 1;
+        stop_input(c);
         if (c->bev) {
             bufferevent_free(c->bev);
             c->bev = NULL;
@@ -185,15 +200,50 @@ static void process_input(kvd_client *c);
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
+    (void)bev;
     kvd_client *c = arg;
-    if (what & BEV_EVENT_ERROR) {
-        client_gone(c);
-    } else if (what & BEV_EVENT_EOF) {
+    if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) client_gone(c); /* writing failed */
+}
+
+/* Readable: one read(2) into the client's input buffer (no FIONREAD
+ * ioctl, unlike a bufferevent), then parse and run what is complete. */
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    kvd_client *c = arg;
+    if (c->in_off > 0 && c->in_off == c->in_len) c->in_off = c->in_len = 0;
+    if (c->in_cap - c->in_len < KVD_READ_CHUNK) {
+        if (c->in_off > 0) { /* reclaim the consumed front first */
+            memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+            c->in_len -= c->in_off;
+            c->in_off = 0;
+        }
+        if (c->in_cap - c->in_len < KVD_READ_CHUNK) {
+            size_t nc = c->in_cap ? c->in_cap * 2 : KVD_READ_CHUNK;
+            while (nc - c->in_len < KVD_READ_CHUNK) nc *= 2;
+            uint8_t *ni = realloc(c->in, nc);
+            if (!ni) {
+                kvd_log(KVD_LOG_WARNING, "client id=%" PRIu64 " addr=%s: out of memory reading a request; closing",
+                        c->id, c->addr);
+                client_gone(c);
+                return;
+            }
+            c->in = ni;
+            c->in_cap = nc;
+        }
+    }
+    ssize_t n = read(fd, c->in + c->in_len, c->in_cap - c->in_len);
+    if (n > 0) {
+        c->in_len += (size_t)n;
+        process_input(c);
+    } else if (n == 0) {
         /* A half-close (nc, a script piping commands): run what was
          * sent, deliver the replies, then close. */
         c->eof = 1;
-        bufferevent_disable(bev, EV_READ);
+        stop_input(c);
         process_input(c);
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        client_gone(c);
     }
 }
 
@@ -794,20 +844,20 @@ static void process_input(kvd_client *c)
 {
     kvd_server *srv = c->w->srv;
     if (c->gone || !c->bev) return;
-    struct evbuffer *in = bufferevent_get_input(c->bev);
     while (!c->close_after_reply && !c->w->stopping) {
-        size_t avail = evbuffer_get_length(in);
+        size_t avail = c->in_len - c->in_off;
         if (avail == 0) break;
         if (avail > srv->cfg->max_query_buffer) {
             /* Also when complete requests wait behind in-flight writes. */
             kvd_log(KVD_LOG_WARNING, "closing client id=%" PRIu64 " addr=%s that reached max query buffer "
                                      "length (%zu bytes)", c->id, c->addr, avail);
             c->close_after_reply = 1;
-            c->pending ? (void)bufferevent_disable(c->bev, EV_READ) : (void)evbuffer_drain(in, avail);
+            stop_input(c);
+            if (!c->pending) c->in_off = c->in_len;
             break;
         }
         if (c->pending >= MAX_PENDING_PER_CLIENT) break;
-        const uint8_t *buf = evbuffer_pullup(in, -1);
+        const uint8_t *buf = c->in + c->in_off;
         size_t consumed = 0;
         const char *err = NULL;
         resp_result rr = resp_parse(buf, avail, &srv->limits, &c->args, &consumed, &err);
@@ -816,7 +866,7 @@ static void process_input(kvd_client *c)
                 kvd_log(KVD_LOG_WARNING, "closing client id=%" PRIu64 " addr=%s that reached max query buffer "
                                          "length (%zu bytes)", c->id, c->addr, avail);
                 c->close_after_reply = 1;
-                evbuffer_drain(in, avail);
+                c->in_off = c->in_len;
             }
             break;
         }
@@ -825,29 +875,31 @@ static void process_input(kvd_client *c)
             rp_error(&c->out, "ERR %s", err);
             kvd_log(KVD_LOG_VERBOSE, "protocol error from client id=%" PRIu64 " addr=%s: %s", c->id, c->addr, err);
             c->close_after_reply = 1;
-            evbuffer_drain(in, avail);
+            c->in_off = c->in_len;
             break;
         }
         if (c->args.argc == 0) {
-            evbuffer_drain(in, consumed);
+            c->in_off += consumed;
             continue;
         }
         const kvd_cmd *cmd = kvd_cmd_lookup(c->args.argv[0], c->args.argvlen[0]);
         if (c->pending > 0 && !goes_to_writer(c, cmd)) break; /* wait: it must see those writes */
         dispatch(c, cmd);
-        evbuffer_drain(in, consumed);
+        c->in_off += consumed;
     }
     flush_out(c);
+    if (c->in_off == c->in_len) {
+        c->in_off = c->in_len = 0;
+        if (c->in_cap > 64 * KVD_READ_CHUNK) { /* after a large request: give the memory back */
+            free(c->in);
+            c->in = NULL;
+            c->in_cap = 0;
+        }
+    }
     if (c->eof && c->pending == 0) c->close_after_reply = 1;
     if (c->close_after_reply && c->pending == 0 && c->bev &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         client_gone(c);
-}
-
-static void on_read(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    process_input(arg);
 }
 
 /* ---- I/O threads ---- */
@@ -885,8 +937,14 @@ static void new_client(kvd_worker *w, int fd)
     c->next = w->clients;
     if (w->clients) w->clients->prev = c;
     w->clients = c;
-    bufferevent_setcb(bev, on_read, on_write_drained, on_event, c);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(bev, NULL, on_write_drained, on_event, c);
+    bufferevent_disable(bev, EV_READ);
+    bufferevent_enable(bev, EV_WRITE);
+    c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+    if (!c->rev || event_add(c->rev, NULL) < 0) {
+        kvd_log(KVD_LOG_WARNING, "out of memory accepting a client");
+        client_free(c);
+    }
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -1433,7 +1491,7 @@ static void stop_reading(evutil_socket_t fd, short what, void *arg)
     stop_arg *a = arg;
     a->w->stopping = 1;
     for (kvd_client *c = a->w->clients; c; c = c->next)
-        if (c->bev) bufferevent_disable(c->bev, EV_READ);
+        if (c->rev) event_del(c->rev);
     barrier_arrive(a->b);
 }
 
