@@ -19,6 +19,8 @@ struct kv_keydir {
     uint64_t mask; /* buckets - 1; bucket count is a power of two */
     size_t count;
     size_t key_bytes;
+    uint64_t loc_bytes; /* sum of loc.len over all keys */
+    uint64_t expiring;  /* keys whose loc.expire_ms != 0 */
     uint64_t seed;
 };
 
@@ -71,6 +73,22 @@ static entry **find_slot(const kv_keydir *kd, const void *key, size_t klen, uint
     return pp;
 }
 
+uint64_t kv_keydir_hash(const kv_keydir *kd, const void *key, size_t klen)
+{
+    return hash_key(kd, key, klen);
+}
+
+void kv_keydir_prefetch(const kv_keydir *kd, uint64_t hash)
+{
+    __builtin_prefetch(&kd->buckets[hash & kd->mask]);
+}
+
+void kv_keydir_prefetch_entry(const kv_keydir *kd, uint64_t hash)
+{
+    const entry *e = kd->buckets[hash & kd->mask];
+    if (e) __builtin_prefetch(e);
+}
+
 int kv_keydir_get(const kv_keydir *kd, const void *key, size_t klen, kv_loc *loc)
 {
     entry *e = *find_slot(kd, key, klen, hash_key(kd, key, klen));
@@ -79,11 +97,10 @@ int kv_keydir_get(const kv_keydir *kd, const void *key, size_t klen, kv_loc *loc
     return 1;
 }
 
-/* Doubles the bucket array; on allocation failure the table stays as it
- * is (only slower). */
-static void grow(kv_keydir *kd)
+/* Resizes the bucket array to n (a power of two, larger than now); on
+ * allocation failure the table stays as it is (only slower). */
+static void grow_to(kv_keydir *kd, uint64_t n)
 {
-    uint64_t n = (kd->mask + 1) * 2;
     entry **nb = calloc(n, sizeof(entry *));
     if (!nb) return;
     for (uint64_t i = 0; i <= kd->mask; i++) {
@@ -101,15 +118,28 @@ static void grow(kv_keydir *kd)
     kd->mask = n - 1;
 }
 
+static void grow(kv_keydir *kd)
+{
+    grow_to(kd, (kd->mask + 1) * 2);
+}
+
 kv_status kv_keydir_put(kv_keydir *kd, const void *key, size_t klen, const kv_loc *loc, kv_loc *old,
                         int *had_old)
 {
-    uint64_t h = hash_key(kd, key, klen);
+    return kv_keydir_put_hashed(kd, key, klen, hash_key(kd, key, klen), loc, old, had_old);
+}
+
+kv_status kv_keydir_put_hashed(kv_keydir *kd, const void *key, size_t klen, uint64_t h, const kv_loc *loc,
+                               kv_loc *old, int *had_old)
+{
     entry **pp = find_slot(kd, key, klen, h);
     if (*pp) {
-        if (old) *old = (*pp)->loc;
+        kv_loc *cur = &(*pp)->loc;
+        kd->loc_bytes += (uint64_t)loc->len - cur->len;
+        kd->expiring += (uint64_t)(loc->expire_ms != 0) - (cur->expire_ms != 0);
+        if (old) *old = *cur;
         if (had_old) *had_old = 1;
-        (*pp)->loc = *loc;
+        *cur = *loc;
         return KV_OK;
     }
     if (had_old) *had_old = 0;
@@ -123,19 +153,28 @@ kv_status kv_keydir_put(kv_keydir *kd, const void *key, size_t klen, const kv_lo
     *pp = e;
     kd->count++;
     kd->key_bytes += klen;
+    kd->loc_bytes += loc->len;
+    kd->expiring += loc->expire_ms != 0;
     if (kd->count > kd->mask + 1) grow(kd);
     return KV_OK;
 }
 
 int kv_keydir_del(kv_keydir *kd, const void *key, size_t klen, kv_loc *old)
 {
-    entry **pp = find_slot(kd, key, klen, hash_key(kd, key, klen));
+    return kv_keydir_del_hashed(kd, key, klen, hash_key(kd, key, klen), old);
+}
+
+int kv_keydir_del_hashed(kv_keydir *kd, const void *key, size_t klen, uint64_t hash, kv_loc *old)
+{
+    entry **pp = find_slot(kd, key, klen, hash);
     entry *e = *pp;
     if (!e) return 0;
     if (old) *old = e->loc;
     *pp = e->next;
     kd->count--;
     kd->key_bytes -= e->klen;
+    kd->loc_bytes -= e->loc.len;
+    kd->expiring -= e->loc.expire_ms != 0;
     free(e);
     return 1;
 }
@@ -143,6 +182,25 @@ int kv_keydir_del(kv_keydir *kd, const void *key, size_t klen, kv_loc *old)
 size_t kv_keydir_count(const kv_keydir *kd)
 {
     return kd->count;
+}
+
+uint64_t kv_keydir_loc_bytes(const kv_keydir *kd)
+{
+    return kd->loc_bytes;
+}
+
+uint64_t kv_keydir_expiring(const kv_keydir *kd)
+{
+    return kd->expiring;
+}
+
+void kv_keydir_reserve(kv_keydir *kd, size_t n)
+{
+    /* put keeps count <= buckets: one rehash to the power of two that
+     * holds n keys. */
+    uint64_t b = kd->mask + 1;
+    while (b < n && b < (1ull << 40)) b *= 2;
+    if (b > kd->mask + 1) grow_to(kd, b);
 }
 
 size_t kv_keydir_memory(const kv_keydir *kd)

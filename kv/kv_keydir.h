@@ -54,8 +54,34 @@ kv_status kv_keydir_put(kv_keydir *kd, const void *key, size_t klen, const kv_lo
  * NULL), or 0 if it was absent. */
 int kv_keydir_del(kv_keydir *kd, const void *key, size_t klen, kv_loc *old);
 
+/* Bulk loading (recovery): the hash of a key under this table's seed,
+ * a prefetch of the bucket that hash lands in (issue it several keys
+ * ahead, so the cache misses of a large table overlap), and put/del with
+ * the hash computed before. The hash must come from kv_keydir_hash of
+ * the same table; results are those of kv_keydir_put and kv_keydir_del. */
+uint64_t kv_keydir_hash(const kv_keydir *kd, const void *key, size_t klen);
+void kv_keydir_prefetch(const kv_keydir *kd, uint64_t hash);
+/* The second step, a few keys later: prefetch the first entry of the
+ * (by then cached) bucket, which the put or del compares first. */
+void kv_keydir_prefetch_entry(const kv_keydir *kd, uint64_t hash);
+kv_status kv_keydir_put_hashed(kv_keydir *kd, const void *key, size_t klen, uint64_t hash, const kv_loc *loc,
+                               kv_loc *old, int *had_old);
+int kv_keydir_del_hashed(kv_keydir *kd, const void *key, size_t klen, uint64_t hash, kv_loc *old);
+
 /* Number of keys. */
 size_t kv_keydir_count(const kv_keydir *kd);
+
+/* Sum of loc.len over all keys, bytes (the live record bytes), and the
+ * number of keys with an expiry; both kept up to date by put and del, so
+ * they cost no pass over the table. */
+uint64_t kv_keydir_loc_bytes(const kv_keydir *kd);
+uint64_t kv_keydir_expiring(const kv_keydir *kd);
+
+/* Sizes the bucket array for at least n keys at once, sparing the
+ * rehashes of growing one doubling at a time while n keys are inserted
+ * (recovery knows the count from its hint files). Best effort: on
+ * allocation failure the table stays as it is. */
+void kv_keydir_reserve(kv_keydir *kd, size_t n);
 
 /* Approximate bytes of memory the table holds (entries, keys, buckets). */
 size_t kv_keydir_memory(const kv_keydir *kd);

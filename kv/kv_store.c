@@ -1786,14 +1786,6 @@ static int make_dir(const kv_io *io, const char *dir)
     return io->fsync_dir(io->ctx, parent);
 }
 
-static int count_expiring(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
-{
-    (void)key;
-    (void)klen;
-    if (loc->expire_ms) ++*(uint64_t *)arg;
-    return 0;
-}
-
 static void copy_report(kvr_report *dst, const kvr_report *src)
 {
     if (!dst) return;
@@ -1944,7 +1936,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         goto fail;
     }
     s->live_bytes = s->rep.live_bytes;
-    kv_keydir_foreach(s->kd, count_expiring, &s->expires);
+    s->expires = kv_keydir_expiring(s->kd);
     s->dead_bytes = s->log_bytes - s->header_bytes >= s->live_bytes ? s->log_bytes - s->header_bytes - s->live_bytes : 0;
     s->records = s->rep.records;
     s->last_seq = s->rep.max_seq;

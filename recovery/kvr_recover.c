@@ -151,24 +151,71 @@ typedef struct rctx {
     kvh_builder *hb;     /* the hint of the segment being scanned, or NULL */
     int hb_failed;       /* building it ran out of memory: write none */
     uint64_t seg_problems; /* problems reported in the segment being scanned */
+    /* Puts and deletes waiting to be applied, oldest at ring_head: each is
+     * hashed and its bucket prefetched APPLY_AHEAD entries before it is
+     * applied (see load_hint). Flushed at the end of every segment. */
+    struct pending_op {
+        const uint8_t *key; /* into the segment's buffer */
+        uint32_t klen;
+        int del;
+        kv_loc loc;
+        uint64_t hash;
+    } ring[16]; /* APPLY_AHEAD */
+    size_t ring_head, ring_n;
 } rctx;
+
+enum { APPLY_AHEAD = 16 };
+
+static void apply_op(rctx *c, const struct pending_op *p)
+{
+    if (p->del)
+        kv_keydir_del_hashed(c->kd, p->key, p->klen, p->hash, NULL);
+    else if (kv_keydir_put_hashed(c->kd, p->key, p->klen, p->hash, &p->loc, NULL, NULL) != KV_OK)
+        c->err = ENOMEM;
+}
+
+/* Queues a put (del == 0) or delete; applies the oldest queued one when
+ * the ring is full. Order is kept. */
+static void queue_op(rctx *c, const uint8_t *key, uint32_t klen, int del, const kv_loc *loc)
+{
+    struct pending_op p = {key, klen, del, {0}, kv_keydir_hash(c->kd, key, klen)};
+    if (loc) p.loc = *loc;
+    kv_keydir_prefetch(c->kd, p.hash);
+    if (c->ring_n < APPLY_AHEAD) {
+        c->ring[(c->ring_head + c->ring_n++) % APPLY_AHEAD] = p;
+        return;
+    }
+    apply_op(c, &c->ring[c->ring_head]);
+    c->ring[c->ring_head] = p;
+    c->ring_head = (c->ring_head + 1) % APPLY_AHEAD;
+    kv_keydir_prefetch_entry(c->kd, c->ring[(c->ring_head + APPLY_AHEAD / 2) % APPLY_AHEAD].hash);
+}
+
+static void flush_ops(rctx *c)
+{
+    for (; c->ring_n > 0; c->ring_n--) {
+        apply_op(c, &c->ring[c->ring_head]);
+        c->ring_head = (c->ring_head + 1) % APPLY_AHEAD;
+    }
+    c->ring_head = 0;
+}
 
 static void apply_entry(rctx *c, uint32_t seg, uint64_t off, const kv_record *r)
 {
     c->rep->entries++;
     if (r->type == KV_REC_TOMBSTONE) {
         c->rep->tombstones++;
-        kv_keydir_del(c->kd, r->key, r->klen, NULL);
+        queue_op(c, r->key, r->klen, 1, NULL);
         return;
     }
     if (r->expire_ms != 0 && r->expire_ms <= c->now_ms) {
         /* Expired: it still shadows any older value of the key. */
         c->rep->expired++;
-        kv_keydir_del(c->kd, r->key, r->klen, NULL);
+        queue_op(c, r->key, r->klen, 1, NULL);
         return;
     }
     kv_loc loc = {seg, r->len, off, r->seq, r->expire_ms};
-    if (kv_keydir_put(c->kd, r->key, r->klen, &loc, NULL, NULL) != KV_OK) c->err = ENOMEM;
+    queue_op(c, r->key, r->klen, 0, &loc);
 }
 
 static void on_problem(void *arg, const kvr_problem *p);
@@ -330,14 +377,6 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static int add_live(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
-{
-    (void)key;
-    (void)klen;
-    *(uint64_t *)arg += loc->len;
-    return 0;
-}
-
 /* Loads sealed segment `id` from its hint file into the key directory, as
  * scanning it would. Returns 1 when loaded (*size set), 0 when the segment
  * must be scanned instead: no hint file, or one that is damaged, stale or
@@ -371,18 +410,40 @@ static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uin
         c->rep->hints_rejected++;
         return 0;
     }
-    size_t pos = 0;
-    kvh_entry e;
-    while (!c->err && kvh_next(buf, len, &pos, &e)) {
-        if (e.type == KV_REC_TOMBSTONE) {
-            kv_keydir_del(c->kd, e.key, e.klen, NULL);
-        } else if (e.expire_ms != 0 && e.expire_ms <= c->now_ms) {
+    /* Apply the entries in order, hashing and prefetching the bucket of
+     * each HINT_AHEAD entries before it is applied: a key directory of
+     * millions of keys misses the cache on almost every bucket, and this
+     * lets those misses overlap. */
+    enum { HINT_AHEAD = 16 };
+    kvh_entry ring[HINT_AHEAD];
+    uint64_t hash[HINT_AHEAD];
+    size_t pos = 0, filled = 0;
+    while (filled < HINT_AHEAD && kvh_next(buf, len, &pos, &ring[filled])) {
+        hash[filled] = kv_keydir_hash(c->kd, ring[filled].key, ring[filled].klen);
+        kv_keydir_prefetch(c->kd, hash[filled]);
+        filled++;
+    }
+    int more = filled == HINT_AHEAD;
+    for (size_t i = 0, left = filled; left > 0 && !c->err; i = (i + 1) % HINT_AHEAD) {
+        const kvh_entry *e = &ring[i];
+        if (e->type == KV_REC_TOMBSTONE) {
+            kv_keydir_del_hashed(c->kd, e->key, e->klen, hash[i], NULL);
+        } else if (e->expire_ms != 0 && e->expire_ms <= c->now_ms) {
             c->rep->expired++;
-            kv_keydir_del(c->kd, e.key, e.klen, NULL);
+            kv_keydir_del_hashed(c->kd, e->key, e->klen, hash[i], NULL);
         } else {
-            kv_loc loc = {id, e.len, e.off, e.seq, e.expire_ms};
-            if (kv_keydir_put(c->kd, e.key, e.klen, &loc, NULL, NULL) != KV_OK) c->err = ENOMEM;
+            kv_loc loc = {id, e->len, e->off, e->seq, e->expire_ms};
+            if (kv_keydir_put_hashed(c->kd, e->key, e->klen, hash[i], &loc, NULL, NULL) != KV_OK) c->err = ENOMEM;
         }
+        if (more && kvh_next(buf, len, &pos, &ring[i])) { /* refill the slot just applied: order is kept */
+            hash[i] = kv_keydir_hash(c->kd, ring[i].key, ring[i].klen);
+            kv_keydir_prefetch(c->kd, hash[i]);
+        } else {
+            more = 0;
+            left--;
+        }
+        /* Half way to being applied: its bucket is cached by now. */
+        kv_keydir_prefetch_entry(c->kd, hash[(i + HINT_AHEAD / 2) % HINT_AHEAD]);
     }
     free(buf);
     c->rep->records += h.records;
@@ -393,6 +454,31 @@ static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uin
     c->rep->hints_used++;
     *size = h.seg_size;
     return 1;
+}
+
+/* An upper bound on the keys the hint files of the sealed segments in
+ * ids[0, n - 1) hold (their entry counts, each capped by what the file's
+ * size allows), to size the key directory once. Only an estimate: the
+ * files are checked when they are loaded. */
+static size_t hinted_keys(const kv_io *io, const char *dir, const uint32_t *ids, size_t n)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        char name[32], path[4096];
+        kvh_name(name, sizeof name, ids[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        int fd = io->open(io->ctx, path, KV_O_RDONLY);
+        if (fd < 0) continue;
+        uint8_t h[32];
+        uint64_t size = 0;
+        if (io->fsize(io->ctx, fd, &size) == 0 && kv_io_read_full(io, fd, h, sizeof h, 0) == 0 &&
+            memcmp(h, KVH_MAGIC, 4) == 0) {
+            uint64_t k = kv_get_u64(h + 24), most = size / KVH_ENTRY_SIZE;
+            total += k < most ? k : most;
+        }
+        io->close(io->ctx, fd);
+    }
+    return total > SIZE_MAX ? SIZE_MAX : (size_t)total;
 }
 
 typedef struct name_list {
@@ -482,6 +568,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         return ENOMEM;
     }
     if (flags & KVR_HINTS_WRITE) remove_stray_hints(io, dir, ids, n);
+    if (flags & KVR_HINTS_READ) kv_keydir_reserve(kd, hinted_keys(io, dir, ids, n));
     rctx c = {.mode = mode, .kd = kd, .rep = rep, .now_ms = now_ms};
     size_t i;
     for (i = 0; i < n; i++) {
@@ -511,6 +598,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         c.hb_failed = 0;
         c.hb = !c.newest && (flags & KVR_HINTS_WRITE) ? kvh_builder_new(ids[i]) : NULL;
         st = kvr_scan_file(io, path, ids[i], on_record, on_problem, &c, &res, &buf);
+        flush_ops(&c); /* before buf, which the queued keys point into, goes */
         if (c.hb && st == KV_OK && !c.err && !c.hb_failed && !c.seg_problems && !c.stop) {
             uint8_t *hint;
             size_t hlen;
@@ -588,7 +676,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
     }
     free(ids);
     rep->keys = kv_keydir_count(kd);
-    kv_keydir_foreach(kd, add_live, &rep->live_bytes);
+    rep->live_bytes = kv_keydir_loc_bytes(kd);
     rep->elapsed_us = now_us() - t0;
     return st;
 }
