@@ -10,6 +10,7 @@
 #include <event2/thread.h>
 #include <fnmatch.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1060,6 +1061,9 @@ static void *hints_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     uint32_t n = 0;
     kv_status st = kv_write_hints(srv->store, &n);
+    /* Building a hint allocates a table per segment in this thread's
+     * malloc arena; give those pages back, or they stay resident. */
+    malloc_trim(0);
     if (st != KV_OK) {
         kvd_log(KVD_LOG_WARNING, "writing hint files: %s (%u written)", kv_strerror(st), n);
         /* Do not retry every cron tick: a damaged segment stays damaged. */
@@ -1160,6 +1164,7 @@ static void *compact_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL);
     kv_compact_report rep;
     kv_status st = kv_compact(srv->store, &rep);
+    malloc_trim(0); /* the input buffers and moved-key list: as above */
     if (st == KV_OK && rep.segments_in)
         kvd_log(KVD_LOG_NOTICE,
                 "compaction (%s) done: %u segments, %" PRIu64 " -> %" PRIu64 " bytes, %" PRIu64

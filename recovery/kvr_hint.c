@@ -1,9 +1,13 @@
+#define _GNU_SOURCE /* mremap */
 #include "kvr_hint.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/mman.h>
+#include <xxhash.h>
 
 #include "kv_keydir.h"
 #include "kvr_reader.h"
@@ -139,9 +143,35 @@ kv_status kvh_matches_segment(const kv_io *io, int fd, const kvh_header *h)
 
 /* ---- builder ---- */
 
+/* The builder's arrays are mapped with mmap(2) rather than malloc'ed: a
+ * segment holds up to millions of keys, and memory that malloc hands back
+ * to a thread's arena stays resident after the hint is written, while an
+ * unmapped array is returned to the system at once. */
+static void *map_alloc(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void map_free(void *p, size_t bytes)
+{
+    if (p) munmap(p, bytes);
+}
+
+/* One put or tombstone, in file order. key points into the segment's
+ * bytes (which the caller keeps until kvh_builder_finish). */
+typedef struct hint_op {
+    const uint8_t *key;
+    uint64_t off, seq, expire_ms, hash;
+    uint32_t klen, len;
+    uint8_t type;
+    uint8_t superseded; /* a later record of the same key follows */
+} hint_op;
+
 struct kvh_builder {
     uint32_t seg;
-    kv_keydir *keys; /* key -> its last record; kv_loc.seg holds the type */
+    hint_op *ops;
+    size_t nops, cap; /* cap in elements; the mapping is cap * sizeof(hint_op) */
     uint64_t records, batches, entries, tombstones, min_seq, max_seq, last_off;
     int oom;
 };
@@ -150,11 +180,6 @@ kvh_builder *kvh_builder_new(uint32_t seg)
 {
     kvh_builder *b = calloc(1, sizeof *b);
     if (!b) return NULL;
-    b->keys = kv_keydir_new();
-    if (!b->keys) {
-        free(b);
-        return NULL;
-    }
     b->seg = seg;
     return b;
 }
@@ -162,7 +187,7 @@ kvh_builder *kvh_builder_new(uint32_t seg)
 void kvh_builder_free(kvh_builder *b)
 {
     if (!b) return;
-    kv_keydir_free(b->keys);
+    map_free(b->ops, b->cap * sizeof *b->ops);
     free(b);
 }
 
@@ -170,8 +195,27 @@ static void add_entry(kvh_builder *b, uint64_t off, const kv_record *e)
 {
     b->entries++;
     if (e->type == KV_REC_TOMBSTONE) b->tombstones++;
-    kv_loc loc = {e->type, e->len, off, e->seq, e->type == KV_REC_PUT ? e->expire_ms : 0};
-    if (kv_keydir_put(b->keys, e->key, e->klen, &loc, NULL, NULL) != KV_OK) b->oom = 1;
+    if (b->nops == b->cap) {
+        size_t nc = b->cap ? b->cap * 2 : 4096;
+        void *np = b->ops ? mremap(b->ops, b->cap * sizeof *b->ops, nc * sizeof *b->ops, MREMAP_MAYMOVE)
+                          : map_alloc(nc * sizeof *b->ops);
+        if (np == MAP_FAILED || !np) {
+            b->oom = 1;
+            return;
+        }
+        b->ops = np;
+        b->cap = nc;
+    }
+    hint_op *o = &b->ops[b->nops++];
+    o->key = e->key;
+    o->klen = e->klen;
+    o->off = off;
+    o->len = e->len;
+    o->seq = e->seq;
+    o->expire_ms = e->type == KV_REC_PUT ? e->expire_ms : 0;
+    o->type = e->type;
+    o->superseded = 0;
+    o->hash = XXH3_64bits(e->key, e->klen);
 }
 
 kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r)
@@ -194,33 +238,36 @@ kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r)
     return b->oom ? ENOMEM : KV_OK;
 }
 
-typedef struct collected {
-    const uint8_t *key;
-    uint32_t klen;
-    kv_loc loc;
-} collected;
-
-typedef struct collect_ctx {
-    collected *v;
-    size_t n;
-    uint64_t key_bytes;
-} collect_ctx;
-
-static int collect(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
+/* Marks every op that a later op of the same key supersedes, with an
+ * open-addressing table of op indices (linear probing, at most half
+ * full). Returns the number of ops left (one per key) or -1. */
+static long mark_superseded(kvh_builder *b)
 {
-    collect_ctx *c = arg;
-    c->v[c->n].key = key;
-    c->v[c->n].klen = (uint32_t)klen;
-    c->v[c->n].loc = *loc;
-    c->n++;
-    c->key_bytes += klen;
-    return 0;
-}
-
-static int by_offset(const void *a, const void *b)
-{
-    uint64_t x = ((const collected *)a)->loc.off, y = ((const collected *)b)->loc.off;
-    return x < y ? -1 : x > y;
+    size_t slots = 16;
+    while (slots < b->nops * 2) slots *= 2;
+    uint32_t *tab = map_alloc(slots * sizeof *tab); /* index + 1; 0 = empty */
+    if (!tab) return -1;
+    long live = 0;
+    for (size_t i = 0; i < b->nops; i++) {
+        hint_op *o = &b->ops[i];
+        size_t at = o->hash & (slots - 1);
+        for (;; at = (at + 1) & (slots - 1)) {
+            uint32_t t = tab[at];
+            if (t == 0) {
+                tab[at] = (uint32_t)i + 1;
+                live++;
+                break;
+            }
+            hint_op *p = &b->ops[t - 1];
+            if (p->hash == o->hash && p->klen == o->klen && keys_equal(p->key, o->key, o->klen)) {
+                p->superseded = 1;
+                tab[at] = (uint32_t)i + 1;
+                break;
+            }
+        }
+    }
+    map_free(tab, slots * sizeof *tab);
+    return live;
 }
 
 kv_status kvh_builder_finish(kvh_builder *b, const uint8_t *seg_buf, uint64_t seg_len, uint8_t **out,
@@ -228,24 +275,20 @@ kv_status kvh_builder_finish(kvh_builder *b, const uint8_t *seg_buf, uint64_t se
 {
     *out = NULL;
     *out_len = 0;
-    if (b->oom) return ENOMEM;
-    size_t n = kv_keydir_count(b->keys);
-    collect_ctx c = {calloc(n ? n : 1, sizeof(collected)), 0, 0};
-    if (!c.v) return ENOMEM;
-    kv_keydir_foreach(b->keys, collect, &c);
-    qsort(c.v, c.n, sizeof *c.v, by_offset);
-    size_t len = KVH_HEADER_SIZE + c.n * KVH_ENTRY_SIZE + c.key_bytes + KVH_TRAILER_SIZE;
+    if (b->oom || b->nops >= UINT32_MAX) return ENOMEM;
+    long live = mark_superseded(b);
+    if (live < 0) return ENOMEM;
+    size_t len = KVH_HEADER_SIZE + KVH_TRAILER_SIZE;
+    for (size_t i = 0; i < b->nops; i++)
+        if (!b->ops[i].superseded) len += KVH_ENTRY_SIZE + b->ops[i].klen;
     uint8_t *p = calloc(1, len);
-    if (!p) {
-        free(c.v);
-        return ENOMEM;
-    }
+    if (!p) return ENOMEM;
     memcpy(p, KVH_MAGIC, 4);
     kv_put_u16(p + 4, KVH_VERSION);
     kv_put_u16(p + 6, KVH_HEADER_SIZE);
     kv_put_u32(p + 8, b->seg);
     kv_put_u64(p + 16, seg_len);
-    kv_put_u64(p + 24, c.n);
+    kv_put_u64(p + 24, (uint64_t)live);
     kv_put_u64(p + 32, b->records);
     kv_put_u64(p + 40, b->batches);
     kv_put_u64(p + 48, b->entries);
@@ -256,21 +299,22 @@ kv_status kvh_builder_finish(kvh_builder *b, const uint8_t *seg_buf, uint64_t se
     memcpy(p + 88, seg_buf, seg_len < KV_SEG_HEADER_SIZE ? seg_len : KV_SEG_HEADER_SIZE);
     if (b->records && b->last_off + KV_REC_HEADER_SIZE <= seg_len)
         memcpy(p + 120, seg_buf + b->last_off, KV_REC_HEADER_SIZE);
+    /* The ops are in file order, so the entries come out by offset. */
     size_t pos = KVH_HEADER_SIZE;
-    for (size_t i = 0; i < c.n; i++) {
+    for (size_t i = 0; i < b->nops; i++) {
+        const hint_op *o = &b->ops[i];
+        if (o->superseded) continue;
         uint8_t *e = p + pos;
-        const kv_loc *l = &c.v[i].loc;
-        e[0] = (uint8_t)l->seg; /* the type */
-        kv_put_u32(e + 4, c.v[i].klen);
-        kv_put_u64(e + 8, l->off);
-        kv_put_u32(e + 16, l->len);
-        kv_put_u64(e + 24, l->seq);
-        kv_put_u64(e + 32, l->expire_ms);
-        if (c.v[i].klen) memcpy(e + KVH_ENTRY_SIZE, c.v[i].key, c.v[i].klen);
-        pos += KVH_ENTRY_SIZE + c.v[i].klen;
+        e[0] = o->type;
+        kv_put_u32(e + 4, o->klen);
+        kv_put_u64(e + 8, o->off);
+        kv_put_u32(e + 16, o->len);
+        kv_put_u64(e + 24, o->seq);
+        kv_put_u64(e + 32, o->expire_ms);
+        if (o->klen) memcpy(e + KVH_ENTRY_SIZE, o->key, o->klen);
+        pos += KVH_ENTRY_SIZE + o->klen;
     }
     kv_put_u32(p + pos, kv_crc32(0, p, pos));
-    free(c.v);
     *out = p;
     *out_len = len;
     return KV_OK;

@@ -129,7 +129,10 @@ void kvh_builder_free(kvh_builder *b);
 
 /* Adds a valid top-level record found at byte offset off (a batch adds
  * each of its entries). Records must come in file order, as the log
- * reader yields them. Returns KV_OK or ENOMEM. */
+ * reader yields them, and their key bytes (in the segment's buffer) must
+ * stay valid until kvh_builder_finish: the builder keeps pointers, not
+ * copies, in arrays it maps with mmap(2) and unmaps when freed, so that
+ * building a hint leaves no memory resident. Returns KV_OK or ENOMEM. */
 kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r);
 
 /* Encodes the hint file into *out (malloc'ed, caller frees), *out_len
