@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <sys/mman.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +142,22 @@ static int px_free_space(void *ctx, const char *path, uint64_t *bytes)
     return 0;
 }
 
+static int px_map(void *ctx, int fd, uint64_t len, const void **addr)
+{
+    (void)ctx;
+    if (len == 0 || len > SIZE_MAX) return -EINVAL;
+    void *p = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) return -errno;
+    *addr = p;
+    return 0;
+}
+
+static void px_unmap(void *ctx, const void *addr, uint64_t len)
+{
+    (void)ctx;
+    munmap((void *)(uintptr_t)addr, (size_t)len);
+}
+
 static const kv_io posix_io = {
     .ctx = NULL,
     .open = px_open,
@@ -157,6 +174,8 @@ static const kv_io posix_io = {
     .list_dir = px_list_dir,
     .lock = px_lock,
     .free_space = px_free_space,
+    .map = px_map,
+    .unmap = px_unmap,
 };
 
 const kv_io *kv_io_posix(void)

@@ -75,6 +75,13 @@ typedef struct kv_io {
      * use on the filesystem holding path (statvfs f_bavail * f_frsize).
      * Returns 0 or -errno. */
     int (*free_space)(void *ctx, const char *path, uint64_t *bytes);
+    /* Optional (NULL: reads use pread): maps the first len bytes of fd
+     * read-only and shared (mmap(2) PROT_READ, MAP_SHARED); len may pass
+     * the end of the file, whose later bytes the caller must not touch
+     * until written. Stores the address in *addr; returns 0 or -errno.
+     * unmap releases such a mapping. */
+    int (*map)(void *ctx, int fd, uint64_t len, const void **addr);
+    void (*unmap)(void *ctx, const void *addr, uint64_t len);
 } kv_io;
 
 /* The POSIX implementation (open(2), pread(2), fdatasync(2), flock(2), ...).
