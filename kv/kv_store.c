@@ -19,6 +19,12 @@
 /* Most requests gathered into one group commit (bounds a group's memory
  * when many small transactions are queued). */
 #define KV_GROUP_MAX_REQUESTS 8192
+/* Ids from here on are never file ids: they number compaction outputs in
+ * the key directory while the store runs (segment.id). Segment files
+ * numbered this high are refused. */
+#define KV_VIRTUAL_ID_BASE 0x80000000u
+/* Keys a compaction moves to its output per hold of the write lock. */
+#define KV_SWITCH_STEP 2048
 
 /* ---- batches ---- */
 
@@ -133,7 +139,12 @@ typedef struct req {
  * progress; whoever drops it to zero closes the descriptor, so a
  * compaction can retire a segment while readers still use it. */
 typedef struct segment {
-    uint32_t id;
+    uint32_t id;      /* the key directory's number for it (kv_loc.seg) */
+    uint32_t file_id; /* the id in its file name: equals id, except for a
+                         compaction output while this store runs, which
+                         gets a fresh id >= KV_VIRTUAL_ID_BASE so that it
+                         and the segments it replaces can be in the table
+                         at once while keys move over in small steps */
     int fd;
     int refs;
     int hinted; /* a valid hint file describes it (under lock) */
@@ -171,8 +182,10 @@ struct kv_store {
     /* Guarded by lock: key directory, segment table, byte counters. */
     pthread_rwlock_t lock;
     kv_keydir *kd;
-    segment **segs; /* sorted by id */
+    segment **segs; /* in log order: oldest first, the active one last */
+    segment **byid; /* the same, sorted by id, for lookups */
     size_t nsegs, cap_segs;
+    uint32_t next_vid; /* next id for a compaction output */
     pthread_mutex_t compact_mu; /* one compaction at a time */
     kv_compact_progress cprog;  /* under qmu */
     uint64_t live_bytes, dead_bytes, log_bytes, header_bytes, records;
@@ -274,14 +287,15 @@ static void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap)
     snprintf(out, cap, "%s/%s", s->dir, name);
 }
 
-/* Segment table lookup (caller holds lock). Returns the index or -1. */
+/* Segment table lookup by id (caller holds lock). Returns the index in
+ * byid, or -1. */
 static long seg_index(const kv_store *s, uint32_t id)
 {
     size_t lo = 0, hi = s->nsegs;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (s->segs[mid]->id == id) return (long)mid;
-        if (s->segs[mid]->id < id)
+        if (s->byid[mid]->id == id) return (long)mid;
+        if (s->byid[mid]->id < id)
             lo = mid + 1;
         else
             hi = mid;
@@ -294,9 +308,13 @@ static segment *seg_acquire(const kv_store *s, uint32_t id)
 {
     long i = seg_index(s, id);
     if (i < 0) return NULL;
-    __atomic_add_fetch(&s->segs[i]->refs, 1, __ATOMIC_ACQ_REL);
-    return s->segs[i];
+    __atomic_add_fetch(&s->byid[i]->refs, 1, __ATOMIC_ACQ_REL);
+    return s->byid[i];
 }
+
+/* Takes segment g out of both tables (caller holds the write lock) and
+ * drops the table's reference; readers keep theirs. */
+static void seg_remove(kv_store *s, segment *g);
 
 static void seg_release(kv_store *s, segment *g)
 {
@@ -307,20 +325,26 @@ static void seg_release(kv_store *s, segment *g)
     }
 }
 
-/* Inserts a segment into the table, keeping it sorted (caller holds the
- * write lock, or is kv_open). */
-static int seg_add(kv_store *s, uint32_t id, int fd)
+/* Adds a segment to the tables (caller holds the write lock, or is
+ * kv_open): at the end of the log order (front = 0), or at its front
+ * (front = 1, a compaction output, which replaces the oldest segments).
+ * Returns the new entry, or NULL when out of memory (nothing changed). */
+static segment *seg_insert(kv_store *s, int front, uint32_t id, uint32_t file_id, int fd)
 {
     if (s->nsegs == s->cap_segs) {
         size_t nc = s->cap_segs ? s->cap_segs * 2 : 16;
         segment **ns = realloc(s->segs, nc * sizeof *ns);
-        if (!ns) return -ENOMEM;
+        if (!ns) return NULL;
         s->segs = ns;
+        segment **nb = realloc(s->byid, nc * sizeof *nb);
+        if (!nb) return NULL;
+        s->byid = nb;
         s->cap_segs = nc;
     }
     segment *g = malloc(sizeof *g);
-    if (!g) return -ENOMEM;
+    if (!g) return NULL;
     g->id = id;
+    g->file_id = file_id;
     g->fd = fd;
     g->refs = 1;
     g->hinted = 0;
@@ -342,12 +366,38 @@ static int seg_add(kv_store *s, uint32_t id, int fd)
             g->map_len = len;
         }
     }
+    if (front) {
+        memmove(s->segs + 1, s->segs, s->nsegs * sizeof *s->segs);
+        s->segs[0] = g;
+    } else {
+        s->segs[s->nsegs] = g;
+    }
     size_t at = s->nsegs;
-    while (at > 0 && s->segs[at - 1]->id > id) at--;
-    memmove(s->segs + at + 1, s->segs + at, (s->nsegs - at) * sizeof *s->segs);
-    s->segs[at] = g;
+    while (at > 0 && s->byid[at - 1]->id > id) at--;
+    memmove(s->byid + at + 1, s->byid + at, (s->nsegs - at) * sizeof *s->byid);
+    s->byid[at] = g;
     s->nsegs++;
-    return 0;
+    return g;
+}
+
+/* A segment of the log, numbered as its file (open, rotation). Returns 0
+ * or -ENOMEM. */
+static int seg_add(kv_store *s, uint32_t id, int fd)
+{
+    return seg_insert(s, 0, id, id, fd) ? 0 : -ENOMEM;
+}
+
+static void seg_remove(kv_store *s, segment *g)
+{
+    for (size_t i = 0; i < s->nsegs; i++)
+        if (s->segs[i] == g) {
+            memmove(s->segs + i, s->segs + i + 1, (s->nsegs - i - 1) * sizeof *s->segs);
+            break;
+        }
+    long b = seg_index(s, g->id);
+    if (b >= 0) memmove(s->byid + b, s->byid + b + 1, (s->nsegs - (size_t)b - 1) * sizeof *s->byid);
+    s->nsegs--;
+    seg_release(s, g);
 }
 
 /* Enters fail-stop (writer thread or open). Keeps the first reason. */
@@ -416,6 +466,10 @@ static int rotate(kv_store *s)
 {
     if (s->unsynced_writes > 0 && sync_active(s) < 0) return -1;
     uint32_t id = s->active_id + 1;
+    if (id >= KV_VIRTUAL_ID_BASE) {
+        failstop(s, EOVERFLOW, "numbering a new segment (ids exhausted)", s->active_id);
+        return -1;
+    }
     int fd = create_segment(s, id);
     if (fd < 0) {
         failstop(s, -fd, "creating segment", id);
@@ -1103,7 +1157,7 @@ static kv_status read_verified(kv_store *s, const kv_loc *loc, const segment *g,
     return KV_OK;
 corrupt:
     logf_(s, KV_LOG_ERROR, "corrupt record for a key in segment %u at offset %" PRIu64 " (%u bytes); run kvfsck %s",
-          loc->seg, loc->off, loc->len, s->dir);
+          g ? g->file_id : loc->seg, loc->off, loc->len, s->dir);
     return KV_CORRUPT_BKPT;
 }
 
@@ -1284,6 +1338,7 @@ typedef struct compaction {
     uint64_t records_in;
     int damaged;
     kv_status err;
+    uint32_t cur_id; /* key-directory id of the input being copied */
 } compaction;
 
 static void compact_problem(void *arg, const kvr_problem *p)
@@ -1304,7 +1359,8 @@ static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_re
     pthread_rwlock_rdlock(&c->s->lock);
     int found = kv_keydir_get(c->s->kd, r->key, r->klen, &loc);
     pthread_rwlock_unlock(&c->s->lock);
-    if (!found || loc.seg != seg || loc.off != off || loc.seq != r->seq) {
+    (void)seg; /* the file's id; the key directory knows the input by cur_id */
+    if (!found || loc.seg != c->cur_id || loc.off != off || loc.seq != r->seq) {
         rep->dead_dropped++;
         return;
     }
@@ -1348,7 +1404,7 @@ static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_re
     if (r->klen) memcpy(m->key, r->key, r->klen);
     m->klen = r->klen;
     m->len = (uint32_t)len;
-    m->old_seg = seg;
+    m->old_seg = c->cur_id;
     m->old_off = off;
     m->new_off = c->out_off;
     m->seq = r->seq;
@@ -1422,7 +1478,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     int r;
     compaction c = {.s = s, .rep = rep, .out_fd = -1, .now = wall_ms(s)};
     char tmp[4200], path[4096];
-    uint32_t lo = k ? in[0]->id : 0, hi = k ? in[k - 1]->id : 0;
+    uint32_t lo = k ? in[0]->file_id : 0, hi = k ? in[k - 1]->file_id : 0;
     if (!in || !sizes) {
         st = ENOMEM;
         goto out;
@@ -1473,14 +1529,15 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     c.out_off = KV_SEG_HEADER_SIZE;
     for (size_t i = 0; i < k && st == KV_OK; i++) {
         char ip[4096];
-        seg_path(s, in[i]->id, ip, sizeof ip);
+        seg_path(s, in[i]->file_id, ip, sizeof ip);
+        c.cur_id = in[i]->id;
         uint8_t *buf = malloc(sizes[i] ? sizes[i] : 1);
         r = buf ? kv_io_read_full(s->io, in[i]->fd, buf, sizes[i], 0) : -ENOMEM;
         if (r < 0) {
             st = -r;
             snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", ip, kv_strerror(st));
         } else {
-            st = kvr_scan_buffer(buf, sizes[i], in[i]->id, ip, compact_record, compact_problem, &c, NULL);
+            st = kvr_scan_buffer(buf, sizes[i], in[i]->file_id, ip, compact_record, compact_problem, &c, NULL);
             if (st == KV_OK && c.err != KV_OK) {
                 st = c.err;
                 snprintf(rep->message, sizeof rep->message, "compaction failed while copying %s: %s", ip,
@@ -1529,58 +1586,66 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         snprintf(rep->message, sizeof rep->message, "cannot install %s: %s", path, kv_strerror(st));
         goto out;
     }
-    uint64_t sw0 = mono_us();
+    /* The output joins the table under a fresh id, beside its inputs;
+     * then the keys move over in steps of KV_SWITCH_STEP, each under the
+     * write lock, so readers and writers wait for one step at a time, not
+     * for the whole key set. Between steps a key is found either at its
+     * old place or at its new one, both readable; a key written meanwhile
+     * keeps its newer record. Last, the inputs leave the table. */
     pthread_rwlock_wrlock(&s->lock);
-    for (size_t i = 0; i < k; i++) {
-        long idx = seg_index(s, in[i]->id);
-        if (idx < 0) continue;
-        segment *g = s->segs[idx];
-        memmove(s->segs + idx, s->segs + idx + 1, (s->nsegs - (size_t)idx - 1) * sizeof *s->segs);
-        s->nsegs--;
-        seg_release(s, g); /* the table's reference; readers keep theirs */
-    }
-    if (seg_add(s, hi, nfd) < 0) {
-        /* Cannot happen after removing k >= 1 entries (room is there), but
-         * a failed malloc of the entry is possible: stop taking writes
-         * rather than serve from a table without the data. */
+    uint32_t vid = s->next_vid++;
+    segment *out_g = seg_insert(s, 1, vid, hi, nfd);
+    pthread_rwlock_unlock(&s->lock);
+    if (!out_g) {
+        /* The output is the log on disk now, but this process cannot
+         * serve it: stop taking writes rather than diverge from it. */
         s->io->close(s->io->ctx, nfd);
-        pthread_rwlock_unlock(&s->lock);
         failstop(s, ENOMEM, "installing compaction output", hi);
         st = ENOMEM;
         goto out;
     }
-    uint64_t live_moved = 0;
-    for (size_t i = 0; i < c.nmv; i++) {
-        moved *m = &c.mv[i];
-        kv_loc loc;
-        if (!kv_keydir_get(s->kd, m->key, m->klen, &loc) || loc.seg != m->old_seg || loc.off != m->old_off ||
-            loc.seq != m->seq)
-            continue; /* written again meanwhile: the newer record stays */
-        if (m->expired) {
-            kv_keydir_del(s->kd, m->key, m->klen, NULL);
-            s->live_bytes -= loc.len;
-            if (loc.expire_ms) s->expires--;
-            continue;
+    uint64_t longest = 0;
+    for (size_t i0 = 0; i0 < c.nmv; i0 += KV_SWITCH_STEP) {
+        size_t i1 = i0 + KV_SWITCH_STEP < c.nmv ? i0 + KV_SWITCH_STEP : c.nmv;
+        uint64_t step0 = mono_us();
+        pthread_rwlock_wrlock(&s->lock);
+        for (size_t i = i0; i < i1; i++) {
+            moved *m = &c.mv[i];
+            kv_loc loc;
+            if (!kv_keydir_get(s->kd, m->key, m->klen, &loc) || loc.seg != m->old_seg || loc.off != m->old_off ||
+                loc.seq != m->seq)
+                continue; /* written again meanwhile: the newer record stays */
+            if (m->expired) {
+                kv_keydir_del(s->kd, m->key, m->klen, NULL);
+                s->live_bytes -= loc.len;
+                if (loc.expire_ms) s->expires--;
+                continue;
+            }
+            loc.seg = vid;
+            loc.off = m->new_off;
+            kv_keydir_put(s->kd, m->key, m->klen, &loc, NULL, NULL); /* key present: no allocation */
         }
-        loc.seg = hi;
-        loc.off = m->new_off;
-        kv_keydir_put(s->kd, m->key, m->klen, &loc, NULL, NULL); /* key present: no allocation */
-        live_moved += loc.len;
+        pthread_rwlock_unlock(&s->lock);
+        uint64_t t = mono_us() - step0;
+        if (t > longest) longest = t;
     }
-    (void)live_moved;
+    uint64_t last0 = mono_us();
+    pthread_rwlock_wrlock(&s->lock);
+    for (size_t i = 0; i < k; i++) seg_remove(s, in[i]); /* readers keep their references */
     s->log_bytes = s->log_bytes - total + c.out_off;
     s->header_bytes -= (uint64_t)KV_SEG_HEADER_SIZE * (k - 1);
     s->records = s->records - c.records_in + rep->records_copied;
     s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
     pthread_rwlock_unlock(&s->lock);
-    rep->switch_us = mono_us() - sw0;
+    if (mono_us() - last0 > longest) longest = mono_us() - last0;
+    rep->switch_us = longest;
 
     /* The other inputs are superseded: remove them. */
     for (size_t i = 0; i + 1 < k; i++) {
         char ip[4096];
-        seg_path(s, in[i]->id, ip, sizeof ip);
+        seg_path(s, in[i]->file_id, ip, sizeof ip);
         s->io->unlink(s->io->ctx, ip);
-        kvh_name(hname, sizeof hname, in[i]->id);
+        kvh_name(hname, sizeof hname, in[i]->file_id);
         snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
         s->io->unlink(s->io->ctx, hpath);
     }
@@ -1588,7 +1653,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
      * start scans it; kv_write_hints tries again). */
     if (s->opt.hint_files) {
         pthread_rwlock_rdlock(&s->lock);
-        segment *g = seg_acquire(s, hi);
+        segment *g = seg_acquire(s, vid);
         pthread_rwlock_unlock(&s->lock);
         kv_status hs = g ? write_segment_hint(s, g) : KV_OK;
         if (g && hs == KV_OK) {
@@ -1653,10 +1718,10 @@ static kv_status write_segment_hint(kv_store *s, segment *g)
     }
     uint8_t *hint = NULL;
     size_t hlen = 0;
-    kv_status st = kvh_build(buf, size, g->id, &hint, &hlen);
+    kv_status st = kvh_build(buf, size, g->file_id, &hint, &hlen);
     free(buf);
     if (st != KV_OK) return st;
-    r = kvh_write_file(s->io, s->dir, g->id, hint, hlen);
+    r = kvh_write_file(s->io, s->dir, g->file_id, hint, hlen);
     free(hint);
     return r < 0 ? -r : KV_OK;
 }
@@ -1691,7 +1756,7 @@ kv_status kv_write_hints(kv_store *s, uint32_t *written)
             pthread_rwlock_unlock(&s->lock);
         } else {
             if (first == KV_OK) first = st;
-            logf_(s, KV_LOG_WARN, "no hint file for segment %u: %s", todo[i]->id,
+            logf_(s, KV_LOG_WARN, "no hint file for segment %u: %s", todo[i]->file_id,
                   st == KV_CORRUPT ? "the segment has damage (run kvfsck)" : kv_strerror(st));
         }
     }
@@ -1735,7 +1800,7 @@ void kv_get_stats(kv_store *s, kv_stats *st)
     st->log_bytes = s->log_bytes;
     st->records = s->records;
     st->segments = (uint32_t)s->nsegs;
-    st->active_segment = s->nsegs ? s->segs[s->nsegs - 1]->id : 0;
+    st->active_segment = s->nsegs ? s->segs[s->nsegs - 1]->file_id : 0;
     st->expired_swept = s->expired_swept;
     st->expires = s->expires;
     for (size_t i = 0; i + 1 < s->nsegs; i++) {
@@ -1786,6 +1851,7 @@ static void free_store(kv_store *s)
     pthread_mutex_destroy(&s->qmu);
     pthread_cond_destroy(&s->qcv);
     free(s->segs);
+    free(s->byid);
     free(s->gbuf);
     free(s->gops);
     free(s->ovl);
@@ -1847,6 +1913,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     s->opt = o;
     s->lock_fd = -1;
     s->active_fd = -1;
+    s->next_vid = KV_VIRTUAL_ID_BASE;
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -1904,6 +1971,13 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
               s->rep.torn_bytes, s->rep.torn_offset, s->rep.torn_segment);
 
     /* Open the segments: older ones read-only, the newest read-write. */
+    if (s->rep.nsegs > 0 && s->rep.segs[s->rep.nsegs - 1].id >= KV_VIRTUAL_ID_BASE - 1) {
+        st = KV_INVALID;
+        snprintf(s->rep.message, sizeof s->rep.message,
+                 "segment ids in %s reach %u; this build numbers segments below %u", dir,
+                 s->rep.segs[s->rep.nsegs - 1].id, KV_VIRTUAL_ID_BASE - 1);
+        goto fail;
+    }
     for (size_t i = 0; i < s->rep.nsegs; i++) {
         int last = i + 1 == s->rep.nsegs;
         seg_path(s, s->rep.segs[i].id, path, sizeof path);

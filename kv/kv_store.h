@@ -291,8 +291,9 @@ typedef struct kv_compact_report {
     uint64_t tombstones_dropped;
     uint64_t expired_dropped;
     uint64_t elapsed_us;
-    uint64_t switch_us;         /* time the key directory was write-locked
-                                   to switch to the output, microseconds */
+    uint64_t switch_us;         /* longest single hold of the key
+                                   directory's write lock while switching
+                                   keys to the output, microseconds */
     char message[512];          /* on failure: why */
 } kv_compact_report;
 
@@ -316,8 +317,12 @@ typedef struct kv_compact_progress {
  * the inputs are the log, after it the output is (recovery removes inputs
  * it supersedes). Sequence: write the output as "<id>.seg.compact",
  * fdatasync, rename over "<id>.seg", fsync the directory, switch the key
- * directory under the write lock (a key written meanwhile keeps its newer
- * record), then unlink the other inputs and fsync the directory.
+ * directory to the output 2048 keys per hold of the write lock (the
+ * output is in the segment table under a fresh id beside its inputs
+ * meanwhile, so every key stays readable; a key written meanwhile keeps
+ * its newer record), drop the inputs from the table, write the output's
+ * hint file, unlink the other inputs and their hints, fsync the
+ * directory.
  * Tombstones and expired records are dropped: nothing older than the
  * compacted range remains for them to shadow. A failure (ENOSPC, EIO,
  * damage found in an input) leaves the inputs in place and the store

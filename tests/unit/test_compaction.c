@@ -274,6 +274,120 @@ START_TEST(compactions_racing_with_writers_lose_nothing)
 }
 END_TEST
 
+typedef struct compact_args {
+    kv_store *s;
+    kv_compact_report *rep;
+    kv_status *st;
+} compact_args;
+
+static void *compact_thread(void *arg)
+{
+    compact_args *a = arg;
+    *a->st = kv_compact(a->s, a->rep);
+    return NULL;
+}
+
+/* A compaction moves keys to its output in steps (KV_SWITCH_STEP keys per
+ * hold of the write lock), so readers and writers run between them: every
+ * key stays readable with its latest value the whole time, and a key
+ * written during the switch keeps the newer value. */
+typedef struct step_reader {
+    kv_store *s;
+    int nkeys;
+    int stop;
+    long reads, wrong;
+} step_reader;
+
+static void *step_read(void *arg)
+{
+    step_reader *r = arg;
+    char k[32], want[64];
+    unsigned x = 99;
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+        x = x * 1103515245u + 12345u;
+        int key = (int)((x >> 8) % (unsigned)r->nkeys);
+        snprintf(k, sizeof k, "step:%06d", key);
+        kv_value v;
+        kv_status st = kv_get(r->s, k, strlen(k), &v);
+        /* Keys below nkeys/2 are stable; the others may be rewritten
+         * ("new:...") by the main thread meanwhile. */
+        int n = snprintf(want, sizeof want, "value-%06d-stable", key);
+        if (st != KV_OK || (key < r->nkeys / 2 && (v.len != (size_t)n || memcmp(v.data, want, (size_t)n))))
+            r->wrong++;
+        if (st == KV_OK) kv_value_free(&v);
+        r->reads++;
+    }
+    return NULL;
+}
+
+START_TEST(readers_see_every_key_while_a_compaction_moves_them_in_steps)
+{
+    char *dir = tu_tmpdir();
+    kv_options o;
+    kv_options_init(&o);
+    o.segment_max_bytes = 64 * 1024;
+    o.fsync = KV_FSYNC_NO;
+    kv_store *s;
+    ck_assert_int_eq(kv_open(dir, &o, &s, NULL), KV_OK);
+    enum { NKEYS = 20000 };
+    char k[32], v[64];
+    for (int round = 0; round < 2; round++) /* the first round becomes dead */
+        for (int i = 0; i < NKEYS; i++) {
+            snprintf(k, sizeof k, "step:%06d", i);
+            int n = snprintf(v, sizeof v, round ? "value-%06d-stable" : "old-%06d", i);
+            ck_assert_int_eq(kv_put(s, k, strlen(k), v, (size_t)n, 0, 0), KV_OK);
+        }
+    ck_assert_int_eq(kv_seal(s), KV_OK);
+    step_reader rd[2];
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++) {
+        rd[t] = (step_reader){s, NKEYS, 0, 0, 0};
+        ck_assert_int_eq(pthread_create(&th[t], NULL, step_read, &rd[t]), 0);
+    }
+    /* Rewrite the upper half while the compaction runs. */
+    kv_compact_report rep;
+    kv_status cst = KV_OK;
+    int rewritten = 0;
+    pthread_t cth;
+    compact_args ca = {s, &rep, &cst};
+    ck_assert_int_eq(pthread_create(&cth, NULL, compact_thread, &ca), 0);
+    for (int i = NKEYS / 2; i < NKEYS; i += 3) {
+        snprintf(k, sizeof k, "step:%06d", i);
+        int n = snprintf(v, sizeof v, "new-%06d", i);
+        ck_assert_int_eq(kv_put(s, k, strlen(k), v, (size_t)n, 0, 0), KV_OK);
+        rewritten++;
+    }
+    pthread_join(cth, NULL);
+    for (int t = 0; t < 2; t++) {
+        __atomic_store_n(&rd[t].stop, 1, __ATOMIC_RELEASE);
+        pthread_join(th[t], NULL);
+        ck_assert_int_eq(rd[t].wrong, 0);
+        ck_assert_int_gt(rd[t].reads, 0);
+    }
+    ck_assert_int_eq(cst, KV_OK);
+    ck_assert_uint_ge(rep.records_copied, NKEYS / 2); /* several steps */
+    /* Every key has its latest value, now and after a restart. */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < NKEYS; i++) {
+            snprintf(k, sizeof k, "step:%06d", i);
+            int n = i >= NKEYS / 2 && (i - NKEYS / 2) % 3 == 0 ? snprintf(v, sizeof v, "new-%06d", i)
+                                                                : snprintf(v, sizeof v, "value-%06d-stable", i);
+            kv_value got;
+            ck_assert_int_eq(kv_get(s, k, strlen(k), &got), KV_OK);
+            ck_assert_uint_eq(got.len, (size_t)n);
+            ck_assert(memcmp(got.data, v, (size_t)n) == 0);
+            kv_value_free(&got);
+        }
+        ck_assert_int_eq(kv_close(s), KV_OK);
+        ck_assert_int_eq(kv_open(dir, &o, &s, NULL), KV_OK);
+    }
+    ck_assert_uint_gt(rewritten, 0);
+    kv_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 /* ---- power cuts during a compaction ---- */
 
 typedef struct cut_states {
@@ -387,6 +501,7 @@ int main(void)
     tcase_add_test(tc, nothing_to_compact_is_not_an_error);
     tcase_add_test(tc, compaction_without_free_space_fails_cleanly_before_writing);
     tcase_add_test(tc, compactions_racing_with_writers_lose_nothing);
+    tcase_add_test(tc, readers_see_every_key_while_a_compaction_moves_them_in_steps);
     tcase_add_test(tc, a_power_cut_at_any_sync_point_of_a_compaction_recovers_the_same_keys);
     tcase_add_test(tc, any_io_call_of_a_compaction_failing_leaves_a_working_store);
     suite_add_tcase(s, tc);
