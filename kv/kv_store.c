@@ -25,6 +25,10 @@
 #define KV_VIRTUAL_ID_BASE 0x80000000u
 /* Keys a compaction moves to its output per hold of the write lock. */
 #define KV_SWITCH_STEP 2048
+/* Compaction output is written in pieces of this many bytes, and made
+ * durable every KV_COMPACT_SYNC_BYTES. */
+#define KV_COMPACT_WRITE_BYTES (1u << 20)
+#define KV_COMPACT_SYNC_BYTES (16u << 20)
 
 /* ---- batches ---- */
 
@@ -1329,9 +1333,10 @@ typedef struct compaction {
     kv_store *s;
     kv_compact_report *rep;
     int out_fd;
-    uint64_t out_off;
-    uint8_t *buf;
-    size_t buf_cap;
+    uint64_t out_off;  /* bytes of output so far, those in buf included */
+    uint8_t *buf;      /* output not written yet: the last `pend` bytes */
+    size_t buf_cap, pend;
+    uint64_t synced;   /* output bytes made durable so far */
     moved *mv;
     size_t nmv, cap_mv;
     uint64_t now;
@@ -1340,6 +1345,25 @@ typedef struct compaction {
     kv_status err;
     uint32_t cur_id; /* key-directory id of the input being copied */
 } compaction;
+
+/* Writes the buffered output, and every KV_COMPACT_SYNC_BYTES makes it
+ * durable: syncing as it goes keeps the final fdatasync short, which
+ * would otherwise hold up the writer's own syncs of the active segment
+ * behind hundreds of megabytes of writeback. Returns KV_OK or an errno. */
+static kv_status compact_flush(compaction *c)
+{
+    if (c->pend > 0) {
+        int w = kv_io_write_full(c->s->io, c->out_fd, c->buf, c->pend, c->out_off - c->pend);
+        if (w < 0) return -w;
+        c->pend = 0;
+    }
+    if (c->out_off - c->synced >= KV_COMPACT_SYNC_BYTES) {
+        int r = c->s->io->fdatasync(c->s->io->ctx, c->out_fd);
+        if (r < 0) return -r;
+        c->synced = c->out_off;
+    }
+    return KV_OK;
+}
 
 static void compact_problem(void *arg, const kvr_problem *p)
 {
@@ -1367,23 +1391,22 @@ static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_re
     int expired = r->expire_ms != 0 && r->expire_ms <= c->now;
     size_t len = kv_record_size(r->klen, r->vlen);
     if (!expired) {
-        if (len > c->buf_cap) {
-            uint8_t *nb = realloc(c->buf, len);
+        if (c->pend > 0 && c->pend + len > KV_COMPACT_WRITE_BYTES && (c->err = compact_flush(c)) != KV_OK) return;
+        if (c->pend + len > c->buf_cap) {
+            size_t nc = c->pend + len > KV_COMPACT_WRITE_BYTES ? c->pend + len : KV_COMPACT_WRITE_BYTES;
+            uint8_t *nb = realloc(c->buf, nc);
             if (!nb) {
                 c->err = ENOMEM;
                 return;
             }
             c->buf = nb;
-            c->buf_cap = len;
+            c->buf_cap = nc;
         }
         /* A batch entry becomes a record of its own: its batch was applied
          * whole, and the output appears whole or not at all. */
-        kv_record_encode(c->buf, KV_REC_PUT, 0, r->seq, r->expire_ms, r->flags, r->key, r->klen, r->val, r->vlen);
-        int w = kv_io_write_full(c->s->io, c->out_fd, c->buf, len, c->out_off);
-        if (w < 0) {
-            c->err = -w;
-            return;
-        }
+        kv_record_encode(c->buf + c->pend, KV_REC_PUT, 0, r->seq, r->expire_ms, r->flags, r->key, r->klen, r->val,
+                         r->vlen);
+        c->pend += len;
     }
     if (c->nmv == c->cap_mv) {
         size_t nc = c->cap_mv ? c->cap_mv * 2 : 1024;
@@ -1553,6 +1576,11 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         pthread_mutex_lock(&s->qmu);
         s->cprog.bytes_done += sizes[i];
         pthread_mutex_unlock(&s->qmu);
+    }
+    if (st == KV_OK) {
+        st = compact_flush(&c);
+        if (st != KV_OK)
+            snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", tmp, kv_strerror(st));
     }
     if (st == KV_OK) {
         r = s->io->fdatasync(s->io->ctx, c.out_fd);
