@@ -171,4 +171,9 @@ kv_status kv_seg_header_decode(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t ex
 void kv_seg_name(char *out, size_t cap, uint32_t id);
 int kv_seg_parse_name(const char *name, uint32_t *id);
 
+/* The parser behind kv_seg_parse_name: returns 1 and the id for a name of
+ * exactly ten decimal digits (an id in 1..4294967295) followed by
+ * `suffix` (".seg", ".hint"), 0 for any other name. */
+int kv_parse_id_name(const char *name, const char *suffix, uint32_t *id);
+
 #endif

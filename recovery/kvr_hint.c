@@ -19,15 +19,7 @@ void kvh_name(char *out, size_t cap, uint32_t id)
 
 int kvh_parse_name(const char *name, uint32_t *id)
 {
-    if (strlen(name) != 15 || strcmp(name + 10, ".hint") != 0) return 0;
-    uint64_t v = 0;
-    for (int i = 0; i < 10; i++) {
-        if (name[i] < '0' || name[i] > '9') return 0;
-        v = v * 10 + (uint64_t)(name[i] - '0');
-    }
-    if (v == 0 || v > UINT32_MAX) return 0;
-    *id = (uint32_t)v;
-    return 1;
+    return kv_parse_id_name(name, ".hint", id);
 }
 
 static int all_zero(const uint8_t *p, size_t n)
