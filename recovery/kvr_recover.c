@@ -153,7 +153,10 @@ typedef struct rctx {
     uint64_t seg_problems; /* problems reported in the segment being scanned */
     /* Puts and deletes waiting to be applied, oldest at ring_head: each is
      * hashed and its bucket prefetched APPLY_AHEAD entries before it is
-     * applied (see load_hint). Flushed at the end of every segment. */
+     * applied, and the bucket's first entry half way there. A key
+     * directory of millions of keys misses the cache on almost every
+     * bucket; this lets those misses overlap. Flushed at the end of every
+     * segment and hint file. */
     struct pending_op {
         const uint8_t *key; /* into the segment's buffer */
         uint32_t klen;
@@ -410,41 +413,23 @@ static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uin
         c->rep->hints_rejected++;
         return 0;
     }
-    /* Apply the entries in order, hashing and prefetching the bucket of
-     * each HINT_AHEAD entries before it is applied: a key directory of
-     * millions of keys misses the cache on almost every bucket, and this
-     * lets those misses overlap. */
-    enum { HINT_AHEAD = 16 };
-    kvh_entry ring[HINT_AHEAD];
-    uint64_t hash[HINT_AHEAD];
-    size_t pos = 0, filled = 0;
-    while (filled < HINT_AHEAD && kvh_next(buf, len, &pos, &ring[filled])) {
-        hash[filled] = kv_keydir_hash(c->kd, ring[filled].key, ring[filled].klen);
-        kv_keydir_prefetch(c->kd, hash[filled]);
-        filled++;
-    }
-    int more = filled == HINT_AHEAD;
-    for (size_t i = 0, left = filled; left > 0 && !c->err; i = (i + 1) % HINT_AHEAD) {
-        const kvh_entry *e = &ring[i];
-        if (e->type == KV_REC_TOMBSTONE) {
-            kv_keydir_del_hashed(c->kd, e->key, e->klen, hash[i], NULL);
-        } else if (e->expire_ms != 0 && e->expire_ms <= c->now_ms) {
+    /* Applied in order, as the scan applies records (queue_op: hashed and
+     * prefetched a few entries ahead); flushed before buf, which the keys
+     * point into, is freed. */
+    size_t pos = 0;
+    kvh_entry e;
+    while (!c->err && kvh_next(buf, len, &pos, &e)) {
+        if (e.type == KV_REC_TOMBSTONE) {
+            queue_op(c, e.key, e.klen, 1, NULL);
+        } else if (e.expire_ms != 0 && e.expire_ms <= c->now_ms) {
             c->rep->expired++;
-            kv_keydir_del_hashed(c->kd, e->key, e->klen, hash[i], NULL);
+            queue_op(c, e.key, e.klen, 1, NULL);
         } else {
-            kv_loc loc = {id, e->len, e->off, e->seq, e->expire_ms};
-            if (kv_keydir_put_hashed(c->kd, e->key, e->klen, hash[i], &loc, NULL, NULL) != KV_OK) c->err = ENOMEM;
+            kv_loc loc = {id, e.len, e.off, e.seq, e.expire_ms};
+            queue_op(c, e.key, e.klen, 0, &loc);
         }
-        if (more && kvh_next(buf, len, &pos, &ring[i])) { /* refill the slot just applied: order is kept */
-            hash[i] = kv_keydir_hash(c->kd, ring[i].key, ring[i].klen);
-            kv_keydir_prefetch(c->kd, hash[i]);
-        } else {
-            more = 0;
-            left--;
-        }
-        /* Half way to being applied: its bucket is cached by now. */
-        kv_keydir_prefetch_entry(c->kd, hash[(i + HINT_AHEAD / 2) % HINT_AHEAD]);
     }
+    flush_ops(c);
     free(buf);
     c->rep->records += h.records;
     c->rep->batches += h.batches;
