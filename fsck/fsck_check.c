@@ -308,10 +308,10 @@ static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report 
         state = FSCK_HINT_DAMAGED;
     } else if (!seg || s->err || s->nproblems) {
         state = FSCK_HINT_UNCHECKED;
-    } else if (hh.seg_size != len || len < KV_SEG_HEADER_SIZE || memcmp(seg, hh.seg_header, KV_SEG_HEADER_SIZE) ||
-               (hh.records && (hh.last_off + KV_REC_HEADER_SIZE > len ||
-                               memcmp(seg + hh.last_off, hh.last_header, KV_REC_HEADER_SIZE)))) {
-        state = FSCK_HINT_STALE; /* recovery's kvh_matches_segment, on the bytes read */
+    } else if (hh.seg_size != len || len < KV_SEG_HEADER_SIZE ||
+               (hh.records && hh.last_off + KV_REC_HEADER_SIZE > len) ||
+               kvh_matches(&hh, len, seg, hh.records ? seg + hh.last_off : seg) != KV_OK) {
+        state = FSCK_HINT_STALE; /* recovery's check, on the bytes read */
     } else {
         kv_status st = kvh_build(seg, len, s->id, &want, &wlen);
         if (st == ENOMEM) set_error(rep, ENOMEM, "out of memory checking", path);

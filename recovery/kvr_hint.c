@@ -115,22 +115,26 @@ int kvh_next(const uint8_t *buf, size_t len, size_t *pos, kvh_entry *e)
     return 1;
 }
 
+kv_status kvh_matches(const kvh_header *h, uint64_t seg_size, const uint8_t *seg_header,
+                      const uint8_t *last_header)
+{
+    if (seg_size != h->seg_size || memcmp(seg_header, h->seg_header, KV_SEG_HEADER_SIZE) != 0) return KV_CORRUPT;
+    if (h->records == 0) return KV_OK;
+    return memcmp(last_header, h->last_header, KV_REC_HEADER_SIZE) == 0 ? KV_OK : KV_CORRUPT;
+}
+
 kv_status kvh_matches_segment(const kv_io *io, int fd, const kvh_header *h)
 {
     uint64_t size;
     int r = io->fsize(io->ctx, fd, &size);
     if (r < 0) return -r;
     if (size != h->seg_size) return KV_CORRUPT;
-    uint8_t buf[KV_SEG_HEADER_SIZE > KV_REC_HEADER_SIZE ? KV_SEG_HEADER_SIZE : KV_REC_HEADER_SIZE];
-    r = kv_io_read_full(io, fd, buf, KV_SEG_HEADER_SIZE, 0);
+    uint8_t sh[KV_SEG_HEADER_SIZE], lh[KV_REC_HEADER_SIZE] = {0};
+    r = kv_io_read_full(io, fd, sh, sizeof sh, 0);
+    if (r == 0 && h->records) r = kv_io_read_full(io, fd, lh, sizeof lh, h->last_off);
     if (r == -ENODATA) return KV_CORRUPT;
     if (r < 0) return -r;
-    if (memcmp(buf, h->seg_header, KV_SEG_HEADER_SIZE) != 0) return KV_CORRUPT;
-    if (h->records == 0) return KV_OK;
-    r = kv_io_read_full(io, fd, buf, KV_REC_HEADER_SIZE, h->last_off);
-    if (r == -ENODATA) return KV_CORRUPT;
-    if (r < 0) return -r;
-    return memcmp(buf, h->last_header, KV_REC_HEADER_SIZE) == 0 ? KV_OK : KV_CORRUPT;
+    return kvh_matches(h, size, sh, lh);
 }
 
 /* ---- builder ---- */

@@ -120,6 +120,13 @@ int kvh_next(const uint8_t *buf, size_t len, size_t *pos, kvh_entry *e);
  */
 kv_status kvh_matches_segment(const kv_io *io, int fd, const kvh_header *h);
 
+/* The comparison behind kvh_matches_segment, on bytes already read (as
+ * kvfsck has them): the segment's size, its 32-byte header, and the 44
+ * bytes at h->last_off (not looked at when the hint has no records).
+ * Returns KV_OK or KV_CORRUPT (stale). */
+kv_status kvh_matches(const kvh_header *h, uint64_t seg_size, const uint8_t *seg_header,
+                      const uint8_t *last_header);
+
 /* Builds a hint from the records of one segment, fed in file order. */
 typedef struct kvh_builder kvh_builder;
 
