@@ -172,6 +172,8 @@ typedef struct cctx {
     size_t seg_index;
     uint64_t done_before; /* bytes of the segments before this one */
     uint64_t total;
+    kvh_builder *hb;      /* the segment's hint, rebuilt from this scan, or NULL */
+    int hb_err;           /* adding to it ran out of memory */
 } cctx;
 
 static void add_problem(cctx *c, const kvr_problem *p)
@@ -235,6 +237,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     c->rep->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
     c->rep->records++;
     c->seg->records++;
+    if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
     if (r->type == KV_REC_BATCH) {
         c->rep->batches++;
         size_t pos = 0, before = 0;
@@ -285,9 +288,10 @@ static fsck_hint *find_hint(fsck_report *rep, uint32_t seg)
 }
 
 /* Checks hint file h against segment s, whose bytes are seg[0, len)
- * (NULL if they could not be read). */
+ * (NULL if they could not be read); hb holds the hint the check's scan
+ * built from the segment's records (NULL: out of memory). */
 static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report *rep, fsck_hint *h,
-                                  const fsck_segment *s, const uint8_t *seg, uint64_t len)
+                                  const fsck_segment *s, const uint8_t *seg, uint64_t len, kvh_builder *hb)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, h->name);
@@ -313,7 +317,7 @@ static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report 
                kvh_matches(&hh, len, seg, hh.records ? seg + hh.last_off : seg) != KV_OK) {
         state = FSCK_HINT_STALE; /* recovery's check, on the bytes read */
     } else {
-        kv_status st = kvh_build(seg, len, s->id, &want, &wlen);
+        kv_status st = hb ? kvh_builder_finish(hb, seg, len, &want, &wlen) : ENOMEM;
         if (st == ENOMEM) set_error(rep, ENOMEM, "out of memory checking", path);
         if (st != KV_OK)
             state = FSCK_HINT_UNCHECKED;
@@ -402,10 +406,17 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
         kvr_scan_result res = {0};
         fsck_hint *hint = find_hint(rep, s->id);
         uint8_t *segbuf = NULL;
+        c.hb = hint ? kvh_builder_new(s->id) : NULL; /* the hint is rebuilt by this same scan */
+        c.hb_err = 0;
         kv_status st = kvr_scan_file(io, path, s->id, on_record, on_problem, &c, &res, hint ? &segbuf : NULL);
         if (st == KV_OK && c.err) st = c.err;
-        if (hint) hint->state = check_hint(io, dir, rep, hint, s, st == KV_OK ? segbuf : NULL, res.file_size);
-        else if (!s->newest) rep->sealed_without_hint++;
+        if (hint)
+            hint->state = check_hint(io, dir, rep, hint, s, st == KV_OK ? segbuf : NULL, res.file_size,
+                                     c.hb_err ? NULL : c.hb);
+        else if (!s->newest)
+            rep->sealed_without_hint++;
+        kvh_builder_free(c.hb);
+        c.hb = NULL;
         free(segbuf);
         if (st != KV_OK) {
             s->err = st;
