@@ -472,9 +472,11 @@ END_TEST
 
 START_TEST(a_failing_io_call_while_writing_hints_never_harms_the_store)
 {
-    /* Each I/O call of kv_write_hints fails in turn: the call reports it,
-     * the store goes on, and the next open is exact (using whatever hint
-     * files are whole, scanning the rest). */
+    /* Each I/O call of an open that writes hint files fails in turn, with
+     * EIO and with ENOSPC (a full disk): the store goes on, and the next
+     * open is exact (using whatever hint files are whole, scanning the
+     * rest). */
+    for (int ei = 0; ei < 2; ei++)
     for (uint64_t nth = 1;; nth++) {
         kv_memfs *fs = kv_memfs_new();
         tu_model m;
@@ -497,7 +499,7 @@ START_TEST(a_failing_io_call_while_writing_hints_never_harms_the_store)
         kvr_report_free(&rep);
         kv_close(s);
         o.hint_files = 1; /* ... then reopen and fail one call of the writes */
-        kv_faultio_arm(f, nth, EIO, 0);
+        kv_faultio_arm(f, nth, ei ? ENOSPC : EIO, 0);
         kv_status st = kv_open(DIR, &o, &s, &rep);
         int fired = kv_faultio_fired(f);
         kvr_report_free(&rep);
