@@ -1452,8 +1452,9 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
             srv->pidfile_written = 1;
         }
     }
-    kvd_log(KVD_LOG_NOTICE, "kvd %s ready to accept connections on %s:%d (data directory %s, fsync %s, %d I/O threads)",
-            KVD_VERSION, cfg->bind, srv->port, cfg->dir, kv_fsync_name(cfg->fsync), srv->nworkers);
+    kvd_log(KVD_LOG_NOTICE, "kvd %s ready to accept connections on %s:%d (data directory %s, fsync %s, %d I/O thread%s)",
+            KVD_VERSION, cfg->bind, srv->port, cfg->dir, kv_fsync_name(cfg->fsync), srv->nworkers,
+            srv->nworkers == 1 ? "" : "s");
     return srv;
 fail:
     if (srv->listener) evconnlistener_free(srv->listener);
