@@ -78,9 +78,27 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
 
 void rp_ok(sbuf *b) { sb_add(b, "+OK\r\n", 5); }
 void rp_status(sbuf *b, const char *s) { sb_printf(b, "+%s\r\n", s); }
-void rp_int(sbuf *b, long long v) { sb_printf(b, ":%lld\r\n", v); }
+/* Appends type, v in decimal, CRLF: the header of an integer, bulk or
+ * array reply, without printf (it is on every reply's path). */
+static void sb_header(sbuf *b, char type, long long v)
+{
+    char tmp[24];
+    char *e = tmp + sizeof tmp, *p = e;
+    *--p = '\n';
+    *--p = '\r';
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    *--p = type;
+    sb_add(b, p, (size_t)(e - p));
+}
+
+void rp_int(sbuf *b, long long v) { sb_header(b, ':', v); }
 void rp_nil(sbuf *b) { sb_add(b, "$-1\r\n", 5); }
-void rp_array(sbuf *b, long long n) { sb_printf(b, "*%lld\r\n", n); }
+void rp_array(sbuf *b, long long n) { sb_header(b, '*', n); }
 void rp_null_array(sbuf *b) { sb_add(b, "*-1\r\n", 5); }
 
 void rp_error(sbuf *b, const char *fmt, ...)
@@ -100,7 +118,7 @@ void rp_error(sbuf *b, const char *fmt, ...)
 
 void rp_bulk(sbuf *b, const void *p, size_t n)
 {
-    sb_printf(b, "$%zu\r\n", n);
+    sb_header(b, '$', (long long)n);
     sb_add(b, p, n);
     sb_add(b, "\r\n", 2);
 }
