@@ -958,6 +958,7 @@ kv_status kv_txn_delete_all(kv_txn *t, size_t *deleted)
 static void *writer_main(void *arg)
 {
     kv_store *s = arg;
+    pthread_setname_np(pthread_self(), "kv-writer");
     pthread_mutex_lock(&s->qmu);
     for (;;) {
         while (!s->qhead && !s->closing) {

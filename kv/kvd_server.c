@@ -21,6 +21,7 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -992,6 +993,9 @@ static void *worker_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals go to the main thread */
+    char name[16];
+    snprintf(name, sizeof name, "kvd-io-%d", w->idx);
+    pthread_setname_np(pthread_self(), name);
     /* The wake event has no descriptor: keep looping while idle. */
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
@@ -1053,12 +1057,40 @@ static struct timeval cron_interval(int hz)
 
 /* ---- background hint files ---- */
 
+/* Nice value and best-effort I/O priority level (0 highest .. 7 lowest)
+ * of the background threads (compaction, hint files). */
+#define KVD_BACKGROUND_NICE 10
+#define KVD_BACKGROUND_IOPRIO_LEVEL 7
+
+/* Lowers the calling thread's CPU and I/O priority, so that compaction
+ * and hint writing take what the threads serving clients leave: on a
+ * machine with few cores they otherwise compete with the I/O and writer
+ * threads for the same CPU and disk queue. Linux keeps both per thread
+ * (setpriority(2) with a thread id; ioprio_set(2), class best-effort,
+ * lowest level; idle class is not used, it could starve compaction under
+ * a constant load and let the log grow without bound). Failure is
+ * harmless: the work only runs at normal priority. */
+kvd_bg_priority kvd_lower_thread_priority(void)
+{
+    kvd_bg_priority r = {0, 0};
+    pid_t tid = gettid();
+    r.nice_ok = setpriority(PRIO_PROCESS, (id_t)tid, KVD_BACKGROUND_NICE) == 0;
+    /* IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE = 2, level), IOPRIO_WHO_PROCESS = 1 */
+    r.ioprio_ok = syscall(SYS_ioprio_set, 1, (int)tid, (2 << 13) | KVD_BACKGROUND_IOPRIO_LEVEL) == 0;
+    if (!r.nice_ok || !r.ioprio_ok)
+        kvd_log(KVD_LOG_VERBOSE, "background thread %d: cannot lower its %s priority: %s", (int)tid,
+                !r.nice_ok ? "CPU" : "I/O", strerror(errno));
+    return r;
+}
+
 static void *hints_main(void *arg)
 {
     kvd_server *srv = arg;
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_setname_np(pthread_self(), "kvd-hints");
+    kvd_lower_thread_priority();
     uint32_t n = 0;
     kv_status st = kv_write_hints(srv->store, &n);
     /* Building a hint allocates a table per segment in this thread's
@@ -1162,6 +1194,8 @@ static void *compact_main(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_setname_np(pthread_self(), "kvd-compact");
+    kvd_lower_thread_priority();
     kv_compact_report rep;
     kv_status st = kv_compact(srv->store, &rep);
     malloc_trim(0); /* the input buffers and moved-key list: as above */

@@ -197,6 +197,25 @@ class TestServerCommands(CommandCase):
         "recovery_mode", "recovery_segments", "recovery_records", "recovery_keys", "recovery_torn_bytes_cut",
         "recovery_problems", "recovery_skipped_bytes", "recovery_ms")
 
+    def test_threads_are_named_and_serving_threads_keep_normal_priority(self):
+        # Names show in top -H and ps -L; only background threads
+        # (kvd-compact, kvd-hints) run at a lowered priority.
+        import os
+        task = "/proc/%d/task" % self.srv.proc.pid
+        threads = {}
+        for tid in os.listdir(task):
+            with open(os.path.join(task, tid, "comm")) as f:
+                name = f.read().strip()
+            with open(os.path.join(task, tid, "stat")) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            threads.setdefault(name, []).append(int(fields[16]))  # field 19: nice
+        self.assertIn("kvd-io-0", threads)
+        self.assertIn("kv-writer", threads)
+        self.assertEqual([0], threads["kv-writer"])
+        for name, nices in threads.items():
+            if name.startswith("kvd-io-"):
+                self.assertEqual([0], nices, name)
+
     def test_info_sections(self):
         self.r.set("a", "1")
         self.r.set("b", "2", ex=100)

@@ -1,7 +1,8 @@
 /* kvd's settings and logger: defaults, flags in both forms, the config
  * file (comments, quotes, case, errors with file:line), sizes, CONFIG
  * GET/SET round trips, --help / --version, level filtering, the line
- * format, cut lines, and whole lines under concurrent logging. */
+ * format, cut lines, and whole lines under concurrent logging; and the
+ * lowered priority of background threads. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -12,11 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "kvd_config.h"
 #include "kvd_log.h"
+#include "kvd_server.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */
@@ -899,6 +903,43 @@ START_TEST(concurrent_log_lines_never_interleave)
 }
 END_TEST
 
+typedef struct prio_seen {
+    kvd_bg_priority r;
+    int nice, ioprio;
+} prio_seen;
+
+static void *lower_and_look(void *arg)
+{
+    prio_seen *p = arg;
+    p->r = kvd_lower_thread_priority();
+    errno = 0;
+    p->nice = getpriority(PRIO_PROCESS, (id_t)gettid());
+    p->ioprio = (int)syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, (int)gettid());
+    return NULL;
+}
+
+/* Compaction and hint threads call this: it must lower only the calling
+ * thread, to nice 10 and best-effort I/O level 7. */
+START_TEST(background_priority_is_lowered_for_the_calling_thread_only)
+{
+    int nice_before = getpriority(PRIO_PROCESS, (id_t)gettid());
+    int io_before = (int)syscall(SYS_ioprio_get, 1, (int)gettid());
+    prio_seen p;
+    memset(&p, 0, sizeof p);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, lower_and_look, &p), 0);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_int_eq(p.r.nice_ok, 1);
+    ck_assert_int_eq(p.r.ioprio_ok, 1);
+    ck_assert_int_eq(p.nice, 10);
+    ck_assert_int_eq(p.ioprio >> 13, 2); /* class best-effort */
+    ck_assert_int_eq(p.ioprio & 0xff, 7); /* lowest level */
+    /* This thread is untouched. */
+    ck_assert_int_eq(getpriority(PRIO_PROCESS, (id_t)gettid()), nice_before);
+    ck_assert_int_eq((int)syscall(SYS_ioprio_get, 1, (int)gettid()), io_before);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -925,6 +966,9 @@ int main(void)
     tcase_add_test(tl, log_level_names_parse_and_open_errors);
     tcase_add_test(tl, concurrent_log_lines_never_interleave);
     suite_add_tcase(s, tl);
+    TCase *tp = tcase_create("priority");
+    tcase_add_test(tp, background_priority_is_lowered_for_the_calling_thread_only);
+    suite_add_tcase(s, tp);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
