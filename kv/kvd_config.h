@@ -30,7 +30,7 @@ typedef struct kvd_config {
     int maxclients;            /* default 10000 */
     kvr_mode recovery;         /* default tolerate-tail */
     uint64_t segment_size;     /* bytes, default 64 MiB; "64mb" style accepted */
-    int io_threads;            /* default: number of online CPUs */
+    int io_threads;            /* default: online CPUs - 1, at least 1 */
     uint64_t max_bulk_len;     /* bytes, default 512 MiB (proto-max-bulk-len) */
     uint64_t max_query_buffer; /* bytes per client, default 1 GiB (client-query-buffer-limit) */
     size_t max_args;           /* arguments per command, default 1048576 */

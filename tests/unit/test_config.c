@@ -368,7 +368,7 @@ START_TEST(help_lists_every_flag_default_file_form_and_exit_codes)
         "--maxclients N  (default: 10000)",
         "--recovery MODE  (default: tolerate-tail)",
         "--segment-size BYTES  (default: 64mb)",
-        "--io-threads N  (default: online CPUs",
+        "--io-threads N  (default: online CPUs - 1",
         "--proto-max-bulk-len BYTES  (default: 512mb)",
         "--client-query-buffer-limit BYTES  (default: 1gb)",
         "--hz N  (default: 10)",
