@@ -158,6 +158,13 @@ static void px_unmap(void *ctx, const void *addr, uint64_t len)
     munmap((void *)(uintptr_t)addr, (size_t)len);
 }
 
+static int px_writeback(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    (void)ctx;
+    if (sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) < 0) return -errno;
+    return 0;
+}
+
 static const kv_io posix_io = {
     .ctx = NULL,
     .open = px_open,
@@ -176,6 +183,7 @@ static const kv_io posix_io = {
     .free_space = px_free_space,
     .map = px_map,
     .unmap = px_unmap,
+    .writeback = px_writeback,
 };
 
 const kv_io *kv_io_posix(void)

@@ -82,6 +82,12 @@ typedef struct kv_io {
      * unmap releases such a mapping. */
     int (*map)(void *ctx, int fd, uint64_t len, const void **addr);
     void (*unmap)(void *ctx, const void *addr, uint64_t len);
+    /* Optional (NULL: nothing is done): starts writing the dirty pages of
+     * [off, off + len) of fd to the device without waiting for them
+     * (sync_file_range(2), SYNC_FILE_RANGE_WRITE). A hint: it makes
+     * nothing durable, only leaves less for the next fdatasync to do.
+     * Returns 0 or -errno. */
+    int (*writeback)(void *ctx, int fd, uint64_t off, uint64_t len);
 } kv_io;
 
 /* The POSIX implementation (open(2), pread(2), fdatasync(2), flock(2), ...).

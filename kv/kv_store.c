@@ -19,6 +19,9 @@
 /* Most requests gathered into one group commit (bounds a group's memory
  * when many small transactions are queued). */
 #define KV_GROUP_MAX_REQUESTS 8192
+/* Under everysec and no, dirty log bytes handed to the kernel's writeback
+ * at a time (start_writeback). */
+#define KV_WRITEBACK_BYTES (4u << 20)
 /* Ids from here on are never file ids: they number compaction outputs in
  * the key directory while the store runs (segment.id). Segment files
  * numbered this high are refused. */
@@ -214,6 +217,8 @@ struct kv_store {
     uint64_t active_size;
     uint64_t unsynced_writes; /* writes appended since the last fdatasync */
     uint64_t last_sync_ms;
+    uint32_t writeback_id;  /* the segment writeback_off is in (UINT32_MAX: none yet) */
+    uint64_t writeback_off; /* the active segment's bytes before this were handed to writeback */
     uint8_t *gbuf;
     size_t gbuf_cap;
     group_op *gops;
@@ -717,6 +722,26 @@ static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngo
     return 0;
 }
 
+/* Under everysec and no: once KV_WRITEBACK_BYTES of the active segment
+ * have been written since the last hand-over, asks the kernel to start
+ * writing them out (kv_io.writeback), without waiting. The once-a-second
+ * sync and the sync that seals a segment then find little left to write;
+ * without it they wait for up to a second's (or a whole segment's) worth
+ * of dirty pages while every write waits behind them. Under always each
+ * group is synced anyway. Failures are ignored: it is a hint, and the
+ * next fdatasync reports any error. */
+static void start_writeback(kv_store *s)
+{
+    if (s->opt.fsync == KV_FSYNC_ALWAYS || !s->io->writeback) return;
+    if (s->writeback_id != s->active_id) {
+        s->writeback_id = s->active_id;
+        s->writeback_off = 0;
+    }
+    if (s->active_size - s->writeback_off < KV_WRITEBACK_BYTES) return;
+    (void)s->io->writeback(s->io->ctx, s->active_fd, s->writeback_off, s->active_size - s->writeback_off);
+    s->writeback_off = s->active_size;
+}
+
 /* Encodes, writes, syncs and publishes one group of requests, then
  * completes them. Transactions run here, in queue order, each seeing the
  * writes of the requests before it. */
@@ -801,6 +826,7 @@ static void write_group(kv_store *s, req *head)
         s->st_group_writes += nwrites;
         pthread_mutex_unlock(&s->qmu);
         if (publish(s, ngops, nrecords, pos)) st = ENOMEM;
+        start_writeback(s);
     }
     if (st == KV_OK && want_seal && s->active_size > KV_SEG_HEADER_SIZE && rotate(s) < 0) st = s->fail_status;
     i = 0;
@@ -1944,6 +1970,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         return KV_INVALID;
     }
     kv_store *s = calloc(1, sizeof *s);
+    if (s) s->writeback_id = UINT32_MAX;
     if (!s) return ENOMEM;
     s->dir = strdup(dir);
     s->io = o.io;

@@ -389,6 +389,87 @@ START_TEST(everysec_syncs_within_about_a_second)
 }
 END_TEST
 
+/* The POSIX layer with its writeback hint recorded. */
+typedef struct wb_log {
+    kv_io io;
+    size_t n;
+    uint64_t off[64], len[64];
+    int fails; /* make every hint fail: it must change nothing */
+} wb_log;
+
+static int wb_record(void *ctx, int fd, uint64_t off, uint64_t len)
+{
+    wb_log *w = ctx;
+    if (w->n < 64) {
+        w->off[w->n] = off;
+        w->len[w->n] = len;
+    }
+    w->n++;
+    if (w->fails) return -EIO;
+    return kv_io_posix()->writeback(NULL, fd, off, len);
+}
+
+static void wb_run(kv_fsync_policy pol, int fails, wb_log *w)
+{
+    memset(w, 0, sizeof *w);
+    w->io = *kv_io_posix(); /* its functions ignore ctx */
+    w->io.ctx = w;
+    w->io.writeback = wb_record;
+    w->fails = fails;
+    char *dir = tu_tmpdir();
+    kv_options o;
+    kv_options_init(&o);
+    o.io = &w->io;
+    o.fsync = pol;
+    o.segment_max_bytes = 10u << 20;
+    kv_store *s;
+    ck_assert_int_eq(kv_open(dir, &o, &s, NULL), KV_OK);
+    static char val[4096];
+    memset(val, 'w', sizeof val);
+    for (int i = 0; i < 3800; i++) { /* about 15 MiB: a 10 MiB segment, then 5 */
+        char k[16];
+        int kn = snprintf(k, sizeof k, "k%d", i);
+        ck_assert_int_eq(kv_put(s, k, (size_t)kn, val, sizeof val, 0, 0), KV_OK);
+    }
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    ck_assert_int_eq(kv_open(dir, &o, &s, NULL), KV_OK);
+    for (int i = 0; i < 3800; i += 499) {
+        char k[16];
+        int kn = snprintf(k, sizeof k, "k%d", i);
+        expect_value(s, k, (size_t)kn, val, sizeof val);
+    }
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Under everysec and no, the writer hands every 4 MiB of the active
+ * segment to the kernel's writeback as it goes, in adjacent ranges that
+ * start again with each new segment; under always (every group synced)
+ * never. A failing hint changes nothing. */
+START_TEST(writeback_is_started_every_4_mib_outside_always)
+{
+    wb_log w;
+    for (int fails = 0; fails <= 1; fails++) {
+        wb_run(KV_FSYNC_EVERYSEC, fails, &w);
+        /* The first segment at 4 and 8 MiB (adjacent ranges), the second
+         * at 4 MiB from its start. */
+        ck_assert_uint_eq(w.n, 3);
+        for (size_t i = 0; i < w.n; i++) {
+            ck_assert_uint_ge(w.len[i], 4u << 20);
+            ck_assert_uint_lt(w.len[i], (4u << 20) + 8192); /* at most one put past the mark */
+        }
+        ck_assert_uint_eq(w.off[0], 0);
+        ck_assert_uint_eq(w.off[1], w.off[0] + w.len[0]);
+        ck_assert_uint_eq(w.off[2], 0);
+    }
+    wb_run(KV_FSYNC_NO, 0, &w);
+    ck_assert_uint_eq(w.n, 3);
+    wb_run(KV_FSYNC_ALWAYS, 0, &w);
+    ck_assert_uint_eq(w.n, 0);
+}
+END_TEST
+
 START_TEST(posix_directory_round_trip)
 {
     char *dir = tu_tmpdir();
@@ -518,6 +599,7 @@ int main(void)
     tcase_add_test(tc, fsync_policy_decides_what_a_power_cut_keeps);
     tcase_add_test(tc, everysec_syncs_within_about_a_second);
     tcase_add_test(tc, posix_directory_round_trip);
+    tcase_add_test(tc, writeback_is_started_every_4_mib_outside_always);
     tcase_add_test(tc, transactions_read_their_writes_and_commit_atomically);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
