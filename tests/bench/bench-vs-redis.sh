@@ -9,7 +9,7 @@
 #   --out DIR          where results go (default build/bench-out)
 #   --modes "M..."     fsync modes for the throughput part
 #                      (default "always everysec no")
-#   --rounds R         rounds of every throughput workload (default 3;
+#   --rounds R         rounds of every throughput workload (default 5;
 #                      figures are medians over rounds)
 #   --keys "N..."      key counts for memory and restart
 #                      (default "1000000 2000000 4000000")
@@ -61,7 +61,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 helper="$root/tests/bench/bench_helper.py"
 
-quick=0 out="$root/build/bench-out" modes="always everysec no" rounds=3
+quick=0 out="$root/build/bench-out" modes="always everysec no" rounds=5
 keys_list="1000000 2000000 4000000" restarts=2 do_tp=1 do_mem=1 profile=0 kvd_bin="" keep=0
 rounds_set=0 keys_set=0
 while (($#)); do
