@@ -273,16 +273,19 @@ def report(outdir):
                 drdy = (y["ready"] - x["ready"]) * 1000 / (b - a) if x["ready"] and y["ready"] else None
                 md.append("| %s | %s | %s |" % (srv, fmt(drss, 0), fmt(drdy, 2)))
         with open(os.path.join(outdir, "plot-memory.dat"), "w") as f:
-            f.write("# keys_millions kvd_rss_mib redis_rss_mib kvd_ready_s redis_aof_ready_s redis_rewritten_ready_s\n")
+            f.write("# keys_millions kvd_rss_mib redis_rss_mib kvd_ready_s redis_aof_ready_s redis_rewritten_ready_s"
+                    " kvd_no_hints_ready_s\n")
             for n in keys:
                 k, ra, rw = get(n, "kvd"), get(n, "redis-aof"), get(n, "redis-rewritten")
-                f.write("%g %s %s %s %s %s\n" % (
+                kn = get(n, "kvd-no-hints")
+                f.write("%g %s %s %s %s %s %s\n" % (
                     n / 1e6,
                     k["rss_l"] / 1024 if k and k["rss_l"] else "NaN",
                     ra["rss_l"] / 1024 if ra and ra["rss_l"] else "NaN",
                     k["ready"] / 1000 if k and k["ready"] else "NaN",
                     ra["ready"] / 1000 if ra and ra["ready"] else "NaN",
-                    rw["ready"] / 1000 if rw and rw["ready"] else "NaN"))
+                    rw["ready"] / 1000 if rw and rw["ready"] else "NaN",
+                    kn["ready"] / 1000 if kn and kn["ready"] else "NaN"))
 
     with open(os.path.join(outdir, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
@@ -317,7 +320,8 @@ def report(outdir):
                '"" using 1:3 title "Redis" lw 2 lc rgb "#d62728" pt 7' % f,
                'set origin 0.5,0', 'set size 0.5,%g' % (top or 1),
                'set title "Restart: exec to first PONG"', 'set ylabel "seconds"',
-               'plot "%s" using 1:4 title "kvd (full log scan)" lw 2 lc rgb "#1f77b4" pt 7, '
+               'plot "%s" using 1:4 title "kvd, hint files" lw 2 lc rgb "#1f77b4" pt 7, '
+               '"" using 1:7 title "kvd, --hint-files no (every record read)" lw 2 dt 2 lc rgb "#17becf" pt 5, '
                '"" using 1:5 title "Redis, AOF as written" lw 2 lc rgb "#d62728" pt 7, '
                '"" using 1:6 title "Redis, rewritten AOF (RDB base)" lw 2 dt 2 lc rgb "#ff7f0e" pt 5' % f]
     gp.append("unset multiplot")
