@@ -1075,11 +1075,14 @@ kvd_bg_priority kvd_lower_thread_priority(void)
     kvd_bg_priority r = {0, 0};
     pid_t tid = gettid();
     r.nice_ok = setpriority(PRIO_PROCESS, (id_t)tid, KVD_BACKGROUND_NICE) == 0;
+    if (!r.nice_ok)
+        kvd_log(KVD_LOG_VERBOSE, "background thread %d: cannot lower its CPU priority: %s", (int)tid,
+                strerror(errno));
     /* IOPRIO_PRIO_VALUE(IOPRIO_CLASS_BE = 2, level), IOPRIO_WHO_PROCESS = 1 */
     r.ioprio_ok = syscall(SYS_ioprio_set, 1, (int)tid, (2 << 13) | KVD_BACKGROUND_IOPRIO_LEVEL) == 0;
-    if (!r.nice_ok || !r.ioprio_ok)
-        kvd_log(KVD_LOG_VERBOSE, "background thread %d: cannot lower its %s priority: %s", (int)tid,
-                !r.nice_ok ? "CPU" : "I/O", strerror(errno));
+    if (!r.ioprio_ok)
+        kvd_log(KVD_LOG_VERBOSE, "background thread %d: cannot lower its I/O priority: %s", (int)tid,
+                strerror(errno));
     return r;
 }
 
