@@ -127,6 +127,8 @@ static void *xmalloc(size_t n)
     return p;
 }
 
+#include "store_digest.h"
+
 /* ---- invariants 1 and 2: the decoder ---- */
 
 static int crc_ok(const uint8_t *buf, size_t len)
@@ -246,106 +248,15 @@ static uint64_t fixed_clock(void *arg)
     return HF_NOW_MS;
 }
 
-typedef struct key_list {
-    uint8_t **keys;
-    size_t *klens;
-    size_t n, cap;
-} key_list;
-
-static void collect_key(void *arg, const uint8_t *key, size_t klen, uint64_t expire_ms)
-{
-    key_list *l = arg;
-    (void)expire_ms;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 16;
-        uint8_t **nk = realloc(l->keys, nc * sizeof *nk);
-        CHECK(nk != NULL);
-        l->keys = nk;
-        size_t *nl = realloc(l->klens, nc * sizeof *nl);
-        CHECK(nl != NULL);
-        l->klens = nl;
-        l->cap = nc;
-    }
-    l->keys[l->n] = xmalloc(klen);
-    if (klen) memcpy(l->keys[l->n], key, klen);
-    l->klens[l->n] = klen;
-    l->n++;
-}
-
-static void key_list_free(key_list *l)
-{
-    for (size_t i = 0; i < l->n; i++) free(l->keys[i]);
-    free(l->keys);
-    free(l->klens);
-}
-
-static uint64_t mix64(uint64_t x)
-{
-    /* splitmix64's finaliser */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
-
-/* What a store holds, independent of the order keys are visited in: the
- * distinct keys, a sum of hashes of key, value, expiry and flags (or of
- * the key and the failure, for a read that failed), and the failed reads. */
-typedef struct digest {
-    uint64_t keys;
-    uint64_t sum;
-    uint64_t corrupt;
-} digest;
-
-static int same(digest a, digest b)
-{
-    return a.keys == b.keys && a.sum == b.sum && a.corrupt == b.corrupt;
-}
-
 /* Walks every key with kv_scan and reads each distinct one with kv_get:
- * KV_OK or KV_CORRUPT (counted), nothing else. */
-static digest read_all(kv_store *s)
+ * KV_OK or KV_CORRUPT (counted), nothing else (store_digest.h). */
+static sd_digest read_all(kv_store *s)
 {
-    key_list l = {0};
-    uint64_t cur = 0;
-    size_t calls = 0;
-    do {
-        CHECK(kv_scan(s, cur, 64, collect_key, &l, &cur) == KV_OK);
-        CHECK(++calls <= (1u << 20)); /* the scan terminates */
-    } while (cur != 0);
-
-    digest d = {0, 0, 0};
-    for (size_t i = 0; i < l.n; i++) {
-        /* kv_scan may visit a key twice; count it once. Quadratic, but a
-         * hint of at most MAX_INPUT bytes names few keys. */
-        int dup = 0;
-        for (size_t j = 0; j < i && !dup; j++)
-            dup = l.klens[j] == l.klens[i] && (l.klens[i] == 0 || !memcmp(l.keys[j], l.keys[i], l.klens[i]));
-        if (dup) continue;
-        kv_value v;
-        kv_status st = kv_get(s, l.keys[i], l.klens[i], &v);
-        if (st != KV_OK && st != KV_CORRUPT) fprintf(stderr, "fuzz_hint: kv_get: %s\n", kv_strerror(st));
-        CHECK(st == KV_OK || st == KV_CORRUPT);
-        uint64_t h = kv_crc32(0, l.keys[i], l.klens[i]);
-        if (st == KV_OK) {
-            h = (h << 32) | kv_crc32(0, v.data, v.len);
-            h ^= mix64(v.expire_ms) ^ mix64((uint64_t)v.flags << 1 | 1) ^ mix64(l.klens[i] + ((uint64_t)v.len << 32));
-            kv_value_free(&v);
-        } else {
-            h = mix64(h ^ 0xc0dec0deull);
-            d.corrupt++;
-        }
-        d.sum += mix64(h);
-        d.keys++;
-    }
-    key_list_free(&l);
-    return d;
+    return sd_read_all(s, 1, 1u << 20, "fuzz_hint");
 }
 
 typedef struct open_result {
-    digest d;
+    sd_digest d;
     uint32_t hints_used, hints_rejected, hints_written, hints_failed;
     kv_stats stats;
 } open_result;
@@ -464,7 +375,7 @@ static void make_fixtures(void)
         fs = make_fs(f, f->hint, f->hint_len);
         open_result r = open_check(fs, 1, f->seg1_len + seg2_len);
         CHECK(r.hints_used == 1 && r.hints_rejected == 0 && r.hints_written == 0);
-        CHECK(same(r.d, f->base.d) && same_accounting(&r.stats, &f->base.stats));
+        CHECK(sd_same(r.d, f->base.d) && same_accounting(&r.stats, &f->base.stats));
         kv_memfs_free(fs);
     }
     fixtures_ready = 1;
@@ -503,17 +414,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (accept) {
         CHECK(on.hints_written == 0);
         CHECK(file_is(fs, HINT_PATH, hint, size));
-        if (builders) CHECK(same(on.d, f->base.d) && same_accounting(&on.stats, &f->base.stats));
+        if (builders) CHECK(sd_same(on.d, f->base.d) && same_accounting(&on.stats, &f->base.stats));
 
         /* 5: again, from the same hint. */
         open_result again = open_check(fs, 1, f->seg1_len + seg2_len);
         CHECK(again.hints_used == 1 && again.hints_rejected == 0 && again.hints_written == 0);
-        CHECK(same(again.d, on.d) && same_accounting(&again.stats, &on.stats));
+        CHECK(sd_same(again.d, on.d) && same_accounting(&again.stats, &on.stats));
     } else {
         /* The builder's hint replaced it; make_fixtures checked that it
          * is used and gives this store (invariant 5). */
         CHECK(on.hints_written == 1);
-        CHECK(same(on.d, f->base.d) && same_accounting(&on.stats, &f->base.stats));
+        CHECK(sd_same(on.d, f->base.d) && same_accounting(&on.stats, &f->base.stats));
         CHECK(file_is(fs, HINT_PATH, f->hint, f->hint_len));
     }
 

@@ -91,6 +91,8 @@ static void *xmalloc(size_t n)
     return p;
 }
 
+#include "store_digest.h"
+
 /* ---- invariant 1: the reader ---- */
 
 typedef struct scan_check {
@@ -184,95 +186,16 @@ static uint64_t fixed_clock(void *arg)
     return FUZZ_NOW_MS;
 }
 
-typedef struct key_list {
-    uint8_t **keys;
-    size_t *klens;
-    size_t n, cap;
-} key_list;
-
-static void collect_key(void *arg, const uint8_t *key, size_t klen, uint64_t expire_ms)
-{
-    key_list *l = arg;
-    (void)expire_ms;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 16;
-        uint8_t **nk = realloc(l->keys, nc * sizeof *nk);
-        CHECK(nk != NULL);
-        l->keys = nk;
-        size_t *nl = realloc(l->klens, nc * sizeof *nl);
-        CHECK(nl != NULL);
-        l->klens = nl;
-        l->cap = nc;
-    }
-    l->keys[l->n] = xmalloc(klen);
-    if (klen) memcpy(l->keys[l->n], key, klen);
-    l->klens[l->n] = klen;
-    l->n++;
-}
-
-static void key_list_free(key_list *l)
-{
-    for (size_t i = 0; i < l->n; i++) free(l->keys[i]);
-    free(l->keys);
-    free(l->klens);
-}
-
-static uint64_t mix64(uint64_t x)
-{
-    /* splitmix64's finaliser */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    x ^= x >> 31;
-    return x;
-}
-
-/* What a store holds, independent of the order keys are visited in. */
-typedef struct digest {
-    uint64_t keys;
-    uint64_t sum;
-} digest;
-
 /* Invariant 3: walks every key with kv_scan, reads each with kv_get (it
- * must be KV_OK) and sums a hash of key, value, expiry and flags over the
- * distinct keys. */
-static digest read_all(kv_store *s)
+ * must be KV_OK) and digests the distinct keys (store_digest.h). */
+static sd_digest read_all(kv_store *s)
 {
-    key_list l = {0};
-    uint64_t cur = 0;
-    size_t calls = 0;
-    do {
-        CHECK(kv_scan(s, cur, 64, collect_key, &l, &cur) == KV_OK);
-        CHECK(++calls <= (1u << 22)); /* the scan terminates */
-    } while (cur != 0);
-
-    digest d = {0, 0};
-    for (size_t i = 0; i < l.n; i++) {
-        /* kv_scan may visit a key twice; count it once. Quadratic, but
-         * recovery of a 1 MiB input yields few enough keys. */
-        int dup = 0;
-        for (size_t j = 0; j < i && !dup; j++)
-            dup = l.klens[j] == l.klens[i] && (l.klens[i] == 0 || !memcmp(l.keys[j], l.keys[i], l.klens[i]));
-        if (dup) continue;
-        kv_value v;
-        kv_status st = kv_get(s, l.keys[i], l.klens[i], &v);
-        if (st != KV_OK) fprintf(stderr, "fuzz_log_reader: kv_get: %s\n", kv_strerror(st));
-        CHECK(st == KV_OK);
-        uint64_t h = kv_crc32(0, l.keys[i], l.klens[i]);
-        h = (h << 32) | kv_crc32(0, v.data, v.len);
-        h ^= mix64(v.expire_ms) ^ mix64((uint64_t)v.flags << 1 | 1) ^ mix64(l.klens[i] + ((uint64_t)v.len << 32));
-        d.sum += mix64(h);
-        d.keys++;
-        kv_value_free(&v);
-    }
-    key_list_free(&l);
-    return d;
+    return sd_read_all(s, 0, 1u << 22, "fuzz_log_reader");
 }
 
 typedef struct open_result {
     kv_status st;
-    digest d;
+    sd_digest d;
     uint64_t torn_bytes;
     uint32_t problems;
 } open_result;
@@ -324,10 +247,6 @@ static kv_memfs *make_fs(const uint8_t *seg1, size_t len1, const uint8_t *seg2, 
     return fs;
 }
 
-static int same(digest a, digest b)
-{
-    return a.keys == b.keys && a.sum == b.sum;
-}
 
 /* CRC repair (inputs starting with REPAIR_MARKER): walks the records the
  * way a writer lays them out, trusting each length field, and recomputes
@@ -389,7 +308,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (tol.st == KV_OK) {
         open_result again = open_check(fs, KVR_TOLERATE_TAIL);
         CHECK(again.st == KV_OK);
-        CHECK(same(again.d, tol.d));
+        CHECK(sd_same(again.d, tol.d));
         CHECK(again.torn_bytes == 0 && again.problems == 0);
     }
     kv_memfs_free(fs);
@@ -400,11 +319,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(skip.st == KV_OK || skip.st == KV_VERSION);
     if (skip.st == KV_VERSION) CHECK(tol.st != KV_OK);
     if (tol.st == KV_VERSION) CHECK(skip.st == KV_VERSION);
-    if (tol.st == KV_OK) CHECK(same(skip.d, tol.d) && skip.torn_bytes == tol.torn_bytes);
+    if (tol.st == KV_OK) CHECK(sd_same(skip.d, tol.d) && skip.torn_bytes == tol.torn_bytes);
     if (skip.st == KV_OK) {
         open_result again = open_check(fs, KVR_SKIP_CORRUPT);
         CHECK(again.st == KV_OK);
-        CHECK(same(again.d, skip.d));
+        CHECK(sd_same(again.d, skip.d));
         CHECK(again.torn_bytes == 0);
     }
     kv_memfs_free(fs);
