@@ -136,6 +136,9 @@ kv_status kvr_list_superseded(const kv_io *io, const char *dir, uint32_t **ids, 
 }
 
 /* State of one recovery while segments are scanned. */
+/* Puts and deletes queued ahead of their application (see rctx.ring). */
+enum { APPLY_AHEAD = 16 };
+
 typedef struct rctx {
     kvr_mode mode;
     kv_keydir *kd;
@@ -163,11 +166,10 @@ typedef struct rctx {
         int del;
         kv_loc loc;
         uint64_t hash;
-    } ring[16]; /* APPLY_AHEAD */
+    } ring[APPLY_AHEAD];
     size_t ring_head, ring_n;
 } rctx;
 
-enum { APPLY_AHEAD = 16 };
 
 static void apply_op(rctx *c, const struct pending_op *p)
 {
@@ -203,22 +205,27 @@ static void flush_ops(rctx *c)
     c->ring_head = 0;
 }
 
+/* One put or tombstone, from a scanned record or a hint entry: a
+ * tombstone or an expired put removes the key (an expired put still
+ * shadows any older value of it); any other put points the key at loc. */
+static void apply_kv(rctx *c, uint8_t type, const uint8_t *key, uint32_t klen, const kv_loc *loc)
+{
+    if (type == KV_REC_TOMBSTONE) {
+        queue_op(c, key, klen, 1, NULL);
+    } else if (loc->expire_ms != 0 && loc->expire_ms <= c->now_ms) {
+        c->rep->expired++;
+        queue_op(c, key, klen, 1, NULL);
+    } else {
+        queue_op(c, key, klen, 0, loc);
+    }
+}
+
 static void apply_entry(rctx *c, uint32_t seg, uint64_t off, const kv_record *r)
 {
     c->rep->entries++;
-    if (r->type == KV_REC_TOMBSTONE) {
-        c->rep->tombstones++;
-        queue_op(c, r->key, r->klen, 1, NULL);
-        return;
-    }
-    if (r->expire_ms != 0 && r->expire_ms <= c->now_ms) {
-        /* Expired: it still shadows any older value of the key. */
-        c->rep->expired++;
-        queue_op(c, r->key, r->klen, 1, NULL);
-        return;
-    }
+    if (r->type == KV_REC_TOMBSTONE) c->rep->tombstones++;
     kv_loc loc = {seg, r->len, off, r->seq, r->expire_ms};
-    queue_op(c, r->key, r->klen, 0, &loc);
+    apply_kv(c, r->type, r->key, r->klen, &loc);
 }
 
 static void on_problem(void *arg, const kvr_problem *p);
@@ -419,15 +426,8 @@ static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uin
     size_t pos = 0;
     kvh_entry e;
     while (!c->err && kvh_next(buf, len, &pos, &e)) {
-        if (e.type == KV_REC_TOMBSTONE) {
-            queue_op(c, e.key, e.klen, 1, NULL);
-        } else if (e.expire_ms != 0 && e.expire_ms <= c->now_ms) {
-            c->rep->expired++;
-            queue_op(c, e.key, e.klen, 1, NULL);
-        } else {
-            kv_loc loc = {id, e.len, e.off, e.seq, e.expire_ms};
-            queue_op(c, e.key, e.klen, 0, &loc);
-        }
+        kv_loc loc = {id, e.len, e.off, e.seq, e.expire_ms};
+        apply_kv(c, e.type, e.key, e.klen, &loc);
     }
     flush_ops(c);
     free(buf);
