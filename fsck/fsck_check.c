@@ -252,14 +252,6 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     return c->err != 0;
 }
 
-static int add_live(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
-{
-    (void)key;
-    (void)klen;
-    *(uint64_t *)arg += loc->len;
-    return 0;
-}
-
 static void set_error(fsck_report *rep, kv_status st, const char *what, const char *path)
 {
     if (rep->err != KV_OK) return; /* keep the first */
@@ -298,7 +290,15 @@ static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report 
     uint8_t *buf = NULL;
     uint64_t blen = 0;
     int r = kv_io_read_file(io, path, KVH_MAX_FILE_BYTES, &buf, &blen);
-    if (r == -EFBIG) return FSCK_HINT_DAMAGED;
+    if (r == -EFBIG) {
+        /* Too large to be a hint: report how large it is. */
+        int fd = io->open(io->ctx, path, KV_O_RDONLY);
+        if (fd >= 0) {
+            io->fsize(io->ctx, fd, &h->bytes);
+            io->close(io->ctx, fd);
+        }
+        return FSCK_HINT_DAMAGED;
+    }
     if (r < 0) {
         set_error(rep, -r, "cannot read", path);
         return FSCK_HINT_UNCHECKED;
@@ -446,7 +446,7 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
         }
     }
     rep->live_keys = kv_keydir_count(kd);
-    kv_keydir_foreach(kd, add_live, &rep->live_bytes);
+    rep->live_bytes = kv_keydir_loc_bytes(kd);
     kv_keydir_free(kd);
     uint64_t used = rep->live_bytes + headers;
     rep->dead_bytes = rep->log_bytes > used ? rep->log_bytes - used : 0;
