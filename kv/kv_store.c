@@ -217,7 +217,6 @@ struct kv_store {
     uint64_t active_size;
     uint64_t unsynced_writes; /* writes appended since the last fdatasync */
     uint64_t last_sync_ms;
-    uint32_t writeback_id;  /* the segment writeback_off is in (UINT32_MAX: none yet) */
     uint64_t writeback_off; /* the active segment's bytes before this were handed to writeback */
     uint8_t *gbuf;
     size_t gbuf_cap;
@@ -476,7 +475,7 @@ static int rotate(kv_store *s)
 {
     if (s->unsynced_writes > 0 && sync_active(s) < 0) return -1;
     uint32_t id = s->active_id + 1;
-    if (id >= KV_VIRTUAL_ID_BASE) {
+    if (id >= KV_VIRTUAL_ID_BASE - 1) { /* the same limit kv_open holds a directory to */
         failstop(s, EOVERFLOW, "numbering a new segment (ids exhausted)", s->active_id);
         return -1;
     }
@@ -502,6 +501,7 @@ static int rotate(kv_store *s)
     s->active_fd = fd;
     s->active_id = id;
     s->active_size = KV_SEG_HEADER_SIZE;
+    s->writeback_off = 0;
     return 0;
 }
 
@@ -733,10 +733,6 @@ static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngo
 static void start_writeback(kv_store *s)
 {
     if (s->opt.fsync == KV_FSYNC_ALWAYS || !s->io->writeback) return;
-    if (s->writeback_id != s->active_id) {
-        s->writeback_id = s->active_id;
-        s->writeback_off = 0;
-    }
     if (s->active_size - s->writeback_off < KV_WRITEBACK_BYTES) return;
     (void)s->io->writeback(s->io->ctx, s->active_fd, s->writeback_off, s->active_size - s->writeback_off);
     s->writeback_off = s->active_size;
@@ -1631,15 +1627,18 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         goto out;
     }
 
-    /* The hint of the old segment `hi` no longer describes that name (it
-     * would be rejected as stale anyway: the header differs). */
-    char hname[32], hpath[4200];
-    kvh_name(hname, sizeof hname, hi);
-    snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
-    s->io->unlink(s->io->ctx, hpath);
     /* The switch: from the rename on, the output is the log. */
     r = s->io->rename(s->io->ctx, tmp, path);
-    if (r == 0) r = s->io->fsync_dir(s->io->ctx, s->dir);
+    if (r == 0) {
+        /* The hint of the old segment `hi` no longer describes that name
+         * (it would be rejected as stale anyway: the header differs). Only
+         * now: if the rename failed, `hi` and its hint stay as they were. */
+        char hname[32], hpath[4200];
+        kvh_name(hname, sizeof hname, hi);
+        snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
+        s->io->unlink(s->io->ctx, hpath);
+        r = s->io->fsync_dir(s->io->ctx, s->dir);
+    }
     int nfd = r == 0 ? s->io->open(s->io->ctx, path, KV_O_RDONLY) : r;
     if (nfd < 0) {
         /* The rename may or may not be durable: either way the directory
@@ -1705,7 +1704,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
 
     /* The other inputs are superseded: remove them. */
     for (size_t i = 0; i + 1 < k; i++) {
-        char ip[4096];
+        char ip[4096], hname[32], hpath[4200];
         seg_path(s, in[i]->file_id, ip, sizeof ip);
         s->io->unlink(s->io->ctx, ip);
         kvh_name(hname, sizeof hname, in[i]->file_id);
@@ -1970,7 +1969,6 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         return KV_INVALID;
     }
     kv_store *s = calloc(1, sizeof *s);
-    if (s) s->writeback_id = UINT32_MAX;
     if (!s) return ENOMEM;
     s->dir = strdup(dir);
     s->io = o.io;

@@ -470,6 +470,74 @@ START_TEST(writeback_is_started_every_4_mib_outside_always)
 }
 END_TEST
 
+/* Segment files are numbered below 2^31 - 1 (ids from 2^31 are the
+ * compaction's in-memory ones). kv_open refuses a directory that reached
+ * that id, so the store never creates it: the rotation that would enters
+ * fail-stop, and what was stored stays readable and reopens. */
+START_TEST(segment_ids_stop_where_open_would_refuse_them)
+{
+    const uint32_t limit = 0x7fffffffu;
+    kv_memfs *fs = kv_memfs_new();
+    const kv_io *io = kv_memfs_io(fs);
+    ck_assert_int_eq(io->mkdir(io->ctx, "db"), 0);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    tu_segment_start(&buf, &len, limit - 1);
+    tu_append_record(&buf, &len, KV_REC_PUT, 1, "old", "value");
+    char path[64];
+    tu_seg_path(path, sizeof path, "db", limit - 1);
+    ck_assert_int_eq(kv_memfs_write(fs, path, buf, len), 0);
+    free(buf);
+
+    kv_store *s;
+    kvr_report rep;
+    ck_assert_int_eq(tu_open_mem(fs, "db", KV_FSYNC_ALWAYS, 4096, KVR_TOLERATE_TAIL, &s, &rep), KV_OK);
+    kvr_report_free(&rep);
+    char v[200];
+    memset(v, 'x', sizeof v);
+    int stored = 0;
+    kv_status st = KV_OK;
+    for (int i = 0; i < 100 && st == KV_OK; i++) {
+        char k[16];
+        int kn = snprintf(k, sizeof k, "k%d", i);
+        st = kv_put(s, k, (size_t)kn, v, sizeof v, 0, 0);
+        if (st == KV_OK) stored++;
+    }
+    ck_assert_int_ne(st, KV_OK); /* 4 KiB segments: a rotation came well before 100 puts */
+    ck_assert_int_gt(stored, 0);
+    char why[512];
+    ck_assert_int_eq(kv_failstop_reason(s, why, sizeof why), 1);
+    ck_assert_ptr_nonnull(strstr(why, "ids exhausted"));
+    expect_value(s, "old", 3, "value", 5);
+    expect_value(s, "k0", 2, v, sizeof v);
+    kv_close(s);
+    tu_seg_path(path, sizeof path, "db", limit);
+    int fd = io->open(io->ctx, path, KV_O_RDONLY);
+    ck_assert_int_lt(fd, 0); /* never created */
+
+    ck_assert_int_eq(tu_open_mem(fs, "db", KV_FSYNC_ALWAYS, 4096, KVR_TOLERATE_TAIL, &s, &rep), KV_OK);
+    ck_assert_uint_eq(rep.keys, (uint64_t)stored + 1);
+    kvr_report_free(&rep);
+    expect_value(s, "old", 3, "value", 5);
+    kv_close(s);
+
+    /* A directory that did reach it is refused, with the reason. */
+    kv_memfs *fs2 = kv_memfs_new();
+    io = kv_memfs_io(fs2);
+    ck_assert_int_eq(io->mkdir(io->ctx, "db"), 0);
+    buf = NULL;
+    len = 0;
+    tu_segment_start(&buf, &len, limit);
+    ck_assert_int_eq(kv_memfs_write(fs2, path, buf, len), 0);
+    free(buf);
+    ck_assert_int_eq(tu_open_mem(fs2, "db", KV_FSYNC_ALWAYS, 4096, KVR_TOLERATE_TAIL, &s, &rep), KV_INVALID);
+    ck_assert_ptr_nonnull(strstr(rep.message, "segment ids"));
+    kvr_report_free(&rep);
+    kv_memfs_free(fs2);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 START_TEST(posix_directory_round_trip)
 {
     char *dir = tu_tmpdir();
@@ -600,6 +668,7 @@ int main(void)
     tcase_add_test(tc, everysec_syncs_within_about_a_second);
     tcase_add_test(tc, posix_directory_round_trip);
     tcase_add_test(tc, writeback_is_started_every_4_mib_outside_always);
+    tcase_add_test(tc, segment_ids_stop_where_open_would_refuse_them);
     tcase_add_test(tc, transactions_read_their_writes_and_commit_atomically);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
