@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <sys/mman.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +165,55 @@ static int px_writeback(void *ctx, int fd, uint64_t off, uint64_t len)
 {
     (void)ctx;
     if (sync_file_range(fd, (off_t)off, (off_t)len, SYNC_FILE_RANGE_WRITE) < 0) return -errno;
+    return 0;
+}
+
+/* ---- copying out of a mapping ---- */
+
+/* Where the current thread's kv_io_copy_mapped resumes on SIGBUS, or NULL
+ * outside one. */
+static __thread sigjmp_buf *copy_resume;
+static struct sigaction prev_sigbus;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+    sigjmp_buf *resume = copy_resume;
+    if (resume) siglongjmp(*resume, 1);
+    /* Not raised by a copy: whatever handled SIGBUS before, else the
+     * default action (the process ends, as without this handler). */
+    if ((prev_sigbus.sa_flags & SA_SIGINFO) && prev_sigbus.sa_sigaction) {
+        prev_sigbus.sa_sigaction(sig, si, uc);
+    } else if (!(prev_sigbus.sa_flags & SA_SIGINFO) && prev_sigbus.sa_handler != SIG_DFL &&
+               prev_sigbus.sa_handler != SIG_IGN) {
+        prev_sigbus.sa_handler(sig);
+    } else {
+        signal(SIGBUS, SIG_DFL);
+        raise(SIGBUS);
+    }
+}
+
+static void install_sigbus(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER; /* NODEFER: nothing stays blocked after the jump */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &prev_sigbus);
+}
+
+int kv_io_copy_mapped(void *dst, const void *src, size_t n)
+{
+    pthread_once(&sigbus_once, install_sigbus);
+    sigjmp_buf resume;
+    if (sigsetjmp(resume, 0)) {
+        copy_resume = NULL;
+        return -EIO;
+    }
+    copy_resume = &resume;
+    memcpy(dst, src, n);
+    copy_resume = NULL;
     return 0;
 }
 

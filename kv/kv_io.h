@@ -98,6 +98,14 @@ const kv_io *kv_io_posix(void);
  * style errors from the backend, or -ENODATA if end of file comes first. */
 int kv_io_read_full(const kv_io *io, int fd, void *buf, size_t n, uint64_t off);
 
+/* Copies n bytes out of a mapping made by kv_io.map. A page the kernel
+ * cannot provide (a disk read error, or a file cut shorter underneath)
+ * raises SIGBUS on access; here that ends the copy and returns -EIO, as
+ * pread would, instead of killing the process. Returns 0 or -EIO. Installs
+ * a process-wide SIGBUS handler on first use that passes every other
+ * SIGBUS on to the handler installed before it (or the default action). */
+int kv_io_copy_mapped(void *dst, const void *src, size_t n);
+
 /* Writes exactly n bytes at off, looping over short writes. Returns 0 or
  * -errno (a backend that writes 0 bytes yields -EIO). On failure some prefix
  * may have been written. */

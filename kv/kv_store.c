@@ -1169,7 +1169,7 @@ static kv_status read_verified(kv_store *s, const kv_loc *loc, const segment *g,
     else if (!g)
         r = -EBADF;
     else if (g->map && loc->off + loc->len <= g->map_len)
-        memcpy(buf, g->map + loc->off, loc->len);
+        r = kv_io_copy_mapped(buf, g->map + loc->off, loc->len);
     else
         r = kv_io_read_full(s->io, g->fd, buf, loc->len, loc->off);
     if (r < 0) {

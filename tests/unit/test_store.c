@@ -538,6 +538,33 @@ START_TEST(segment_ids_stop_where_open_would_refuse_them)
 }
 END_TEST
 
+/* GET copies a record out of a mapping of its segment. A page the
+ * kernel cannot provide (a disk read error; here the file cut short
+ * underneath) must answer an I/O error for that read, as pread would,
+ * not kill the process with SIGBUS; other keys stay readable. */
+START_TEST(unreadable_mapped_page_answers_eio_instead_of_a_crash)
+{
+    char *dir = tu_tmpdir();
+    kv_store *s;
+    ck_assert_int_eq(kv_open(dir, NULL, &s, NULL), KV_OK);
+    static char filler[8192];
+    memset(filler, 'f', sizeof filler);
+    ck_assert_int_eq(kv_put(s, "filler", 6, filler, sizeof filler, 0, 0), KV_OK);
+    ck_assert_int_eq(kv_put(s, "far", 3, "away", 4, 0, 0), KV_OK); /* past the first two pages */
+    kv_stats st;
+    kv_get_stats(s, &st);
+    char path[4200];
+    tu_seg_path(path, sizeof path, dir, st.active_segment);
+    ck_assert_int_eq(truncate(path, 4096), 0); /* only the first page is left */
+    kv_value v;
+    ck_assert_int_eq(kv_get(s, "far", 3, &v), EIO);
+    ck_assert_int_eq(kv_get(s, "far", 3, &v), EIO); /* and again: the handler stays in place */
+    kv_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(posix_directory_round_trip)
 {
     char *dir = tu_tmpdir();
@@ -669,6 +696,7 @@ int main(void)
     tcase_add_test(tc, posix_directory_round_trip);
     tcase_add_test(tc, writeback_is_started_every_4_mib_outside_always);
     tcase_add_test(tc, segment_ids_stop_where_open_would_refuse_them);
+    tcase_add_test(tc, unreadable_mapped_page_answers_eio_instead_of_a_crash);
     tcase_add_test(tc, transactions_read_their_writes_and_commit_atomically);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
