@@ -179,6 +179,11 @@ typedef struct cctx {
 static void add_problem(cctx *c, const kvr_problem *p)
 {
     fsck_segment *s = c->seg;
+    if (p->reason == KVR_UNWRITTEN && s->newest) { /* as recovery sees it: not a problem */
+        s->unwritten += p->length;
+        c->rep->unwritten += p->length;
+        return;
+    }
     if (s->nproblems == s->cap) {
         size_t nc = s->cap ? s->cap * 2 : 4;
         fsck_problem *np = realloc(s->problems, nc * sizeof *np);
@@ -448,7 +453,7 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     rep->live_keys = kv_keydir_count(kd);
     rep->live_bytes = kv_keydir_loc_bytes(kd);
     kv_keydir_free(kd);
-    uint64_t used = rep->live_bytes + headers;
+    uint64_t used = rep->live_bytes + headers + rep->unwritten;
     rep->dead_bytes = rep->log_bytes > used ? rep->log_bytes - used : 0;
     return rep->err;
 }
@@ -480,6 +485,7 @@ typedef struct keep {
     uint64_t records;
     uint64_t dropped;   /* records dropped for going back */
     uint64_t problems;  /* problems seen again, to compare with the check */
+    int newest;         /* the newest segment: trailing zeros are no problem */
 } keep;
 
 static int keep_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
@@ -500,8 +506,9 @@ static int keep_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r
 
 static void count_problem(void *arg, const kvr_problem *p)
 {
-    (void)p;
-    ((keep *)arg)->problems++;
+    keep *k = arg;
+    if (p->reason == KVR_UNWRITTEN && k->newest) return; /* not a problem (add_problem) */
+    k->problems++;
 }
 
 /* Writes buf to path (a new file when excl, else created or truncated)
@@ -547,7 +554,7 @@ static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segmen
     }
     /* The kept records are never longer than the file; the segment
      * header is written anew (the old one may be the damage). */
-    keep k = {.in = buf, .max_seq = s->seq_before};
+    keep k = {.in = buf, .max_seq = s->seq_before, .newest = s->newest};
     k.out = malloc(res.file_size + KV_SEG_HEADER_SIZE);
     if (!k.out) {
         free(buf);

@@ -69,6 +69,10 @@ typedef struct fsck_segment {
     char name[16];        /* "NNNNNNNNNN.seg" */
     int newest;
     uint64_t bytes;       /* file size */
+    uint64_t unwritten;   /* newest segment only: zero bytes at its end, space
+                             zero-filled ahead of the log and never used
+                             (KVR_UNWRITTEN; not a problem, kvd cuts it at
+                             start) */
     uint64_t records;     /* valid top-level records applied */
     uint64_t entries;     /* puts and tombstones applied, batch entries included */
     uint64_t seq_before;  /* highest sequence number applied before this segment */
@@ -117,7 +121,8 @@ typedef struct fsck_report {
     uint64_t expired;    /* puts already expired at now_ms */
     uint64_t live_keys;
     uint64_t live_bytes; /* record bytes the key directory points at */
-    uint64_t dead_bytes; /* log_bytes - live_bytes - segment headers */
+    uint64_t dead_bytes; /* log_bytes - live_bytes - segment headers - unwritten */
+    uint64_t unwritten;  /* the newest segment's unwritten zero bytes */
     uint64_t max_seq;
     uint64_t problems;
     uint64_t by_kind[FSCK_NKINDS];

@@ -172,9 +172,9 @@ static void json_segments(FILE *f, const char *dir, const fsck_report *rep)
         json_str(f, s->name);
         fputs(",\"path\":", f);
         json_str(f, path);
-        fprintf(f, ",\"id\":%" PRIu32 ",\"newest\":%s,\"bytes\":%" PRIu64 ",\"records\":%" PRIu64
-                   ",\"entries\":%" PRIu64 ",\"error\":",
-                s->id, s->newest ? "true" : "false", s->bytes, s->records, s->entries);
+        fprintf(f, ",\"id\":%" PRIu32 ",\"newest\":%s,\"bytes\":%" PRIu64 ",\"unwritten_bytes\":%" PRIu64
+                   ",\"records\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"error\":",
+                s->id, s->newest ? "true" : "false", s->bytes, s->unwritten, s->records, s->entries);
         if (s->err)
             json_str(f, kv_strerror(s->err));
         else
@@ -199,10 +199,10 @@ static void json_summary(FILE *f, const fsck_report *rep)
     fprintf(f,
             "{\"segments\":%zu,\"log_bytes\":%" PRIu64 ",\"records\":%" PRIu64 ",\"batches\":%" PRIu64
             ",\"entries\":%" PRIu64 ",\"live_keys\":%" PRIu64 ",\"tombstones\":%" PRIu64 ",\"expired\":%" PRIu64
-            ",\"live_bytes\":%" PRIu64 ",\"dead_bytes\":%" PRIu64 ",\"max_seq\":%" PRIu64 ",\"problems\":%" PRIu64
-            ",\"problems_by_kind\":{",
+            ",\"live_bytes\":%" PRIu64 ",\"dead_bytes\":%" PRIu64 ",\"unwritten_bytes\":%" PRIu64
+            ",\"max_seq\":%" PRIu64 ",\"problems\":%" PRIu64 ",\"problems_by_kind\":{",
             rep->nsegs, rep->log_bytes, rep->records, rep->batches, rep->entries, rep->live_keys, rep->tombstones,
-            rep->expired, rep->live_bytes, rep->dead_bytes, rep->max_seq, rep->problems);
+            rep->expired, rep->live_bytes, rep->dead_bytes, rep->unwritten, rep->max_seq, rep->problems);
     for (int k = 0; k < FSCK_NKINDS; k++) {
         if (k) fputc(',', f);
         json_str(f, fsck_kind_name((fsck_kind)k));
@@ -277,6 +277,10 @@ static void text_summary(FILE *f, const fsck_report *rep, int locked)
     fprintf(f, "expired:      %" PRIu64 "\n", rep->expired);
     fprintf(f, "live bytes:   %" PRIu64 " (%s)\n", rep->live_bytes, human(h, sizeof h, rep->live_bytes));
     fprintf(f, "dead bytes:   %" PRIu64 " (%s)\n", rep->dead_bytes, human(h, sizeof h, rep->dead_bytes));
+    if (rep->unwritten)
+        fprintf(f, "unwritten:    %" PRIu64 " (%s) zero bytes preallocated at the end of the newest segment; kvd "
+                   "cuts them at start\n",
+                rep->unwritten, human(h, sizeof h, rep->unwritten));
     fprintf(f, "problems:     %" PRIu64, rep->problems);
     for (int k = 0; k < FSCK_NKINDS; k++)
         fprintf(f, "%s%s %" PRIu64, k ? ", " : " (", fsck_kind_name((fsck_kind)k), rep->by_kind[k]);

@@ -35,7 +35,8 @@
  *     reaches past the end. Every record is at least a header long,
  *     decodes again on its own as a valid top-level record, and a batch
  *     yields exactly `flags` entries inside it. No record follows a
- *     problem that said no valid record follows it. The scan result's
+ *     problem that said no valid record follows it. An unwritten region
+ *     (KVR_UNWRITTEN) is all zeros and ends the buffer. The scan result's
  *     counts and sizes agree with the callbacks.
  *  2. kv_open in tolerate-tail mode returns KV_OK, KV_CORRUPT or
  *     KV_VERSION (never ENOMEM or another errno: the inputs are small and
@@ -44,7 +45,7 @@
  *     (recovery verified every record it indexed), the distinct keys number
  *     what the report says, and kv_close returns KV_OK.
  *  4. Recovery is idempotent: opening again returns KV_OK with the same
- *     keys and values, no problem and no torn bytes.
+ *     keys and values, no problem, no torn bytes and no unwritten bytes.
  *  5. kv_open in skip-corrupt mode on a fresh copy of the input returns
  *     KV_OK, or KV_VERSION (and then tolerate-tail gave KV_VERSION or
  *     KV_CORRUPT too); every key reads back KV_OK; when tolerate-tail
@@ -144,7 +145,11 @@ static void check_problem(void *arg, const kvr_problem *p)
     CHECK(p->seg == c->seg);
     CHECK(p->length > 0 && p->offset <= c->len && p->length <= c->len - p->offset);
     CHECK(p->offset == c->next || (c->next == 0 && p->offset == KV_SEG_HEADER_SIZE));
-    CHECK(p->reason >= KVR_SEG_HEADER_SHORT && p->reason <= KVR_SEQ_ORDER);
+    CHECK(p->reason >= KVR_SEG_HEADER_SHORT && p->reason <= KVR_UNWRITTEN);
+    if (p->reason == KVR_UNWRITTEN) { /* zeros to the end, after a record or a region ending non-zero */
+        CHECK(p->offset + p->length == c->len && !p->valid_after);
+        for (uint64_t i = p->offset; i < c->len; i++) CHECK(c->buf[i] == 0);
+    }
     if (p->reason == KVR_SEG_HEADER_SHORT || p->reason == KVR_SEG_HEADER_BAD)
         CHECK(p->offset == 0);
     else
@@ -197,6 +202,7 @@ typedef struct open_result {
     kv_status st;
     sd_digest d;
     uint64_t torn_bytes;
+    uint64_t unwritten_bytes;
     uint32_t problems;
 } open_result;
 
@@ -225,6 +231,7 @@ static open_result open_check(kv_memfs *fs, kvr_mode mode)
     }
     CHECK(s != NULL);
     r.torn_bytes = rep.torn_bytes;
+    r.unwritten_bytes = rep.unwritten_bytes;
     r.problems = rep.problems;
     r.d = read_all(s);
     CHECK(r.d.keys == rep.keys);
@@ -309,7 +316,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         open_result again = open_check(fs, KVR_TOLERATE_TAIL);
         CHECK(again.st == KV_OK);
         CHECK(sd_same(again.d, tol.d));
-        CHECK(again.torn_bytes == 0 && again.problems == 0);
+        CHECK(again.torn_bytes == 0 && again.unwritten_bytes == 0 && again.problems == 0);
     }
     kv_memfs_free(fs);
 
@@ -319,12 +326,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(skip.st == KV_OK || skip.st == KV_VERSION);
     if (skip.st == KV_VERSION) CHECK(tol.st != KV_OK);
     if (tol.st == KV_VERSION) CHECK(skip.st == KV_VERSION);
-    if (tol.st == KV_OK) CHECK(sd_same(skip.d, tol.d) && skip.torn_bytes == tol.torn_bytes);
+    if (tol.st == KV_OK)
+        CHECK(sd_same(skip.d, tol.d) && skip.torn_bytes == tol.torn_bytes && skip.unwritten_bytes == tol.unwritten_bytes);
     if (skip.st == KV_OK) {
         open_result again = open_check(fs, KVR_SKIP_CORRUPT);
         CHECK(again.st == KV_OK);
         CHECK(sd_same(again.d, skip.d));
-        CHECK(again.torn_bytes == 0);
+        CHECK(again.torn_bytes == 0 && again.unwritten_bytes == 0);
     }
     kv_memfs_free(fs);
     free(copy);

@@ -218,6 +218,9 @@ struct kv_store {
     uint64_t unsynced_writes; /* writes appended since the last fdatasync */
     uint64_t last_sync_ms;
     uint64_t writeback_off; /* the active segment's bytes before this were handed to writeback */
+    uint64_t active_end;    /* the active segment's file length when zeros were written
+                               past active_size (prealloc_ahead), else active_size */
+    int prealloc_failed;    /* a zero-fill failed: the file length is not known */
     uint8_t *gbuf;
     size_t gbuf_cap;
     group_op *gops;
@@ -285,6 +288,7 @@ void kv_options_init(kv_options *o)
     o->fsync = KV_FSYNC_ALWAYS;
     o->segment_max_bytes = KV_DEFAULT_SEGMENT_MAX;
     o->hint_files = 1;
+    o->preallocate = 1;
     o->group_max_bytes = KV_DEFAULT_GROUP_MAX;
     o->recovery_mode = KVR_TOLERATE_TAIL;
 }
@@ -470,10 +474,72 @@ static int sync_active(kv_store *s)
     return 0;
 }
 
+/* How far ahead of the log end the active segment is zero-filled. */
+#define KV_PREALLOC_BYTES (1u << 20)
+
+/* Preallocation (kv_options.preallocate): before the group of n bytes is
+ * appended at active_size, makes sure the file already extends past it,
+ * by writing zeros from the file's end (active_end) to KV_PREALLOC_BYTES
+ * beyond the group (at most to segment_max_bytes), in the same sync as the
+ * group. An fdatasync after a write that grows the file must also write
+ * the inode (and on a journaling file system commit the journal); a write
+ * into blocks already written and synced needs neither, so all but one
+ * group in every KV_PREALLOC_BYTES costs one device write and a flush.
+ * PostgreSQL zero-fills its WAL segments for the same reason
+ * (wal_init_zero). fallocate(2) would not do: its extents are marked
+ * unwritten and the first write to each converts them, a metadata change
+ * again. Recovery sees the unused zeros at the end of the newest segment
+ * as KVR_UNWRITTEN and cuts them; sealing and closing cut them first.
+ * A failure here is not an error: preallocation stops for this segment
+ * and the group is written as before (whose own write reports a real
+ * problem, e.g. ENOSPC). */
+static void prealloc_ahead(kv_store *s, size_t n)
+{
+    static const uint8_t zeros[KV_PREALLOC_BYTES];
+    uint64_t need = s->active_size + n;
+    if (!s->opt.preallocate || need <= s->active_end || s->active_end >= s->opt.segment_max_bytes) return;
+    uint64_t from = need > s->active_end ? need : s->active_end;
+    uint64_t to = (from + KV_PREALLOC_BYTES) & ~(uint64_t)4095;
+    if (to > s->opt.segment_max_bytes) to = s->opt.segment_max_bytes;
+    if (to <= from) return;
+    int r = kv_io_write_full(s->io, s->active_fd, zeros, to - from, from);
+    if (r < 0) {
+        /* Some zeros may have landed: they are past the log end, where
+         * the next write, the seal or recovery deals with them. */
+        logf_(s, KV_LOG_WARN, "preallocating segment %u up to %" PRIu64 " bytes: %s; appending without it",
+              s->active_id, to, kv_strerror(-r));
+        s->active_end = s->opt.segment_max_bytes > to ? s->opt.segment_max_bytes : to; /* no more tries */
+        s->prealloc_failed = 1;
+        return;
+    }
+    s->active_end = to;
+}
+
+/* Cuts the active segment to its log end when zeros were written past it,
+ * and makes that durable (sealing, closing). Returns 0 or -errno. */
+static int cut_prealloc(kv_store *s)
+{
+    if (s->active_end <= s->active_size && !s->prealloc_failed) return 0;
+    int r = s->io->ftruncate(s->io->ctx, s->active_fd, s->active_size);
+    if (r == 0) r = s->io->fdatasync(s->io->ctx, s->active_fd);
+    if (r == 0) {
+        s->active_end = s->active_size;
+        s->prealloc_failed = 0;
+    }
+    return r;
+}
+
 /* Seals the active segment and starts the next one. */
 static int rotate(kv_store *s)
 {
     if (s->unsynced_writes > 0 && sync_active(s) < 0) return -1;
+    /* The sealed segment ends at its last record: recovery takes zeros at
+     * the end of any segment but the newest for damage. */
+    int c = cut_prealloc(s);
+    if (c < 0) {
+        failstop(s, -c, "cutting the preallocated space of", s->active_id);
+        return -1;
+    }
     uint32_t id = s->active_id + 1;
     if (id >= KV_VIRTUAL_ID_BASE - 1) { /* the same limit kv_open holds a directory to */
         failstop(s, EOVERFLOW, "numbering a new segment (ids exhausted)", s->active_id);
@@ -501,6 +567,8 @@ static int rotate(kv_store *s)
     s->active_fd = fd;
     s->active_id = id;
     s->active_size = KV_SEG_HEADER_SIZE;
+    s->active_end = KV_SEG_HEADER_SIZE;
+    s->prealloc_failed = 0;
     s->writeback_off = 0;
     return 0;
 }
@@ -804,6 +872,7 @@ static void write_group(kv_store *s, req *head)
 
     kv_status st = KV_OK;
     if (pos > 0) {
+        prealloc_ahead(s, pos);
         int w = kv_io_write_full(s->io, s->active_fd, s->gbuf, pos, s->active_size);
         if (w < 0) {
             failstop(s, -w, "write", s->active_id);
@@ -2031,6 +2100,9 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     if (s->rep.torn_bytes)
         logf_(s, KV_LOG_WARN, "cut %" PRIu64 " torn bytes at offset %" PRIu64 " of segment %u (saved beside it)",
               s->rep.torn_bytes, s->rep.torn_offset, s->rep.torn_segment);
+    if (s->rep.unwritten_bytes)
+        logf_(s, KV_LOG_INFO, "cut %" PRIu64 " unwritten zero bytes preallocated at the end of the newest segment",
+              s->rep.unwritten_bytes);
 
     /* Open the segments: older ones read-only, the newest read-write. */
     if (s->rep.nsegs > 0 && s->rep.segs[s->rep.nsegs - 1].id >= KV_VIRTUAL_ID_BASE - 1) {
@@ -2108,6 +2180,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     s->last_seq = s->rep.max_seq;
     s->hints_written = s->rep.hints_written;
     s->last_sync_ms = mono_us() / 1000u;
+    s->active_end = s->active_size; /* recovery cut any zeros past the log end */
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         st = EAGAIN;
         snprintf(s->rep.message, sizeof s->rep.message, "cannot start the writer thread");
@@ -2133,6 +2206,14 @@ kv_status kv_close(kv_store *s)
     pthread_join(s->writer, NULL);
     kv_status st = KV_OK;
     if (!s->failstop && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
+    if (!s->failstop) {
+        /* Leave the newest segment ending at its last record; if this
+         * fails, the next recovery cuts the zeros instead. */
+        int r = cut_prealloc(s);
+        if (r < 0)
+            logf_(s, KV_LOG_WARN, "cutting the preallocated space of segment %u: %s", s->active_id,
+                  kv_strerror(-r));
+    }
     free_store(s);
     return st;
 }

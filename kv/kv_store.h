@@ -73,6 +73,13 @@ typedef struct kv_options {
     int hint_files;             /* 1 (default): read hint files at open and
                                    write one for every sealed segment
                                    (recovery/kvr_hint.h); 0: neither */
+    int preallocate;            /* 1 (default): zero-fill the active segment
+                                   1 MiB ahead of the log end, so that a
+                                   group's fdatasync does not also write the
+                                   file's new length; the zeros past the last
+                                   record are cut when the segment is sealed,
+                                   at close, and by recovery after a crash
+                                   (KVR_UNWRITTEN). 0: plain appends */
 } kv_options;
 
 #define KV_DEFAULT_SEGMENT_MAX (64ull << 20)

@@ -94,6 +94,8 @@ static const setting settings[] = {
      "...and there are at least this many dead bytes"},
     {"hint-files", NULL, T_BOOL, F(hint_files), 0, 1, 0, "yes|no",
      "load sealed segments from hint files at start and write them (yes)"},
+    {"preallocate", NULL, T_BOOL, F(preallocate), 0, 1, 0, "yes|no",
+     "zero-fill segments 1 MiB ahead of the log: cheaper fdatasyncs (yes)"},
     {"appendonly", NULL, T_APPENDONLY, 0, 0, 0, 1, NULL, NULL},
     {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
@@ -113,7 +115,7 @@ const char *const kvd_config_names[] = {
     "recovery",     "segment-size", "io-threads",
     "proto-max-bulk-len", "client-query-buffer-limit", "hz",
     "compact-dead-ratio", "compact-min-dead", "hint-files",
-    NULL,
+    "preallocate", NULL,
 };
 
 static void errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -197,6 +199,7 @@ void kvd_config_init(kvd_config *c)
     c->compact_dead_pct = 50;
     c->compact_min_dead = 64ull << 20;
     c->hint_files = 1;
+    c->preallocate = 1;
 }
 
 void kvd_config_free(kvd_config *c)

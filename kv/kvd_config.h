@@ -39,6 +39,7 @@ typedef struct kvd_config {
                                   percentage of the log (default 50; 0 = never) */
     uint64_t compact_min_dead; /* ... and at least this many bytes (default 64 MiB) */
     int hint_files;            /* 1 (default): read and write hint files */
+    int preallocate;           /* 1 (default): kv_options.preallocate */
     char *config_file;         /* the file read, if any */
 } kvd_config;
 

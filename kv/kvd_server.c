@@ -1392,6 +1392,7 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     o.segment_max_bytes = cfg->segment_size;
     o.recovery_mode = cfg->recovery;
     o.hint_files = cfg->hint_files;
+    o.preallocate = cfg->preallocate;
     o.log = store_log;
     kvr_report rep;
     kv_status st = kv_open(cfg->dir, &o, &srv->store, &rep);

@@ -15,6 +15,7 @@ const char *kvr_reason_str(kvr_reason r)
     case KVR_CRC_MISMATCH: return "record checksum mismatch";
     case KVR_ZERO_FILL: return "zero-filled region";
     case KVR_SEQ_ORDER: return "sequence number does not increase";
+    case KVR_UNWRITTEN: return "unwritten zero-filled space at end of file";
     }
     return "unknown problem";
 }
@@ -132,8 +133,9 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
         int record = !at_end && it.is_record;
         int out_of_order = record && res.records > 0 && it.rec.seq <= last_seq;
         if (!at_end && (!record || out_of_order)) {
-            if (nheld == cap_held) {
+            if (nheld + 2 > cap_held) { /* a bad region may split in two (below) */
                 size_t nc = cap_held ? cap_held * 2 : 8;
+                while (nc < nheld + 2) nc *= 2;
                 kvr_problem *nh = realloc(held, nc * sizeof *nh);
                 if (!nh) {
                     st = ENOMEM;
@@ -144,9 +146,15 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
             }
             /* An out-of-order record is itself valid: a region that
              * something valid follows. */
-            held[nheld++] = (kvr_problem){path, seg, it.off, it.len, out_of_order ? KVR_SEQ_ORDER : it.why,
-                                          out_of_order};
-            pos = it.off + it.len;
+            uint64_t end = it.off + it.len, z = end;
+            if (!out_of_order && end == len) /* the zero bytes that end the file are their own region */
+                while (z > it.off && buf[z - 1] == 0) z--;
+            if (z > it.off)
+                held[nheld++] = (kvr_problem){path, seg, it.off, z - it.off, out_of_order ? KVR_SEQ_ORDER : it.why,
+                                              out_of_order};
+            if (z < end)
+                held[nheld++] = (kvr_problem){path, seg, z, end - z, KVR_UNWRITTEN, 0};
+            pos = end;
             if (!out_of_order) continue;
         }
         /* A valid record or the end: report what was held back (each

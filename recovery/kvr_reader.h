@@ -15,6 +15,11 @@
  *    is trusted; the reader looks for the first offset after X where a
  *    whole valid top-level record starts (batch entries are marked and
  *    never match), and the region ends there, or at end of file.
+ * A region that reaches the end of the file gives up its trailing zero
+ * bytes to a region of their own, KVR_UNWRITTEN (the whole region when it
+ * is all zeros): space the writer zero-filled ahead of the log and never
+ * used. A zero-filled region that a valid record follows stays
+ * KVR_ZERO_FILL.
  * Each problem says whether a valid record follows it in this segment
  * (valid_after); that is what separates a torn tail from mid-log
  * corruption.
@@ -40,6 +45,11 @@ typedef enum kvr_reason {
     KVR_CRC_MISMATCH,         /* valid header, record CRC (key/value/batch) failed */
     KVR_ZERO_FILL,            /* a run of zero bytes where a record should start */
     KVR_SEQ_ORDER,            /* valid record whose sequence number does not increase */
+    KVR_UNWRITTEN,            /* zero bytes from here to end of file, after the last
+                                 record or the last non-zero byte of a bad region:
+                                 space the writer zero-filled ahead and never used
+                                 (kv_options.preallocate), or a tail the disk never
+                                 wrote */
 } kvr_reason;
 
 /* Short text for a reason, e.g. "record header checksum mismatch". */

@@ -150,6 +150,8 @@ typedef struct rctx {
     kv_status err;       /* ENOMEM while applying */
     int have_cut;        /* this segment gets cut at cut_off */
     uint64_t cut_off;
+    int have_unwritten;  /* the newest segment ends in zeros from unwritten_off */
+    uint64_t unwritten_off;
     kvr_problem first;   /* the problem that caused a refusal or stop */
     kvh_builder *hb;     /* the hint of the segment being scanned, or NULL */
     int hb_failed;       /* building it ran out of memory: write none */
@@ -264,6 +266,14 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 static void on_problem(void *arg, const kvr_problem *p)
 {
     rctx *c = arg;
+    if (p->reason == KVR_UNWRITTEN && c->newest) {
+        /* Not a problem: space zero-filled ahead of the log that no write
+         * reached (in a sealed segment, which is cut to its last record
+         * when sealed, it is one). */
+        c->have_unwritten = 1;
+        c->unwritten_off = p->offset;
+        return;
+    }
     c->rep->problems++;
     c->seg_problems++;
     if (c->stop) return;
@@ -347,6 +357,28 @@ static kv_status cut_segment(const kv_io *io, const char *dir, uint32_t id, cons
 fail:
     snprintf(msg, msgcap, "cannot cut torn tail of %s at offset %" PRIu64 ": %s", seg_path, off, kv_strerror(-r));
     return -r;
+}
+
+/* Cuts segment `id` to len bytes (dropping only zero bytes: nothing to
+ * save) and makes that durable. Returns KV_OK or an errno. */
+static kv_status trim_segment(const kv_io *io, const char *dir, uint32_t id, uint64_t len, char *msg, size_t msgcap)
+{
+    char name[32], seg_path[4096];
+    kv_seg_name(name, sizeof name, id);
+    snprintf(seg_path, sizeof seg_path, "%s/%s", dir, name);
+    int fd = io->open(io->ctx, seg_path, KV_O_RDWR);
+    int r = fd;
+    if (fd >= 0) {
+        r = io->ftruncate(io->ctx, fd, len);
+        if (r == 0) r = io->fdatasync(io->ctx, fd);
+        io->close(io->ctx, fd);
+    }
+    if (r < 0) {
+        snprintf(msg, msgcap, "cannot cut the unwritten space of %s at offset %" PRIu64 ": %s", seg_path, len,
+                 kv_strerror(-r));
+        return -r;
+    }
+    return KV_OK;
 }
 
 /* Point-in-time: renames segments ids[from..n) to "<segment>.discarded"
@@ -562,6 +594,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         snprintf(path, sizeof path, "%s/%s", dir, name);
         c.newest = (i + 1 == n);
         c.have_cut = 0;
+        c.have_unwritten = 0;
         uint64_t hsize = 0;
         if (!c.newest && (flags & KVR_HINTS_READ) && load_hint(io, dir, ids[i], &c, &hsize)) {
             if (c.err) {
@@ -640,17 +673,27 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
                 break;
             }
         }
+        /* The bytes worth saving end where the trailing zeros begin. */
+        uint64_t end = c.have_unwritten ? c.unwritten_off : res.file_size;
         if (c.have_cut) {
-            st = cut_segment(io, dir, ids[i], buf, res.file_size, c.cut_off, rep->message, sizeof rep->message);
+            st = cut_segment(io, dir, ids[i], buf, end, c.cut_off, rep->message, sizeof rep->message);
             if (st != KV_OK) {
                 free(buf);
                 break;
             }
-            rep->torn_bytes += res.file_size - c.cut_off;
+            rep->torn_bytes += end - c.cut_off;
             rep->torn_segment = ids[i];
             rep->torn_offset = c.cut_off;
             size = c.cut_off;
+        } else if (c.have_unwritten) {
+            st = trim_segment(io, dir, ids[i], end, rep->message, sizeof rep->message);
+            if (st != KV_OK) {
+                free(buf);
+                break;
+            }
+            size = end;
         }
+        if (c.have_unwritten) rep->unwritten_bytes += res.file_size - end;
         free(buf);
         rep->segs[rep->nsegs].id = ids[i];
         rep->segs[rep->nsegs].size = size;
@@ -679,10 +722,10 @@ int kvr_report_format(const kvr_report *rep, char *buf, size_t cap)
                     "recovery (%s): %u segments, %" PRIu64 " records (%" PRIu64 " entries, %" PRIu64
                     " batches, %" PRIu64 " tombstones, %" PRIu64 " expired), %" PRIu64 " keys, %" PRIu64
                     " log bytes, %" PRIu64 " live bytes, %u problems, %" PRIu64 " torn bytes cut, %" PRIu64
-                    " bytes skipped, %u segments discarded, %u loaded from hint files (%u rejected, %u written), "
+                    " unwritten bytes cut, %" PRIu64 " bytes skipped, %u segments discarded, %u loaded from hint files (%u rejected, %u written), "
                     "%.1f ms",
                     kvr_mode_name(rep->mode), rep->segments, rep->records, rep->entries, rep->batches,
                     rep->tombstones, rep->expired, rep->keys, rep->log_bytes, rep->live_bytes, rep->problems,
-                    rep->torn_bytes, rep->skipped_bytes, rep->discarded_segments, rep->hints_used,
+                    rep->torn_bytes, rep->unwritten_bytes, rep->skipped_bytes, rep->discarded_segments, rep->hints_used,
                     rep->hints_rejected, rep->hints_written, rep->elapsed_us / 1000.0);
 }

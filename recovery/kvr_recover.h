@@ -79,9 +79,14 @@ typedef struct kvr_report {
     uint64_t live_bytes;     /* bytes of records the key directory points at */
     uint64_t max_seq;        /* highest sequence number seen (0 if none) */
     uint32_t problems;       /* problems the reader reported */
-    uint64_t torn_bytes;     /* bytes cut from torn tails (and point-in-time cuts) */
+    uint64_t torn_bytes;     /* bytes cut from torn tails (and point-in-time cuts),
+                                each saved beside its segment; trailing zeros
+                                are not among them (unwritten_bytes) */
     uint32_t torn_segment;   /* segment of the last cut, 0 if none */
     uint64_t torn_offset;    /* offset of the last cut */
+    uint64_t unwritten_bytes; /* zero bytes that ended the newest segment
+                                 (KVR_UNWRITTEN: preallocated space the writer
+                                 never used), cut without being saved */
     uint64_t skipped_bytes;  /* skip-corrupt: bytes of bad regions passed over */
     uint32_t discarded_segments; /* point-in-time: later segments set aside */
     uint32_t hints_used;     /* sealed segments loaded from their hint file */

@@ -45,6 +45,8 @@ import redis
 from iotrace_lib import (KvdServer, Ledger, TracedKvd, check_recovered, env_int, info, log, parse_trace, read_store,
                          run_kvfsck, run_workload, shim_env)
 
+# These run with --preallocate no, so that every counted write is a
+# request's (test_failed_preallocation covers the zero-fill's writes).
 # kvd's first I/O on an empty directory (the shim counts only calls in the
 # data directory): create LOCK (create 1), fsync the directory (dirsync 1),
 # create segment 1 (create 2), write its header (write 1), fdatasync it
@@ -117,7 +119,7 @@ class IOErrors(unittest.TestCase):
     def run_case(self, spec, extra, what):
         base = tempfile.mkdtemp(prefix="kvd-faults-")
         try:
-            self._run_case(spec, list(extra), what, base)
+            self._run_case(spec, ["--preallocate", "no"] + list(extra), what, base)
         finally:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -222,6 +224,57 @@ class IOErrors(unittest.TestCase):
             with self.subTest(spec=spec):
                 self.run_case(spec, extra, what)
         log("I/O error points injected and recovered: %d" % IOErrors.injected)
+
+    def test_failed_preallocation(self):
+        """With --preallocate yes the first write after start is the
+        zero-fill ahead of the log. When it fails (here ENOSPC, and EIO),
+        no request fails: kvd logs it, appends without preallocation,
+        cuts the zeros it wrote at shutdown, and keeps every write."""
+        log("\nA failing zero-fill (preallocation):")
+        for spec in ("write:2:ENOSPC", "write:2:EIO"):
+            with self.subTest(spec=spec):
+                base = tempfile.mkdtemp(prefix="kvd-faults-prealloc-")
+                try:
+                    self._failed_preallocation(spec, base)
+                finally:
+                    shutil.rmtree(base, ignore_errors=True)
+
+    def _failed_preallocation(self, spec, base):
+        datadir = os.path.join(base, "data")
+        os.makedirs(datadir)
+        trace = os.path.join(base, "trace")
+        srv = TracedKvd(["--preallocate", "yes"], env_extra=shim_env(datadir, trace, fail=spec), datadir=datadir,
+                        workdir=os.path.join(base, "run1"))
+        os.makedirs(srv.workdir)
+        ledger = Ledger()
+        try:
+            srv.start()
+            run_workload(srv, trace, ledger, 2, 7, nops=60, stop_on_error=True, after_error=2)
+            errs = [o for o in ledger.ops if o.error is not None]
+            self.assertEqual(errs, [], "%s: a failed zero-fill failed requests" % spec)
+            self.assertEqual(info(srv).get("failstop"), "0", spec)
+            self.assertEqual(srv.stop(), 0)
+            self.assertIn("appending without it", srv.read_log(), spec)
+        finally:
+            srv.cleanup()
+        sanitizer_check(self, srv)
+        self.assertTrue([e for e in parse_trace(trace) if e.inj], "%s: the shim logged no injected failure" % spec)
+        seg = os.path.join(datadir, "0000000001.seg")
+        with open(seg, "rb") as f:
+            data = f.read()
+        self.assertNotEqual(data[-1:], b"\0", "%s: zeros left past the log after a clean shutdown" % spec)
+        srv2 = KvdServer([], datadir=datadir, workdir=os.path.join(base, "run2"))
+        os.makedirs(srv2.workdir)
+        try:
+            srv2.start()
+            v = check_recovered(read_store(srv2), ledger.histories(), sorted(ledger.ops, key=lambda o: o.id),
+                                float("inf"), require_acked=True)
+            self.assertEqual(v.problems, [], "%s: after restart:\n%s" % (spec, "\n".join(v.problems[:5])))
+            self.assertEqual(srv2.stop(), 0)
+        finally:
+            srv2.cleanup()
+        log("  %-16s %d requests, none failed; zeros cut at shutdown; all present after restart" % (
+            spec, len(ledger.ops)))
 
     def test_startup_faults(self):
         """A failure while kvd opens its directory: exit 1 with a message;

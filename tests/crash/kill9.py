@@ -755,15 +755,19 @@ def start_checked(srv):
 
 
 def inject_loss(datadir, nbytes):
-    """For --inject-loss: cuts the last nbytes of the newest segment (at
-    most down to its 32-byte header), as a kvd that lost acknowledged
+    """For --inject-loss: cuts the last nbytes of the newest segment's log
+    (at most down to its 32-byte header), as a kvd that lost acknowledged
     writes would leave it. The run must then report them lost."""
     segs = sorted(f for f in os.listdir(datadir) if f.endswith(".seg"))
     if not segs:
         return
     path = os.path.join(datadir, segs[-1])
-    size = os.path.getsize(path)
-    os.truncate(path, max(32, size - nbytes))
+    with open(path, "rb") as f:
+        data = f.read()
+    # The log ends at its last non-zero byte: the zeros after it are
+    # space kvd preallocated (--preallocate yes), not writes.
+    end = len(data.rstrip(b"\0"))
+    os.truncate(path, max(32, end - nbytes))
 
 
 def run(args):

@@ -7,7 +7,7 @@ exit codes.
 The binaries come from $KVD_BIN and $KVFSCK_BIN (CTest sets both), else
 from build/test. Run by hand from this directory:
     /usr/bin/python3 -m unittest -v test_kvfsck
-    /usr/bin/python3 -m unittest -v test_kvfsck.TestShapes.test_zero_filled_tail_is_torn_tail
+    /usr/bin/python3 -m unittest -v test_kvfsck.TestShapes.test_zero_filled_tail_is_unwritten_space_not_a_problem
 
 The base directories are written once per class by kvd and copied for each
 test; every kvd started is stopped (KvdServer.cleanup), and every kvfsck
@@ -352,8 +352,9 @@ class TestShapes(Base):
     def test_truncated_header_is_torn_tail(self):
         d = self.copy()
         p, data = self.seg(d)
-        write(p, data + data[32:52])  # 20 of the 44 header bytes
-        r = self.expect_one_problem(d, SEG1, 272, 20, "torn tail", "incomplete record header")
+        write(p, data + data[32:52])  # 20 of the 44 header bytes, the last 3 zeros (klen's high bytes)
+        r = self.expect_one_problem(d, SEG1, 272, 17, "torn tail", "incomplete record header")
+        self.assertIn("unwritten:    3 ", r.out)
         self.assertEqual(text_field(r.out, "live keys"), 5)
         self.assertIn("kvfsck --repair " + d, r.out)
 
@@ -363,11 +364,28 @@ class TestShapes(Base):
         write(p, data + data[32:80 - 3])  # header whole, payload cut
         self.expect_one_problem(d, SEG1, 272, 45, "torn tail", "record runs past end of file")
 
-    def test_zero_filled_tail_is_torn_tail(self):
+    def test_zero_filled_tail_is_unwritten_space_not_a_problem(self):
+        # What kvd leaves after a crash with --preallocate yes: zeros past
+        # the last record of the newest segment, which it cuts at start.
         d = self.copy()
         p, data = self.seg(d)
         write(p, data + b"\0" * 4096)
-        self.expect_one_problem(d, SEG1, 272, 4096, "torn tail", "zero-filled region")
+        r = kvfsck(d)
+        self.assertEqual(r.rc, CLEAN, r)
+        self.assertEqual(text_field(r.out, "problems"), 0)
+        self.assertIn("unwritten:    4096 ", r.out)
+        self.assertEqual(text_field(r.out, "dead bytes"), 0)
+        j = json.loads(kvfsck("--json", d).out)
+        self.assertEqual(j["summary"]["unwritten_bytes"], 4096)
+        self.assertEqual(j["segments"][-1]["unwritten_bytes"], 4096)
+        self.assertEqual(read(p), data + b"\0" * 4096)  # read-only: nothing cut
+
+    def test_zeros_ending_a_sealed_segment_are_corruption(self):
+        d = self.copy()
+        p, data = self.seg(d)
+        write(p, data + b"\0" * 64)
+        write(os.path.join(d, seg_name(2)), seg_header(2))
+        self.expect_one_problem(d, SEG1, 272, 64, "sealed-segment corruption", "unwritten zero-filled space")
 
     def test_garbage_appended_is_torn_tail(self):
         d = self.copy()
@@ -496,7 +514,7 @@ class TestRepair(Base):
     def damage_tail(self, d):
         p = os.path.join(d, SEG1)
         data = read(p)
-        write(p, data + b"\0" * 100)
+        write(p, data + b"\x5a" * 100)  # garbage: zeros would be unwritten space
         return data
 
     def damage_mid(self, d, name=SEG1, rec=2):
@@ -516,7 +534,7 @@ class TestRepair(Base):
         self.assertIn("result: all 1 problem repaired", r.out)
         self.assertEqual(read(os.path.join(d, SEG1)), clean)
         torn = os.path.join(d, SEG1 + ".272.torn")
-        self.assertEqual(read(torn), b"\0" * 100)
+        self.assertEqual(read(torn), b"\x5a" * 100)
         self.assertIn("the cut bytes are in " + torn, r.out)
         r = kvfsck(d)
         self.assertEqual(r.rc, CLEAN, r)
@@ -529,7 +547,7 @@ class TestRepair(Base):
         r = kvfsck("--repair", "--yes", d)
         self.assertEqual(r.rc, REPAIRED, r)
         self.assertEqual(read(os.path.join(d, SEG1 + ".272.torn")), b"older")
-        self.assertEqual(read(os.path.join(d, SEG1 + ".272.torn.1")), b"\0" * 100)
+        self.assertEqual(read(os.path.join(d, SEG1 + ".272.torn.1")), b"\x5a" * 100)
 
     def test_repair_refuses_mid_log_corruption_without_salvage(self):
         d = self.copy()
@@ -595,7 +613,7 @@ class TestRepair(Base):
         damaged = self.damage_mid(d, SEG1, rec=3)  # sealed-segment corruption
         tail_before = read(os.path.join(d, newest))
         with open(os.path.join(d, newest), "ab") as f:
-            f.write(b"\0" * 64)                     # and a torn tail
+            f.write(b"\x5a" * 64)                   # and a torn tail
         before = snapshot(d)
         r0 = kvfsck(d)
         self.assertEqual(r0.rc, LEFT, r0)
@@ -778,7 +796,7 @@ class TestJsonAndUsage(Base):
         write(p, bytes(b))
         segs = sorted(n for n in os.listdir(d) if n.endswith(".seg"))
         with open(os.path.join(d, segs[-1]), "ab") as f:
-            f.write(b"\0" * 10)
+            f.write(b"\x5a" * 10)
         t = kvfsck(d)
         r = kvfsck("--json", d)
         self.assertEqual(r.rc, LEFT, r)
@@ -807,7 +825,7 @@ class TestJsonAndUsage(Base):
     def test_json_of_a_repair(self):
         d = self.copy()
         p = os.path.join(d, SEG1)
-        write(p, read(p) + b"\0" * 50)
+        write(p, read(p) + b"\x5a" * 50)
         r = kvfsck("--json", "--repair", "--yes", d)
         self.assertEqual(r.rc, REPAIRED, r)
         j = json.loads(r.out)

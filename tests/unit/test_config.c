@@ -592,7 +592,7 @@ static const char *const expected_names[] = {
     "dir",      "bind",       "port",         "appendfsync", "requirepass",        "pidfile",
     "logfile",  "loglevel",   "maxclients",   "recovery",    "segment-size",       "io-threads",
     "proto-max-bulk-len",     "client-query-buffer-limit",   "hz", "compact-dead-ratio", "compact-min-dead",
-    "hint-files",
+    "hint-files", "preallocate",
 };
 
 /* A value other than the default for each name, and how GET shows it. */
@@ -617,6 +617,7 @@ static const struct {
     {"compact-dead-ratio", "25", "25"},
     {"compact-min-dead", "1gb", "1073741824"},
     {"hint-files", "NO", "no"},
+    {"preallocate", "no", "no"},
 };
 
 START_TEST(config_get_and_set_round_trip_every_name)
@@ -637,6 +638,7 @@ START_TEST(config_get_and_set_round_trip_every_name)
     expect_get(&c, "fsync", "always"); /* the alias */
     expect_get(&c, "PORT", "6379");
     expect_get(&c, "hint-files", "yes");
+    expect_get(&c, "preallocate", "yes");
     char buf[256], err[512];
     ck_assert_int_eq(kvd_config_set(&c, "hint-files", "maybe", err, sizeof err), -1);
     ck_assert_ptr_nonnull(strstr(err, "must be yes or no"));

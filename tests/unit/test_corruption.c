@@ -80,25 +80,35 @@ static void expect_keys(kv_store *s, int first, int last)
     tu_model_free(&m);
 }
 
-/* Opens with the given mode, expecting success and a torn tail of `cut`
- * bytes at `off`; checks the saved bytes and the segment's new size. */
+/* Opens with the given mode, expecting success and a cut of `cut` bytes
+ * at `off`. The cut bytes up to their last non-zero byte are a torn tail,
+ * saved beside the segment; the zero bytes after it are unwritten space
+ * (KVR_UNWRITTEN), cut without being saved. Checks both, the saved bytes
+ * and the segment's new size. */
 static kv_store *open_expect_cut(kvr_mode mode, uint64_t off, uint64_t cut)
 {
+    uint64_t saved = cut;
+    while (saved > 0 && seg[off + saved - 1] == 0) saved--;
     kv_store *s;
     kvr_report rep;
     kv_status st = tu_open_mem(fs, DIR, KV_FSYNC_ALWAYS, 0, mode, &s, &rep);
     ck_assert_msg(st == KV_OK, "open: %s: %s", kv_strerror(st), rep.message);
-    ck_assert_uint_eq(rep.torn_bytes, cut);
-    ck_assert_uint_eq(rep.torn_offset, off);
-    ck_assert_uint_eq(rep.torn_segment, 1);
+    ck_assert_uint_eq(rep.torn_bytes, saved);
+    ck_assert_uint_eq(rep.unwritten_bytes, cut - saved);
+    ck_assert_uint_eq(rep.torn_offset, saved ? off : 0);
+    ck_assert_uint_eq(rep.torn_segment, saved ? 1 : 0);
     char torn[128];
     snprintf(torn, sizeof torn, "%s.%llu.torn", seg1, (unsigned long long)off);
     uint8_t *b;
     size_t n;
-    ck_assert_int_eq(kv_memfs_read(fs, torn, &b, &n), 0);
-    ck_assert_uint_eq(n, cut);
-    ck_assert(memcmp(b, seg + off, cut) == 0); /* the cut bytes are kept */
-    free(b);
+    if (saved) {
+        ck_assert_int_eq(kv_memfs_read(fs, torn, &b, &n), 0);
+        ck_assert_uint_eq(n, saved);
+        ck_assert(memcmp(b, seg + off, saved) == 0); /* the cut bytes are kept */
+        free(b);
+    } else {
+        ck_assert(!kv_memfs_exists(fs, torn)); /* zeros only: nothing to keep */
+    }
     ck_assert_uint_eq(file_size(seg1), off);
     kvr_report_free(&rep);
     return s;
@@ -168,14 +178,63 @@ START_TEST(length_past_end_of_file_is_torn_tail)
 }
 END_TEST
 
-START_TEST(zero_filled_tail_is_torn_tail)
+START_TEST(zero_filled_tail_is_unwritten_space_cut_without_a_problem)
 {
     uint8_t zeros[4096] = {0};
     append_bytes(zeros, sizeof zeros);
     install();
     kv_store *s = open_expect_cut(KVR_TOLERATE_TAIL, BASE_END, sizeof zeros);
+    ck_assert_uint_eq(kv_recovery_report(s)->problems, 0);
     expect_keys(s, 1, 5);
     kv_close(s);
+}
+END_TEST
+
+START_TEST(torn_record_in_preallocated_space_saves_only_its_written_bytes)
+{
+    /* A group cut short inside zero-filled space: the record's first 20
+     * bytes (its header no longer checks out), then the zeros that were
+     * there before it. */
+    uint8_t extra[4096] = {0};
+    kv_record_encode(extra, KV_REC_PUT, 0, 6, 0, 0, "k6", 2, "v6", 2);
+    memset(extra + 20, 0, sizeof extra - 20);
+    append_bytes(extra, sizeof extra);
+    install();
+    kv_store *s = open_expect_cut(KVR_TOLERATE_TAIL, BASE_END, sizeof extra);
+    ck_assert_uint_lt(kv_recovery_report(s)->torn_bytes, 21); /* the zeros are not kept */
+    ck_assert_uint_gt(kv_recovery_report(s)->torn_bytes, 0);
+    expect_keys(s, 1, 5);
+    kv_close(s);
+}
+END_TEST
+
+START_TEST(absolute_mode_opens_past_unwritten_space)
+{
+    uint8_t zeros[1000] = {0};
+    append_bytes(zeros, sizeof zeros);
+    install();
+    kv_store *s = open_expect_cut(KVR_ABSOLUTE, BASE_END, sizeof zeros);
+    expect_keys(s, 1, 5);
+    kv_close(s);
+}
+END_TEST
+
+START_TEST(zeros_ending_a_sealed_segment_are_corruption)
+{
+    /* kvd cuts a segment's zeros before it seals it, so in any segment
+     * but the newest they are damage, as any other bad region is. */
+    uint8_t zeros[512] = {0};
+    append_bytes(zeros, sizeof zeros);
+    uint8_t *s2;
+    size_t s2_len;
+    tu_segment_start(&s2, &s2_len, 2);
+    tu_append_record(&s2, &s2_len, KV_REC_PUT, 6, "k6", "v6");
+    char p2[64];
+    tu_seg_path(p2, sizeof p2, DIR, 2);
+    ck_assert_int_eq(kv_memfs_write(fs, p2, s2, s2_len), 0);
+    free(s2);
+    install();
+    open_expect_refusal(KVR_TOLERATE_TAIL, BASE_END, "corruption in sealed segment");
 }
 END_TEST
 
@@ -329,7 +388,8 @@ END_TEST
 
 START_TEST(absolute_mode_refuses_a_torn_tail)
 {
-    uint8_t zeros[100] = {0};
+    uint8_t zeros[100];
+    memset(zeros, 0x5a, sizeof zeros);
     append_bytes(zeros, sizeof zeros);
     install();
     open_expect_refusal(KVR_ABSOLUTE, BASE_END, "torn tail");
@@ -537,7 +597,10 @@ int main(void)
     tcase_add_test(tc, truncated_header_is_torn_tail);
     tcase_add_test(tc, truncated_payload_is_torn_tail);
     tcase_add_test(tc, length_past_end_of_file_is_torn_tail);
-    tcase_add_test(tc, zero_filled_tail_is_torn_tail);
+    tcase_add_test(tc, zero_filled_tail_is_unwritten_space_cut_without_a_problem);
+    tcase_add_test(tc, torn_record_in_preallocated_space_saves_only_its_written_bytes);
+    tcase_add_test(tc, absolute_mode_opens_past_unwritten_space);
+    tcase_add_test(tc, zeros_ending_a_sealed_segment_are_corruption);
     tcase_add_test(tc, garbage_appended_is_torn_tail);
     tcase_add_test(tc, torn_record_followed_by_a_fragment_is_cut_at_the_first_bad_byte);
     tcase_add_test(tc, bit_flip_in_header_field_mid_log_is_corruption);

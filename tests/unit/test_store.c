@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "kv_store.h"
+#include "kvr_reader.h"
 #include "testutil.h"
 
 static uint64_t fake_now = 1800000000000ull;
@@ -470,6 +471,177 @@ START_TEST(writeback_is_started_every_4_mib_outside_always)
 }
 END_TEST
 
+/* ---- preallocation ---- */
+
+/* The log end of segment `id` in fs (where its last valid record ends) and
+ * its file length; asserts no problem but trailing zeros. */
+static void seg_ends(kv_memfs *fs, uint32_t id, uint64_t *log_end, uint64_t *file_len, uint64_t *unwritten)
+{
+    char path[64];
+    tu_seg_path(path, sizeof path, "db", id);
+    uint8_t *b;
+    size_t n;
+    ck_assert_int_eq(kv_memfs_read(fs, path, &b, &n), 0);
+    kvr_scan_result res;
+    ck_assert_int_eq(kvr_scan_buffer(b, n, id, path, NULL, NULL, NULL, &res), KV_OK);
+    *log_end = res.valid_end;
+    *file_len = n;
+    *unwritten = 0;
+    for (uint64_t i = res.valid_end; i < n; i++) ck_assert_msg(b[i] == 0, "byte %llu past the log end", (unsigned long long)i);
+    if (n > res.valid_end) {
+        ck_assert_uint_eq(res.problems, 1); /* the one KVR_UNWRITTEN region */
+        *unwritten = n - res.valid_end;
+    } else {
+        ck_assert_uint_eq(res.problems, 0);
+    }
+    free(b);
+}
+
+static void put_n(kv_store *s, int from, int to, size_t vlen)
+{
+    static char v[8192];
+    memset(v, 'p', sizeof v);
+    for (int i = from; i < to; i++) {
+        char k[16];
+        int kn = snprintf(k, sizeof k, "p%d", i);
+        ck_assert_int_eq(kv_put(s, k, (size_t)kn, v, vlen, 0, 0), KV_OK);
+    }
+}
+
+/* With preallocate (the default) the active segment is zero-filled 1 MiB
+ * ahead of its log end, in 4 KiB steps, never past segment_max_bytes. A
+ * crash (the state as written, as after kill -9) leaves those zeros, and
+ * recovery cuts them without calling them a problem or saving them. A
+ * sealed segment and, after close, the newest end at their last record. */
+START_TEST(preallocation_zero_fills_ahead_and_is_cut_at_seal_close_and_recovery)
+{
+    const uint64_t seg_max = 4u << 20;
+    kv_memfs *fs = kv_memfs_new();
+    kv_store *s;
+    ck_assert_int_eq(tu_open_mem(fs, "db", KV_FSYNC_ALWAYS, seg_max, KVR_TOLERATE_TAIL, &s, NULL), KV_OK);
+    uint64_t end, len, unw;
+    put_n(s, 0, 1, 100);
+    seg_ends(fs, 1, &end, &len, &unw);
+    ck_assert_uint_gt(end, KV_SEG_HEADER_SIZE);
+    ck_assert_uint_ge(len, end + (1u << 20) - 4096);
+    ck_assert_uint_le(len, end + (1u << 20));
+    ck_assert_uint_eq(len % 4096, 0);
+    put_n(s, 1, 300, 4000); /* past the first 1 MiB: the zeros move ahead */
+    seg_ends(fs, 1, &end, &len, &unw);
+    ck_assert_uint_gt(end, 1u << 20);
+    ck_assert_uint_gt(len, end);
+    ck_assert_uint_le(len, end + (1u << 20) + 8192);
+
+    /* kill -9 now: recovery cuts the zeros, keeps every put, saves nothing. */
+    kv_memfs *crashed = kv_memfs_clone(fs);
+    kv_store *c;
+    kvr_report rep;
+    ck_assert_int_eq(tu_open_mem(crashed, "db", KV_FSYNC_ALWAYS, seg_max, KVR_ABSOLUTE, &c, &rep), KV_OK);
+    ck_assert_uint_eq(rep.unwritten_bytes, len - end);
+    ck_assert_uint_eq(rep.torn_bytes, 0);
+    ck_assert_uint_eq(rep.problems, 0);
+    ck_assert_uint_eq(rep.keys, 300);
+    kvr_report_free(&rep);
+    uint64_t cend, clen, cunw;
+    seg_ends(crashed, 1, &cend, &clen, &cunw);
+    ck_assert_uint_eq(clen, end);
+    char torn[80], p1[64];
+    tu_seg_path(p1, sizeof p1, "db", 1);
+    snprintf(torn, sizeof torn, "%s.%llu.torn", p1, (unsigned long long)end);
+    ck_assert(!kv_memfs_exists(crashed, torn));
+    put_n(c, 300, 301, 100); /* and appends after the cut */
+    ck_assert_int_eq(kv_close(c), KV_OK);
+    ck_assert_int_eq(tu_open_mem(crashed, "db", KV_FSYNC_ALWAYS, seg_max, KVR_ABSOLUTE, &c, NULL), KV_OK);
+    ck_assert_uint_eq(kv_recovery_report(c)->keys, 301);
+    kv_close(c);
+    kv_memfs_free(crashed);
+
+    /* Past 4 MiB the segment is sealed: cut to its last record, while the
+     * next one is zero-filled ahead; never past segment_max_bytes. */
+    put_n(s, 300, 1300, 4000);
+    seg_ends(fs, 1, &end, &len, &unw);
+    ck_assert_uint_eq(len, end);
+    ck_assert_uint_ge(end, seg_max);
+    seg_ends(fs, 2, &end, &len, &unw);
+    ck_assert_uint_gt(unw, 0);
+    ck_assert_uint_le(len, seg_max);
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    seg_ends(fs, 2, &end, &len, &unw);
+    ck_assert_uint_eq(unw, 0);
+    ck_assert_int_eq(tu_open_mem(fs, "db", KV_FSYNC_ALWAYS, seg_max, KVR_ABSOLUTE, &s, &rep), KV_OK);
+    ck_assert_uint_eq(rep.unwritten_bytes, 0);
+    ck_assert_uint_eq(rep.keys, 1300);
+    kvr_report_free(&rep);
+    kv_close(s);
+    kv_memfs_free(fs);
+}
+END_TEST
+
+/* preallocate = 0 writes plain appends: the file ends at the log end. */
+START_TEST(preallocation_off_appends_only)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_options o;
+    kv_options_init(&o);
+    o.io = kv_memfs_io(fs);
+    o.preallocate = 0;
+    kv_store *s;
+    ck_assert_int_eq(kv_open("db", &o, &s, NULL), KV_OK);
+    put_n(s, 0, 50, 1000);
+    uint64_t end, len, unw;
+    seg_ends(fs, 1, &end, &len, &unw);
+    ck_assert_uint_eq(len, end);
+    ck_assert_uint_gt(end, 50000);
+    kv_close(s);
+    kv_memfs_free(fs);
+}
+END_TEST
+
+/* An I/O layer whose large writes (the zero-fill; puts here are small)
+ * write half, then fail with ENOSPC. */
+static ssize_t (*memfs_pwrite)(void *, int, const void *, size_t, uint64_t);
+
+static ssize_t big_write_fails(void *ctx, int fd, const void *buf, size_t n, uint64_t off)
+{
+    if (n >= 65536) {
+        ssize_t w = memfs_pwrite(ctx, fd, buf, n / 2, off);
+        return w < 0 ? w : -ENOSPC;
+    }
+    return memfs_pwrite(ctx, fd, buf, n, off);
+}
+
+/* A zero-fill that fails is no error: the puts succeed, preallocation
+ * stops for the segment (no second try), and the zeros it left are cut at
+ * close. */
+START_TEST(failed_preallocation_loses_nothing_and_fails_no_write)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_io failing = *kv_memfs_io(fs);
+    memfs_pwrite = failing.pwrite;
+    failing.pwrite = big_write_fails;
+    kv_options o;
+    kv_options_init(&o);
+    o.io = &failing;
+    kv_store *s;
+    ck_assert_int_eq(kv_open("db", &o, &s, NULL), KV_OK);
+    put_n(s, 0, 200, 1000);
+    kv_stats st;
+    kv_get_stats(s, &st);
+    ck_assert(!st.failstop);
+    uint64_t end, len, unw;
+    seg_ends(fs, 1, &end, &len, &unw);
+    ck_assert_uint_gt(end, 200000);
+    ck_assert_uint_le(len, end + (1u << 19)); /* half of one fill, no more */
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    seg_ends(fs, 1, &end, &len, &unw);
+    ck_assert_uint_eq(len, end);
+    ck_assert_int_eq(kv_open("db", &o, &s, NULL), KV_OK);
+    ck_assert_uint_eq(kv_recovery_report(s)->keys, 200);
+    kv_close(s);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 /* Segment files are numbered below 2^31 - 1 (ids from 2^31 are the
  * compaction's in-memory ones). kv_open refuses a directory that reached
  * that id, so the store never creates it: the rotation that would enters
@@ -696,6 +868,9 @@ int main(void)
     tcase_add_test(tc, posix_directory_round_trip);
     tcase_add_test(tc, writeback_is_started_every_4_mib_outside_always);
     tcase_add_test(tc, segment_ids_stop_where_open_would_refuse_them);
+    tcase_add_test(tc, preallocation_zero_fills_ahead_and_is_cut_at_seal_close_and_recovery);
+    tcase_add_test(tc, preallocation_off_appends_only);
+    tcase_add_test(tc, failed_preallocation_loses_nothing_and_fails_no_write);
     tcase_add_test(tc, unreadable_mapped_page_answers_eio_instead_of_a_crash);
     tcase_add_test(tc, transactions_read_their_writes_and_commit_atomically);
     suite_add_tcase(s, tc);
