@@ -204,6 +204,7 @@ struct kv_store {
     pthread_cond_t qcv;
     req *qhead, *qtail;
     int closing;
+    int writer_idle; /* the writer waits on qcv; the next enqueue wakes it (and clears this) */
     int failstop;
     kv_status fail_status;
     char fail_reason[512];
@@ -1058,11 +1059,15 @@ static void *writer_main(void *arg)
                  * the last write. */
                 uint64_t due_ms = s->last_sync_ms + 1000u;
                 struct timespec ts = {(time_t)(due_ms / 1000u), (long)(due_ms % 1000u) * 1000000L};
-                if (mono_us() / 1000u >= due_ms ||
-                    pthread_cond_timedwait(&s->qcv, &s->qmu, &ts) == ETIMEDOUT)
-                    break;
+                if (mono_us() / 1000u >= due_ms) break;
+                s->writer_idle = 1;
+                int r = pthread_cond_timedwait(&s->qcv, &s->qmu, &ts);
+                s->writer_idle = 0;
+                if (r == ETIMEDOUT) break;
             } else {
+                s->writer_idle = 1;
                 pthread_cond_wait(&s->qcv, &s->qmu);
+                s->writer_idle = 0;
             }
         }
         if (!s->qhead && s->closing) break;
@@ -1106,8 +1111,15 @@ static kv_status enqueue(kv_store *s, req *r)
     else
         s->qhead = r;
     s->qtail = r;
-    pthread_cond_signal(&s->qcv);
+    /* Wake the writer only if it sleeps, once, and after the unlock: a
+     * signal under the mutex wakes it straight into that mutex, and one
+     * per request while it is busy writing a group only costs system
+     * calls. The writer looks at the queue under the mutex before it
+     * sleeps again, so no request waits for a wake-up that was skipped. */
+    int wake = s->writer_idle;
+    s->writer_idle = 0;
     pthread_mutex_unlock(&s->qmu);
+    if (wake) pthread_cond_signal(&s->qcv);
     return KV_OK;
 }
 
