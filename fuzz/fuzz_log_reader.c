@@ -36,7 +36,8 @@
  *     decodes again on its own as a valid top-level record, and a batch
  *     yields exactly `flags` entries inside it. No record follows a
  *     problem that said no valid record follows it. An unwritten region
- *     (KVR_UNWRITTEN) is all zeros and ends the buffer. The scan result's
+ *     (KVR_UNWRITTEN) is all zeros and ends the buffer, and no other bad
+ *     record region that ends the buffer ends in a zero byte. The scan result's
  *     counts and sizes agree with the callbacks.
  *  2. kv_open in tolerate-tail mode returns KV_OK, KV_CORRUPT or
  *     KV_VERSION (never ENOMEM or another errno: the inputs are small and
@@ -149,6 +150,9 @@ static void check_problem(void *arg, const kvr_problem *p)
     if (p->reason == KVR_UNWRITTEN) { /* zeros to the end, after a record or a region ending non-zero */
         CHECK(p->offset + p->length == c->len && !p->valid_after);
         for (uint64_t i = p->offset; i < c->len; i++) CHECK(c->buf[i] == 0);
+    } else if (p->reason != KVR_SEQ_ORDER && p->reason != KVR_SEG_HEADER_SHORT && p->reason != KVR_SEG_HEADER_BAD &&
+               p->offset + p->length == c->len) {
+        CHECK(c->buf[c->len - 1] != 0); /* a bad record region gives its trailing zeros up */
     }
     if (p->reason == KVR_SEG_HEADER_SHORT || p->reason == KVR_SEG_HEADER_BAD)
         CHECK(p->offset == 0);

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "kv_store.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -478,11 +479,11 @@ static int sync_active(kv_store *s)
 /* How far ahead of the log end the active segment is zero-filled. */
 #define KV_PREALLOC_BYTES (1u << 20)
 
-/* Preallocation (kv_options.preallocate): before the group of n bytes is
- * appended at active_size, makes sure the file already extends past it,
- * by writing zeros from the file's end (active_end) to KV_PREALLOC_BYTES
- * beyond the group (at most to segment_max_bytes), in the same sync as the
- * group. An fdatasync after a write that grows the file must also write
+/* Preallocation (kv_options.preallocate): once the group of n bytes at
+ * active_size is written, if it reached past the zeros written before
+ * (active_end), writes zeros from its end to KV_PREALLOC_BYTES beyond it
+ * (rounded down to 4 KiB, at most to segment_max_bytes), before the
+ * group's sync, so that the next groups land in blocks already written. An fdatasync after a write that grows the file must also write
  * the inode (and on a journaling file system commit the journal); a write
  * into blocks already written and synced needs neither, so all but one
  * group in every KV_PREALLOC_BYTES costs one device write and a flush.
@@ -491,18 +492,17 @@ static int sync_active(kv_store *s)
  * unwritten and the first write to each converts them, a metadata change
  * again. Recovery sees the unused zeros at the end of the newest segment
  * as KVR_UNWRITTEN and cuts them; sealing and closing cut them first.
- * A failure here is not an error: preallocation stops for this segment
- * and the group is written as before (whose own write reports a real
- * problem, e.g. ENOSPC). */
+ * A failure here is not an error: the group is already written, and
+ * preallocation stops for this segment. */
 static void prealloc_ahead(kv_store *s, size_t n)
 {
     static const uint8_t zeros[KV_PREALLOC_BYTES];
-    uint64_t need = s->active_size + n;
-    if (!s->opt.preallocate || need <= s->active_end || s->active_end >= s->opt.segment_max_bytes) return;
-    uint64_t from = need > s->active_end ? need : s->active_end;
+    uint64_t from = s->active_size + n; /* the group's end, past active_end */
+    if (!s->opt.preallocate || from <= s->active_end || s->active_end >= s->opt.segment_max_bytes) return;
     uint64_t to = (from + KV_PREALLOC_BYTES) & ~(uint64_t)4095;
     if (to > s->opt.segment_max_bytes) to = s->opt.segment_max_bytes;
     if (to <= from) return;
+    assert(to - from <= sizeof zeros);
     int r = kv_io_write_full(s->io, s->active_fd, zeros, to - from, from);
     if (r < 0) {
         /* Some zeros may have landed: they are past the log end, where
@@ -873,12 +873,12 @@ static void write_group(kv_store *s, req *head)
 
     kv_status st = KV_OK;
     if (pos > 0) {
-        prealloc_ahead(s, pos);
         int w = kv_io_write_full(s->io, s->active_fd, s->gbuf, pos, s->active_size);
         if (w < 0) {
             failstop(s, -w, "write", s->active_id);
             st = -w;
         } else {
+            prealloc_ahead(s, pos); /* after the group: its failure cannot take the group's space */
             s->unsynced_writes += nwrites;
             if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) st = s->fail_status;
         }

@@ -15,7 +15,8 @@
  *    is trusted; the reader looks for the first offset after X where a
  *    whole valid top-level record starts (batch entries are marked and
  *    never match), and the region ends there, or at end of file.
- * A region that reaches the end of the file gives up its trailing zero
+ * A bad record region (not the segment header's, not an out-of-order
+ * record) that reaches the end of the file gives up its trailing zero
  * bytes to a region of their own, KVR_UNWRITTEN (the whole region when it
  * is all zeros): space the writer zero-filled ahead of the log and never
  * used. A zero-filled region that a valid record follows stays

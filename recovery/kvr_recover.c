@@ -673,8 +673,14 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
                 break;
             }
         }
-        /* The bytes worth saving end where the trailing zeros begin. */
+        /* The bytes worth saving end where the trailing zeros begin. A
+         * point-in-time stop ends the scan early, before the reader could
+         * report them: find them here. */
         uint64_t end = c.have_unwritten ? c.unwritten_off : res.file_size;
+        if (c.newest && c.have_cut && !c.have_unwritten && buf) {
+            while (end > c.cut_off && buf[end - 1] == 0) end--;
+            c.have_unwritten = end < res.file_size;
+        }
         if (c.have_cut) {
             st = cut_segment(io, dir, ids[i], buf, end, c.cut_off, rep->message, sizeof rep->message);
             if (st != KV_OK) {

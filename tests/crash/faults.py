@@ -226,12 +226,14 @@ class IOErrors(unittest.TestCase):
         log("I/O error points injected and recovered: %d" % IOErrors.injected)
 
     def test_failed_preallocation(self):
-        """With --preallocate yes the first write after start is the
-        zero-fill ahead of the log. When it fails (here ENOSPC, and EIO),
-        no request fails: kvd logs it, appends without preallocation,
-        cuts the zeros it wrote at shutdown, and keeps every write."""
+        """With --preallocate yes the first group's write (write 2, after
+        the segment header) is followed by the zero-fill ahead of the log
+        (write 3). When that fails (ENOSPC after writing 512 KiB of zeros,
+        and EIO), no request fails: kvd logs it, appends without
+        preallocation, cuts the zeros it wrote at shutdown, and keeps
+        every write."""
         log("\nA failing zero-fill (preallocation):")
-        for spec in ("write:2:ENOSPC", "write:2:EIO"):
+        for spec in ("write:3:ENOSPC:524288", "write:3:EIO"):
             with self.subTest(spec=spec):
                 base = tempfile.mkdtemp(prefix="kvd-faults-prealloc-")
                 try:
@@ -253,6 +255,10 @@ class IOErrors(unittest.TestCase):
             errs = [o for o in ledger.ops if o.error is not None]
             self.assertEqual(errs, [], "%s: a failed zero-fill failed requests" % spec)
             self.assertEqual(info(srv).get("failstop"), "0", spec)
+            with open(os.path.join(datadir, "0000000001.seg"), "rb") as f:
+                running = f.read()
+            if spec.endswith(":524288"):  # zeros written before the failure, past what the load wrote
+                self.assertEqual(running[-4096:], b"\0" * 4096, spec)
             self.assertEqual(srv.stop(), 0)
             self.assertIn("appending without it", srv.read_log(), spec)
         finally:

@@ -219,6 +219,23 @@ START_TEST(absolute_mode_opens_past_unwritten_space)
 }
 END_TEST
 
+START_TEST(point_in_time_cut_keeps_no_trailing_zeros)
+{
+    /* Damage mid-log in the newest segment, valid records after it, then
+     * preallocated zeros: point-in-time stops at the damage, before the
+     * reader reaches the zeros; the cut still saves only up to the last
+     * non-zero byte. */
+    seg[REC(3) + 30] ^= 0x01;
+    uint8_t zeros[3000] = {0};
+    append_bytes(zeros, sizeof zeros);
+    install();
+    kv_store *s = open_expect_cut(KVR_POINT_IN_TIME, REC(3), seg_len - REC(3));
+    ck_assert_uint_eq(kv_recovery_report(s)->unwritten_bytes, sizeof zeros);
+    expect_keys(s, 1, 2);
+    kv_close(s);
+}
+END_TEST
+
 START_TEST(zeros_ending_a_sealed_segment_are_corruption)
 {
     /* kvd cuts a segment's zeros before it seals it, so in any segment
@@ -601,6 +618,7 @@ int main(void)
     tcase_add_test(tc, torn_record_in_preallocated_space_saves_only_its_written_bytes);
     tcase_add_test(tc, absolute_mode_opens_past_unwritten_space);
     tcase_add_test(tc, zeros_ending_a_sealed_segment_are_corruption);
+    tcase_add_test(tc, point_in_time_cut_keeps_no_trailing_zeros);
     tcase_add_test(tc, garbage_appended_is_torn_tail);
     tcase_add_test(tc, torn_record_followed_by_a_fragment_is_cut_at_the_first_bad_byte);
     tcase_add_test(tc, bit_flip_in_header_field_mid_log_is_corruption);

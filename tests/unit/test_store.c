@@ -600,10 +600,12 @@ END_TEST
 /* An I/O layer whose large writes (the zero-fill; puts here are small)
  * write half, then fail with ENOSPC. */
 static ssize_t (*memfs_pwrite)(void *, int, const void *, size_t, uint64_t);
+static int big_writes;
 
 static ssize_t big_write_fails(void *ctx, int fd, const void *buf, size_t n, uint64_t off)
 {
     if (n >= 65536) {
+        big_writes++;
         ssize_t w = memfs_pwrite(ctx, fd, buf, n / 2, off);
         return w < 0 ? w : -ENOSPC;
     }
@@ -623,8 +625,10 @@ START_TEST(failed_preallocation_loses_nothing_and_fails_no_write)
     kv_options_init(&o);
     o.io = &failing;
     kv_store *s;
+    big_writes = 0;
     ck_assert_int_eq(kv_open("db", &o, &s, NULL), KV_OK);
     put_n(s, 0, 200, 1000);
+    ck_assert_int_eq(big_writes, 1); /* one try per segment */
     kv_stats st;
     kv_get_stats(s, &st);
     ck_assert(!st.failstop);
