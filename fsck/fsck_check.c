@@ -179,7 +179,7 @@ typedef struct cctx {
 static void add_problem(cctx *c, const kvr_problem *p)
 {
     fsck_segment *s = c->seg;
-    if (p->reason == KVR_UNWRITTEN && s->newest) { /* as recovery sees it: not a problem */
+    if (kvr_is_unwritten_space(p, s->newest)) { /* as recovery sees it: not a problem */
         s->unwritten += p->length;
         c->rep->unwritten += p->length;
         return;
@@ -507,7 +507,7 @@ static int keep_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r
 static void count_problem(void *arg, const kvr_problem *p)
 {
     keep *k = arg;
-    if (p->reason == KVR_UNWRITTEN && k->newest) return; /* not a problem (add_problem) */
+    if (kvr_is_unwritten_space(p, k->newest)) return; /* not a problem (add_problem) */
     k->problems++;
 }
 

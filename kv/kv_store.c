@@ -221,8 +221,8 @@ struct kv_store {
     uint64_t last_sync_ms;
     uint64_t writeback_off; /* the active segment's bytes before this were handed to writeback */
     uint64_t active_end;    /* the active segment's file length when zeros were written
-                               past active_size (prealloc_ahead), else active_size */
-    int prealloc_failed;    /* a zero-fill failed: the file length is not known */
+                               past active_size (prealloc_ahead), else active_size;
+                               UINT64_MAX after a failed zero-fill (length unknown) */
     uint8_t *gbuf;
     size_t gbuf_cap;
     group_op *gops;
@@ -483,8 +483,9 @@ static int sync_active(kv_store *s)
  * active_size is written, if it reached past the zeros written before
  * (active_end), writes zeros from its end to KV_PREALLOC_BYTES beyond it
  * (rounded down to 4 KiB, at most to segment_max_bytes), before the
- * group's sync, so that the next groups land in blocks already written. An fdatasync after a write that grows the file must also write
- * the inode (and on a journaling file system commit the journal); a write
+ * group's sync, so that the next groups land in blocks already written.
+ * An fdatasync after a write that grows the file must also write the
+ * inode (and on a journaling file system commit the journal); a write
  * into blocks already written and synced needs neither, so all but one
  * group in every KV_PREALLOC_BYTES costs one device write and a flush.
  * PostgreSQL zero-fills its WAL segments for the same reason
@@ -509,24 +510,21 @@ static void prealloc_ahead(kv_store *s, size_t n)
          * the next write, the seal or recovery deals with them. */
         logf_(s, KV_LOG_WARN, "preallocating segment %u up to %" PRIu64 " bytes: %s; appending without it",
               s->active_id, to, kv_strerror(-r));
-        s->active_end = s->opt.segment_max_bytes > to ? s->opt.segment_max_bytes : to; /* no more tries */
-        s->prealloc_failed = 1;
+        s->active_end = UINT64_MAX; /* no more tries; cut at the seal */
         return;
     }
     s->active_end = to;
 }
 
 /* Cuts the active segment to its log end when zeros were written past it,
- * and makes that durable (sealing, closing). Returns 0 or -errno. */
+ * and makes that durable (sealing, closing). Returns 0 or -errno; a
+ * failed fdatasync enters fail-stop (sync_active). */
 static int cut_prealloc(kv_store *s)
 {
-    if (s->active_end <= s->active_size && !s->prealloc_failed) return 0;
+    if (s->active_end <= s->active_size) return 0;
     int r = s->io->ftruncate(s->io->ctx, s->active_fd, s->active_size);
-    if (r == 0) r = s->io->fdatasync(s->io->ctx, s->active_fd);
-    if (r == 0) {
-        s->active_end = s->active_size;
-        s->prealloc_failed = 0;
-    }
+    if (r == 0) r = sync_active(s);
+    if (r == 0) s->active_end = s->active_size;
     return r;
 }
 
@@ -569,7 +567,6 @@ static int rotate(kv_store *s)
     s->active_id = id;
     s->active_size = KV_SEG_HEADER_SIZE;
     s->active_end = KV_SEG_HEADER_SIZE;
-    s->prealloc_failed = 0;
     s->writeback_off = 0;
     return 0;
 }

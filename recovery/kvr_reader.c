@@ -20,6 +20,12 @@ const char *kvr_reason_str(kvr_reason r)
     return "unknown problem";
 }
 
+uint64_t kvr_zero_tail(const uint8_t *buf, uint64_t from, uint64_t len)
+{
+    while (len > from && buf[len - 1] == 0) len--;
+    return len;
+}
+
 /* Cheap tests on a candidate header before any CRC is computed: most
  * offsets of a bad region fail here. */
 static int plausible_header(const uint8_t *p, uint64_t avail)
@@ -146,9 +152,9 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
             }
             /* An out-of-order record is itself valid: a region that
              * something valid follows. */
-            uint64_t end = it.off + it.len, z = end;
-            if (!out_of_order && end == len) /* the zero bytes that end the file are their own region */
-                while (z > it.off && buf[z - 1] == 0) z--;
+            uint64_t end = it.off + it.len;
+            /* The zero bytes that end the file are a region of their own. */
+            uint64_t z = !out_of_order && end == len ? kvr_zero_tail(buf, it.off, end) : end;
             if (z > it.off)
                 held[nheld++] = (kvr_problem){path, seg, it.off, z - it.off, out_of_order ? KVR_SEQ_ORDER : it.why,
                                               out_of_order};

@@ -56,6 +56,10 @@ typedef enum kvr_reason {
 /* Short text for a reason, e.g. "record header checksum mismatch". */
 const char *kvr_reason_str(kvr_reason r);
 
+/* Where the run of zero bytes that ends buf[from, len) begins: len if
+ * buf[len - 1] is not zero, from if the range is all zeros. */
+uint64_t kvr_zero_tail(const uint8_t *buf, uint64_t from, uint64_t len);
+
 /* One bad region of a segment. */
 typedef struct kvr_problem {
     const char *path;   /* segment file path (may be NULL for a buffer) */

@@ -263,13 +263,15 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     return c->err != 0;
 }
 
+int kvr_is_unwritten_space(const kvr_problem *p, int newest)
+{
+    return p->reason == KVR_UNWRITTEN && newest;
+}
+
 static void on_problem(void *arg, const kvr_problem *p)
 {
     rctx *c = arg;
-    if (p->reason == KVR_UNWRITTEN && c->newest) {
-        /* Not a problem: space zero-filled ahead of the log that no write
-         * reached (in a sealed segment, which is cut to its last record
-         * when sealed, it is one). */
+    if (kvr_is_unwritten_space(p, c->newest)) {
         c->have_unwritten = 1;
         c->unwritten_off = p->offset;
         return;
@@ -320,6 +322,17 @@ int kvr_unused_name(const kv_io *io, const char *base, char *out, size_t cap)
     return -EEXIST;
 }
 
+/* Truncates path to len bytes and fdatasyncs it. Returns 0 or -errno. */
+static int truncate_file(const kv_io *io, const char *path, uint64_t len)
+{
+    int fd = io->open(io->ctx, path, KV_O_RDWR);
+    if (fd < 0) return fd;
+    int r = io->ftruncate(io->ctx, fd, len);
+    if (r == 0) r = io->fdatasync(io->ctx, fd);
+    io->close(io->ctx, fd);
+    return r;
+}
+
 /* Saves bytes [off, len) of segment `id` beside it as
  * "<segment>.<off>.torn" (".N" added if that exists: nothing saved before
  * is overwritten), makes that durable, then truncates the segment to off.
@@ -344,14 +357,7 @@ static kv_status cut_segment(const kv_io *io, const char *dir, uint32_t id, cons
     io->close(io->ctx, fd);
     if (r == 0) r = io->fsync_dir(io->ctx, dir);
     if (r < 0) goto fail;
-    fd = io->open(io->ctx, seg_path, KV_O_RDWR);
-    if (fd < 0) {
-        r = fd;
-        goto fail;
-    }
-    r = io->ftruncate(io->ctx, fd, off);
-    if (r == 0) r = io->fdatasync(io->ctx, fd);
-    io->close(io->ctx, fd);
+    r = truncate_file(io, seg_path, off);
     if (r < 0) goto fail;
     return KV_OK;
 fail:
@@ -366,13 +372,7 @@ static kv_status trim_segment(const kv_io *io, const char *dir, uint32_t id, uin
     char name[32], seg_path[4096];
     kv_seg_name(name, sizeof name, id);
     snprintf(seg_path, sizeof seg_path, "%s/%s", dir, name);
-    int fd = io->open(io->ctx, seg_path, KV_O_RDWR);
-    int r = fd;
-    if (fd >= 0) {
-        r = io->ftruncate(io->ctx, fd, len);
-        if (r == 0) r = io->fdatasync(io->ctx, fd);
-        io->close(io->ctx, fd);
-    }
+    int r = truncate_file(io, seg_path, len);
     if (r < 0) {
         snprintf(msg, msgcap, "cannot cut the unwritten space of %s at offset %" PRIu64 ": %s", seg_path, len,
                  kv_strerror(-r));
@@ -678,7 +678,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
          * report them: find them here. */
         uint64_t end = c.have_unwritten ? c.unwritten_off : res.file_size;
         if (c.newest && c.have_cut && !c.have_unwritten && buf) {
-            while (end > c.cut_off && buf[end - 1] == 0) end--;
+            end = kvr_zero_tail(buf, c.cut_off, res.file_size);
             c.have_unwritten = end < res.file_size;
         }
         if (c.have_cut) {
@@ -728,10 +728,10 @@ int kvr_report_format(const kvr_report *rep, char *buf, size_t cap)
                     "recovery (%s): %u segments, %" PRIu64 " records (%" PRIu64 " entries, %" PRIu64
                     " batches, %" PRIu64 " tombstones, %" PRIu64 " expired), %" PRIu64 " keys, %" PRIu64
                     " log bytes, %" PRIu64 " live bytes, %u problems, %" PRIu64 " torn bytes cut, %" PRIu64
-                    " unwritten bytes cut, %" PRIu64 " bytes skipped, %u segments discarded, %u loaded from hint files (%u rejected, %u written), "
-                    "%.1f ms",
+                    " unwritten bytes cut, %" PRIu64 " bytes skipped, %u segments discarded, %u loaded from "
+                    "hint files (%u rejected, %u written), %.1f ms",
                     kvr_mode_name(rep->mode), rep->segments, rep->records, rep->entries, rep->batches,
                     rep->tombstones, rep->expired, rep->keys, rep->log_bytes, rep->live_bytes, rep->problems,
-                    rep->torn_bytes, rep->unwritten_bytes, rep->skipped_bytes, rep->discarded_segments, rep->hints_used,
-                    rep->hints_rejected, rep->hints_written, rep->elapsed_us / 1000.0);
+                    rep->torn_bytes, rep->unwritten_bytes, rep->skipped_bytes, rep->discarded_segments,
+                    rep->hints_used, rep->hints_rejected, rep->hints_written, rep->elapsed_us / 1000.0);
 }

@@ -50,6 +50,12 @@ typedef enum kvr_mode {
 /* "tolerate-tail", "absolute", "point-in-time", "skip-corrupt". */
 const char *kvr_mode_name(kvr_mode m);
 
+/* 1 if problem p, in a segment that is (newest = 1) or is not the newest,
+ * is unwritten space rather than a problem: zeros ending the newest
+ * segment (KVR_UNWRITTEN), which recovery cuts without saving and kvfsck
+ * does not count. At the end of a sealed segment they are damage. */
+int kvr_is_unwritten_space(const kvr_problem *p, int newest);
+
 /* Parses a mode name. Returns KV_OK or KV_INVALID. */
 kv_status kvr_mode_parse(const char *s, kvr_mode *m);
 
