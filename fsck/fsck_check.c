@@ -232,6 +232,12 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     cctx *c = arg;
     if (c->progress) c->progress(c->parg, c->seg_index, c->rep->nsegs, c->done_before + off, c->total);
+    if (kv_record_is_mark(r)) {
+        /* A mark carries no key; the hint records a trailer as the
+         * segment's last record. */
+        if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
+        return 0;
+    }
     /* The reader checks the order within a segment; this compares with
      * every earlier segment too, exactly as recovery does. */
     if (c->rep->max_seq != 0 && r->seq <= c->rep->max_seq) {
@@ -492,6 +498,7 @@ static int keep_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r
 {
     (void)seg;
     keep *k = arg;
+    if (kv_record_is_mark(r)) return 0; /* the rewrite gets no marks: offsets change */
     if (k->max_seq != 0 && r->seq <= k->max_seq) {
         k->dropped++;
         return 0;

@@ -103,6 +103,7 @@ typedef struct scan_check {
     uint32_t seg;
     uint64_t next;         /* where the next record or problem must start (0: none yet) */
     uint64_t records;
+    uint64_t marks;
     uint64_t problems;
     int nothing_valid_after; /* a problem said no valid record follows */
 } scan_check;
@@ -132,6 +133,11 @@ static int check_record(void *arg, uint32_t seg, uint64_t off, const kv_record *
             n++;
         }
         CHECK(st == KV_NOT_FOUND && n == r->flags && n > 0);
+    } else if (kv_record_is_mark(r)) {
+        CHECK(r->klen == 0 && r->vlen == 0);
+        c->next = off + r->len;
+        c->marks++;
+        return 0;
     } else {
         CHECK(r->type == KV_REC_PUT || r->type == KV_REC_TOMBSTONE);
     }

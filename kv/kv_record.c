@@ -68,6 +68,10 @@ kv_status kv_record_decode_header(const uint8_t buf[KV_REC_HEADER_SIZE], kv_reco
     case KV_REC_BATCH:
         if (klen != 0 || vlen > KV_MAX_BATCH_LEN || kv_get_u64(buf + 32) != 0) return KV_CORRUPT_BKPT;
         break;
+    case KV_REC_COMMIT:
+    case KV_REC_SEAL:
+        if (rflags != 0 || klen != 0 || vlen != 0) return KV_CORRUPT_BKPT;
+        break;
     default:
         return KV_CORRUPT_BKPT;
     }
@@ -134,17 +138,34 @@ kv_status kv_batch_next(const kv_record *batch, size_t *pos, kv_record *e)
     return KV_OK;
 }
 
-void kv_seg_header_encode_compacted(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms,
-                                    uint32_t replaces_from)
+size_t kv_mark_encode(uint8_t out[KV_MARK_SIZE], uint8_t type, uint64_t seq, uint64_t offset, uint32_t count)
+{
+    return kv_record_finish(out, type, 0, seq, offset, count, 0, 0);
+}
+
+void kv_seg_header_encode_h(uint8_t out[KV_SEG_HEADER_SIZE], const kv_seg_header *h)
 {
     memset(out, 0, KV_SEG_HEADER_SIZE);
     memcpy(out, KV_SEG_MAGIC, 4);
-    kv_put_u16(out + 4, KV_FORMAT_VERSION);
+    kv_put_u16(out + 4, h->version);
     kv_put_u16(out + 6, KV_SEG_HEADER_SIZE);
-    kv_put_u32(out + 8, id);
-    kv_put_u32(out + 12, replaces_from);
-    kv_put_u64(out + 16, created_ms);
+    kv_put_u32(out + 8, h->id);
+    kv_put_u32(out + 12, h->replaces);
+    if (h->version == 1) {
+        kv_put_u64(out + 16, h->created_ms);
+    } else {
+        kv_put_u32(out + 16, h->prev_id);
+        kv_put_u32(out + 20, h->prev_end);
+        kv_put_u32(out + 24, (uint32_t)(h->created_ms / 1000u));
+    }
     kv_put_u32(out + 28, kv_crc32(0, out, 28));
+}
+
+void kv_seg_header_encode_compacted(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms,
+                                    uint32_t replaces_from)
+{
+    kv_seg_header h = {1, id, replaces_from, created_ms, 0, 0};
+    kv_seg_header_encode_h(out, &h);
 }
 
 void kv_seg_header_encode(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms)
@@ -157,17 +178,37 @@ uint32_t kv_seg_header_replaces(const uint8_t in[KV_SEG_HEADER_SIZE])
     return kv_get_u32(in + 12);
 }
 
-kv_status kv_seg_header_decode(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t expect_id, uint32_t *id)
+kv_status kv_seg_header_parse(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t expect_id, kv_seg_header *h)
 {
     if (memcmp(in, KV_SEG_MAGIC, 4) != 0) return KV_CORRUPT_BKPT;
     if (kv_get_u32(in + 28) != kv_crc32(0, in, 28)) return KV_CORRUPT_BKPT;
-    if (kv_get_u16(in + 4) != KV_FORMAT_VERSION) return KV_VERSION;
+    uint16_t version = kv_get_u16(in + 4);
+    if (version < KV_FORMAT_VERSION_MIN || version > KV_FORMAT_VERSION) return KV_VERSION;
     if (kv_get_u16(in + 6) != KV_SEG_HEADER_SIZE) return KV_CORRUPT_BKPT;
-    uint32_t got = kv_get_u32(in + 8), from = kv_get_u32(in + 12);
-    if (kv_get_u32(in + 24) != 0 || from > got) return KV_CORRUPT_BKPT;
-    if (expect_id != 0 && got != expect_id) return KV_CORRUPT_BKPT;
-    if (id) *id = got;
+    kv_seg_header d = {version, kv_get_u32(in + 8), kv_get_u32(in + 12), 0, 0, 0};
+    if (d.replaces > d.id) return KV_CORRUPT_BKPT;
+    if (version == 1) {
+        if (kv_get_u32(in + 24) != 0) return KV_CORRUPT_BKPT;
+        d.created_ms = kv_get_u64(in + 16);
+    } else {
+        d.prev_id = kv_get_u32(in + 16);
+        d.prev_end = kv_get_u32(in + 20);
+        d.created_ms = (uint64_t)kv_get_u32(in + 24) * 1000u;
+        /* The predecessor comes before this segment and the range it replaces. */
+        if (d.prev_id >= (d.replaces ? d.replaces : d.id)) return KV_CORRUPT_BKPT;
+        if ((d.prev_id == 0) != (d.prev_end == 0)) return KV_CORRUPT_BKPT;
+    }
+    if (expect_id != 0 && d.id != expect_id) return KV_CORRUPT_BKPT;
+    if (h) *h = d;
     return KV_OK;
+}
+
+kv_status kv_seg_header_decode(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t expect_id, uint32_t *id)
+{
+    kv_seg_header h;
+    kv_status st = kv_seg_header_parse(in, expect_id, &h);
+    if (st == KV_OK && id) *id = h.id;
+    return st;
 }
 
 void kv_seg_name(char *out, size_t cap, uint32_t id)

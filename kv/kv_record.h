@@ -55,7 +55,12 @@
 
 #include "kv_status.h"
 
-#define KV_FORMAT_VERSION 1
+/* The format version kvd writes (2) and the oldest it reads (1). A version
+ * 1 segment has no group-commit marks, no trailer and no predecessor in
+ * its header; kvd still reads it under the version 1 rules (see
+ * docs/format.md, "Format versions"). */
+#define KV_FORMAT_VERSION 2
+#define KV_FORMAT_VERSION_MIN 1
 #define KV_SEG_MAGIC "KVDS"
 #define KV_SEG_HEADER_SIZE 32u
 #define KV_REC_HEADER_SIZE 44u
@@ -72,7 +77,23 @@ enum kv_rec_type {
     KV_REC_PUT = 1,
     KV_REC_TOMBSTONE = 2,
     KV_REC_BATCH = 3,
+    KV_REC_COMMIT = 4, /* version 2: group-commit mark, ends every group the
+                          writer writes: seq = the last sequence number
+                          assigned, expire field = the group's first byte
+                          offset, flags = the group's top-level records */
+    KV_REC_SEAL = 5,   /* version 2: segment trailer, the last record of
+                          every sealed segment: seq = the last sequence
+                          number assigned, expire field = the trailer's own
+                          offset (the segment's bytes before it), flags =
+                          the segment's top-level data records (marks not
+                          counted) */
 };
+
+/* Bytes of a mark (KV_REC_COMMIT or KV_REC_SEAL): a record header with no
+ * key and no value. */
+#define KV_MARK_SIZE KV_REC_HEADER_SIZE
+
+
 
 /* A decoded record. key and val point into the buffer it was decoded from
  * (no copy). For a batch, val/vlen is the payload and flags the count. */
@@ -88,6 +109,14 @@ typedef struct kv_record {
     const uint8_t *val;
     uint32_t vlen;
 } kv_record;
+
+/* 1 for a group-commit mark or a segment trailer: a record that carries no
+ * key, which every consumer of the reader's records skips when it applies,
+ * copies or indexes records. */
+static inline int kv_record_is_mark(const kv_record *r)
+{
+    return r->type == KV_REC_COMMIT || r->type == KV_REC_SEAL;
+}
 
 /* CRC32 (zlib, IEEE) of n bytes, continuing from crc (start with 0). */
 uint32_t kv_crc32(uint32_t crc, const void *p, size_t n);
@@ -148,13 +177,43 @@ kv_status kv_record_decode(const uint8_t *buf, size_t avail, kv_record *r);
  * then never yields KV_CORRUPT). */
 kv_status kv_batch_next(const kv_record *batch, size_t *pos, kv_record *e);
 
-/* Encodes a segment header for segment `id` into out. */
+/* Encodes a mark of `type` (KV_REC_COMMIT or KV_REC_SEAL) into out
+ * (KV_MARK_SIZE bytes): seq, the offset field (a commit mark's group start,
+ * a trailer's own offset) and the record count, as kv_rec_type describes.
+ * Returns KV_MARK_SIZE. */
+size_t kv_mark_encode(uint8_t out[KV_MARK_SIZE], uint8_t type, uint64_t seq, uint64_t offset, uint32_t count);
+
+/* A decoded segment header, either version.
+ *   version 1: created_ms in ms; prev_id and prev_end are 0 (absent).
+ *   version 2: bytes 16..27 are prev_id (u32), prev_end (u32) and the
+ *              creation time in seconds (u32; created_ms is that * 1000).
+ * prev_id is the id of the segment before this one in the log (0: none),
+ * prev_end that segment's size in bytes, its trailer included, when this
+ * one was created (for a compaction output's predecessor: its size then). */
+typedef struct kv_seg_header {
+    uint16_t version;
+    uint32_t id;
+    uint32_t replaces; /* 0, or a compaction output's first replaced id */
+    uint64_t created_ms;
+    uint32_t prev_id;
+    uint32_t prev_end;
+} kv_seg_header;
+
+/* Encodes h (version 1 or 2, as h->version says) into out. */
+void kv_seg_header_encode_h(uint8_t out[KV_SEG_HEADER_SIZE], const kv_seg_header *h);
+
+/* Encodes a version 1 segment header for segment `id` into out: the old
+ * format, for tests and tools that build version 1 directories. */
 void kv_seg_header_encode(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms);
 
-/* Encodes the header of a compaction output: segment `id` holds the live
- * records of segments [replaces_from, id], which it replaces. */
+/* Encodes a version 1 header of a compaction output: segment `id` holds
+ * the live records of segments [replaces_from, id], which it replaces. */
 void kv_seg_header_encode_compacted(uint8_t out[KV_SEG_HEADER_SIZE], uint32_t id, uint64_t created_ms,
                                     uint32_t replaces_from);
+
+/* Verifies and decodes a segment header as kv_seg_header_decode does,
+ * filling *h (may be NULL). Same returns. */
+kv_status kv_seg_header_parse(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t expect_id, kv_seg_header *h);
 
 /* The replaces_from field of a header that kv_seg_header_decode accepted
  * (0 for an ordinary segment). */

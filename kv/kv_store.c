@@ -217,6 +217,7 @@ struct kv_store {
     int active_fd;
     uint32_t active_id;
     uint64_t active_size;
+    uint64_t active_records; /* top-level data records in the active segment (its trailer counts them) */
     uint64_t unsynced_writes; /* writes appended since the last fdatasync */
     uint64_t last_sync_ms;
     uint64_t writeback_off; /* the active segment's bytes before this were handed to writeback */
@@ -434,17 +435,20 @@ static void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg)
     pthread_mutex_unlock(&s->qmu);
 }
 
-/* Creates segment `id` durably: header written and fdatasync'ed, then the
+/* Creates segment `id` durably: a version 2 header naming the segment
+ * before it (prev_id, 0 for none) and that segment's final size in bytes,
+ * its trailer included (prev_end), written and fdatasync'ed, then the
  * directory fsync'ed. Returns the fd or -errno (file may be left behind
  * with a torn header, which recovery cuts). */
-static int create_segment(kv_store *s, uint32_t id)
+static int create_segment(kv_store *s, uint32_t id, uint32_t prev_id, uint64_t prev_end)
 {
     char path[4096];
     seg_path(s, id, path, sizeof path);
     int fd = s->io->open(s->io->ctx, path, KV_O_RDWR | KV_O_CREAT | KV_O_EXCL);
     if (fd < 0) return fd;
     uint8_t hdr[KV_SEG_HEADER_SIZE];
-    kv_seg_header_encode(hdr, id, wall_ms(s));
+    kv_seg_header h = {KV_FORMAT_VERSION, id, 0, wall_ms(s), prev_id, (uint32_t)prev_end};
+    kv_seg_header_encode_h(hdr, &h);
     int r = kv_io_write_full(s->io, fd, hdr, sizeof hdr, 0);
     if (r == 0) r = s->io->fdatasync(s->io->ctx, fd);
     if (r == 0) r = s->io->fsync_dir(s->io->ctx, s->dir);
@@ -528,12 +532,20 @@ static int cut_prealloc(kv_store *s)
     return r;
 }
 
-/* Seals the active segment and starts the next one. */
-static int rotate(kv_store *s)
+/* Seals the active segment and starts the next one. The order makes
+ * every crash state recognisable (docs/format.md, "Sealing"): the sealed
+ * segment is synced and cut to its last record; the next segment is
+ * created, its header naming this one and its size with the trailer; only
+ * then is the trailer appended and synced. A crash before the trailer is
+ * durable leaves an empty next segment whose header recovery checks this
+ * one against, and recovery writes the trailer. With trailer = 0 (a
+ * version 1 segment, which has none) the next segment is created and
+ * nothing is appended. */
+static int rotate_ex(kv_store *s, int trailer)
 {
     if (s->unsynced_writes > 0 && sync_active(s) < 0) return -1;
-    /* The sealed segment ends at its last record: recovery takes zeros at
-     * the end of any segment but the newest for damage. */
+    /* The sealed segment ends at its trailer: recovery takes anything after
+     * one, zeros included, for damage. */
     int c = cut_prealloc(s);
     if (c < 0) {
         failstop(s, -c, "cutting the preallocated space of", s->active_id);
@@ -544,10 +556,34 @@ static int rotate(kv_store *s)
         failstop(s, EOVERFLOW, "numbering a new segment (ids exhausted)", s->active_id);
         return -1;
     }
-    int fd = create_segment(s, id);
+    uint64_t sealed_size = s->active_size + (trailer ? KV_MARK_SIZE : 0);
+    int fd = create_segment(s, id, s->active_id, sealed_size);
     if (fd < 0) {
         failstop(s, -fd, "creating segment", id);
         return -1;
+    }
+    if (trailer) {
+        uint8_t m[KV_MARK_SIZE];
+        pthread_mutex_lock(&s->qmu);
+        uint64_t seq = s->last_seq;
+        pthread_mutex_unlock(&s->qmu);
+        kv_mark_encode(m, KV_REC_SEAL, seq, s->active_size, (uint32_t)s->active_records);
+        int w = kv_io_write_full(s->io, s->active_fd, m, sizeof m, s->active_size);
+        if (w < 0) {
+            s->io->close(s->io->ctx, fd);
+            failstop(s, -w, "writing the trailer of", s->active_id);
+            return -1;
+        }
+        if (sync_active(s) < 0) {
+            s->io->close(s->io->ctx, fd);
+            return -1;
+        }
+        s->active_size = sealed_size;
+        s->active_end = sealed_size;
+        pthread_rwlock_wrlock(&s->lock);
+        s->log_bytes += KV_MARK_SIZE;
+        s->dead_bytes += KV_MARK_SIZE; /* like a group's mark: no key's record */
+        pthread_rwlock_unlock(&s->lock);
     }
     pthread_rwlock_wrlock(&s->lock);
     int r = seg_add(s, id, fd);
@@ -567,8 +603,14 @@ static int rotate(kv_store *s)
     s->active_id = id;
     s->active_size = KV_SEG_HEADER_SIZE;
     s->active_end = KV_SEG_HEADER_SIZE;
+    s->active_records = 0;
     s->writeback_off = 0;
     return 0;
+}
+
+static int rotate(kv_store *s)
+{
+    return rotate_ex(s, 1);
 }
 
 static int ensure_gbuf(kv_store *s, size_t need)
@@ -867,6 +909,20 @@ static void write_group(kv_store *s, req *head)
         nrecords++;
         nwrites++;
     }
+    if (pos > 0) {
+        /* The group-commit mark ends the group, in the same write: recovery
+         * knows every group before the last valid mark is complete. */
+        if (ensure_gbuf(s, pos + KV_MARK_SIZE) < 0) {
+            for (i = 0; i < nreqs; i++)
+                if (res[i] == KV_OK) res[i] = ENOMEM;
+            ngops = 0;
+            nrecords = 0;
+            nwrites = 0;
+            pos = 0;
+        } else {
+            pos += kv_mark_encode(s->gbuf + pos, KV_REC_COMMIT, seq, s->active_size, (uint32_t)nrecords);
+        }
+    }
 
     kv_status st = KV_OK;
     if (pos > 0) {
@@ -883,6 +939,7 @@ static void write_group(kv_store *s, req *head)
     if (st == KV_OK && want_sync && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
     if (st == KV_OK && pos > 0) {
         s->active_size += pos;
+        s->active_records += nrecords;
         pthread_mutex_lock(&s->qmu);
         s->last_seq = seq;
         s->st_groups++;
@@ -1443,6 +1500,7 @@ typedef struct compaction {
     kv_compact_report *rep;
     int out_fd;
     uint64_t out_off;  /* bytes of output so far, those in buf included */
+    uint64_t max_seq;  /* highest sequence number of the records read */
     uint8_t *buf;      /* output not written yet: the last `pend` bytes */
     size_t buf_cap, pend;
     uint64_t synced;   /* output bytes made durable so far */
@@ -1553,7 +1611,10 @@ static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_re
 static int compact_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     compaction *c = arg;
+    if (kv_record_is_mark(r)) return 0; /* the output gets marks of its own */
     c->records_in++;
+    uint64_t last = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    if (last > c->max_seq) c->max_seq = last;
     if (r->type == KV_REC_BATCH) {
         size_t pos = 0, before = 0;
         kv_record e;
@@ -1651,7 +1712,9 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         goto out;
     }
     uint8_t hdr[KV_SEG_HEADER_SIZE];
-    kv_seg_header_encode_compacted(hdr, hi, wall_ms(s), lo);
+    /* The inputs are the oldest segments: nothing precedes the output. */
+    kv_seg_header ch = {KV_FORMAT_VERSION, hi, lo, wall_ms(s), 0, 0};
+    kv_seg_header_encode_h(hdr, &ch);
     r = kv_io_write_full(s->io, c.out_fd, hdr, sizeof hdr, 0);
     if (r < 0) {
         st = -r;
@@ -1687,7 +1750,22 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         pthread_mutex_unlock(&s->qmu);
     }
     if (st == KV_OK) {
-        st = compact_flush(&c);
+        /* The output is sealed like any segment: its trailer counts its
+         * records and carries the last sequence number of its inputs. */
+        if (c.pend + KV_MARK_SIZE > c.buf_cap) {
+            uint8_t *nb = realloc(c.buf, c.pend + KV_MARK_SIZE);
+            if (!nb) st = ENOMEM;
+            else {
+                c.buf = nb;
+                c.buf_cap = c.pend + KV_MARK_SIZE;
+            }
+        }
+        if (st == KV_OK) {
+            kv_mark_encode(c.buf + c.pend, KV_REC_SEAL, c.max_seq, c.out_off, (uint32_t)rep->records_copied);
+            c.pend += KV_MARK_SIZE;
+            c.out_off += KV_MARK_SIZE;
+            st = compact_flush(&c);
+        }
         if (st != KV_OK)
             snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", tmp, kv_strerror(st));
     }
@@ -2138,11 +2216,12 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
             s->active_fd = fd;
             s->active_id = s->rep.segs[i].id;
             s->active_size = s->rep.segs[i].size;
+            s->active_records = s->rep.segs[i].records;
         }
     }
     if (s->active_fd < 0) {
         /* Empty directory: the first segment. */
-        int fd = create_segment(s, 1);
+        int fd = create_segment(s, 1, 0, 0);
         if (fd < 0 || seg_add(s, 1, fd) < 0) {
             st = fd < 0 ? -fd : ENOMEM;
             snprintf(s->rep.message, sizeof s->rep.message, "cannot create the first segment in %s: %s", dir,
@@ -2158,7 +2237,10 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         /* The newest segment lost its header in a crash (recovery cut it
          * to zero bytes): write it again. */
         uint8_t hdr[KV_SEG_HEADER_SIZE];
-        kv_seg_header_encode(hdr, s->active_id, wall_ms(s));
+        size_t np = s->rep.nsegs;
+        kv_seg_header h = {KV_FORMAT_VERSION, s->active_id, 0, wall_ms(s), np > 1 ? s->rep.segs[np - 2].id : 0,
+                           np > 1 ? (uint32_t)s->rep.segs[np - 2].size : 0};
+        kv_seg_header_encode_h(hdr, &h);
         r = kv_io_write_full(s->io, s->active_fd, hdr, sizeof hdr, 0);
         if (r == 0) r = s->io->fdatasync(s->io->ctx, s->active_fd);
         if (r < 0) {
@@ -2170,6 +2252,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         s->active_size = KV_SEG_HEADER_SIZE;
         s->log_bytes += KV_SEG_HEADER_SIZE;
         s->header_bytes += KV_SEG_HEADER_SIZE;
+        s->rep.segs[s->rep.nsegs - 1].version = KV_FORMAT_VERSION;
     }
     /* Whatever recovery read may still be only in the page cache (a
      * previous run that crashed under everysec, or whose fdatasync failed):
@@ -2190,6 +2273,19 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     s->hints_written = s->rep.hints_written;
     s->last_sync_ms = mono_us() / 1000u;
     s->active_end = s->active_size; /* recovery cut any zeros past the log end */
+    if (s->rep.nsegs > 0 && s->rep.segs[s->rep.nsegs - 1].version == 1) {
+        /* A directory of format version 1: its newest segment is sealed
+         * under the old rules (no trailer: it is sealed because a segment
+         * follows it), and appending goes on in a new version 2 one. */
+        if (rotate_ex(s, 0) < 0) {
+            st = s->fail_status;
+            snprintf(s->rep.message, sizeof s->rep.message, "cannot start a version %d segment after %u: %s",
+                     KV_FORMAT_VERSION, s->active_id, s->fail_reason);
+            goto fail;
+        }
+        logf_(s, KV_LOG_INFO, "format version 1 directory: segments up to %u are sealed as they are; appending "
+              "to segment %u in format version %d", s->active_id - 1, s->active_id, KV_FORMAT_VERSION);
+    }
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         st = EAGAIN;
         snprintf(s->rep.message, sizeof s->rep.message, "cannot start the writer thread");
@@ -2215,9 +2311,16 @@ kv_status kv_close(kv_store *s)
     pthread_join(s->writer, NULL);
     kv_status st = KV_OK;
     if (!s->failstop && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
-    if (!s->failstop) {
-        /* Leave the newest segment ending at its last record; if this
-         * fails, the next recovery cuts the zeros instead. */
+    if (!s->failstop && st == KV_OK && s->active_size > KV_SEG_HEADER_SIZE) {
+        /* A clean shutdown seals the newest segment and leaves an empty
+         * one after it, so that every record written is in a sealed
+         * segment, proven whole by its trailer: after it, no damage can
+         * pass for a write a crash cut short. If this fails, the next
+         * recovery finds the directory as a crash left it. */
+        if (rotate(s) < 0)
+            logf_(s, KV_LOG_WARN, "sealing segment %u at shutdown failed; the next start recovers it as after a crash",
+                  s->active_id);
+    } else if (!s->failstop) {
         int r = cut_prealloc(s);
         if (r < 0)
             logf_(s, KV_LOG_WARN, "cutting the preallocated space of segment %u: %s", s->active_id,

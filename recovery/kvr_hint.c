@@ -216,6 +216,12 @@ static void add_entry(kvh_builder *b, uint64_t off, const kv_record *e)
 
 kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r)
 {
+    if (kv_record_is_mark(r)) {
+        /* No entry; a trailer is the record the hint's last-record check
+         * compares (it ends the segment). */
+        if (r->type == KV_REC_SEAL && b->records) b->last_off = off;
+        return KV_OK;
+    }
     b->records++;
     if (b->min_seq == 0) b->min_seq = r->seq;
     b->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;

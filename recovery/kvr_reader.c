@@ -15,6 +15,13 @@ const char *kvr_reason_str(kvr_reason r)
     case KVR_CRC_MISMATCH: return "record checksum mismatch";
     case KVR_ZERO_FILL: return "zero-filled region";
     case KVR_SEQ_ORDER: return "sequence number does not increase";
+    case KVR_TRAILER_BAD: return "segment trailer or commit mark does not match the segment";
+    case KVR_AFTER_TRAILER: return "bytes after the segment trailer";
+    case KVR_PREV_MISSING: return "the segment this one names as its predecessor is missing";
+    case KVR_PREV_SIZE: return "the segment before this one changed size after it was sealed";
+    case KVR_NO_TRAILER: return "sealed segment has no trailer (truncated or emptied)";
+    case KVR_NO_SUCCESSOR: return "segment is sealed but the segment after it is missing";
+    case KVR_ORPHAN_HINT: return "hint file whose segment is missing";
     case KVR_UNWRITTEN: return "unwritten zero-filled space at end of file";
     }
     return "unknown problem";
@@ -32,7 +39,7 @@ static int plausible_header(const uint8_t *p, uint64_t avail)
 {
     if (avail < KV_REC_HEADER_SIZE) return 0;
     uint8_t type = p[12];
-    if (type < KV_REC_PUT || type > KV_REC_BATCH || p[13] != 0 || p[14] != 0 || p[15] != 0) return 0;
+    if (type < KV_REC_PUT || type > KV_REC_SEAL || p[13] != 0 || p[14] != 0 || p[15] != 0) return 0;
     uint32_t len = kv_get_u32(p + 8);
     return len >= KV_REC_HEADER_SIZE && len <= avail;
 }
@@ -114,7 +121,7 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
         if (out) *out = res;
         return KV_OK;
     }
-    st = kv_seg_header_decode(buf, seg, NULL);
+    st = kv_seg_header_parse(buf, seg, &res.hdr);
     if (st == KV_VERSION) {
         if (out) *out = res;
         return KV_VERSION;
@@ -128,6 +135,7 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
         pos = next;
     } else {
         res.valid_end = KV_SEG_HEADER_SIZE;
+        res.header_ok = 1;
     }
     st = KV_OK;
 
@@ -137,7 +145,19 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
         int at_end = pos >= len;
         if (!at_end) step(buf, len, pos, &it);
         int record = !at_end && it.is_record;
-        int out_of_order = record && res.records > 0 && it.rec.seq <= last_seq;
+        int mark = record && kv_record_is_mark(&it.rec);
+        /* A mark repeats the last sequence number assigned; a data record
+         * must go above it. */
+        int out_of_order = record && res.records > 0 && (mark ? it.rec.seq < last_seq : it.rec.seq <= last_seq);
+        if (mark && !out_of_order &&
+            (it.rec.type == KV_REC_SEAL ? it.rec.expire_ms != it.off || it.rec.flags != res.records
+                                        : it.rec.expire_ms < KV_SEG_HEADER_SIZE || it.rec.expire_ms > it.off)) {
+            /* A mark that does not describe this segment: a region of
+             * its own, which whatever follows delimits. */
+            it.is_record = 0;
+            it.why = KVR_TRAILER_BAD;
+            record = mark = 0;
+        }
         if (!at_end && (!record || out_of_order)) {
             if (nheld + 2 > cap_held) { /* a bad region may split in two (below) */
                 size_t nc = cap_held ? cap_held * 2 : 8;
@@ -175,12 +195,31 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
             if (at_end) break;
             continue; /* reported; not yielded */
         }
-        last_seq = it.rec.type == KV_REC_BATCH ? it.rec.seq + it.rec.flags - 1 : it.rec.seq;
-        res.records++;
         res.valid_end = it.off + it.len;
         pos = it.off + it.len;
+        if (mark) {
+            res.marks++;
+            res.mark_end = it.off + it.len;
+            if (it.rec.type == KV_REC_COMMIT) res.group_start = it.rec.expire_ms;
+        } else {
+            last_seq = it.rec.type == KV_REC_BATCH ? it.rec.seq + it.rec.flags - 1 : it.rec.seq;
+            res.records++;
+            res.last_seq = last_seq;
+        }
         if (on_record && on_record(arg, seg, it.off, &it.rec)) {
             res.stopped = 1;
+            break;
+        }
+        if (mark && it.rec.type == KV_REC_SEAL) {
+            /* The trailer ends the segment: kvd never writes past it. */
+            res.sealed = 1;
+            res.seal_off = it.off;
+            res.seal_seq = it.rec.seq;
+            if (pos < len) {
+                kvr_problem p = {path, seg, pos, len - pos, KVR_AFTER_TRAILER, 0};
+                res.problems++;
+                if (on_problem) on_problem(arg, &p);
+            }
             break;
         }
     }

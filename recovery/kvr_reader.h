@@ -46,6 +46,22 @@ typedef enum kvr_reason {
     KVR_CRC_MISMATCH,         /* valid header, record CRC (key/value/batch) failed */
     KVR_ZERO_FILL,            /* a run of zero bytes where a record should start */
     KVR_SEQ_ORDER,            /* valid record whose sequence number does not increase */
+    KVR_TRAILER_BAD,          /* version 2: a segment trailer whose offset or record
+                                 count does not match the segment, or a group-commit
+                                 mark whose group start lies outside the segment */
+    KVR_AFTER_TRAILER,        /* version 2: bytes after a segment's trailer (kvd never
+                                 writes past one) */
+    /* Problems of the log as a whole, which recovery (not the reader)
+     * finds from segment headers, trailers and hint files (version 2): */
+    KVR_PREV_MISSING,         /* the segment before this one, which its header names,
+                                 is missing (a deleted segment) */
+    KVR_PREV_SIZE,            /* the segment before this one is not the size it had
+                                 when this one was created (truncated or grown) */
+    KVR_NO_TRAILER,           /* a sealed segment without its trailer: truncated or
+                                 emptied (region: its end) */
+    KVR_NO_SUCCESSOR,         /* the newest segment ends with a trailer, so a segment
+                                 followed it: that segment is missing */
+    KVR_ORPHAN_HINT,          /* a hint file whose segment is missing */
     KVR_UNWRITTEN,            /* zero bytes from here to end of file, after the last
                                  record or the last non-zero byte of a bad region:
                                  space the writer zero-filled ahead and never used
@@ -70,7 +86,9 @@ typedef struct kvr_problem {
     int valid_after;    /* 1 if a valid record follows in this segment */
 } kvr_problem;
 
-/* Called for each valid top-level record at byte offset off. For a batch,
+/* Called for each valid top-level record at byte offset off, marks
+ * (kv_record_is_mark: group-commit marks and the trailer) included: a
+ * consumer that applies, copies or indexes records skips them. For a batch,
  * r->val holds the verified entries (see kv_batch_next). Return 0 to go
  * on, non-zero to stop the scan (kvr_scan returns that value's status
  * KV_OK and sets stopped). */
@@ -80,9 +98,18 @@ typedef void (*kvr_problem_fn)(void *arg, const kvr_problem *p);
 typedef struct kvr_scan_result {
     uint64_t file_size;  /* bytes scanned */
     uint64_t valid_end;  /* end offset of the last valid record (or header) */
-    uint64_t records;    /* valid top-level records */
+    uint64_t records;    /* valid top-level data records (marks not counted) */
     uint64_t problems;
     int stopped;         /* the record callback asked to stop */
+    int header_ok;       /* the segment header is valid (hdr filled) */
+    kv_seg_header hdr;   /* the decoded segment header */
+    uint64_t marks;      /* valid group-commit marks and trailers */
+    uint64_t mark_end;   /* end offset of the last valid mark, 0 if none */
+    uint64_t group_start;/* the last valid commit mark's group start, 0 if none */
+    int sealed;          /* a valid trailer was read (it is the segment's last record) */
+    uint64_t seal_off;   /* its offset */
+    uint64_t seal_seq;   /* its sequence number */
+    uint64_t last_seq;   /* the last sequence number of the last data record, 0 if none */
 } kvr_scan_result;
 
 /*

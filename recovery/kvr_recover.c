@@ -145,6 +145,9 @@ typedef struct rctx {
     kvr_report *rep;
     uint64_t now_ms;
     int newest;          /* scanning the newest segment */
+    int marked;          /* the newest segment is of version 2: its torn tail starts
+                            at or after torn_from, whatever follows it */
+    uint64_t torn_from;  /* the end of its last complete group (see classify_tail) */
     int stop;            /* point-in-time stop or refusal: apply nothing more */
     int fatal;           /* refusal */
     kv_status err;       /* ENOMEM while applying */
@@ -156,6 +159,7 @@ typedef struct rctx {
     kvh_builder *hb;     /* the hint of the segment being scanned, or NULL */
     int hb_failed;       /* building it ran out of memory: write none */
     uint64_t seg_problems; /* problems reported in the segment being scanned */
+    uint64_t seg_records;  /* data records applied from it */
     /* Puts and deletes waiting to be applied, oldest at ring_head: each is
      * hashed and its bucket prefetched APPLY_AHEAD entries before it is
      * applied, and the bucket's first entry half way there. A key
@@ -236,6 +240,13 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     rctx *c = arg;
     if (c->stop || c->err) return 1;
+    if (kv_record_is_mark(r)) {
+        if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
+        return 0;
+    }
+    /* Records of the interrupted group after the first torn byte are cut
+     * with it, so they are not applied. */
+    if (c->have_cut && off >= c->cut_off) return 0;
     uint64_t last = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
     if (c->rep->max_seq != 0 && r->seq <= c->rep->max_seq) {
         /* The reader checks order within a segment; this catches a
@@ -246,6 +257,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     }
     c->rep->max_seq = last;
     c->rep->records++;
+    c->seg_records++;
     if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
     if (r->type == KV_REC_BATCH) {
         c->rep->batches++;
@@ -268,6 +280,35 @@ int kvr_is_unwritten_space(const kvr_problem *p, int newest)
     return p->reason == KVR_UNWRITTEN && newest;
 }
 
+/* Keeps a copy of problem p in the report's list. */
+static void note_problem(rctx *c, const kvr_problem *p, int torn)
+{
+    kvr_report *rep = c->rep;
+    if ((rep->nfound & (rep->nfound + 1)) == 0 || rep->nfound == 0) { /* grows at 0, 1, 3, 7, ... */
+        size_t nc = rep->nfound ? (rep->nfound + 1) * 2 : 4;
+        kvr_found *nf = realloc(rep->found, nc * sizeof *nf);
+        if (!nf) return; /* the list is for display; the decision stands */
+        rep->found = nf;
+    }
+    kvr_found *f = &rep->found[rep->nfound++];
+    f->p = *p;
+    f->p.path = NULL;
+    f->newest = c->newest;
+    f->torn = torn;
+}
+
+/* Whether problem p, not unwritten space, is a torn tail: the part of the
+ * newest segment's last, interrupted group. Version 1: nothing valid
+ * follows it. Version 2: it lies at or after the end of the last complete
+ * group (torn_from), whatever follows (see docs/format.md, "Evidence"). */
+static int is_torn(const rctx *c, const kvr_problem *p)
+{
+    if (!c->newest || p->reason == KVR_SEQ_ORDER || p->reason == KVR_NO_SUCCESSOR ||
+        p->reason == KVR_PREV_MISSING || p->reason == KVR_PREV_SIZE)
+        return 0;
+    return c->marked ? p->offset >= c->torn_from : !p->valid_after;
+}
+
 static void on_problem(void *arg, const kvr_problem *p)
 {
     rctx *c = arg;
@@ -276,10 +317,11 @@ static void on_problem(void *arg, const kvr_problem *p)
         c->unwritten_off = p->offset;
         return;
     }
+    int torn = is_torn(c, p);
     c->rep->problems++;
     c->seg_problems++;
+    note_problem(c, p, torn);
     if (c->stop) return;
-    int torn = c->newest && !p->valid_after && p->reason != KVR_SEQ_ORDER;
     int refuse = 0;
     switch (c->mode) {
     case KVR_TOLERATE_TAIL: refuse = !torn; break;
@@ -401,6 +443,22 @@ static kv_status discard_segments(const kv_io *io, const char *dir, const uint32
             return -r;
         }
         rep->discarded_segments++;
+        /* Its hint file goes with it: a hint without its segment is
+         * evidence of a lost segment to the next recovery. */
+        char hname[32], hpath[4096], hbase[4128], hto[4160];
+        kvh_name(hname, sizeof hname, ids[j]);
+        snprintf(hpath, sizeof hpath, "%s/%s", dir, hname);
+        snprintf(hbase, sizeof hbase, "%s.discarded", hpath);
+        int hfd = io->open(io->ctx, hpath, KV_O_RDONLY);
+        if (hfd >= 0) {
+            io->close(io->ctx, hfd);
+            r = kvr_unused_name(io, hbase, hto, sizeof hto);
+            if (r == 0) r = io->rename(io->ctx, hpath, hto);
+            if (r < 0) {
+                snprintf(rep->message, sizeof rep->message, "cannot set %s aside: %s", hpath, kv_strerror(-r));
+                return -r;
+            }
+        }
     }
     if (from < n) {
         int r = io->fsync_dir(io->ctx, dir);
@@ -417,6 +475,34 @@ static uint64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* A version 2 segment that a hint describes must end with its trailer,
+ * which counts the hint's records: a hint is never trusted for a segment
+ * that lost it. Returns KV_OK (also for version 1, which has none),
+ * KV_CORRUPT or an errno. */
+static kv_status check_trailer(const kv_io *io, const char *dir, uint32_t id, const kvh_header *h)
+{
+    kv_seg_header sh;
+    if (kv_seg_header_parse(h->seg_header, id, &sh) != KV_OK) return KV_CORRUPT;
+    if (sh.version < 2) return KV_OK;
+    if (h->seg_size < KV_SEG_HEADER_SIZE + KV_MARK_SIZE) return KV_CORRUPT;
+    char name[32], path[4096];
+    kv_seg_name(name, sizeof name, id);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = io->open(io->ctx, path, KV_O_RDONLY);
+    if (fd < 0) return -fd;
+    uint8_t m[KV_MARK_SIZE];
+    uint64_t at = h->seg_size - KV_MARK_SIZE;
+    int r = kv_io_read_full(io, fd, m, sizeof m, at);
+    io->close(io->ctx, fd);
+    if (r == -ENODATA) return KV_CORRUPT;
+    if (r < 0) return -r;
+    kv_record t;
+    if (kv_record_decode(m, sizeof m, &t) != KV_OK || t.type != KV_REC_SEAL || t.expire_ms != at ||
+        t.flags != h->records)
+        return KV_CORRUPT;
+    return KV_OK;
 }
 
 /* Loads sealed segment `id` from its hint file into the key directory, as
@@ -445,6 +531,7 @@ static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uin
         st = fd < 0 ? -fd : kvh_matches_segment(io, fd, &h);
         if (fd >= 0) io->close(io->ctx, fd);
     }
+    if (st == KV_OK) st = check_trailer(io, dir, id, &h);
     if (st == KV_OK && h.records && c->rep->max_seq != 0 && h.min_seq <= c->rep->max_seq)
         st = KV_CORRUPT; /* the scan reports where the order breaks */
     if (st != KV_OK) {
@@ -504,13 +591,9 @@ typedef struct name_list {
     int oom;
 } name_list;
 
-static int collect_hint_name(void *arg, const char *name)
+static int collect_hint_name_raw(void *arg, const char *name)
 {
     name_list *l = arg;
-    uint32_t id;
-    size_t nl = strlen(name);
-    int tmp = nl > 9 && !strcmp(name + nl - 9, ".hint.tmp");
-    if (!tmp && !kvh_parse_name(name, &id)) return 0;
     if (l->n == l->cap) {
         size_t nc = l->cap ? l->cap * 2 : 16;
         char **nv = realloc(l->v, nc * sizeof *nv);
@@ -529,25 +612,166 @@ static int collect_hint_name(void *arg, const char *name)
     return 0;
 }
 
-/* Removes hint files whose segment is not among ids[0, n) (sorted) and
- * unfinished "*.hint.tmp" files. Best effort: a file that cannot be
- * removed is harmless (a stale hint never matches a segment). */
-static void remove_stray_hints(const kv_io *io, const char *dir, const uint32_t *ids, size_t n)
+static int collect_hint_name(void *arg, const char *name)
+{
+    uint32_t id;
+    size_t nl = strlen(name);
+    int tmp = nl > 9 && !strcmp(name + nl - 9, ".hint.tmp");
+    if (!tmp && !kvh_parse_name(name, &id)) return 0;
+    return collect_hint_name_raw(arg, name);
+}
+
+/* What recovery reads of a segment before it loads it: its size and, if
+ * valid, its header. */
+typedef struct seg_peek {
+    int header_ok;
+    kv_seg_header hdr;
+    uint64_t size;
+} seg_peek;
+
+static void peek_segment(const kv_io *io, const char *path, uint32_t id, seg_peek *pk)
+{
+    memset(pk, 0, sizeof *pk);
+    int fd = io->open(io->ctx, path, KV_O_RDONLY);
+    if (fd < 0) return;
+    uint8_t h[KV_SEG_HEADER_SIZE];
+    if (io->fsize(io->ctx, fd, &pk->size) == 0 && pk->size >= KV_SEG_HEADER_SIZE &&
+        kv_io_read_full(io, fd, h, sizeof h, 0) == 0 && kv_seg_header_parse(h, id, &pk->hdr) == KV_OK)
+        pk->header_ok = 1;
+    io->close(io->ctx, fd);
+}
+
+/* The newest segment of version 2: where its torn tail may start. A group
+ * the writer completed ends with a commit mark (written in the same
+ * write(2) as the group, made durable by the same fdatasync before any of
+ * it is acknowledged), so the bytes after the last valid mark are the only
+ * ones a crash can have left incomplete. Damage before that mark is
+ * corruption, with one exception that the pages of the last group prove:
+ * if every bad region before the mark is zero-filled and inside the last
+ * group, the disk persisted that unsynced group's pages out of order (a
+ * page never written reads as zeros; a flipped bit never makes a zero-filled
+ * region), and the whole group is torn. Sets c->torn_from, and c->have_cut
+ * at the group's start in that case. */
+typedef struct tail_scan {
+    uint64_t first_bad;  /* offset of the first problem, UINT64_MAX if none */
+    int all_zero_fill;   /* every problem before the limit is KVR_ZERO_FILL */
+    uint64_t limit;
+    uint64_t lo;         /* the lowest problem offset before the limit */
+} tail_scan;
+
+static void tail_problem(void *arg, const kvr_problem *p)
+{
+    tail_scan *t = arg;
+    if (p->reason == KVR_UNWRITTEN) return;
+    if (p->offset < t->first_bad) t->first_bad = p->offset;
+    if (p->offset < t->limit) {
+        if (p->reason != KVR_ZERO_FILL) t->all_zero_fill = 0;
+        if (p->offset < t->lo) t->lo = p->offset;
+    }
+}
+
+static void classify_tail(rctx *c, const uint8_t *buf, uint64_t len, uint32_t id)
+{
+    kvr_scan_result res;
+    if (kvr_scan_buffer(buf, len, id, NULL, NULL, NULL, NULL, &res) != KV_OK) return;
+    c->torn_from = res.mark_end ? res.mark_end : KV_SEG_HEADER_SIZE;
+    if (!res.mark_end || !res.group_start) return;
+    tail_scan t = {UINT64_MAX, 1, res.mark_end, UINT64_MAX};
+    kvr_scan_buffer(buf, len, id, NULL, NULL, tail_problem, &t, NULL);
+    if (t.lo != UINT64_MAX && t.all_zero_fill && t.lo >= res.group_start) {
+        c->torn_from = res.group_start;
+        c->have_cut = 1;
+        c->cut_off = res.group_start;
+    }
+}
+
+/* Appends the trailer a crash in the middle of a rotation left unwritten
+ * to sealed segment `id` of `size` bytes, and makes it durable. */
+static kv_status complete_rotation(const kv_io *io, const char *dir, uint32_t id, uint64_t size, uint64_t seq,
+                                   uint64_t records, char *msg, size_t msgcap)
+{
+    char name[32], path[4096];
+    kv_seg_name(name, sizeof name, id);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    uint8_t m[KV_MARK_SIZE];
+    kv_mark_encode(m, KV_REC_SEAL, seq, size, (uint32_t)records);
+    int fd = io->open(io->ctx, path, KV_O_RDWR);
+    int r = fd;
+    if (fd >= 0) {
+        r = kv_io_write_full(io, fd, m, sizeof m, size);
+        if (r == 0) r = io->fdatasync(io->ctx, fd);
+        io->close(io->ctx, fd);
+    }
+    if (r < 0) {
+        snprintf(msg, msgcap, "cannot write the trailer of %s: %s", path, kv_strerror(-r));
+        return -r;
+    }
+    return KV_OK;
+}
+
+/* The ranges compaction outputs replace, [from, id - 1] each, from the
+ * live segments' headers: a hint file of an id in one of them belongs to a
+ * superseded segment. */
+static int superseded_id(const kv_io *io, const char *dir, const uint32_t *ids, size_t n, uint32_t hid)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] <= hid) continue;
+        uint32_t from = segment_replaces(io, dir, ids[i]);
+        if (from && from <= hid) return 1;
+    }
+    return 0;
+}
+
+static int collect_compact_name(void *arg, const char *name)
+{
+    uint32_t id;
+    if (!kv_parse_id_name(name, ".seg.compact", &id)) return 0;
+    return collect_hint_name_raw(arg, name);
+}
+
+/* Removes the outputs of compactions a crash interrupted before their
+ * rename ("NNNNNNNNNN.seg.compact"): never part of the log (the segments
+ * they were made from are all still there), up to 2 GiB each. */
+static kv_status remove_compact_leftovers(const kv_io *io, const char *dir, kvr_report *rep)
 {
     name_list l = {0};
-    io->list_dir(io->ctx, dir, collect_hint_name, &l);
+    io->list_dir(io->ctx, dir, collect_compact_name, &l);
+    kv_status st = l.oom ? ENOMEM : KV_OK;
     for (size_t i = 0; i < l.n; i++) {
-        uint32_t id;
-        if (kvh_parse_name(l.v[i], &id) && bsearch(&id, ids, n, sizeof *ids, cmp_u32)) {
-            free(l.v[i]);
-            continue;
-        }
         char path[4400];
         snprintf(path, sizeof path, "%s/%s", dir, l.v[i]);
-        io->unlink(io->ctx, path);
+        int r = st == KV_OK ? io->unlink(io->ctx, path) : 0;
+        if (r < 0 && r != -ENOENT) {
+            st = -r;
+            snprintf(rep->message, sizeof rep->message, "cannot remove %s: %s", path, kv_strerror(st));
+        } else if (r == 0 && st == KV_OK) {
+            rep->compact_leftovers++;
+        }
         free(l.v[i]);
     }
     free(l.v);
+    if (st == KV_OK && rep->compact_leftovers) {
+        int r = io->fsync_dir(io->ctx, dir);
+        if (r < 0) st = -r;
+    }
+    return st;
+}
+
+static void refuse_message(kvr_report *rep, const rctx *c, const char *dir, const char *path)
+{
+    const kvr_problem *p = &c->first;
+    const char *kind = p->reason == KVR_SEQ_ORDER                                     ? "out-of-order record"
+                       : p->reason == KVR_ORPHAN_HINT                                 ? "missing segment"
+                       : p->reason == KVR_PREV_MISSING || p->reason == KVR_NO_SUCCESSOR ? "missing segment"
+                       : p->reason == KVR_NO_TRAILER || p->reason == KVR_PREV_SIZE    ? "truncated sealed segment"
+                       : !c->newest                                                   ? "corruption in sealed segment"
+                       : p->valid_after || c->marked ? "mid-log corruption"
+                                                     : "torn tail";
+    snprintf(rep->message, sizeof rep->message,
+             "%s in %s at byte offset %" PRIu64 " (%" PRIu64 " bytes: %s%s); refusing to open in "
+             "recovery mode %s so that no valid data is dropped. Inspect with: kvfsck %s",
+             kind, path, p->offset, p->length, kvr_reason_str(p->reason),
+             p->valid_after ? ", valid records follow" : "", kvr_mode_name(c->mode), dir);
 }
 
 kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned flags, uint64_t now_ms,
@@ -555,13 +779,14 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
 {
     memset(rep, 0, sizeof *rep);
     rep->mode = mode;
+    int dry = (flags & KVR_DRY_RUN) != 0;
     uint64_t t0 = now_us();
     uint32_t *ids = NULL;
     size_t n = 0;
     /* Segments a compaction output replaces, left by a crash between its
      * rename and its unlinks: their live records are all in the output. */
     kv_status st = kvr_list_superseded(io, dir, &ids, &n);
-    for (size_t i = 0; st == KV_OK && i < n; i++) {
+    for (size_t i = 0; !dry && st == KV_OK && i < n; i++) {
         char name[32], path[4096];
         kv_seg_name(name, sizeof name, ids[i]);
         snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -574,9 +799,11 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
     }
     free(ids);
     ids = NULL;
+    if (st == KV_OK && !dry) st = remove_compact_leftovers(io, dir, rep);
     if (st == KV_OK) st = kvr_list_segments(io, dir, &ids, &n);
     if (st != KV_OK) {
-        snprintf(rep->message, sizeof rep->message, "cannot list data directory %s: %s", dir, kv_strerror(st));
+        if (!rep->message[0])
+            snprintf(rep->message, sizeof rep->message, "cannot list data directory %s: %s", dir, kv_strerror(st));
         return st;
     }
     rep->segs = calloc(n ? n : 1, sizeof *rep->segs);
@@ -584,17 +811,82 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         free(ids);
         return ENOMEM;
     }
-    if (flags & KVR_HINTS_WRITE) remove_stray_hints(io, dir, ids, n);
-    if (flags & KVR_HINTS_READ) kv_keydir_reserve(kd, hinted_keys(io, dir, ids, n));
     rctx c = {.mode = mode, .kd = kd, .rep = rep, .now_ms = now_ms};
+    /* Hint files: an unfinished one (.hint.tmp) or one of a superseded
+     * segment is removed; one whose segment is missing is evidence of a
+     * lost segment, and one of the newest segment shows that it was
+     * sealed, so a segment after it is missing. Neither is ever removed. */
+    {
+        name_list l = {0};
+        io->list_dir(io->ctx, dir, collect_hint_name, &l);
+        for (size_t k = 0; k < l.n; k++) {
+            uint32_t hid;
+            int is_hint = kvh_parse_name(l.v[k], &hid);
+            int live = is_hint && bsearch(&hid, ids, n, sizeof *ids, cmp_u32);
+            char path[4400];
+            snprintf(path, sizeof path, "%s/%s", dir, l.v[k]);
+            if (!is_hint || (!live && superseded_id(io, dir, ids, n, hid))) {
+                if (!dry && (flags & KVR_HINTS_WRITE)) io->unlink(io->ctx, path);
+            } else if (!live || (n > 0 && hid == ids[n - 1])) {
+                kvr_problem p = {NULL, live ? hid : hid, 0, 0, live ? KVR_NO_SUCCESSOR : KVR_ORPHAN_HINT, 0};
+                c.newest = live;
+                on_problem(&c, &p);
+                if (c.fatal && !rep->message[0]) refuse_message(rep, &c, dir, path);
+            }
+            free(l.v[k]);
+        }
+        free(l.v);
+        c.newest = 0;
+        if (c.fatal) {
+            free(ids);
+            rep->elapsed_us = now_us() - t0;
+            return KV_CORRUPT;
+        }
+        c.stop = 0; /* point-in-time: nothing to stop at in a hint file */
+    }
+    if (flags & KVR_HINTS_READ) kv_keydir_reserve(kd, hinted_keys(io, dir, ids, n));
     size_t i;
     for (i = 0; i < n; i++) {
         char name[32], path[4096];
         kv_seg_name(name, sizeof name, ids[i]);
         snprintf(path, sizeof path, "%s/%s", dir, name);
         c.newest = (i + 1 == n);
+        c.marked = 0;
+        c.torn_from = 0;
         c.have_cut = 0;
         c.have_unwritten = 0;
+        c.seg_problems = 0;
+        c.seg_records = 0;
+        kvr_segment_info *si = &rep->segs[rep->nsegs];
+        si->id = ids[i];
+        seg_peek pk;
+        peek_segment(io, path, ids[i], &pk);
+        si->version = pk.header_ok ? pk.hdr.version : 0;
+        /* The chain: a version 2 header names the segment before it and
+         * that segment's size when this one was created. */
+        if (pk.header_ok && pk.hdr.version >= 2) {
+            uint32_t want = i > 0 ? ids[i - 1] : 0;
+            const kvr_segment_info *prev = i > 0 ? &rep->segs[rep->nsegs - 1] : NULL;
+            kvr_problem p = {path, ids[i], 0, KV_SEG_HEADER_SIZE, KVR_PREV_MISSING, 1};
+            int bad = pk.hdr.prev_id != want;
+            if (!bad && prev && prev->version >= 1 && segment_replaces(io, dir, prev->id) == 0 &&
+                pk.hdr.prev_end != prev->size) {
+                p.reason = KVR_PREV_SIZE;
+                bad = 1;
+            }
+            if (bad) {
+                on_problem(&c, &p);
+                if (c.fatal) {
+                    refuse_message(rep, &c, dir, path);
+                    st = KV_CORRUPT;
+                    break;
+                }
+                if (c.stop) { /* point-in-time: the log ends before this segment */
+                    st = discard_segments(io, dir, ids, i, n, rep);
+                    break;
+                }
+            }
+        }
         uint64_t hsize = 0;
         if (!c.newest && (flags & KVR_HINTS_READ) && load_hint(io, dir, ids[i], &c, &hsize)) {
             if (c.err) {
@@ -602,22 +894,58 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
                 snprintf(rep->message, sizeof rep->message, "out of memory while loading %s", path);
                 break;
             }
-            rep->segs[rep->nsegs].id = ids[i];
-            rep->segs[rep->nsegs].size = hsize;
-            rep->segs[rep->nsegs].hint = 1;
+            si->size = hsize;
+            si->hint = 1;
+            si->sealed = si->version >= 2;
             rep->nsegs++;
             rep->segments++;
             rep->log_bytes += hsize;
             continue;
         }
         uint8_t *buf = NULL;
+        uint64_t blen = 0;
         kvr_scan_result res;
-        c.seg_problems = 0;
+        memset(&res, 0, sizeof res);
         c.hb_failed = 0;
-        c.hb = !c.newest && (flags & KVR_HINTS_WRITE) ? kvh_builder_new(ids[i]) : NULL;
-        st = kvr_scan_file(io, path, ids[i], on_record, on_problem, &c, &res, &buf);
+        c.hb = !c.newest && !dry && (flags & KVR_HINTS_WRITE) ? kvh_builder_new(ids[i]) : NULL;
+        int rr = kv_io_read_file(io, path, KVR_MAX_SEGMENT_BYTES, &buf, &blen);
+        st = rr < 0 ? -rr : KV_OK;
+        if (st == KV_OK && c.newest && pk.header_ok && pk.hdr.version >= 2) {
+            c.marked = 1;
+            classify_tail(&c, buf, blen, ids[i]);
+        }
+        if (st == KV_OK) st = kvr_scan_buffer(buf, blen, ids[i], path, on_record, on_problem, &c, &res);
         flush_ops(&c); /* before buf, which the queued keys point into, goes */
-        if (c.hb && st == KV_OK && !c.err && !c.hb_failed && !c.seg_problems && !c.stop) {
+        si->records = c.seg_records;
+        si->sealed = res.sealed;
+        /* Version 2: a sealed segment ends with its trailer; the newest
+         * never does (a rotation writes the trailer only once the next
+         * segment exists). */
+        int window = 0;
+        if (st == KV_OK && !c.stop && !c.err && pk.header_ok && pk.hdr.version >= 2) {
+            if (!c.newest && !res.sealed && c.seg_problems == 0) {
+                /* A crash between creating the next segment and writing
+                 * this one's trailer: the next segment is still empty,
+                 * and its header (if it got one) recorded this one's size
+                 * with the trailer. */
+                char nname[32], npath[4096];
+                kv_seg_name(nname, sizeof nname, ids[i + 1]);
+                snprintf(npath, sizeof npath, "%s/%s", dir, nname);
+                seg_peek nx;
+                peek_segment(io, npath, ids[i + 1], &nx);
+                window = i + 2 == n && nx.size <= KV_SEG_HEADER_SIZE &&
+                         (!nx.header_ok || (nx.hdr.version >= 2 && nx.hdr.prev_id == ids[i] &&
+                                            nx.hdr.prev_end == blen + KV_MARK_SIZE));
+                if (!window) {
+                    kvr_problem p = {path, ids[i], blen, 0, KVR_NO_TRAILER, 0};
+                    on_problem(&c, &p);
+                }
+            } else if (c.newest && res.sealed) {
+                kvr_problem p = {path, ids[i], blen, 0, KVR_NO_SUCCESSOR, 0};
+                on_problem(&c, &p);
+            }
+        }
+        if (c.hb && st == KV_OK && !c.err && !c.hb_failed && !c.seg_problems && !c.stop && !window) {
             uint8_t *hint;
             size_t hlen;
             int r = kvh_builder_finish(c.hb, buf, res.file_size, &hint, &hlen) == KV_OK
@@ -626,7 +954,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             if (r == 0) {
                 free(hint);
                 rep->hints_written++;
-                rep->segs[rep->nsegs].hint = 1;
+                si->hint = 1;
             } else {
                 if (r != -ENOMEM) free(hint);
                 rep->hints_failed++;
@@ -635,12 +963,14 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         kvh_builder_free(c.hb);
         c.hb = NULL;
         if (st == KV_VERSION) {
+            free(buf);
             snprintf(rep->message, sizeof rep->message,
-                     "%s has an on-disk format version this build cannot read (it reads version %d)", path,
-                     KV_FORMAT_VERSION);
+                     "%s has an on-disk format version this build cannot read (it reads versions %d to %d)", path,
+                     KV_FORMAT_VERSION_MIN, KV_FORMAT_VERSION);
             break;
         }
         if (st != KV_OK) {
+            free(buf);
             snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", path, kv_strerror(st));
             break;
         }
@@ -652,21 +982,25 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         }
         if (c.fatal) {
             free(buf);
-            const kvr_problem *p = &c.first;
-            const char *kind = p->reason == KVR_SEQ_ORDER ? "out-of-order record"
-                               : !c.newest                ? "corruption in sealed segment"
-                               : p->valid_after           ? "mid-log corruption"
-                                                          : "torn tail";
-            snprintf(rep->message, sizeof rep->message,
-                     "%s in %s at byte offset %" PRIu64 " (%" PRIu64 " bytes: %s%s); refusing to open in "
-                     "recovery mode %s so that no valid data is dropped. Inspect with: kvfsck %s",
-                     kind, path, p->offset, p->length, kvr_reason_str(p->reason),
-                     p->valid_after ? ", valid records follow" : "", kvr_mode_name(mode), dir);
+            refuse_message(rep, &c, dir, path);
             st = KV_CORRUPT;
             break;
         }
         uint64_t size = res.file_size;
-        if (c.stop) { /* point-in-time: set the later segments aside first */
+        if (window) {
+            if (!dry) {
+                st = complete_rotation(io, dir, ids[i], blen, rep->max_seq, c.seg_records, rep->message,
+                                       sizeof rep->message);
+                if (st != KV_OK) {
+                    free(buf);
+                    break;
+                }
+            }
+            size += KV_MARK_SIZE;
+            si->sealed = 1;
+            rep->rotations_completed++;
+        }
+        if (c.stop && !dry) { /* point-in-time: set the later segments aside first */
             st = discard_segments(io, dir, ids, i + 1, n, rep);
             if (st != KV_OK) {
                 free(buf);
@@ -677,12 +1011,12 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
          * point-in-time stop ends the scan early, before the reader could
          * report them: find them here. */
         uint64_t end = c.have_unwritten ? c.unwritten_off : res.file_size;
-        if (c.newest && c.have_cut && !c.have_unwritten && buf) {
+        if (c.newest && c.have_cut && !c.have_unwritten && buf && c.cut_off < res.file_size) {
             end = kvr_zero_tail(buf, c.cut_off, res.file_size);
             c.have_unwritten = end < res.file_size;
         }
-        if (c.have_cut) {
-            st = cut_segment(io, dir, ids[i], buf, end, c.cut_off, rep->message, sizeof rep->message);
+        if (c.have_cut && c.cut_off < end) {
+            if (!dry) st = cut_segment(io, dir, ids[i], buf, end, c.cut_off, rep->message, sizeof rep->message);
             if (st != KV_OK) {
                 free(buf);
                 break;
@@ -691,18 +1025,18 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             rep->torn_segment = ids[i];
             rep->torn_offset = c.cut_off;
             size = c.cut_off;
-        } else if (c.have_unwritten) {
-            st = trim_segment(io, dir, ids[i], end, rep->message, sizeof rep->message);
+        } else if (c.have_unwritten || (c.have_cut && c.cut_off < res.file_size)) {
+            uint64_t to = c.have_cut && c.cut_off < end ? c.cut_off : end;
+            if (!dry) st = trim_segment(io, dir, ids[i], to, rep->message, sizeof rep->message);
             if (st != KV_OK) {
                 free(buf);
                 break;
             }
-            size = end;
+            size = to;
         }
         if (c.have_unwritten) rep->unwritten_bytes += res.file_size - end;
         free(buf);
-        rep->segs[rep->nsegs].id = ids[i];
-        rep->segs[rep->nsegs].size = size;
+        si->size = size;
         rep->nsegs++;
         rep->segments++;
         rep->log_bytes += size;
@@ -717,6 +1051,9 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
 
 void kvr_report_free(kvr_report *rep)
 {
+    free(rep->found);
+    rep->found = NULL;
+    rep->nfound = 0;
     free(rep->segs);
     rep->segs = NULL;
     rep->nsegs = 0;

@@ -61,14 +61,28 @@ kv_status kvr_mode_parse(const char *s, kvr_mode *m);
 
 typedef struct kvr_segment_info {
     uint32_t id;
-    uint64_t size; /* bytes, after any cut */
-    int hint;      /* a valid hint file describes it (read or written) */
+    uint64_t size;    /* bytes, after any cut */
+    int hint;         /* a valid hint file describes it (read or written) */
+    uint16_t version; /* its format version (0: no valid header) */
+    int sealed;       /* it ends with a valid trailer (version 2) */
+    uint64_t records; /* top-level data records in it (marks not counted) */
 } kvr_segment_info;
+
+/* One problem recovery met, for kvfsck's listing (kvr_report.found). */
+typedef struct kvr_found {
+    kvr_problem p; /* p.path is NULL: the segment is p.seg (a hint file's id
+                      for KVR_ORPHAN_HINT) */
+    int newest;    /* in the newest segment */
+    int torn;      /* classified as a torn tail (cut), not corruption */
+} kvr_found;
 
 /* Flags for kvr_recover. */
 enum {
     KVR_HINTS_READ = 1 << 0,  /* load sealed segments from valid hint files */
     KVR_HINTS_WRITE = 1 << 1, /* write a hint file for each sealed segment scanned cleanly */
+    KVR_DRY_RUN = 1 << 2,     /* decide as recovery would, change nothing on disk: no
+                                 cut, trim, unlink, rename, trailer or hint file is
+                                 written (kvfsck's prediction of what kvd will do) */
 };
 
 /* What recovery did. Counts are of what was applied. */
@@ -99,6 +113,11 @@ typedef struct kvr_report {
     uint32_t hints_rejected; /* hint files found damaged or stale (segment scanned) */
     uint32_t hints_written;  /* hint files written after a scan */
     uint32_t hints_failed;   /* hint files that could not be written (not an error) */
+    uint32_t rotations_completed; /* sealed segments whose trailer a crash in the middle
+                                     of a rotation left unwritten, sealed now */
+    uint32_t compact_leftovers;   /* unfinished compaction outputs (.seg.compact) removed */
+    kvr_found *found;        /* every problem met, in order (owned) */
+    size_t nfound;
     uint64_t elapsed_us;     /* wall time of the recovery, microseconds */
     char message[1024];      /* on refusal or error: what, where, what to do */
     kvr_segment_info *segs;  /* segments in id order after recovery (owned) */

@@ -166,9 +166,25 @@ START_TEST(segment_header_and_names)
     h[9] ^= 0x10;
     ck_assert_int_eq(kv_seg_header_decode(h, 0, &id), KV_CORRUPT);
     kv_seg_header_encode(h, 42, 1);
-    kv_put_u16(h + 4, 2);
+    kv_put_u16(h + 4, KV_FORMAT_VERSION + 1);
     kv_put_u32(h + 28, kv_crc32(0, h, 28));
     ck_assert_int_eq(kv_seg_header_decode(h, 42, &id), KV_VERSION);
+
+    /* Version 2: the predecessor and its size; a predecessor that does
+     * not come before the segment, or a size without an id, is corrupt. */
+    kv_seg_header v2 = {2, 42, 0, 1700000000000ull, 41, 4096}, got;
+    kv_seg_header_encode_h(h, &v2);
+    ck_assert_int_eq(kv_seg_header_parse(h, 42, &got), KV_OK);
+    ck_assert_uint_eq(got.version, 2);
+    ck_assert_uint_eq(got.prev_id, 41);
+    ck_assert_uint_eq(got.prev_end, 4096);
+    ck_assert_uint_eq(got.created_ms, 1700000000000ull);
+    v2.prev_id = 42;
+    kv_seg_header_encode_h(h, &v2);
+    ck_assert_int_eq(kv_seg_header_parse(h, 42, &got), KV_CORRUPT);
+    v2.prev_id = 0;
+    kv_seg_header_encode_h(h, &v2);
+    ck_assert_int_eq(kv_seg_header_parse(h, 42, &got), KV_CORRUPT);
 
     char name[32];
     kv_seg_name(name, sizeof name, 7);
