@@ -217,6 +217,8 @@ struct kv_store {
     int active_fd;
     uint32_t active_id;
     uint64_t active_size;
+    uint16_t active_version; /* format version of the active segment (1: an old
+                                directory's, appended to until it is sealed) */
     uint64_t active_records; /* top-level data records in the active segment (its trailer counts them) */
     uint64_t unsynced_writes; /* writes appended since the last fdatasync */
     uint64_t last_sync_ms;
@@ -604,13 +606,14 @@ static int rotate_ex(kv_store *s, int trailer)
     s->active_size = KV_SEG_HEADER_SIZE;
     s->active_end = KV_SEG_HEADER_SIZE;
     s->active_records = 0;
+    s->active_version = KV_FORMAT_VERSION;
     s->writeback_off = 0;
     return 0;
 }
 
 static int rotate(kv_store *s)
 {
-    return rotate_ex(s, 1);
+    return rotate_ex(s, s->active_version >= 2);
 }
 
 static int ensure_gbuf(kv_store *s, size_t need)
@@ -2106,6 +2109,8 @@ static void copy_report(kvr_report *dst, const kvr_report *src)
     *dst = *src;
     dst->segs = NULL;
     dst->nsegs = 0;
+    dst->found = NULL; /* the store's copy owns the list */
+    dst->nfound = 0;
 }
 
 kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_report *report)
@@ -2217,6 +2222,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
             s->active_id = s->rep.segs[i].id;
             s->active_size = s->rep.segs[i].size;
             s->active_records = s->rep.segs[i].records;
+            s->active_version = s->rep.segs[i].version ? s->rep.segs[i].version : KV_FORMAT_VERSION;
         }
     }
     if (s->active_fd < 0) {
@@ -2231,6 +2237,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         s->active_fd = fd;
         s->active_id = 1;
         s->active_size = KV_SEG_HEADER_SIZE;
+        s->active_version = KV_FORMAT_VERSION;
         s->log_bytes += KV_SEG_HEADER_SIZE;
         s->header_bytes += KV_SEG_HEADER_SIZE;
     } else if (s->active_size < KV_SEG_HEADER_SIZE) {
@@ -2252,7 +2259,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         s->active_size = KV_SEG_HEADER_SIZE;
         s->log_bytes += KV_SEG_HEADER_SIZE;
         s->header_bytes += KV_SEG_HEADER_SIZE;
-        s->rep.segs[s->rep.nsegs - 1].version = KV_FORMAT_VERSION;
+        s->active_version = KV_FORMAT_VERSION;
     }
     /* Whatever recovery read may still be only in the page cache (a
      * previous run that crashed under everysec, or whose fdatasync failed):
@@ -2273,19 +2280,6 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     s->hints_written = s->rep.hints_written;
     s->last_sync_ms = mono_us() / 1000u;
     s->active_end = s->active_size; /* recovery cut any zeros past the log end */
-    if (s->rep.nsegs > 0 && s->rep.segs[s->rep.nsegs - 1].version == 1) {
-        /* A directory of format version 1: its newest segment is sealed
-         * under the old rules (no trailer: it is sealed because a segment
-         * follows it), and appending goes on in a new version 2 one. */
-        if (rotate_ex(s, 0) < 0) {
-            st = s->fail_status;
-            snprintf(s->rep.message, sizeof s->rep.message, "cannot start a version %d segment after %u: %s",
-                     KV_FORMAT_VERSION, s->active_id, s->fail_reason);
-            goto fail;
-        }
-        logf_(s, KV_LOG_INFO, "format version 1 directory: segments up to %u are sealed as they are; appending "
-              "to segment %u in format version %d", s->active_id - 1, s->active_id, KV_FORMAT_VERSION);
-    }
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         st = EAGAIN;
         snprintf(s->rep.message, sizeof s->rep.message, "cannot start the writer thread");
@@ -2311,7 +2305,7 @@ kv_status kv_close(kv_store *s)
     pthread_join(s->writer, NULL);
     kv_status st = KV_OK;
     if (!s->failstop && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
-    if (!s->failstop && st == KV_OK && s->active_size > KV_SEG_HEADER_SIZE) {
+    if (!s->failstop && st == KV_OK && s->active_version >= 2 && s->active_size > KV_SEG_HEADER_SIZE) {
         /* A clean shutdown seals the newest segment and leaves an empty
          * one after it, so that every record written is in a sealed
          * segment, proven whole by its trailer: after it, no damage can
