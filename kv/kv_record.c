@@ -196,7 +196,7 @@ kv_status kv_seg_header_parse(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t exp
         d.created_ms = (uint64_t)kv_get_u32(in + 24) * 1000u;
         /* The predecessor comes before this segment and the range it replaces. */
         if (d.prev_id >= (d.replaces ? d.replaces : d.id)) return KV_CORRUPT_BKPT;
-        if ((d.prev_id == 0) != (d.prev_end == 0)) return KV_CORRUPT_BKPT;
+        if (d.prev_id == 0 && d.prev_end != 0) return KV_CORRUPT_BKPT;
     }
     if (expect_id != 0 && d.id != expect_id) return KV_CORRUPT_BKPT;
     if (h) *h = d;

@@ -2103,14 +2103,16 @@ static int make_dir(const kv_io *io, const char *dir)
     return io->fsync_dir(io->ctx, parent);
 }
 
-static void copy_report(kvr_report *dst, const kvr_report *src)
+/* Copies the store's recovery report to the caller's; the list of
+ * problems moves to the caller's (kvr_report_free frees it). */
+static void copy_report(kvr_report *dst, kvr_report *src)
 {
     if (!dst) return;
     *dst = *src;
     dst->segs = NULL;
     dst->nsegs = 0;
-    dst->found = NULL; /* the store's copy owns the list */
-    dst->nfound = 0;
+    src->found = NULL;
+    src->nfound = 0;
 }
 
 kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_report *report)
@@ -2285,8 +2287,8 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         snprintf(s->rep.message, sizeof s->rep.message, "cannot start the writer thread");
         goto fail;
     }
-    kvr_report_free(&s->rep); /* the segment list is now in s->segs */
     copy_report(report, &s->rep);
+    kvr_report_free(&s->rep); /* the segment list is now in s->segs */
     *out = s;
     return KV_OK;
 fail:
@@ -2314,6 +2316,8 @@ kv_status kv_close(kv_store *s)
         if (rotate(s) < 0)
             logf_(s, KV_LOG_WARN, "sealing segment %u at shutdown failed; the next start recovers it as after a crash",
                   s->active_id);
+        else if (s->opt.hint_files)
+            (void)kv_write_hints(s, NULL); /* the next start then reads hints only; failures are logged */
     } else if (!s->failstop) {
         int r = cut_prealloc(s);
         if (r < 0)

@@ -147,7 +147,11 @@ typedef struct rctx {
     int newest;          /* scanning the newest segment */
     int marked;          /* the newest segment is of version 2: its torn tail starts
                             at or after torn_from, whatever follows it */
-    uint64_t torn_from;  /* the end of its last complete group (see classify_tail) */
+    uint64_t torn_from;  /* the end of its last complete group (see classify_tail), or
+                            for the window segment where its trailer belongs */
+    int window;          /* the segment before an empty newest one whose header
+                            names it: a rotation a crash interrupted may have
+                            left its trailer missing or torn (see seal_window) */
     int stop;            /* point-in-time stop or refusal: apply nothing more */
     int fatal;           /* refusal */
     kv_status err;       /* ENOMEM while applying */
@@ -303,16 +307,17 @@ static void note_problem(rctx *c, const kvr_problem *p, int torn)
  * group (torn_from), whatever follows (see docs/format.md, "Evidence"). */
 static int is_torn(const rctx *c, const kvr_problem *p)
 {
-    if (!c->newest || p->reason == KVR_SEQ_ORDER || p->reason == KVR_NO_SUCCESSOR ||
-        p->reason == KVR_PREV_MISSING || p->reason == KVR_PREV_SIZE)
+    if ((!c->newest && !c->window) || p->reason == KVR_SEQ_ORDER || p->reason == KVR_NO_SUCCESSOR ||
+        p->reason == KVR_PREV_MISSING || p->reason == KVR_PREV_SIZE || p->reason == KVR_NO_TRAILER)
         return 0;
+    if (c->window) return p->offset >= c->torn_from;
     return c->marked ? p->offset >= c->torn_from : !p->valid_after;
 }
 
 static void on_problem(void *arg, const kvr_problem *p)
 {
     rctx *c = arg;
-    if (kvr_is_unwritten_space(p, c->newest)) {
+    if (kvr_is_unwritten_space(p, c->newest || (c->window && p->offset >= c->torn_from))) {
         c->have_unwritten = 1;
         c->unwritten_off = p->offset;
         return;
@@ -852,6 +857,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         snprintf(path, sizeof path, "%s/%s", dir, name);
         c.newest = (i + 1 == n);
         c.marked = 0;
+        c.window = 0;
         c.torn_from = 0;
         c.have_cut = 0;
         c.have_unwritten = 0;
@@ -885,6 +891,28 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
                     st = discard_segments(io, dir, ids, i, n, rep);
                     break;
                 }
+            }
+        }
+        /* A rotation writes the next segment's header, naming this one
+         * and its size with the trailer (E), before it writes the trailer:
+         * if the newest segment is still empty and names this one, the
+         * trailer may be missing or torn, and belongs at E - 44. If the
+         * newest has no valid header, the crash came before the trailer
+         * was begun. */
+        int window = 0, window_no_end = 0;
+        if (!c.newest && i + 2 == n && pk.header_ok && pk.hdr.version >= 2) {
+            char nname[32], npath[4096];
+            kv_seg_name(nname, sizeof nname, ids[i + 1]);
+            snprintf(npath, sizeof npath, "%s/%s", dir, nname);
+            seg_peek nx;
+            peek_segment(io, npath, ids[i + 1], &nx);
+            if (nx.size <= KV_SEG_HEADER_SIZE && !nx.header_ok) {
+                window = window_no_end = 1;
+            } else if (nx.size == KV_SEG_HEADER_SIZE && nx.hdr.version >= 2 && nx.hdr.prev_id == ids[i] &&
+                       nx.hdr.prev_end >= KV_SEG_HEADER_SIZE + KV_MARK_SIZE) {
+                window = 1;
+                c.window = 1;
+                c.torn_from = nx.hdr.prev_end - KV_MARK_SIZE;
             }
         }
         uint64_t hsize = 0;
@@ -921,25 +949,17 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         /* Version 2: a sealed segment ends with its trailer; the newest
          * never does (a rotation writes the trailer only once the next
          * segment exists). */
-        int window = 0;
+        if (res.sealed || !(window_no_end ? c.seg_problems == 0 : res.valid_end == c.torn_from)) window = 0;
+        /* No more than the trailer's 44 bytes may follow: the write of a
+         * trailer is all the rotation had begun. What they hold does not
+         * matter (a torn write can leave any bytes, and a trailer carries no
+         * data): they are saved beside the segment, and the trailer written
+         * whole. */
+        if (window && !window_no_end && blen > (uint64_t)c.torn_from + KV_MARK_SIZE) window = 0;
         if (st == KV_OK && !c.stop && !c.err && pk.header_ok && pk.hdr.version >= 2) {
-            if (!c.newest && !res.sealed && c.seg_problems == 0) {
-                /* A crash between creating the next segment and writing
-                 * this one's trailer: the next segment is still empty,
-                 * and its header (if it got one) recorded this one's size
-                 * with the trailer. */
-                char nname[32], npath[4096];
-                kv_seg_name(nname, sizeof nname, ids[i + 1]);
-                snprintf(npath, sizeof npath, "%s/%s", dir, nname);
-                seg_peek nx;
-                peek_segment(io, npath, ids[i + 1], &nx);
-                window = i + 2 == n && nx.size <= KV_SEG_HEADER_SIZE &&
-                         (!nx.header_ok || (nx.hdr.version >= 2 && nx.hdr.prev_id == ids[i] &&
-                                            nx.hdr.prev_end == blen + KV_MARK_SIZE));
-                if (!window) {
-                    kvr_problem p = {path, ids[i], blen, 0, KVR_NO_TRAILER, 0};
-                    on_problem(&c, &p);
-                }
+            if (!c.newest && !res.sealed && !window) {
+                kvr_problem p = {path, ids[i], blen, 0, KVR_NO_TRAILER, 0};
+                on_problem(&c, &p);
             } else if (c.newest && res.sealed) {
                 kvr_problem p = {path, ids[i], blen, 0, KVR_NO_SUCCESSOR, 0};
                 on_problem(&c, &p);
@@ -987,19 +1007,6 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             break;
         }
         uint64_t size = res.file_size;
-        if (window) {
-            if (!dry) {
-                st = complete_rotation(io, dir, ids[i], blen, rep->max_seq, c.seg_records, rep->message,
-                                       sizeof rep->message);
-                if (st != KV_OK) {
-                    free(buf);
-                    break;
-                }
-            }
-            size += KV_MARK_SIZE;
-            si->sealed = 1;
-            rep->rotations_completed++;
-        }
         if (c.stop && !dry) { /* point-in-time: set the later segments aside first */
             st = discard_segments(io, dir, ids, i + 1, n, rep);
             if (st != KV_OK) {
@@ -1011,7 +1018,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
          * point-in-time stop ends the scan early, before the reader could
          * report them: find them here. */
         uint64_t end = c.have_unwritten ? c.unwritten_off : res.file_size;
-        if (c.newest && c.have_cut && !c.have_unwritten && buf && c.cut_off < res.file_size) {
+        if ((c.newest || c.window) && c.have_cut && !c.have_unwritten && buf && c.cut_off < res.file_size) {
             end = kvr_zero_tail(buf, c.cut_off, res.file_size);
             c.have_unwritten = end < res.file_size;
         }
@@ -1035,6 +1042,19 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             size = to;
         }
         if (c.have_unwritten) rep->unwritten_bytes += res.file_size - end;
+        if (window) { /* the torn trailer is cut and saved above; write it whole */
+            if (!dry) {
+                st = complete_rotation(io, dir, ids[i], size, rep->max_seq, c.seg_records, rep->message,
+                                       sizeof rep->message);
+                if (st != KV_OK) {
+                    free(buf);
+                    break;
+                }
+            }
+            size += KV_MARK_SIZE;
+            si->sealed = 1;
+            rep->rotations_completed++;
+        }
         free(buf);
         si->size = size;
         rep->nsegs++;

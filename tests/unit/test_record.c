@@ -182,7 +182,7 @@ START_TEST(segment_header_and_names)
     v2.prev_id = 42;
     kv_seg_header_encode_h(h, &v2);
     ck_assert_int_eq(kv_seg_header_parse(h, 42, &got), KV_CORRUPT);
-    v2.prev_id = 0;
+    v2.prev_id = 0; /* no predecessor, but a size */
     kv_seg_header_encode_h(h, &v2);
     ck_assert_int_eq(kv_seg_header_parse(h, 42, &got), KV_CORRUPT);
 
