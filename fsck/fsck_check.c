@@ -19,6 +19,7 @@ const char *fsck_kind_name(fsck_kind k)
     case FSCK_SEALED: return "sealed-segment corruption";
     case FSCK_SEQ_BACK: return "sequence going back";
     case FSCK_HINT: return "bad hint file";
+    case FSCK_MISSING: return "missing data";
     case FSCK_NKINDS: break;
     }
     return "unknown";
@@ -32,7 +33,8 @@ const char *fsck_hint_state_name(fsck_hint_state s)
     case FSCK_HINT_DAMAGED: return "damaged";
     case FSCK_HINT_STALE: return "stale";
     case FSCK_HINT_DISAGREES: return "disagrees with its segment";
-    case FSCK_HINT_ORPHAN: return "no such segment";
+    case FSCK_HINT_ORPHAN: return "its segment is missing";
+    case FSCK_HINT_SUPERSEDED: return "of a superseded segment";
     }
     return "unknown";
 }
@@ -41,6 +43,9 @@ fsck_kind fsck_classify(const kvr_problem *p, int newest)
 {
     /* The order of recovery's refusal message (recovery/kvr_recover.c). */
     if (p->reason == KVR_SEQ_ORDER) return FSCK_SEQ_BACK;
+    if (p->reason == KVR_PREV_MISSING || p->reason == KVR_PREV_SIZE || p->reason == KVR_NO_TRAILER ||
+        p->reason == KVR_NO_SUCCESSOR || p->reason == KVR_ORPHAN_HINT)
+        return FSCK_MISSING;
     if (!newest) return FSCK_SEALED;
     return p->valid_after ? FSCK_MID_LOG : FSCK_TORN_TAIL;
 }
@@ -142,7 +147,7 @@ static int list_entry(void *arg, const char *name)
         memset(h, 0, sizeof *h);
         snprintf(h->name, sizeof h->name, "%s", name);
         h->seg = id;
-        h->state = FSCK_HINT_ORPHAN; /* until its segment is found */
+        h->state = FSCK_HINT_SUPERSEDED; /* until its segment is found (or recovery calls it an orphan) */
     } else if (!strcmp(name, "LOCK")) {
         rep->lock_file = 1;
     } else if (is_torn_name(name)) {
@@ -340,6 +345,84 @@ static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report 
     return state;
 }
 
+/* Adds problem p (one the reader does not see: found by recovery from
+ * headers, trailers and hint files) to segment s. */
+static void add_found(fsck_report *rep, fsck_segment *s, const kvr_problem *p)
+{
+    if (s->nproblems == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 4;
+        fsck_problem *np = realloc(s->problems, nc * sizeof *np);
+        if (!np) return;
+        s->problems = np;
+        s->cap = nc;
+    }
+    fsck_problem *q = &s->problems[s->nproblems++];
+    q->offset = p->offset;
+    q->length = p->length;
+    q->reason = p->reason;
+    q->valid_after = p->valid_after;
+    q->kind = FSCK_MISSING;
+    rep->problems++;
+    rep->by_kind[FSCK_MISSING]++;
+}
+
+/* Recovery is the judge (recovery/kvr_recover.h): runs it twice without
+ * changing anything (KVR_DRY_RUN). Once in skip-corrupt mode over every
+ * segment, which meets every problem: its classification (torn tail or
+ * not, which depends on the group-commit marks and the trailers of
+ * format 2) replaces the reader-only one, and the problems only recovery
+ * sees (a broken chain, a lost trailer, a missing successor, an orphan
+ * hint) are added. Once as kvd starts by default (tolerate-tail, hint
+ * files read), for the verdict: whether kvd starts or refuses, and why. */
+static void agree_with_recovery(const kv_io *io, const char *dir, uint64_t now_ms, fsck_report *rep)
+{
+    kvr_report rr;
+    kv_keydir *kd = kv_keydir_new();
+    if (!kd) return;
+    kv_status st = kvr_recover(io, dir, KVR_SKIP_CORRUPT, KVR_DRY_RUN, now_ms, kd, &rr);
+    kv_keydir_free(kd);
+    for (size_t k = 0; st == KV_OK && k < rr.nfound; k++) {
+        const kvr_found *f = &rr.found[k];
+        if (f->p.reason == KVR_ORPHAN_HINT) {
+            for (size_t j = 0; j < rep->nhints; j++)
+                if (rep->hints[j].seg == f->p.seg && rep->hints[j].state < FSCK_HINT_DAMAGED) {
+                    rep->hints[j].state = FSCK_HINT_ORPHAN;
+                    rep->problems++;
+                    rep->by_kind[FSCK_MISSING]++;
+                }
+            continue;
+        }
+        fsck_segment *s = NULL;
+        for (size_t j = 0; j < rep->nsegs; j++)
+            if (rep->segs[j].id == f->p.seg) s = &rep->segs[j];
+        if (!s) continue;
+        if (fsck_classify(&f->p, f->newest) == FSCK_MISSING) {
+            add_found(rep, s, &f->p);
+            continue;
+        }
+        /* A reader problem: recovery's classification of it. */
+        for (size_t j = 0; j < s->nproblems; j++) {
+            fsck_problem *q = &s->problems[j];
+            if (q->offset != f->p.offset || q->reason != f->p.reason || q->kind == FSCK_SEQ_BACK) continue;
+            fsck_kind want = f->torn ? FSCK_TORN_TAIL : f->newest ? FSCK_MID_LOG : FSCK_SEALED;
+            if (!f->torn && !f->newest && q->kind == FSCK_TORN_TAIL) want = FSCK_SEALED;
+            rep->by_kind[q->kind]--;
+            q->kind = want;
+            rep->by_kind[want]++;
+        }
+    }
+    kvr_report_free(&rr);
+    kd = kv_keydir_new();
+    if (!kd) return;
+    rep->kvd_verdict = kvr_recover(io, dir, KVR_TOLERATE_TAIL, KVR_DRY_RUN | KVR_HINTS_READ, now_ms, kd, &rr);
+    kv_keydir_free(kd);
+    snprintf(rep->kvd_message, sizeof rep->kvd_message, "%s", rr.message);
+    rep->kvd_torn_bytes = rr.torn_bytes;
+    rep->kvd_hinted = rr.hints_used;
+    rep->kvd_rotations = rr.rotations_completed;
+    kvr_report_free(&rr);
+}
+
 kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_progress_fn progress, void *parg,
                      fsck_report *rep)
 {
@@ -443,7 +526,7 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     if (progress) progress(parg, rep->nsegs, rep->nsegs, total, total);
     for (size_t i = 0; i < rep->nhints; i++) {
         fsck_hint *h = &rep->hints[i];
-        if (h->state == FSCK_HINT_ORPHAN) {
+        if (h->state == FSCK_HINT_SUPERSEDED) {
             snprintf(path, sizeof path, "%s/%s", dir, h->name);
             int fd = io->open(io->ctx, path, KV_O_RDONLY);
             if (fd >= 0) {
@@ -459,6 +542,7 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     rep->live_keys = kv_keydir_count(kd);
     rep->live_bytes = kv_keydir_loc_bytes(kd);
     kv_keydir_free(kd);
+    if (rep->err == KV_OK) agree_with_recovery(io, dir, now_ms, rep);
     uint64_t used = rep->live_bytes + headers + rep->unwritten;
     rep->dead_bytes = rep->log_bytes > used ? rep->log_bytes - used : 0;
     return rep->err;

@@ -46,11 +46,15 @@ typedef enum fsck_kind {
     FSCK_SEQ_BACK,      /* a valid record whose sequence number goes back */
     FSCK_HINT,          /* a hint file that is damaged, stale, or disagrees
                            with its segment */
+    FSCK_MISSING,       /* format 2: a segment missing from the log (a broken
+                           chain, a trailer with no successor, a hint file
+                           without its segment) or a sealed segment that lost
+                           its end (no trailer: truncated or emptied) */
     FSCK_NKINDS
 } fsck_kind;
 
 /* "torn tail", "mid-log corruption", "sealed-segment corruption",
- * "sequence going back", "bad hint file". */
+ * "sequence going back", "bad hint file", "missing data". */
 const char *fsck_kind_name(fsck_kind k);
 
 /* Recovery's classification of a problem the reader reported. */
@@ -85,13 +89,15 @@ typedef struct fsck_segment {
 typedef enum fsck_hint_state {
     FSCK_HINT_VALID = 0,    /* decodes, matches its segment, equals a rebuild */
     FSCK_HINT_UNCHECKED,    /* its segment has damage or could not be read */
-    FSCK_HINT_ORPHAN,       /* no live segment of that id: left by a crash
-                               during compaction; kvd removes it at start */
+    FSCK_HINT_SUPERSEDED,   /* of a segment a compaction output replaced: left
+                               by a crash during compaction; kvd removes it */
     /* The states from here on are problems (kind FSCK_HINT). */
     FSCK_HINT_DAMAGED,      /* CRC, structure or version check failed */
     FSCK_HINT_STALE,        /* describes other bytes than the segment's */
     FSCK_HINT_DISAGREES,    /* valid and current, but its entries differ from
                                what the segment's records say */
+    FSCK_HINT_ORPHAN,       /* its segment is missing: evidence of a lost
+                               segment (kind FSCK_MISSING; kvd refuses) */
 } fsck_hint_state;
 
 /* "valid", "not checked (segment damaged)", "damaged", "stale",
@@ -135,6 +141,15 @@ typedef struct fsck_report {
     size_t nhints;
     uint32_t sealed_without_hint; /* sealed segments recovery must scan */
     int lock_file;              /* a LOCK file exists */
+    /* What kvd will do with this directory, by running its recovery
+     * without changing anything (KVR_DRY_RUN) in the default mode
+     * (tolerate-tail) with hint files read, as kvd starts by default. */
+    kv_status kvd_verdict;      /* KV_OK: kvd starts; KV_CORRUPT: it refuses */
+    char kvd_message[1024];     /* its refusal, naming file, offset and kvfsck */
+    uint64_t kvd_torn_bytes;    /* bytes it would cut (and save) */
+    uint32_t kvd_hinted;        /* sealed segments it would load from hint files
+                                   without reading their records */
+    uint32_t kvd_rotations;     /* interrupted rotations it would complete */
     int listed;                 /* the directory could be listed */
     kv_status err;              /* first operational error (KV_OK if none) */
     char message[1024];         /* what that error was, naming the file */
