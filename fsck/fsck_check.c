@@ -629,8 +629,17 @@ typedef struct made {
 
 /* Rewrites segment s into "<path>.salvage" and copies the original to
  * "<path>.orig[.N]" (both fdatasync'ed); fills *done. */
-static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segment *s, uint64_t now_ms,
-                             fsck_salvaged *done, made *m, char *msg, size_t msgcap)
+/* Problems of s the reader reports (not those recovery adds: kind
+ * FSCK_MISSING), to compare with a scan again. */
+static size_t reader_problems(const fsck_segment *s)
+{
+    size_t n = 0;
+    for (size_t j = 0; j < s->nproblems; j++) n += s->problems[j].kind != FSCK_MISSING;
+    return n;
+}
+
+static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segment *s, const fsck_segment *prev,
+                             uint64_t now_ms, fsck_salvaged *done, made *m, char *msg, size_t msgcap)
 {
     char path[4096], tmp[4200], base[4160], orig[4200];
     snprintf(path, sizeof path, "%s/%s", dir, s->name);
@@ -646,26 +655,33 @@ static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segmen
     /* The kept records are never longer than the file; the segment
      * header is written anew (the old one may be the damage). */
     keep k = {.in = buf, .max_seq = s->seq_before, .newest = s->newest};
-    k.out = malloc(res.file_size + KV_SEG_HEADER_SIZE);
+    k.out = malloc(res.file_size + KV_SEG_HEADER_SIZE + KV_MARK_SIZE);
     if (!k.out) {
         free(buf);
         snprintf(msg, msgcap, "out of memory salvaging %s", path);
         return ENOMEM;
     }
-    uint64_t created = now_ms;
-    if (res.file_size >= KV_SEG_HEADER_SIZE && kv_seg_header_decode(buf, s->id, NULL) == KV_OK)
-        created = kv_get_u64(buf + 16); /* keep the original creation time */
-    kv_seg_header_encode(k.out, s->id, created);
+    /* The rewrite is a format 2 segment that replaces itself (replaces =
+     * its own id, like a compaction output of one segment: the segment
+     * after it does not check its size), names the segment before it and
+     * that one's size, and ends with a trailer unless it is the newest. */
+    kv_seg_header old, nh = {KV_FORMAT_VERSION, s->id, s->id, now_ms, prev ? prev->id : 0,
+                             prev ? (uint32_t)prev->bytes : 0};
+    if (res.file_size >= KV_SEG_HEADER_SIZE && kv_seg_header_parse(buf, s->id, &old) == KV_OK)
+        nh.created_ms = old.created_ms; /* keep the original creation time */
+    kv_seg_header_encode_h(k.out, &nh);
     k.len = KV_SEG_HEADER_SIZE;
     uint64_t old_bytes = res.file_size;
     st = kvr_scan_buffer(buf, old_bytes, s->id, path, keep_record, count_problem, &k, &res);
-    if (st == KV_OK && (k.records != s->records || k.problems + k.dropped != s->nproblems)) {
+    if (st == KV_OK && (k.records != s->records || k.problems + k.dropped != reader_problems(s))) {
         snprintf(msg, msgcap,
                  "%s changed since it was checked (%" PRIu64 " records and %" PRIu64 " problems now, %" PRIu64
                  " and %zu before)",
-                 path, k.records, k.problems + k.dropped, s->records, s->nproblems);
+                 path, k.records, k.problems + k.dropped, s->records, reader_problems(s));
         st = KV_CORRUPT;
     }
+    if (st == KV_OK && !s->newest)
+        k.len += kv_mark_encode(k.out + k.len, KV_REC_SEAL, k.max_seq, k.len, (uint32_t)k.records);
     /* The rewrite must read back clean, with every kept record. */
     kvr_scan_result again;
     if (st == KV_OK &&
@@ -721,7 +737,7 @@ kv_status fsck_salvage(const kv_io *io, const char *dir, const fsck_report *rep,
     /* 1. Rewrites and copies of the originals: nothing in the log changes. */
     for (size_t i = 0; i < rep->nsegs && st == KV_OK; i++) {
         if (rep->segs[i].nproblems == 0) continue;
-        st = salvage_one(io, dir, &rep->segs[i], now_ms, &done[n], &m[n], msg, msgcap);
+        st = salvage_one(io, dir, &rep->segs[i], i ? &rep->segs[i - 1] : NULL, now_ms, &done[n], &m[n], msg, msgcap);
         n++;
     }
     if (st == KV_OK) {

@@ -217,7 +217,15 @@ static void json_summary(FILE *f, const fsck_report *rep)
         json_str(f, fsck_hint_state_name(h->state));
         fprintf(f, ",\"problem\":%s}", h->state >= FSCK_HINT_DAMAGED ? "true" : "false");
     }
-    fprintf(f, "],\"sealed_without_hint\":%u,\"torn_files\":", rep->sealed_without_hint);
+    fprintf(f, "],\"sealed_without_hint\":%u,\"kvd\":{\"starts\":%s,\"torn_bytes_cut\":%" PRIu64
+               ",\"segments_from_hints\":%u,\"rotations_completed\":%u,\"message\":",
+            rep->sealed_without_hint, rep->kvd_verdict == KV_OK ? "true" : "false", rep->kvd_torn_bytes,
+            rep->kvd_hinted, rep->kvd_rotations);
+    if (rep->kvd_verdict != KV_OK)
+        json_str(f, rep->kvd_message);
+    else
+        fputs("null", f);
+    fputs("},\"torn_files\":", f);
     json_names(f, &rep->torn_files);
     fputs(",\"discarded_files\":", f);
     json_names(f, &rep->discarded_files);
@@ -253,7 +261,8 @@ static void text_problems(FILE *f, const char *dir, const fsck_report *rep)
         const fsck_hint *h = &rep->hints[i];
         if (h->state >= FSCK_HINT_DAMAGED)
             fprintf(f, "%s/%s: offset 0, length %" PRIu64 ": %s: %s\n", dir, h->name, h->bytes,
-                    fsck_kind_name(FSCK_HINT), fsck_hint_state_name(h->state));
+                    fsck_kind_name(h->state == FSCK_HINT_ORPHAN ? FSCK_MISSING : FSCK_HINT),
+                    h->state == FSCK_HINT_ORPHAN ? kvr_reason_str(KVR_ORPHAN_HINT) : fsck_hint_state_name(h->state));
     }
 }
 
@@ -294,7 +303,7 @@ static void text_summary(FILE *f, const fsck_report *rep, int locked)
     if (rep->orig_files.n) text_names(f, ".orig:", &rep->orig_files);
     if (rep->salvage_files.n) text_names(f, ".salvage:", &rep->salvage_files);
     if (rep->other_files.n) text_names(f, "other files:", &rep->other_files);
-    size_t by_state[FSCK_HINT_DISAGREES + 1] = {0};
+    size_t by_state[FSCK_HINT_ORPHAN + 1] = {0};
     for (size_t i = 0; i < rep->nhints; i++) by_state[rep->hints[i].state]++;
     fprintf(f, "hint files:   %zu (%zu valid, %zu bad, %zu not checked, %zu without a segment); %u sealed "
                "segment%s without one\n",
@@ -304,33 +313,48 @@ static void text_summary(FILE *f, const fsck_report *rep, int locked)
             rep->sealed_without_hint == 1 ? "" : "s");
 }
 
-/* What to do next about problems that are left. */
+/* What to do next about problems that are left. The first sentence is
+ * what kvd itself will do with the directory: its recovery run without
+ * changing anything (fsck_report.kvd_verdict), so the two cannot
+ * disagree. */
 static void text_advice(FILE *f, const char *dir, const fsck_report *rep)
 {
     uint64_t torn = rep->by_kind[FSCK_TORN_TAIL];
+    if (rep->kvd_verdict != KV_OK) {
+        fprintf(f,
+                "kvd refuses to start on this directory in its default recovery mode:\n  %s\n"
+                "Copy the directory aside first (cp -a). Then either keep every valid record and set\n"
+                "the damaged segments aside as .orig files:\n"
+                "  kvfsck --repair --salvage %s\n"
+                "or start kvd once with another --recovery mode (docs/operations.md).\n",
+                rep->kvd_message, dir);
+        return;
+    }
     if (rep->problems == rep->by_kind[FSCK_HINT]) {
         fprintf(f,
-                "The only problems are bad hint files. Nothing is lost: kvd does not use them and\n"
-                "scans those segments instead (then writes new hint files). To rebuild them now:\n"
+                "kvd starts on this directory. The only problems are bad hint files. Nothing is lost:\n"
+                "kvd does not use them and scans those segments instead (then writes new hint files).\n"
+                "To rebuild them now:\n"
                 "  kvfsck --repair %s\n",
                 dir);
         return;
     }
     if (rep->problems == torn + rep->by_kind[FSCK_HINT]) {
         fprintf(f,
-                "The only problem is a torn tail: a write that was cut short by a crash. kvd cuts it\n"
-                "itself at its next start (keeping the bytes in a .torn file); or run:\n"
+                "kvd starts on this directory. The only problem is a torn tail: a write that was cut\n"
+                "short by a crash, never acknowledged. kvd cuts it itself at its next start (keeping the\n"
+                "bytes in a .torn file)%s; or run:\n"
                 "  kvfsck --repair %s\n",
-                dir);
+                rep->kvd_rotations ? " and writes the trailer the crash left unwritten" : "", dir);
         return;
     }
     fprintf(f,
-            "kvd refuses to start on this directory in its default recovery mode. Copy the\n"
-            "directory aside first (cp -a). Then either keep every valid record and set the\n"
-            "damaged segments aside as .orig files:\n"
-            "  kvfsck --repair --salvage %s\n"
-            "or start kvd once with another --recovery mode (docs/operations.md).\n",
-            dir);
+            "kvd starts on this directory: it loads %u sealed segment%s from hint files without\n"
+            "reading their records, so the damage above is not seen at start. A read of a damaged\n"
+            "key answers an error (never wrong data), and the background scrub reports the damage.\n"
+            "Copy the directory aside (cp -a) and keep every valid record with:\n"
+            "  kvfsck --repair --salvage %s\n",
+            rep->kvd_hinted, rep->kvd_hinted == 1 ? "" : "s", dir);
 }
 
 /* ---- the document ---- */
@@ -539,7 +563,8 @@ static void new_names(const fsck_names *before, const fsck_names *after, fsck_na
 }
 
 /* Removes the hint files the check found bad, and those of the segments
- * in salvaged[0, n) (rewritten: their hints describe the old bytes), then
+ * in salvaged[0, n) (rewritten: their hints describe the old bytes); a
+ * hint whose segment is missing is renamed "<hint>.orphan" instead. Then
  * fsyncs the directory. Returns 0 or -errno with msg set. */
 static int remove_bad_hints(const kv_io *io, const char *dir, const fsck_report *rep,
                             const fsck_salvaged *salvaged, size_t n, char *msg, size_t msgcap)
@@ -555,7 +580,16 @@ static int remove_bad_hints(const kv_io *io, const char *dir, const fsck_report 
         }
         if (!drop) continue;
         snprintf(path, sizeof path, "%s/%s", dir, h->name);
-        int r = io->unlink(io->ctx, path);
+        int r;
+        if (h->state == FSCK_HINT_ORPHAN) {
+            /* The evidence of a lost segment is kept, out of recovery's way. */
+            char base[4300], to[4400];
+            snprintf(base, sizeof base, "%s.orphan", path);
+            r = kvr_unused_name(io, base, to, sizeof to);
+            if (r == 0) r = io->rename(io->ctx, path, to);
+        } else {
+            r = io->unlink(io->ctx, path);
+        }
         if (r < 0 && r != -ENOENT) {
             snprintf(msg, msgcap, "cannot remove %s: %s", path, kv_strerror(-r));
             return r;

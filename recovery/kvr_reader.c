@@ -150,7 +150,10 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
          * must go above it. */
         int out_of_order = record && res.records > 0 && (mark ? it.rec.seq < last_seq : it.rec.seq <= last_seq);
         if (mark && !out_of_order &&
-            (it.rec.type == KV_REC_SEAL ? it.rec.expire_ms != it.off || it.rec.flags != res.records
+            /* The count is checked only where every record before the
+             * trailer was read: damage before it already is a problem. */
+            (it.rec.type == KV_REC_SEAL ? it.rec.expire_ms != it.off ||
+                                              (res.problems == 0 && nheld == 0 && it.rec.flags != res.records)
                                         : it.rec.expire_ms < KV_SEG_HEADER_SIZE || it.rec.expire_ms > it.off)) {
             /* A mark that does not describe this segment: a region of
              * its own, which whatever follows delimits. */

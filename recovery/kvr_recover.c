@@ -873,7 +873,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         if (pk.header_ok && pk.hdr.version >= 2) {
             uint32_t want = i > 0 ? ids[i - 1] : 0;
             const kvr_segment_info *prev = i > 0 ? &rep->segs[rep->nsegs - 1] : NULL;
-            kvr_problem p = {path, ids[i], 0, KV_SEG_HEADER_SIZE, KVR_PREV_MISSING, 1};
+            kvr_problem p = {path, ids[i], 0, KV_SEG_HEADER_SIZE, KVR_PREV_MISSING, 0};
             int bad = pk.hdr.prev_id != want;
             if (!bad && prev && prev->version >= 1 && segment_replaces(io, dir, prev->id) == 0 &&
                 pk.hdr.prev_end != prev->size) {
