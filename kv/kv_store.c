@@ -2197,6 +2197,11 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     if (s->rep.unwritten_bytes)
         logf_(s, KV_LOG_INFO, "cut %" PRIu64 " unwritten zero bytes preallocated at the end of the newest segment",
               s->rep.unwritten_bytes);
+    if (s->rep.rotations_completed)
+        logf_(s, KV_LOG_WARN, "wrote the trailer of the segment before the newest: a crash interrupted its sealing");
+    if (s->rep.compact_leftovers)
+        logf_(s, KV_LOG_INFO, "removed %u unfinished compaction output%s (.seg.compact) a crash left",
+              s->rep.compact_leftovers, s->rep.compact_leftovers == 1 ? "" : "s");
 
     /* Open the segments: older ones read-only, the newest read-write. */
     if (s->rep.nsegs > 0 && s->rep.segs[s->rep.nsegs - 1].id >= KV_VIRTUAL_ID_BASE - 1) {

@@ -1328,8 +1328,10 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
         LINE("recovery_hints_used:%u\r\nrecovery_hints_rejected:%u\r\nrecovery_hints_written:%u\r\n",
              r->hints_used, r->hints_rejected, r->hints_written);
         LINE("recovery_torn_bytes_cut:%" PRIu64 "\r\nrecovery_unwritten_bytes_cut:%" PRIu64
-             "\r\nrecovery_problems:%u\r\nrecovery_skipped_bytes:%" PRIu64 "\r\nrecovery_ms:%.1f\r\n\r\n",
-             r->torn_bytes, r->unwritten_bytes, r->problems, r->skipped_bytes, r->elapsed_us / 1000.0);
+             "\r\nrecovery_problems:%u\r\nrecovery_skipped_bytes:%" PRIu64 "\r\n",
+             r->torn_bytes, r->unwritten_bytes, r->problems, r->skipped_bytes);
+        LINE("recovery_rotations_completed:%u\r\nrecovery_compact_leftovers_removed:%u\r\nrecovery_ms:%.1f\r\n\r\n",
+             r->rotations_completed, r->compact_leftovers, r->elapsed_us / 1000.0);
     }
     if (want(section, "stats")) {
         LINE("# Stats\r\n");
