@@ -356,7 +356,7 @@ kv_status kvh_build(const uint8_t *buf, uint64_t len, uint32_t seg, uint8_t **ou
     return st;
 }
 
-int kvh_write_file(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len)
+int kvh_write_tmp(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len)
 {
     char name[32], path[4096], tmp[4200];
     kvh_name(name, sizeof name, seg);
@@ -368,7 +368,23 @@ int kvh_write_file(const kv_io *io, const char *dir, uint32_t seg, const uint8_t
     if (r == 0) r = io->fdatasync(io->ctx, fd);
     int rc = io->close(io->ctx, fd);
     if (r == 0) r = rc;
-    if (r == 0) r = io->rename(io->ctx, tmp, path);
     if (r < 0) io->unlink(io->ctx, tmp);
     return r;
+}
+
+int kvh_commit_tmp(const kv_io *io, const char *dir, uint32_t seg)
+{
+    char name[32], path[4096], tmp[4200];
+    kvh_name(name, sizeof name, seg);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int r = io->rename(io->ctx, tmp, path);
+    if (r < 0) io->unlink(io->ctx, tmp);
+    return r;
+}
+
+int kvh_write_file(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len)
+{
+    int r = kvh_write_tmp(io, dir, seg, data, len);
+    return r == 0 ? kvh_commit_tmp(io, dir, seg) : r;
 }

@@ -161,4 +161,13 @@ kv_status kvh_build(const uint8_t *buf, uint64_t len, uint32_t seg, uint8_t **ou
  * file of that name is left as it was. Returns 0 or -errno. */
 int kvh_write_file(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len);
 
+/* The two halves of kvh_write_file, for a caller that decides later
+ * whether the hint is to stay (recovery writes hints only once it knows it
+ * will open): kvh_write_tmp writes data to "NNNNNNNNNN.hint.tmp" and
+ * fdatasyncs it (removing it again on failure); kvh_commit_tmp renames it
+ * over "NNNNNNNNNN.hint". The caller fsyncs the directory. Both return 0
+ * or -errno. */
+int kvh_write_tmp(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len);
+int kvh_commit_tmp(const kv_io *io, const char *dir, uint32_t seg);
+
 #endif

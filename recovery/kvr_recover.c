@@ -762,6 +762,32 @@ static kv_status remove_compact_leftovers(const kv_io *io, const char *dir, kvr_
     return st;
 }
 
+/* Unlinks the segments a compaction output replaces, left by a crash
+ * between its rename and its unlinks (their live records are all in the
+ * output), and fsyncs the directory. */
+static kv_status remove_superseded(const kv_io *io, const char *dir, kvr_report *rep)
+{
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    kv_status st = kvr_list_superseded(io, dir, &ids, &n);
+    for (size_t i = 0; st == KV_OK && i < n; i++) {
+        char name[32], path[4096];
+        kv_seg_name(name, sizeof name, ids[i]);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        int r = io->unlink(io->ctx, path);
+        if (r < 0) {
+            st = -r;
+            snprintf(rep->message, sizeof rep->message, "cannot remove superseded %s: %s", path, kv_strerror(st));
+        }
+    }
+    if (st == KV_OK && n > 0) {
+        int r = io->fsync_dir(io->ctx, dir);
+        if (r < 0) st = -r;
+    }
+    free(ids);
+    return st;
+}
+
 static void refuse_message(kvr_report *rep, const rctx *c, const char *dir, const char *path)
 {
     const kvr_problem *p = &c->first;
@@ -788,24 +814,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
     uint64_t t0 = now_us();
     uint32_t *ids = NULL;
     size_t n = 0;
-    /* Segments a compaction output replaces, left by a crash between its
-     * rename and its unlinks: their live records are all in the output. */
-    kv_status st = kvr_list_superseded(io, dir, &ids, &n);
-    for (size_t i = 0; !dry && st == KV_OK && i < n; i++) {
-        char name[32], path[4096];
-        kv_seg_name(name, sizeof name, ids[i]);
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-        int r = io->unlink(io->ctx, path);
-        if (r < 0) st = -r;
-        if (st == KV_OK && i + 1 == n) {
-            r = io->fsync_dir(io->ctx, dir);
-            if (r < 0) st = -r;
-        }
-    }
-    free(ids);
-    ids = NULL;
-    if (st == KV_OK && !dry) st = remove_compact_leftovers(io, dir, rep);
-    if (st == KV_OK) st = kvr_list_segments(io, dir, &ids, &n);
+    kv_status st = kvr_list_segments(io, dir, &ids, &n);
     if (st != KV_OK) {
         if (!rep->message[0])
             snprintf(rep->message, sizeof rep->message, "cannot list data directory %s: %s", dir, kv_strerror(st));
@@ -817,6 +826,14 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         return ENOMEM;
     }
     rctx c = {.mode = mode, .kd = kd, .rep = rep, .now_ms = now_ms};
+    /* Hint files of scanned segments are written as .hint.tmp and renamed
+     * only once recovery knows it opens: a refused start changes nothing. */
+    uint32_t *pending = calloc(n ? n : 1, sizeof *pending);
+    size_t npending = 0;
+    if (!pending) {
+        free(ids);
+        return ENOMEM;
+    }
     /* Hint files: an unfinished one (.hint.tmp) or one of a superseded
      * segment is removed; one whose segment is missing is evidence of a
      * lost segment, and one of the newest segment shows that it was
@@ -844,6 +861,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         c.newest = 0;
         if (c.fatal) {
             free(ids);
+            free(pending);
             rep->elapsed_us = now_us() - t0;
             return KV_CORRUPT;
         }
@@ -875,7 +893,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             const kvr_segment_info *prev = i > 0 ? &rep->segs[rep->nsegs - 1] : NULL;
             kvr_problem p = {path, ids[i], 0, KV_SEG_HEADER_SIZE, KVR_PREV_MISSING, 0};
             int bad = pk.hdr.prev_id != want;
-            if (!bad && prev && prev->version >= 1 && segment_replaces(io, dir, prev->id) == 0 &&
+            if (!bad && prev && segment_replaces(io, dir, prev->id) == 0 &&
                 pk.hdr.prev_end != prev->size) {
                 p.reason = KVR_PREV_SIZE;
                 bad = 1;
@@ -965,15 +983,18 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
                 on_problem(&c, &p);
             }
         }
-        if (c.hb && st == KV_OK && !c.err && !c.hb_failed && !c.seg_problems && !c.stop && !window) {
+        /* Only a segment proven whole gets a hint: version 1 scanned
+         * cleanly, or version 2 with its trailer. */
+        int whole = pk.header_ok && (pk.hdr.version == 1 || res.sealed);
+        if (c.hb && whole && st == KV_OK && !c.err && !c.hb_failed && !c.seg_problems && !c.stop && !window) {
             uint8_t *hint;
             size_t hlen;
             int r = kvh_builder_finish(c.hb, buf, res.file_size, &hint, &hlen) == KV_OK
-                        ? kvh_write_file(io, dir, ids[i], hint, hlen)
+                        ? kvh_write_tmp(io, dir, ids[i], hint, hlen)
                         : -ENOMEM;
             if (r == 0) {
                 free(hint);
-                rep->hints_written++;
+                pending[npending++] = ids[i];
                 si->hint = 1;
             } else {
                 if (r != -ENOMEM) free(hint);
@@ -1063,6 +1084,25 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         if (c.stop) break; /* point-in-time: nothing after this point is loaded */
     }
     free(ids);
+    /* Opening: the hints become real, and what a crash left of a
+     * compaction goes. Refused: the hints are unwritten again. */
+    for (size_t k = 0; k < npending; k++) {
+        if (st != KV_OK) {
+            char name[32], path[4200];
+            kvh_name(name, sizeof name, pending[k]);
+            snprintf(path, sizeof path, "%s/%s.tmp", dir, name);
+            io->unlink(io->ctx, path);
+        } else if (kvh_commit_tmp(io, dir, pending[k]) == 0) {
+            rep->hints_written++;
+        } else {
+            rep->hints_failed++;
+            for (size_t j = 0; j < rep->nsegs; j++)
+                if (rep->segs[j].id == pending[k]) rep->segs[j].hint = 0;
+        }
+    }
+    free(pending);
+    if (st == KV_OK && !dry) st = remove_superseded(io, dir, rep);
+    if (st == KV_OK && !dry) st = remove_compact_leftovers(io, dir, rep);
     rep->keys = kv_keydir_count(kd);
     rep->live_bytes = kv_keydir_loc_bytes(kd);
     rep->elapsed_us = now_us() - t0;
