@@ -58,6 +58,20 @@ static void seg_start(buf *b, uint32_t id)
     b->len += KV_SEG_HEADER_SIZE;
 }
 
+/* A version 2 segment header naming its predecessor and that one's size. */
+static void seg_v2(buf *b, uint32_t id, uint32_t prev_id, uint32_t prev_end)
+{
+    kv_seg_header h = {2, id, 0, CREATED_MS, prev_id, prev_end};
+    kv_seg_header_encode_h(reserve(b, KV_SEG_HEADER_SIZE), &h);
+    b->len += KV_SEG_HEADER_SIZE;
+}
+
+/* A commit mark (offset: the group's start) or a trailer (its own offset). */
+static void mark(buf *b, uint8_t type, uint64_t seq, uint64_t offset, uint32_t count)
+{
+    b->len += kv_mark_encode(reserve(b, KV_MARK_SIZE), type, seq, offset, count);
+}
+
 static void rec(buf *b, uint8_t type, uint64_t seq, const char *key, const char *val, uint64_t expire_ms,
                 uint32_t flags)
 {
@@ -242,6 +256,43 @@ int main(int argc, char **argv)
     s1.len -= 3;
     split(&out, SPLIT_MARKER, &s1, &s2);
     rc |= save(dir, "two_segments_sealed_torn", &out);
+
+    /* Format version 2: sealed segment 1 (groups ending with commit marks,
+     * then its trailer) and segment 2 naming it, with one group and a
+     * torn second one; in both modes. Then the crash in the middle of a
+     * rotation: segment 1 without its trailer, segment 2 empty, naming it
+     * and its size with the trailer. */
+    buf t1 = {0}, t2 = {0};
+    seg_v2(&t1, 1, 0, 0);
+    uint64_t g = t1.len;
+    put(&t1, 1, "a", "1");
+    put(&t1, 2, "b", "two");
+    mark(&t1, KV_REC_COMMIT, 2, g, 2);
+    g = t1.len;
+    batch(&t1, 3);
+    mark(&t1, KV_REC_COMMIT, 5, g, 1);
+    size_t t1_open = t1.len;
+    mark(&t1, KV_REC_SEAL, 5, t1.len, 3);
+    seg_v2(&t2, 2, 1, (uint32_t)t1.len);
+    g = t2.len;
+    put(&t2, 6, "a", "newest");
+    del(&t2, 7, "b");
+    mark(&t2, KV_REC_COMMIT, 7, g, 2);
+    put(&t2, 8, "torn", "this group has no mark");
+    out.len = 0;
+    split(&out, SPLIT_MARKER, &t1, &t2);
+    rc |= save(dir, "v2_two_segments", &out);
+    out.len = 0;
+    split(&out, REPAIR_MARKER, &t1, &t2);
+    rc |= save(dir, "repair_v2_two_segments", &out);
+    t1.len = t1_open;
+    t2.len = 0;
+    seg_v2(&t2, 2, 1, (uint32_t)(t1_open + KV_MARK_SIZE));
+    out.len = 0;
+    split(&out, SPLIT_MARKER, &t1, &t2);
+    rc |= save(dir, "v2_rotation_interrupted", &out);
+    free(t1.p);
+    free(t2.p);
 
     free(with_batch.p);
     free(s1.p);
