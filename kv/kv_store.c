@@ -912,9 +912,11 @@ static void write_group(kv_store *s, req *head)
         nrecords++;
         nwrites++;
     }
-    if (pos > 0) {
+    if (pos > 0 && s->active_version >= 2) {
         /* The group-commit mark ends the group, in the same write: recovery
-         * knows every group before the last valid mark is complete. */
+         * knows every group before the last valid mark is complete. (A
+         * version 1 segment, appended to until it is sealed, gets none: it
+         * stays readable by the builds that wrote it.) */
         if (ensure_gbuf(s, pos + KV_MARK_SIZE) < 0) {
             for (i = 0; i < nreqs; i++)
                 if (res[i] == KV_OK) res[i] = ENOMEM;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kv_record.h"
+#include "kvr_reader.h"
 #include "testutil.h"
 
 #define DIR "db"
@@ -519,6 +520,10 @@ START_TEST(version_1_directory_opens_and_continues_in_version_2)
     ck_assert_uint_eq(kv_get_u16(b + 4), 1); /* still version 1, no trailer */
     kv_record r;
     ck_assert(kv_record_decode(b + len - KV_MARK_SIZE, KV_MARK_SIZE, &r) != KV_OK || r.type != KV_REC_SEAL);
+    kvr_scan_result res;
+    ck_assert_int_eq(kvr_scan_buffer(b, len, 1, NULL, NULL, NULL, NULL, &res), KV_OK);
+    ck_assert_uint_eq(res.marks, 0); /* nothing an older build cannot read */
+    ck_assert_uint_gt(res.records, 5);
     free(b);
     ck_assert_int_eq(kv_memfs_read(fs, DIR "/0000000002.seg", &b, &len), 0);
     kv_seg_header h;
