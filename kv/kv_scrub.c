@@ -376,6 +376,10 @@ static void do_pass(kv_scrub *sc, kv_scrub_result *res)
     }
     size_t now_n = kv_sealed_list(sc->s, ids, n);
     if (now_n < n) n = now_n; /* some were compacted away meanwhile */
+    if (n == 0) { /* nothing sealed yet: a pass, but not worth two lines */
+        free(ids);
+        return;
+    }
     kv_store_log(sc->s, KV_LOG_INFO, "scrub: pass started over %zu sealed segment%s", n, n == 1 ? "" : "s");
     for (size_t i = 0; i < n && !res->stopped; i++) res->stopped = scrub_segment(&p, ids[i]);
     free(ids);
@@ -444,16 +448,24 @@ static void *scrub_main(void *arg)
             continue;
         }
         first = 0;
+        /* pass_mu before mu, as kv_scrub_run takes them; `requested`
+         * stays set until `running` is, so INFO never shows a gap. */
+        pthread_mutex_unlock(&sc->mu);
+        pthread_mutex_lock(&sc->pass_mu);
+        pthread_mutex_lock(&sc->mu);
+        if (sc->stop) {
+            pthread_mutex_unlock(&sc->pass_mu);
+            break;
+        }
         sc->requested = 0;
         sc->running = 1;
         sc->bytes_checked = 0;
         pthread_mutex_unlock(&sc->mu);
         kv_scrub_result res;
-        pthread_mutex_lock(&sc->pass_mu);
         do_pass(sc, &res);
-        pthread_mutex_unlock(&sc->pass_mu);
         pthread_mutex_lock(&sc->mu);
         pass_ended(sc, &res);
+        pthread_mutex_unlock(&sc->pass_mu);
     }
     pthread_mutex_unlock(&sc->mu);
     return NULL;

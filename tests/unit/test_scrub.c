@@ -385,6 +385,118 @@ START_TEST(a_requested_pass_runs_on_the_thread_one_at_a_time_and_stops_when_free
 }
 END_TEST
 
+/* Passes run back to back on another thread while this one writes,
+ * seals, writes hint files and compacts: segments retired under a pass
+ * and hint files replaced by a compaction's must never be taken for
+ * damage (and ASan checks that no retired segment is read after it was
+ * unmapped). */
+typedef struct racer {
+    kv_scrub *sc;
+    int stop;
+    int passes;
+    uint64_t problems, segments;
+    kv_scrub_problem first;
+} racer;
+
+static void *race_passes(void *arg)
+{
+    racer *r = arg;
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
+        kv_scrub_result res;
+        ck_assert_int_eq(kv_scrub_run(r->sc, &res), KV_OK);
+        if (res.problems && !r->problems) r->first = res.list[0];
+        r->problems += res.problems;
+        r->segments += res.segments;
+        r->passes++;
+    }
+    return NULL;
+}
+
+START_TEST(passes_beside_writes_and_compactions_find_nothing_in_a_clean_store)
+{
+    char *dir = tu_tmpdir();
+    kv_store *s = open_filled(dir);
+    racer r = {.sc = scrub_unlimited(s)};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, race_passes, &r), 0);
+    char k[32], v[160];
+    for (int round = 0; round < 12; round++) {
+        for (int i = 0; i < 60; i++) {
+            snprintf(k, sizeof k, "key:%d", (round * 13 + i) % 70);
+            int vl = snprintf(v, sizeof v, "round-%d-%0*d", round, 40 + i, i);
+            ck_assert_int_eq(kv_put(s, k, strlen(k), v, (size_t)vl, 0, 0), KV_OK);
+        }
+        ck_assert_int_eq(kv_write_hints(s, NULL), KV_OK);
+        kv_compact_report cr;
+        ck_assert_int_eq(kv_compact(s, &cr), KV_OK);
+        ck_assert_int_eq(kv_write_hints(s, NULL), KV_OK);
+    }
+    /* At least a few passes overlapped the compactions. */
+    for (int i = 0; i < 500 && __atomic_load_n(&r.passes, __ATOMIC_ACQUIRE) < 3; i++) usleep(10000);
+    __atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(t, NULL);
+    ck_assert_int_ge(r.passes, 3);
+    ck_assert_uint_gt(r.segments, 0);
+    ck_assert_msg(r.problems == 0, "%" PRIu64 " problems, the first in %s at %" PRIu64 ": %s", r.problems,
+                  r.first.file, r.first.offset, r.first.reason);
+    ck_assert_int_eq(log_count(&the_log, "scrub: damage"), 0);
+    kv_scrub_free(r.sc);
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* The race the hint read guards against, made deterministic: a segment
+ * held across a compaction that replaces it (the output takes the newest
+ * input's file id and gets a hint file of that name) is seen as retired,
+ * its bytes stay readable, and the hint file now beside its name is not
+ * handed out as its own. */
+START_TEST(a_segment_held_across_a_compaction_is_retired_and_not_given_the_outputs_hint)
+{
+    char *dir = tu_tmpdir();
+    kv_store *s = open_filled(dir);
+    uint32_t ids[64];
+    size_t n = kv_sealed_list(s, ids, 64);
+    kv_sealed h;
+    ck_assert_int_eq(kv_sealed_hold(s, ids[n - 1], &h), KV_OK); /* the newest sealed: the output's file id */
+    ck_assert_int_eq(kv_sealed_retired(s, &h), 0);
+    uint8_t *hb = NULL;
+    uint64_t hlen = 0;
+    ck_assert_int_eq(kv_sealed_read_hint(s, &h, &hb, &hlen), KV_OK);
+    uint8_t *before = hb;
+    ck_assert_uint_gt(hlen, KVH_HEADER_SIZE);
+
+    kv_compact_report cr;
+    ck_assert_int_eq(kv_compact(s, &cr), KV_OK);
+    ck_assert_uint_eq(cr.output_segment, h.file_id);
+    char path[4200];
+    file_path(path, sizeof path, dir, h.file_id, 1);
+    ck_assert_int_eq(access(path, F_OK), 0); /* the output's hint, same name */
+    ck_assert_int_eq(kv_sealed_retired(s, &h), 1);
+    ck_assert_int_eq(kv_sealed_read_hint(s, &h, &hb, &hlen), KV_NOT_FOUND);
+    ck_assert_ptr_null(hb);
+    /* Still open and mapped: its header is still there to read. */
+    uint8_t hdr[KV_SEG_HEADER_SIZE];
+    if (h.map)
+        ck_assert_int_eq(kv_io_copy_mapped(hdr, h.map, sizeof hdr), 0);
+    else
+        ck_assert_int_eq(kv_io_read_full(kv_store_io(s), h.fd, hdr, sizeof hdr, 0), 0);
+    ck_assert_int_eq(memcmp(hdr, "KVDS", 4), 0);
+    kv_sealed_release(s, &h);
+    free(before);
+    /* The active segment is not handed out. */
+    kv_stats st;
+    kv_get_stats(s, &st);
+    ck_assert_uint_eq(kv_sealed_list(s, ids, 64), st.segments - 1);
+    for (size_t i = 0; i < st.segments - 1; i++) ck_assert_uint_ne(ids[i], st.active_segment);
+    ck_assert_int_eq(kv_sealed_hold(s, st.active_segment, &h), KV_NOT_FOUND);
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("scrub");
@@ -396,6 +508,8 @@ int main(void)
     tcase_add_test(tc, a_flipped_byte_in_a_hint_file_is_reported_at_that_byte);
     tcase_add_test(tc, a_pass_reads_no_faster_than_the_rate);
     tcase_add_test(tc, a_requested_pass_runs_on_the_thread_one_at_a_time_and_stops_when_freed);
+    tcase_add_test(tc, passes_beside_writes_and_compactions_find_nothing_in_a_clean_store);
+    tcase_add_test(tc, a_segment_held_across_a_compaction_is_retired_and_not_given_the_outputs_hint);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
