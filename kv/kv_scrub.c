@@ -171,10 +171,13 @@ static void report(pass *p, uint32_t seg, int hint, uint64_t off, uint64_t len, 
     if (hint)
         kv_store_log(sc->s, KV_LOG_ERROR, "scrub: damage in hint file %s/%s at offset %" PRIu64 ": %s; run kvfsck %s",
                      dir, pr.file, off, reason, dir);
-    else
+    else if (len)
         kv_store_log(sc->s, KV_LOG_ERROR,
                      "scrub: damage in segment file %s/%s at offset %" PRIu64 " (%" PRIu64 " bytes): %s; run kvfsck %s",
                      dir, pr.file, off, len, reason, dir);
+    else /* a read error: the extent is not known */
+        kv_store_log(sc->s, KV_LOG_ERROR, "scrub: damage in segment file %s/%s at offset %" PRIu64 ": %s; run kvfsck %s",
+                     dir, pr.file, off, reason, dir);
 }
 
 /* Counts n bytes just read and sleeps until they are due at the rate in

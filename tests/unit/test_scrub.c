@@ -497,6 +497,67 @@ START_TEST(a_segment_held_across_a_compaction_is_retired_and_not_given_the_outpu
 }
 END_TEST
 
+/* Every kv_io call of a pass failing in turn (EIO): a failed segment read
+ * is reported as "cannot read" at that segment, a failed hint read or
+ * size query is logged, nothing else is taken for damage, and the store
+ * serves on. Through the simulated filesystem, which has no mapping, so
+ * segments are read with pread. */
+START_TEST(a_failing_read_during_a_pass_is_reported_as_a_read_error_only)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_faultio *f = kv_faultio_new(kv_memfs_io(fs));
+    kv_options o;
+    kv_options_init(&o);
+    o.io = kv_faultio_io(f);
+    o.segment_max_bytes = 4096;
+    o.log = log_to;
+    o.log_arg = &the_log;
+    kv_store *s = NULL;
+    kvr_report rep;
+    ck_assert_int_eq(kv_open("db", &o, &s, &rep), KV_OK);
+    kvr_report_free(&rep);
+    char k[32], v[160];
+    for (int i = 0; i < 120; i++) {
+        snprintf(k, sizeof k, "key:%d", i % 50);
+        int vl = snprintf(v, sizeof v, "value-%d-%0*d", i, 60 + i % 80, i);
+        ck_assert_int_eq(kv_put(s, k, strlen(k), v, (size_t)vl, 0, 0), KV_OK);
+    }
+    ck_assert_int_eq(kv_write_hints(s, NULL), KV_OK);
+    kv_scrub *sc = scrub_unlimited(s);
+    kv_scrub_result res;
+    kv_faultio_arm(f, 0, 0, 0);
+    ck_assert_int_eq(kv_scrub_run(sc, &res), KV_OK);
+    ck_assert_uint_eq(res.problems, 0);
+    uint64_t calls = kv_faultio_calls(f);
+    ck_assert_uint_gt(calls, 4);
+    int read_errors = 0;
+    for (uint64_t n = 1; n <= calls; n++) {
+        kv_faultio_arm(f, n, EIO, 0);
+        ck_assert_int_eq(kv_scrub_run(sc, &res), KV_OK);
+        ck_assert_int_eq(kv_faultio_fired(f), 1);
+        for (size_t i = 0; i < res.nlist; i++) {
+            ck_assert_msg(strncmp(res.list[i].reason, "cannot read: ", 13) == 0, "call %" PRIu64 ": %s at %" PRIu64 ": %s",
+                          n, res.list[i].file, res.list[i].offset, res.list[i].reason);
+            ck_assert_int_eq(res.list[i].hint, 0);
+            read_errors++;
+        }
+        ck_assert_uint_le(res.problems, 1);
+    }
+    kv_faultio_arm(f, 0, 0, 0);
+    ck_assert_int_gt(read_errors, 0);
+    ck_assert_int_ge(log_count(&the_log, "scrub: cannot read the hint file"), 1);
+    ck_assert_int_eq(kv_scrub_run(sc, &res), KV_OK);
+    ck_assert_uint_eq(res.problems, 0);
+    kv_value val;
+    ck_assert_int_eq(kv_get(s, "key:7", 5, &val), KV_OK);
+    kv_value_free(&val);
+    kv_scrub_free(sc);
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    kv_faultio_free(f);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("scrub");
@@ -510,6 +571,7 @@ int main(void)
     tcase_add_test(tc, a_requested_pass_runs_on_the_thread_one_at_a_time_and_stops_when_freed);
     tcase_add_test(tc, passes_beside_writes_and_compactions_find_nothing_in_a_clean_store);
     tcase_add_test(tc, a_segment_held_across_a_compaction_is_retired_and_not_given_the_outputs_hint);
+    tcase_add_test(tc, a_failing_read_during_a_pass_is_reported_as_a_read_error_only);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
