@@ -42,7 +42,8 @@
  * directory; holds the store's lock longer than taking a reference, or
  * compaction's lock longer than reading one hint file.
  * Thread-safe: every function may be called from any thread, except that
- * kv_scrub_free must not race with the others.
+ * kv_scrub_free must not race with the others. The store must outlive the
+ * scrub: call kv_scrub_free before kv_close.
  */
 #ifndef KV_SCRUB_H
 #define KV_SCRUB_H

@@ -153,6 +153,28 @@ class TestScrub(KvdTestCase):
         self.assertGreater(i["scrub_bytes_checked"], 0)
         self.assertIn("scrub: pass done", srv.read_log())
 
+    def test_the_scrub_thread_is_named_and_runs_at_background_priority(self):
+        srv = self.start_server(["--scrub-interval", "0"])
+
+        def scrub_nices():
+            task = "/proc/%d/task" % srv.proc.pid
+            out = []
+            for tid in os.listdir(task):
+                try:
+                    with open(os.path.join(task, tid, "comm")) as f:
+                        name = f.read().strip()
+                    with open(os.path.join(task, tid, "stat")) as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except FileNotFoundError:
+                    continue  # a thread that just ended
+                if name == "kvd-scrub":
+                    out.append(int(fields[16]))  # field 19: nice
+            return out
+
+        # The thread lives for the whole run, asleep between passes; it
+        # lowers its own priority first thing (nice 10, as compaction).
+        self.assertTrue(wait_until(lambda: scrub_nices() == [10], timeout=10), scrub_nices())
+
     def test_the_rate_limit_is_honoured(self):
         rate = 1 << 20
         srv = self.start_server(["--segment-size", "256kb", "--scrub-interval", "0", "--scrub-rate", "1mb"])
