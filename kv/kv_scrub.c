@@ -347,10 +347,19 @@ static int scrub_segment(pass *p, uint32_t id)
         if ((stop = pace(p, n)) != 0) goto out;
     }
     c.b = kvh_builder_new(h.file_id);
-    st = kvr_scan_buffer(buf, h.size, h.file_id, path, on_record, on_problem, &c, NULL);
+    kvr_scan_result sr;
+    memset(&sr, 0, sizeof sr);
+    st = kvr_scan_buffer(buf, h.size, h.file_id, path, on_record, on_problem, &c, &sr);
     if (st == KV_VERSION) {
         c.problems++;
         report(p, h.file_id, 0, 0, h.size, "segment of a format version this build cannot read");
+    } else if (c.problems == 0 && sr.header_ok && sr.hdr.version >= 2 && !sr.sealed) {
+        /* Every record intact, but the trailer a version 2 segment is
+         * sealed with (before the store lists it as sealed) is gone: the
+         * segment was cut short at a record boundary. As recovery reports
+         * it: at the end of the file. */
+        c.problems++;
+        report(p, h.file_id, 0, h.size, 0, kvr_reason_str(KVR_NO_TRAILER));
     }
     p->res->segments++;
     check_hint(p, &h, buf, &c);

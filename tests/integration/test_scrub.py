@@ -23,9 +23,13 @@ def seg_files(d):
     return sorted(n for n in os.listdir(d) if n.endswith(".seg"))
 
 
+REC_PUT = 1
+
+
 def records(path):
-    """(offset, length) of each record of a segment file, walking the
-    length fields (the file is known to be clean)."""
+    """(offset, length) of each put of a segment file, walking the length
+    fields (the file is known to be clean); other records (tombstones,
+    batches, group-commit marks, the trailer) are stepped over."""
     with open(path, "rb") as f:
         data = f.read()
     out, off = [], SEG_HEADER
@@ -33,7 +37,8 @@ def records(path):
         (length,) = struct.unpack_from("<I", data, off + 8)
         if length < REC_HEADER or off + length > len(data):
             break
-        out.append((off, length))
+        if data[off + 12] == REC_PUT:
+            out.append((off, length))
         off += length
     return out
 
@@ -100,6 +105,7 @@ class TestScrub(KvdTestCase):
         recs = records(path)
         self.assertGreaterEqual(len(recs), 3)
         off, length = recs[len(recs) // 2]
+        self.assertGreater(length, REC_HEADER + 100)
         at = off + REC_HEADER + (length - REC_HEADER) // 2  # in the key or value
         flip(path, at)
 

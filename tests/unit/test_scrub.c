@@ -102,6 +102,7 @@ static int collect(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     (void)seg;
     recs *rs = arg;
+    if (kv_record_is_mark(r)) return 0; /* group-commit marks, the trailer */
     if (rs->n < 512) {
         rs->off[rs->n] = off;
         rs->len[rs->n++] = r->len;
@@ -558,6 +559,39 @@ START_TEST(a_failing_read_during_a_pass_is_reported_as_a_read_error_only)
 }
 END_TEST
 
+/* A sealed segment cut short at a record boundary has no bad record for
+ * the reader to find; its missing trailer gives it away (version 2). */
+START_TEST(a_sealed_segment_cut_at_a_record_boundary_is_reported_by_its_missing_trailer)
+{
+    char *dir = tu_tmpdir();
+    kv_store *s = open_filled(dir);
+    kv_scrub *sc = scrub_unlimited(s);
+    uint32_t ids[64];
+    size_t n = kv_sealed_list(s, ids, 64);
+    uint32_t victim = ids[n / 2];
+    char path[4200];
+    file_path(path, sizeof path, dir, victim, 0);
+    recs rs = {0};
+    kvr_scan_result sr;
+    ck_assert_int_eq(kvr_scan_file(kv_io_posix(), path, victim, collect, NULL, &rs, &sr, NULL), KV_OK);
+    ck_assert_int_eq(sr.sealed, 1);
+    ck_assert_uint_ge(rs.n, 2);
+    uint64_t cut = rs.off[rs.n - 1]; /* drop the last data record and all after it */
+    ck_assert_int_eq(truncate(path, (off_t)cut), 0);
+    kv_scrub_result res;
+    ck_assert_int_eq(kv_scrub_run(sc, &res), KV_OK);
+    ck_assert_uint_eq(res.problems, 1);
+    ck_assert_uint_eq(res.list[0].seg, victim);
+    ck_assert_int_eq(res.list[0].hint, 0);
+    ck_assert_uint_eq(res.list[0].offset, cut);
+    ck_assert_str_eq(res.list[0].reason, kvr_reason_str(KVR_NO_TRAILER));
+    kv_scrub_free(sc);
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("scrub");
@@ -567,6 +601,7 @@ int main(void)
     tcase_add_test(tc, a_flipped_byte_in_a_sealed_segment_is_reported_at_its_record_once);
     tcase_add_test(tc, a_flipped_byte_in_a_record_header_is_reported_at_or_before_it);
     tcase_add_test(tc, a_flipped_byte_in_a_hint_file_is_reported_at_that_byte);
+    tcase_add_test(tc, a_sealed_segment_cut_at_a_record_boundary_is_reported_by_its_missing_trailer);
     tcase_add_test(tc, a_pass_reads_no_faster_than_the_rate);
     tcase_add_test(tc, a_requested_pass_runs_on_the_thread_one_at_a_time_and_stops_when_freed);
     tcase_add_test(tc, passes_beside_writes_and_compactions_find_nothing_in_a_clean_store);
