@@ -2011,6 +2011,103 @@ uint32_t kv_hints_pending(kv_store *s)
     return n;
 }
 
+/* ---- sealed segments, for the scrub ---- */
+
+size_t kv_sealed_list(kv_store *s, uint32_t *ids, size_t cap)
+{
+    pthread_rwlock_rdlock(&s->lock);
+    size_t n = s->nsegs > 0 ? s->nsegs - 1 : 0;
+    for (size_t i = 0; i < n && i < cap; i++) ids[i] = s->segs[i]->id;
+    pthread_rwlock_unlock(&s->lock);
+    return n;
+}
+
+/* 1 if g is in the segment table (caller holds lock). */
+static int seg_in_log(const kv_store *s, const segment *g)
+{
+    long i = seg_index(s, g->id);
+    return i >= 0 && s->byid[i] == g;
+}
+
+kv_status kv_sealed_hold(kv_store *s, uint32_t id, kv_sealed *h)
+{
+    memset(h, 0, sizeof *h);
+    pthread_rwlock_rdlock(&s->lock);
+    segment *g = NULL;
+    long i = seg_index(s, id);
+    if (i >= 0 && s->byid[i] != s->segs[s->nsegs - 1]) g = seg_acquire(s, id);
+    pthread_rwlock_unlock(&s->lock);
+    if (!g) return KV_NOT_FOUND;
+    uint64_t size = 0;
+    int r = s->io->fsize(s->io->ctx, g->fd, &size);
+    if (r < 0) {
+        seg_release(s, g);
+        return -r;
+    }
+    h->id = g->id;
+    h->file_id = g->file_id;
+    h->fd = g->fd;
+    h->map = g->map && g->map_len >= size ? g->map : NULL;
+    h->size = size;
+    h->ref_ = g;
+    return KV_OK;
+}
+
+void kv_sealed_release(kv_store *s, kv_sealed *h)
+{
+    if (h->ref_) seg_release(s, h->ref_);
+    memset(h, 0, sizeof *h);
+}
+
+int kv_sealed_retired(kv_store *s, const kv_sealed *h)
+{
+    pthread_rwlock_rdlock(&s->lock);
+    int in = seg_in_log(s, h->ref_);
+    pthread_rwlock_unlock(&s->lock);
+    return !in;
+}
+
+kv_status kv_sealed_read_hint(kv_store *s, const kv_sealed *h, uint8_t **buf, uint64_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+    if (!s->opt.hint_files) return KV_NOT_FOUND;
+    /* compact_mu: no compaction renames an output over this file id, and
+     * no hint is written, while the file is read. */
+    pthread_mutex_lock(&s->compact_mu);
+    kv_status st = KV_NOT_FOUND;
+    if (!kv_sealed_retired(s, h)) {
+        char name[32], path[4200];
+        kvh_name(name, sizeof name, h->file_id);
+        snprintf(path, sizeof path, "%s/%s", s->dir, name);
+        int r = kv_io_read_file(s->io, path, KVH_MAX_FILE_BYTES, buf, len);
+        st = r == 0 ? KV_OK : r == -ENOENT ? KV_NOT_FOUND : -r;
+    }
+    pthread_mutex_unlock(&s->compact_mu);
+    return st;
+}
+
+const char *kv_store_dir(const kv_store *s)
+{
+    return s->dir;
+}
+
+const kv_io *kv_store_io(const kv_store *s)
+{
+    return s->io;
+}
+
+void kv_store_log(kv_store *s, int level, const char *fmt, ...)
+{
+    if (!s->opt.log) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    s->opt.log(s->opt.log_arg, level, msg);
+}
+
 /* ---- state ---- */
 
 void kv_get_stats(kv_store *s, kv_stats *st)

@@ -363,6 +363,59 @@ kv_status kv_write_hints(kv_store *s, uint32_t *written);
 /* Sealed segments without a hint file (0 when hint files are disabled). */
 uint32_t kv_hints_pending(kv_store *s);
 
+/* ---- sealed segments, for a reader outside the store (kv/kv_scrub.h) ---- */
+
+/* A sealed segment held for reading. While held, its descriptor and
+ * mapping stay open even if a compaction retires it meanwhile (the
+ * segment's reference count, as a read holds it). Read only: sealed
+ * segments are never written again. */
+typedef struct kv_sealed {
+    uint32_t id;        /* the store's number for it (kv_sealed_list) */
+    uint32_t file_id;   /* the id in its file name, NNNNNNNNNN.seg */
+    int fd;             /* its descriptor, for the store's kv_io (kv_store_io) */
+    const uint8_t *map; /* read-only mapping covering [0, size), or NULL:
+                           then read through fd */
+    uint64_t size;      /* file length in bytes when it was held */
+    void *ref_;         /* private: the segment descriptor */
+} kv_sealed;
+
+/* Stores the ids of the sealed segments (every segment but the one being
+ * appended), oldest first, in ids[0, min(cap, n)). Returns n, the number
+ * of sealed segments. */
+size_t kv_sealed_list(kv_store *s, uint32_t *ids, size_t cap);
+
+/* Takes a reference on sealed segment `id` and fills *h. Returns KV_OK,
+ * KV_NOT_FOUND (no longer in the log: a compaction replaced it; or it is
+ * the segment being appended), or an errno of fsize (nothing held). */
+kv_status kv_sealed_hold(kv_store *s, uint32_t id, kv_sealed *h);
+
+/* Drops the reference kv_sealed_hold took (h may be zeroed: no-op). */
+void kv_sealed_release(kv_store *s, kv_sealed *h);
+
+/* 1 once the held segment has left the log (a compaction replaced it),
+ * else 0. */
+int kv_sealed_retired(kv_store *s, const kv_sealed *h);
+
+/*
+ * Reads the hint file of the held segment as it stands beside it: under
+ * the lock that compaction and hint writing hold, so the file read is the
+ * one that describes this segment, not one written for a compaction's
+ * output of the same file id. On KV_OK *buf (malloc'ed, caller frees)
+ * holds *len bytes. Returns KV_OK, KV_NOT_FOUND (no hint file, hint files
+ * disabled, or the segment has left the log), EFBIG (larger than
+ * KVH_MAX_FILE_BYTES), another errno, or ENOMEM. May wait for a
+ * compaction in progress to finish.
+ */
+kv_status kv_sealed_read_hint(kv_store *s, const kv_sealed *h, uint8_t **buf, uint64_t *len);
+
+/* The data directory and I/O layer the store was opened with. */
+const char *kv_store_dir(const kv_store *s);
+const kv_io *kv_store_io(const kv_store *s);
+
+/* Logs one line through the store's kv_options.log (level KV_LOG_*), so
+ * that a module beside the store logs where the store does. */
+void kv_store_log(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* ---- state ---- */
 
 typedef struct kv_stats {

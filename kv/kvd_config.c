@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "kv_record.h"
+#include "kv_scrub.h"
 
 #ifndef KVD_VERSION
 #define KVD_VERSION "0.1.0"
@@ -40,6 +41,7 @@
 #define KVD_MAX_IO_THREADS 64
 #define KVD_MAX_SEGMENT_SIZE KV_MAX_SEGMENT_MAX
 #define KVD_MIN_BUFFER_LIMIT (1ull << 20) /* Redis's minimum for both limits */
+#define KVD_MIN_SCRUB_RATE (64ull << 10)
 
 /* How a setting's value is read. */
 typedef enum setting_type {
@@ -96,6 +98,10 @@ static const setting settings[] = {
      "load sealed segments from hint files at start and write them (yes)"},
     {"preallocate", NULL, T_BOOL, F(preallocate), 0, 1, 0, "yes|no",
      "zero-fill segments 1 MiB ahead of the log: cheaper fdatasyncs (yes)"},
+    {"scrub-interval", NULL, T_INT, F(scrub_interval), 0, INT32_MAX, 0, "SECONDS",
+     "check every sealed segment after start and this often (0: on SCRUB only)"},
+    {"scrub-rate", NULL, T_SIZE, F(scrub_rate), KVD_MIN_SCRUB_RATE, INT64_MAX, 0, "BYTES",
+     "most bytes a second the scrub reads, at least 64kb"},
     {"appendonly", NULL, T_APPENDONLY, 0, 0, 0, 1, NULL, NULL},
     {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
@@ -115,7 +121,8 @@ const char *const kvd_config_names[] = {
     "recovery",     "segment-size", "io-threads",
     "proto-max-bulk-len", "client-query-buffer-limit", "hz",
     "compact-dead-ratio", "compact-min-dead", "hint-files",
-    "preallocate", NULL,
+    "preallocate", "scrub-interval", "scrub-rate",
+    NULL,
 };
 
 static void errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -200,6 +207,8 @@ void kvd_config_init(kvd_config *c)
     c->compact_min_dead = 64ull << 20;
     c->hint_files = 1;
     c->preallocate = 1;
+    c->scrub_interval = KV_SCRUB_DEFAULT_INTERVAL_S;
+    c->scrub_rate = KV_SCRUB_DEFAULT_RATE;
 }
 
 void kvd_config_free(kvd_config *c)

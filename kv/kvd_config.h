@@ -40,6 +40,11 @@ typedef struct kvd_config {
     uint64_t compact_min_dead; /* ... and at least this many bytes (default 64 MiB) */
     int hint_files;            /* 1 (default): read and write hint files */
     int preallocate;           /* 1 (default): kv_options.preallocate */
+    int scrub_interval;        /* seconds between background scrub passes
+                                  (kv/kv_scrub.h), the first after start;
+                                  default 86400; 0 = off */
+    uint64_t scrub_rate;       /* bytes per second a scrub reads at most,
+                                  default 16 MiB */
     char *config_file;         /* the file read, if any */
 } kvd_config;
 
@@ -60,7 +65,8 @@ typedef enum kvd_args_result {
  * everysec|no, --requirepass P, --pidfile F, --logfile F, --log-level
  * debug|verbose|notice|warning, --maxclients N, --recovery MODE,
  * --segment-size BYTES, --io-threads N, --proto-max-bulk-len BYTES,
- * --client-query-buffer-limit BYTES, --hz N, --help, --version). Each flag
+ * --client-query-buffer-limit BYTES, --hz N, --scrub-interval SECONDS,
+ * --scrub-rate BYTES, --help, --version). Each flag
  * also accepts "--flag=value". The file is read first, flags override it.
  * On KVD_ARGS_ERROR, err (cap bytes) says what was wrong and where
  * ("kvd.conf:12: unknown setting 'foo'").
@@ -72,7 +78,8 @@ kvd_args_result kvd_config_parse_args(kvd_config *c, int argc, char **argv, char
  * vocabulary ("dir", "bind", "port", "appendfsync" and "fsync",
  * "requirepass", "pidfile", "logfile", "loglevel", "maxclients",
  * "recovery", "segment-size", "io-threads", "proto-max-bulk-len",
- * "client-query-buffer-limit", "hz"). Returns 0, or -1 with err filled.
+ * "client-query-buffer-limit", "hz", "scrub-interval", "scrub-rate").
+ * Returns 0, or -1 with err filled.
  */
 int kvd_config_set(kvd_config *c, const char *name, const char *value, char *err, size_t errcap);
 

@@ -147,6 +147,7 @@ struct kvd_server {
     int hints_started;   /* a thread exists that must be joined (event loop only) */
     int hinting;         /* it is running (atomic) */
     int hints_failed;    /* a run failed: no more automatic runs (atomic) */
+    struct kv_scrub *scrub; /* the background scrub (its own thread), or NULL */
     long long last_cron_ms;
     int cron_hz; /* the rate ev_cron runs at now (main thread only) */
 };
@@ -193,6 +194,9 @@ void kvd_server_request_shutdown(struct kvd_server *srv);
 /* Starts a background compaction. Returns 1 if started, 0 if one is
  * already running, -1 if the thread could not be started. */
 int kvd_server_start_compaction(struct kvd_server *srv, const char *why);
+/* Starts a background scrub pass now (kv/kv_scrub.h). Returns 1 if
+ * started, 0 if one is already running, -1 if there is no scrub thread. */
+int kvd_server_start_scrub(struct kvd_server *srv);
 void kvd_server_info(struct kvd_server *srv, const char *section, sbuf *out);
 long long kvd_mstime(void);
 

@@ -25,6 +25,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "kv_scrub.h"
 #include "kvd_internal.h"
 #include "kvd_log.h"
 
@@ -572,7 +573,8 @@ static void cmd_command(kvd_client *c)
 static int config_mutable(const char *name)
 {
     return !strcasecmp(name, "loglevel") || !strcasecmp(name, "requirepass") || !strcasecmp(name, "maxclients") ||
-           !strcasecmp(name, "hz") || !strcasecmp(name, "compact-dead-ratio") || !strcasecmp(name, "compact-min-dead");
+           !strcasecmp(name, "hz") || !strcasecmp(name, "compact-dead-ratio") || !strcasecmp(name, "compact-min-dead") ||
+           !strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate");
 }
 
 static void cmd_config(kvd_client *c)
@@ -631,6 +633,12 @@ static void cmd_config(kvd_client *c)
                 return;
             }
             if (!strcasecmp(name, "loglevel")) kvd_log_set_level(srv->cfg->log_level);
+            if (srv->scrub && (!strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate"))) {
+                pthread_mutex_lock(&srv->cfg_mu);
+                uint64_t interval = (uint64_t)srv->cfg->scrub_interval, rate = srv->cfg->scrub_rate;
+                pthread_mutex_unlock(&srv->cfg_mu);
+                kv_scrub_set_schedule(srv->scrub, interval, rate);
+            }
         }
         rp_ok(&c->out);
     } else if (arg_eq(c, 1, "resetstat") && c->args.argc == 2) {
@@ -1183,6 +1191,23 @@ void kvd_server_request_shutdown(kvd_server *srv)
     event_active(srv->ev_shutdown, EV_READ, 0);
 }
 
+/* ---- background scrub ---- */
+
+/* First thing on the scrub thread (kv_scrub_options.thread_init). */
+static void scrub_thread_init(void *arg)
+{
+    (void)arg;
+    kvd_lower_thread_priority();
+}
+
+int kvd_server_start_scrub(kvd_server *srv)
+{
+    if (!srv->scrub) return -1;
+    int r = kv_scrub_request(srv->scrub);
+    if (r == 1) kvd_log(KVD_LOG_NOTICE, "background scrub started (SCRUB)");
+    return r;
+}
+
 /* ---- background compaction ---- */
 
 typedef struct compact_job {
@@ -1322,6 +1347,11 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
              cp.last_switch_us / 1000.0);
         LINE("hint_files:%u\r\nhint_files_pending:%u\r\nhint_files_written:%" PRIu64 "\r\n", st.hint_files,
              st.hints_pending, st.hints_written);
+        kv_scrub_stats ss = {0};
+        if (srv->scrub) kv_scrub_get_stats(srv->scrub, &ss);
+        LINE("scrub_in_progress:%d\r\nscrub_bytes_checked:%" PRIu64 "\r\nscrub_last_completed:%" PRIu64
+             "\r\nscrub_passes:%" PRIu64 "\r\nscrub_errors:%" PRIu64 "\r\nscrub_last_error:%s\r\n",
+             ss.in_progress, ss.bytes_checked, ss.last_completed, ss.passes, ss.errors, ss.last_error);
         LINE("recovery_mode:%s\r\nrecovery_segments:%u\r\nrecovery_records:%" PRIu64 "\r\nrecovery_keys:%" PRIu64
              "\r\n",
              kvr_mode_name(r->mode), r->segments, r->records, r->keys);
@@ -1482,6 +1512,21 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     event_add(srv->ev_shutdown, NULL);
     event_add(srv->ev_cron, &tv);
 
+    /* The scrub last: nothing after it can fail. */
+    kv_scrub_options so;
+    kv_scrub_options_init(&so);
+    so.interval_s = (uint64_t)cfg->scrub_interval;
+    so.rate = cfg->scrub_rate;
+    so.thread_name = "kvd-scrub";
+    so.thread_init = scrub_thread_init;
+    srv->scrub = kv_scrub_new(srv->store, &so);
+    kv_status sst = srv->scrub ? kv_scrub_start(srv->scrub) : ENOMEM;
+    if (sst != KV_OK) {
+        kvd_log(KVD_LOG_WARNING, "cannot start the background scrub: %s", kv_strerror(sst));
+        kv_scrub_free(srv->scrub);
+        srv->scrub = NULL;
+    }
+
     if (cfg->pidfile) {
         FILE *f = fopen(cfg->pidfile, "w");
         if (!f) {
@@ -1597,6 +1642,8 @@ int kvd_server_run(kvd_server *srv)
     }
     free(srv->workers);
     join_compaction(srv); /* a compaction in progress finishes (or fails cleanly) first */
+    kv_scrub_free(srv->scrub); /* a pass in progress stops at its next chunk */
+    srv->scrub = NULL;
     if (srv->hints_started) pthread_join(srv->hints_thread, NULL);
     srv->hints_started = 0;
     kv_status close_st = kv_close(srv->store);

@@ -13,11 +13,11 @@
  *    back until the engine acknowledges the write (under fsync=always:
  *    after fdatasync), then handed back to the client's I/O thread.
  *  - the engine's writer thread (group commit).
- *  - background threads, one at a time of each kind: compaction and hint
- *    file writing, at a lowered CPU and I/O priority
- *    (kvd_lower_thread_priority).
+ *  - background threads, one at a time of each kind: compaction, hint
+ *    file writing and the scrub (kv/kv_scrub.h), at a lowered CPU and I/O
+ *    priority (kvd_lower_thread_priority).
  * Thread names (top -H, /proc/PID/task/TID/comm): kvd-io-N, kv-writer,
- * kvd-compact, kvd-hints.
+ * kvd-compact, kvd-hints, kvd-scrub.
  * Ordering: per connection, replies go out in request order. Consecutive
  * write commands of one connection are all queued at once (so pipelined
  * writes share a group commit); any other command waits until the
@@ -57,7 +57,7 @@ typedef struct kvd_bg_priority {
 
 /*
  * Lowers the calling thread's priority for background work (compaction,
- * hint files): nice 10 and best-effort I/O level 7, for this thread only
+ * hint files, the scrub): nice 10 and best-effort I/O level 7, for this thread only
  * (Linux keeps both per thread). Never fails the caller: what could not
  * be changed is logged at verbose level and reported in the result
  * (setpriority may fail with EACCES/EPERM under a restrictive sandbox;

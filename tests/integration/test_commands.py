@@ -199,7 +199,7 @@ class TestServerCommands(CommandCase):
 
     def test_threads_are_named_and_serving_threads_keep_normal_priority(self):
         # Names show in top -H and ps -L; only background threads
-        # (kvd-compact, kvd-hints) run at a lowered priority.
+        # (kvd-compact, kvd-hints, kvd-scrub) run at a lowered priority.
         import os
         task = "/proc/%d/task" % self.srv.proc.pid
         threads = {}

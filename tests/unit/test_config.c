@@ -372,6 +372,8 @@ START_TEST(help_lists_every_flag_default_file_form_and_exit_codes)
         "--proto-max-bulk-len BYTES  (default: 512mb)",
         "--client-query-buffer-limit BYTES  (default: 1gb)",
         "--hz N  (default: 10)",
+        "--scrub-interval SECONDS  (default: 86400)",
+        "--scrub-rate BYTES  (default: 16mb)",
         "--help",
         "--version",
         "--option=value",
@@ -592,7 +594,7 @@ static const char *const expected_names[] = {
     "dir",      "bind",       "port",         "appendfsync", "requirepass",        "pidfile",
     "logfile",  "loglevel",   "maxclients",   "recovery",    "segment-size",       "io-threads",
     "proto-max-bulk-len",     "client-query-buffer-limit",   "hz", "compact-dead-ratio", "compact-min-dead",
-    "hint-files", "preallocate",
+    "hint-files", "preallocate", "scrub-interval", "scrub-rate",
 };
 
 /* A value other than the default for each name, and how GET shows it. */
@@ -618,6 +620,8 @@ static const struct {
     {"compact-min-dead", "1gb", "1073741824"},
     {"hint-files", "NO", "no"},
     {"preallocate", "no", "no"},
+    {"scrub-interval", "3600", "3600"},
+    {"scrub-rate", "1mb", "1048576"},
 };
 
 START_TEST(config_get_and_set_round_trip_every_name)
@@ -639,7 +643,12 @@ START_TEST(config_get_and_set_round_trip_every_name)
     expect_get(&c, "PORT", "6379");
     expect_get(&c, "hint-files", "yes");
     expect_get(&c, "preallocate", "yes");
+    expect_get(&c, "scrub-interval", "86400");
+    expect_get(&c, "scrub-rate", "16777216");
     char buf[256], err[512];
+    ck_assert_int_eq(kvd_config_set(&c, "scrub-rate", "1kb", err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "must be at least 64kb"));
+    ck_assert_int_eq(kvd_config_set(&c, "scrub-interval", "-1", err, sizeof err), -1);
     ck_assert_int_eq(kvd_config_set(&c, "hint-files", "maybe", err, sizeof err), -1);
     ck_assert_ptr_nonnull(strstr(err, "must be yes or no"));
     ck_assert_int_eq(kvd_config_get(&c, "nope", buf, sizeof buf), -1);
