@@ -906,7 +906,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
                     break;
                 }
                 if (c.stop) { /* point-in-time: the log ends before this segment */
-                    st = discard_segments(io, dir, ids, i, n, rep);
+                    if (!dry) st = discard_segments(io, dir, ids, i, n, rep);
                     break;
                 }
             }

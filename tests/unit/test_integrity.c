@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv_keydir.h"
 #include "kv_record.h"
+#include "kvr_recover.h"
 #include "kvr_reader.h"
 #include "testutil.h"
 
@@ -557,6 +559,45 @@ START_TEST(point_in_time_stops_before_a_missing_segment)
 }
 END_TEST
 
+START_TEST(a_dry_run_decides_as_recovery_and_changes_nothing)
+{
+    /* A missing trailer before the empty newest segment (completed by a
+     * real recovery), a leftover compaction output (removed by one), and
+     * then a torn group in the newest segment (cut by one). */
+    uint32_t n = clean_dir();
+    char p[64];
+    path_of(p, sizeof p, n - 1, ".seg");
+    resize(p, size_of(p) - KV_MARK_SIZE);
+    static const uint8_t junk[100];
+    ck_assert_int_eq(kv_memfs_write(fs, path_of(p, sizeof p, 1, ".seg.compact"), junk, sizeof junk), 0);
+    snap before, after;
+    take(&before);
+    for (int pass = 0; pass < 2; pass++) {
+        kv_keydir *kd = kv_keydir_new();
+        kvr_report rep;
+        kv_status st = kvr_recover(kv_memfs_io(fs), DIR, pass ? KVR_POINT_IN_TIME : KVR_TOLERATE_TAIL,
+                                   KVR_DRY_RUN | KVR_HINTS_READ | KVR_HINTS_WRITE, 0, kd, &rep);
+        ck_assert_msg(st == KV_OK, "%s", rep.message);
+        ck_assert_uint_eq(rep.rotations_completed, 1);
+        ck_assert_uint_eq(rep.keys, model.n);
+        kvr_report_free(&rep);
+        kv_keydir_free(kd);
+        take(&after);
+        assert_same(&before, &after);
+        drop(&after);
+    }
+    drop(&before);
+    /* The real recovery then does what the dry run said. */
+    kvr_report rep;
+    kv_store *s = open_ok(&rep);
+    ck_assert_uint_eq(rep.rotations_completed, 1);
+    ck_assert_uint_eq(rep.compact_leftovers, 1);
+    tu_assert_store_equals(s, &model);
+    kvr_report_free(&rep);
+    kv_close(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("integrity");
@@ -578,6 +619,7 @@ int main(void)
     tcase_add_test(tc, leftover_compaction_output_is_removed);
     tcase_add_test(tc, version_1_directory_opens_and_continues_in_version_2);
     tcase_add_test(tc, point_in_time_stops_before_a_missing_segment);
+    tcase_add_test(tc, a_dry_run_decides_as_recovery_and_changes_nothing);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
