@@ -181,21 +181,14 @@ typedef struct cctx {
     int hb_err;           /* adding to it ran out of memory */
 } cctx;
 
-static void add_problem(cctx *c, const kvr_problem *p)
+/* Appends problem p to segment s as kind `kind` and counts it. Returns 0,
+ * or ENOMEM (nothing added). */
+static kv_status push_problem(fsck_report *rep, fsck_segment *s, const kvr_problem *p, fsck_kind kind)
 {
-    fsck_segment *s = c->seg;
-    if (kvr_is_unwritten_space(p, s->newest)) { /* as recovery sees it: not a problem */
-        s->unwritten += p->length;
-        c->rep->unwritten += p->length;
-        return;
-    }
     if (s->nproblems == s->cap) {
         size_t nc = s->cap ? s->cap * 2 : 4;
         fsck_problem *np = realloc(s->problems, nc * sizeof *np);
-        if (!np) {
-            c->err = ENOMEM;
-            return;
-        }
+        if (!np) return ENOMEM;
         s->problems = np;
         s->cap = nc;
     }
@@ -204,9 +197,21 @@ static void add_problem(cctx *c, const kvr_problem *p)
     q->length = p->length;
     q->reason = p->reason;
     q->valid_after = p->valid_after;
-    q->kind = fsck_classify(p, s->newest);
-    c->rep->problems++;
-    c->rep->by_kind[q->kind]++;
+    q->kind = kind;
+    rep->problems++;
+    rep->by_kind[kind]++;
+    return KV_OK;
+}
+
+static void add_problem(cctx *c, const kvr_problem *p)
+{
+    fsck_segment *s = c->seg;
+    if (kvr_is_unwritten_space(p, s->newest)) { /* as recovery sees it: not a problem */
+        s->unwritten += p->length;
+        c->rep->unwritten += p->length;
+        return;
+    }
+    if (push_problem(c->rep, s, p, fsck_classify(p, s->newest)) != KV_OK) c->err = ENOMEM;
 }
 
 static void on_problem(void *arg, const kvr_problem *p)
@@ -345,27 +350,6 @@ static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report 
     return state;
 }
 
-/* Adds problem p (one the reader does not see: found by recovery from
- * headers, trailers and hint files) to segment s. */
-static void add_found(fsck_report *rep, fsck_segment *s, const kvr_problem *p)
-{
-    if (s->nproblems == s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 4;
-        fsck_problem *np = realloc(s->problems, nc * sizeof *np);
-        if (!np) return;
-        s->problems = np;
-        s->cap = nc;
-    }
-    fsck_problem *q = &s->problems[s->nproblems++];
-    q->offset = p->offset;
-    q->length = p->length;
-    q->reason = p->reason;
-    q->valid_after = p->valid_after;
-    q->kind = FSCK_MISSING;
-    rep->problems++;
-    rep->by_kind[FSCK_MISSING]++;
-}
-
 /* Recovery is the judge (recovery/kvr_recover.h): runs it twice without
  * changing anything (KVR_DRY_RUN). Once in skip-corrupt mode over every
  * segment, which meets every problem: its classification (torn tail or
@@ -397,7 +381,7 @@ static void agree_with_recovery(const kv_io *io, const char *dir, uint64_t now_m
             if (rep->segs[j].id == f->p.seg) s = &rep->segs[j];
         if (!s) continue;
         if (fsck_classify(&f->p, f->newest) == FSCK_MISSING) {
-            add_found(rep, s, &f->p);
+            (void)push_problem(rep, s, &f->p, FSCK_MISSING); /* a problem recovery sees, the reader does not */
             continue;
         }
         /* A reader problem: recovery's classification of it. */

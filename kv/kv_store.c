@@ -240,16 +240,22 @@ struct kv_store {
     kvr_report rep;
 };
 
-static void logf_(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void logf_(kv_store *s, int level, const char *fmt, ...)
+static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
+static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap)
 {
     if (!s->opt.log) return;
     char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    s->opt.log(s->opt.log_arg, level, msg);
+}
+
+static void logf_(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void logf_(kv_store *s, int level, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlogf_(s, level, fmt, ap);
     va_end(ap);
-    s->opt.log(s->opt.log_arg, level, msg);
 }
 
 static uint64_t mono_us(void)
@@ -2099,13 +2105,10 @@ const kv_io *kv_store_io(const kv_store *s)
 
 void kv_store_log(kv_store *s, int level, const char *fmt, ...)
 {
-    if (!s->opt.log) return;
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlogf_(s, level, fmt, ap);
     va_end(ap);
-    s->opt.log(s->opt.log_arg, level, msg);
 }
 
 /* ---- state ---- */
