@@ -791,6 +791,19 @@ static kv_status remove_superseded(const kv_io *io, const char *dir, kvr_report 
 static void refuse_message(kvr_report *rep, const rctx *c, const char *dir, const char *path)
 {
     const kvr_problem *p = &c->first;
+    if (p->reason == KVR_ORPHAN_HINT || (p->reason == KVR_NO_SUCCESSOR && strstr(path, ".hint"))) {
+        char name[32];
+        kv_seg_name(name, sizeof name, p->seg);
+        snprintf(rep->message, sizeof rep->message,
+                 "missing segment: %s is the hint file of %s, %s; refusing to open in recovery mode %s "
+                 "so that no valid data is dropped. Inspect with: kvfsck %s",
+                 path, name,
+                 p->reason == KVR_ORPHAN_HINT ? "which is missing"
+                                              : "the newest segment, which only a sealed segment has: the "
+                                                "segment after it is missing",
+                 kvr_mode_name(c->mode), dir);
+        return;
+    }
     const char *kind = p->reason == KVR_SEQ_ORDER                                     ? "out-of-order record"
                        : p->reason == KVR_ORPHAN_HINT                                 ? "missing segment"
                        : p->reason == KVR_PREV_MISSING || p->reason == KVR_NO_SUCCESSOR ? "missing segment"
