@@ -698,6 +698,23 @@ def d_emptied(d, bases):
     write(os.path.join(d, seg_name(3)), b"")
 
 
+@shape("missing: sealed segment and its hint emptied", "multi")
+def d_emptied_no_hint(d, bases):
+    write(os.path.join(d, seg_name(3)), b"")
+    os.unlink(os.path.join(d, hint_name(3)))
+
+
+@shape("missing: sealed segment cut inside its header", "multi")
+def d_cut_in_header(d, bases):
+    rewrite(d, seg_name(3), lambda b: b[:10])
+
+
+@shape("missing: first segment deleted with its hint", "multi")
+def d_first_deleted(d, bases):
+    os.unlink(os.path.join(d, SEG1))
+    os.unlink(os.path.join(d, hint_name(1)))
+
+
 @shape("missing: sealed segment truncated at a record boundary", "multi")
 def d_truncated_at_boundary(d, bases):
     # without its trailer, its last record and that record's commit mark;
@@ -1464,6 +1481,28 @@ class TestMissing(ShapeBase):
         kinds = {(os.path.basename(p["path"]), p["kind"]) for p in text_problems(r.out)}
         self.assertIn((seg_name(3), "missing data"), kinds, r)
         self.refused(d, [seg_name(3)])
+
+    @unittest.expectedFailure
+    def test_sealed_segment_and_its_hint_emptied(self):
+        # The same bug without the hint file: kvfsck finds the directory
+        # clean (exit 0) and kvd starts without segment 3's 27 keys.
+        d = self.damaged("missing: sealed segment and its hint emptied")
+        self.expect_problems(d, [(seg_name(3), 0, 0, "missing data", "sealed segment has no trailer"),
+                                 (seg_name(4), 0, 32, "missing data", "changed size after it was sealed")],
+                             starts=False)
+        self.refused(d, [seg_name(3)])
+
+    def test_sealed_segment_cut_inside_its_header(self):
+        d = self.damaged("missing: sealed segment cut inside its header")
+        self.expect_one_problem(d, seg_name(3), 0, 10, "sealed-segment corruption", "segment shorter than its header",
+                                starts=False)
+        self.refused(d, [seg_name(3)])
+
+    def test_first_segment_deleted_with_its_hint(self):
+        d = self.damaged("missing: first segment deleted with its hint")
+        self.expect_one_problem(d, seg_name(2), 0, 32, "missing data",
+                                "the segment this one names as its predecessor is missing", starts=False)
+        self.refused(d, [seg_name(2)])
 
     def test_sealed_segment_emptied_kvd_does_what_kvfsck_says(self):
         # Whatever the verdict on the shape above, kvd follows it, and
