@@ -395,6 +395,29 @@ static void agree_with_recovery(const kv_io *io, const char *dir, uint64_t now_m
             rep->by_kind[want]++;
         }
     }
+    /* Zeros recovery takes for unwritten space that the reader alone calls
+     * a problem: the end of a torn trailer before an empty newest segment
+     * (a crash in the middle of a rotation), which recovery cuts. */
+    for (size_t j = 0; st == KV_OK && j < rep->nsegs; j++) {
+        fsck_segment *s = &rep->segs[j];
+        size_t w = 0;
+        for (size_t q = 0; q < s->nproblems; q++) {
+            fsck_problem *pr = &s->problems[q];
+            int seen = pr->reason != KVR_UNWRITTEN;
+            for (size_t k = 0; !seen && k < rr.nfound; k++)
+                seen = rr.found[k].p.seg == s->id && rr.found[k].p.offset == pr->offset &&
+                       rr.found[k].p.reason == pr->reason;
+            if (seen) {
+                s->problems[w++] = *pr;
+                continue;
+            }
+            rep->problems--;
+            rep->by_kind[pr->kind]--;
+            s->unwritten += pr->length;
+            rep->unwritten += pr->length;
+        }
+        s->nproblems = w;
+    }
     kvr_report_free(&rr);
     kd = kv_keydir_new();
     if (!kd) return;

@@ -18,7 +18,7 @@ const char *kvr_reason_str(kvr_reason r)
     case KVR_TRAILER_BAD: return "segment trailer or commit mark does not match the segment";
     case KVR_AFTER_TRAILER: return "bytes after the segment trailer";
     case KVR_PREV_MISSING: return "the segment this one names as its predecessor is missing";
-    case KVR_PREV_SIZE: return "the segment before this one changed size after it was sealed";
+    case KVR_PREV_SIZE: return "sealed segment is not the size the next segment recorded (truncated, emptied or grown)";
     case KVR_NO_TRAILER: return "sealed segment has no trailer (truncated or emptied)";
     case KVR_NO_SUCCESSOR: return "segment is sealed but the segment after it is missing";
     case KVR_ORPHAN_HINT: return "hint file whose segment is missing";

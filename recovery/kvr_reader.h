@@ -55,8 +55,9 @@ typedef enum kvr_reason {
      * finds from segment headers, trailers and hint files (version 2): */
     KVR_PREV_MISSING,         /* the segment before this one, which its header names,
                                  is missing (a deleted segment) */
-    KVR_PREV_SIZE,            /* the segment before this one is not the size it had
-                                 when this one was created (truncated or grown) */
+    KVR_PREV_SIZE,            /* a sealed segment is not the size its successor's
+                                 header recorded (truncated, emptied or grown);
+                                 region: its end */
     KVR_NO_TRAILER,           /* a sealed segment without its trailer: truncated or
                                  emptied (region: its end) */
     KVR_NO_SUCCESSOR,         /* the newest segment ends with a trailer, so a segment

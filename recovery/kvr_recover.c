@@ -164,6 +164,8 @@ typedef struct rctx {
     int hb_failed;       /* building it ran out of memory: write none */
     uint64_t seg_problems; /* problems reported in the segment being scanned */
     uint64_t seg_records;  /* data records applied from it */
+    int newest_hinted;     /* the newest segment has a hint file: it was sealed,
+                              so a segment after it is missing */
     /* Puts and deletes waiting to be applied, oldest at ring_head: each is
      * hashed and its bucket prefetched APPLY_AHEAD entries before it is
      * applied, and the bucket's first entry half way there. A key
@@ -862,9 +864,10 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             snprintf(path, sizeof path, "%s/%s", dir, l.v[k]);
             if (!is_hint || (!live && superseded_id(io, dir, ids, n, hid))) {
                 if (!dry && (flags & KVR_HINTS_WRITE)) io->unlink(io->ctx, path);
-            } else if (!live || (n > 0 && hid == ids[n - 1])) {
-                kvr_problem p = {NULL, live ? hid : hid, 0, 0, live ? KVR_NO_SUCCESSOR : KVR_ORPHAN_HINT, 0};
-                c.newest = live;
+            } else if (live) {
+                if (hid == ids[n - 1]) c.newest_hinted = 1; /* reported with the newest segment, below */
+            } else {
+                kvr_problem p = {NULL, hid, 0, 0, KVR_ORPHAN_HINT, 0};
                 on_problem(&c, &p);
                 if (c.fatal && !rep->message[0]) refuse_message(rep, &c, dir, path);
             }
@@ -905,16 +908,24 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             uint32_t want = i > 0 ? ids[i - 1] : 0;
             const kvr_segment_info *prev = i > 0 ? &rep->segs[rep->nsegs - 1] : NULL;
             kvr_problem p = {path, ids[i], 0, KV_SEG_HEADER_SIZE, KVR_PREV_MISSING, 0};
+            char prev_path[4096];
             int bad = pk.hdr.prev_id != want;
             if (!bad && prev && segment_replaces(io, dir, prev->id) == 0 &&
                 pk.hdr.prev_end != prev->size) {
-                p.reason = KVR_PREV_SIZE;
+                /* The damage is the predecessor's: it ends at prev->size,
+                 * not where this header says it ended when it was sealed. */
+                char pname[32];
+                kv_seg_name(pname, sizeof pname, prev->id);
+                snprintf(prev_path, sizeof prev_path, "%s/%s", dir, pname);
+                p = (kvr_problem){prev_path, prev->id, prev->size, 0, KVR_PREV_SIZE, 0};
                 bad = 1;
             }
             if (bad) {
+                c.newest = 0; /* a predecessor's damage, or a missing one: never a torn tail */
                 on_problem(&c, &p);
+                c.newest = (i + 1 == n);
                 if (c.fatal) {
-                    refuse_message(rep, &c, dir, path);
+                    refuse_message(rep, &c, dir, p.path);
                     st = KV_CORRUPT;
                     break;
                 }
@@ -991,8 +1002,9 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             if (!c.newest && !res.sealed && !window) {
                 kvr_problem p = {path, ids[i], blen, 0, KVR_NO_TRAILER, 0};
                 on_problem(&c, &p);
-            } else if (c.newest && res.sealed) {
-                kvr_problem p = {path, ids[i], blen, 0, KVR_NO_SUCCESSOR, 0};
+            } else if (c.newest && (res.sealed || c.newest_hinted)) {
+                /* At its trailer; or, without one, at its start (its hint). */
+                kvr_problem p = {path, ids[i], res.sealed ? blen : 0, 0, KVR_NO_SUCCESSOR, 0};
                 on_problem(&c, &p);
             }
         }

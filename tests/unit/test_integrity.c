@@ -201,7 +201,7 @@ START_TEST(emptied_sealed_segment_is_refused)
     clean_dir();
     char p[64];
     resize(path_of(p, sizeof p, 2, ".seg"), 0);
-    expect_refusal("0000000003.seg", "truncated sealed segment"); /* its successor recorded its size */
+    expect_refusal("0000000002.seg", "truncated sealed segment"); /* its successor recorded its size */
 }
 END_TEST
 
