@@ -2354,8 +2354,12 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
          * to zero bytes): write it again. */
         uint8_t hdr[KV_SEG_HEADER_SIZE];
         size_t np = s->rep.nsegs;
-        kv_seg_header h = {KV_FORMAT_VERSION, s->active_id, 0, wall_ms(s), np > 1 ? s->rep.segs[np - 2].id : 0,
-                           np > 1 ? (uint32_t)s->rep.segs[np - 2].size : 0};
+        /* Its predecessor's size is recorded only for a segment proven whole
+         * (sealed with its trailer, or version 1); 0 says "not recorded"
+         * (skip-corrupt opened past a damaged one). */
+        const kvr_segment_info *pv = np > 1 ? &s->rep.segs[np - 2] : NULL;
+        kv_seg_header h = {KV_FORMAT_VERSION, s->active_id, 0, wall_ms(s), pv ? pv->id : 0,
+                           pv && (pv->sealed || pv->version == 1) ? (uint32_t)pv->size : 0};
         kv_seg_header_encode_h(hdr, &h);
         r = kv_io_write_full(s->io, s->active_fd, hdr, sizeof hdr, 0);
         if (r == 0) r = s->io->fdatasync(s->io->ctx, s->active_fd);
@@ -2373,7 +2377,20 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     /* Whatever recovery read may still be only in the page cache (a
      * previous run that crashed under everysec, or whose fdatasync failed):
      * make it durable before any of it is served, or a power cut could
-     * take back what a reader has already seen. */
+     * take back what a reader has already seen. That includes the trailer
+     * of the segment before the newest, if the sync that sealed it failed
+     * (the newest is then still empty): once records follow in the newest,
+     * a lost trailer there would be damage. */
+    if (s->nsegs > 1) {
+        segment *pv = s->segs[s->nsegs - 2];
+        r = s->io->fdatasync(s->io->ctx, pv->fd);
+        if (r < 0) {
+            st = -r;
+            snprintf(s->rep.message, sizeof s->rep.message, "cannot fdatasync segment %u: %s", pv->file_id,
+                     kv_strerror(st));
+            goto fail;
+        }
+    }
     r = s->io->fdatasync(s->io->ctx, s->active_fd);
     if (r < 0) {
         st = -r;

@@ -910,7 +910,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             kvr_problem p = {path, ids[i], 0, KV_SEG_HEADER_SIZE, KVR_PREV_MISSING, 0};
             char prev_path[4096];
             int bad = pk.hdr.prev_id != want;
-            if (!bad && prev && segment_replaces(io, dir, prev->id) == 0 &&
+            if (!bad && prev && segment_replaces(io, dir, prev->id) == 0 && pk.hdr.prev_end != 0 &&
                 pk.hdr.prev_end != prev->size) {
                 /* The damage is the predecessor's: it ends at prev->size,
                  * not where this header says it ended when it was sealed. */
