@@ -131,17 +131,19 @@ class TestOutputBuffer(KvdTestCase):
             s.close()
 
     def test_half_closed_pipeline_gets_every_reply_then_eof(self):
-        # EOF arrives while the connection is paused: the requests still
-        # buffered must be run, not dropped with the close.
+        # The GETs wait behind the SET's write, so kvd reads the EOF
+        # while they are still buffered; they then pause the connection.
+        # They must all run, not be dropped with the close.
         srv, r = self.start()
         s = srv.sock(timeout=10)
         try:
-            s.sendall(GET_BIG * 300 + cmd("ECHO", "last"))
+            s.sendall(cmd("SET", "w", "1") + GET_BIG * 300 + cmd("ECHO", "last"))
             s.shutdown(socket.SHUT_WR)
             time.sleep(0.5)
-            replies = read_replies(s, 301)
-            self.assertTrue(all(v == b"v" * VALUE_LEN for v in replies[:300]))
-            self.assertEqual(b"last", replies[300])
+            replies = read_replies(s, 302)
+            self.assertEqual("OK", replies[0])
+            self.assertTrue(all(v == b"v" * VALUE_LEN for v in replies[1:301]))
+            self.assertEqual(b"last", replies[301])
             self.assertTrue(RespReader(s).at_eof(5))
         finally:
             s.close()
@@ -236,8 +238,12 @@ class TestOpenFileLimit(KvdTestCase):
                 socks.append(srv.sock(timeout=5))
             for s in socks:
                 s.sendall(b"PING\r\n")
+            # One deadline for all: a client left waiting costs at most
+            # what remains of it, so a regression fails in seconds.
+            deadline = time.monotonic() + 10
             replies = []
             for s in socks:
+                s.settimeout(max(0.05, deadline - time.monotonic()))
                 try:
                     replies.append(RespReader(s).read())
                 except (OSError, EOFError) as e:
