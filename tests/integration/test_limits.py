@@ -11,6 +11,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import unittest
 
@@ -45,6 +46,13 @@ def cpu_ticks_over(pid, seconds=1.0):
     before = cpu_ticks(pid)
     time.sleep(seconds)
     return cpu_ticks(pid) - before
+
+
+def can_raise_hard_nofile():
+    """True if a process of ours may raise its hard RLIMIT_NOFILE (then kvd
+    is never short of descriptors under prlimit)."""
+    probe = "import resource as r; r.setrlimit(r.RLIMIT_NOFILE, (64, 64)); r.setrlimit(r.RLIMIT_NOFILE, (128, 128))"
+    return subprocess.run([sys.executable, "-c", probe], stderr=subprocess.DEVNULL, timeout=10).returncode == 0
 
 
 def pipeline_unread(srv, n, timeout=2.0):
@@ -275,6 +283,8 @@ class TestOpenFileLimit(KvdTestCase):
         return c
 
     def test_low_ulimit_lowers_maxclients_and_refuses_the_rest(self):
+        if can_raise_hard_nofile():
+            self.skipTest("this process may raise its hard open-file limit (CAP_SYS_RESOURCE): kvd would too")
         srv = self.start_limited(64, ["--io-threads", "1"])
         log = srv.read_log()
         # 64 descriptors - 32 reserved - 2 for the I/O thread = 30 clients.
@@ -301,6 +311,30 @@ class TestOpenFileLimit(KvdTestCase):
         self.assertEqual("CONFIG SET failed (possibly related to argument 'maxclients') - The operating system is "
                          "not able to handle the specified number of clients, try with 30", str(e.exception))
         self.assertTrue(c.config_set("maxclients", "20"))
+
+    def test_soft_limit_is_raised_to_the_hard_one_or_the_start_refused(self):
+        class Raised(KvdServer):
+            def argv(self, port=None):
+                return [PRLIMIT, "--nofile=100:1000", "--"] + KvdServer.argv(self, port)
+
+        raised = Raised(["--io-threads", "1", "--maxclients", "500"])
+        self._servers.append(raised)
+        raised.start()
+        self.assertIn("Increased maximum number of open files to 1000 (it was originally set to 100).",
+                      raised.read_log())
+        self.assertNotIn("maxclients has been reduced", raised.read_log())
+        with open("/proc/%d/limits" % raised.proc.pid) as f:
+            self.assertRegex(f.read(), r"Max open files\s+1000\s+1000\s")
+        self.assertEqual(500, self.client(raised).info("clients")["maxclients"])
+        # Too few descriptors for even one client (34 reserved + the one
+        # segment of that directory): the start is refused, exit 1, before
+        # the data directory is even opened (its LOCK is held meanwhile).
+        p = subprocess.run([PRLIMIT, "--nofile=30:30", "--", KvdServer.argv(raised, 0)[0], "--port", "0",
+                            "--io-threads", "1", "--dir", raised.dir], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30)
+        self.assertEqual(1, p.returncode)
+        self.assertIn(b"Your current 'ulimit -n' of 30 is not enough for the server to start. Please increase "
+                      b"your open file limit to at least 36. Exiting.", p.stdout)
 
     def test_descriptor_exhaustion_refuses_clients_without_spinning(self):
         srv = self.start_server(["--io-threads", "1", "--maxclients", "1000"])
