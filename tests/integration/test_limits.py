@@ -118,7 +118,7 @@ class TestOutputBuffer(KvdTestCase):
             biggest = int(clients["client_recent_max_output_buffer"])
             self.assertGreaterEqual(biggest, VALUE_LEN)
             self.assertLess(biggest, 2 * 1024 * 1024)  # 1 MiB pause mark + one reply
-            self.assertEqual(2, int(clients["connected_clients"]))
+            self.assertGreaterEqual(int(clients["connected_clients"]), 2)  # it is still connected
             # The default limits (hard 1gb, soft 256mb) never close it.
             self.assertEqual(0, int(info(r, "stats")["client_output_buffer_limit_disconnections"]))
         finally:
@@ -175,7 +175,7 @@ class TestOutputBuffer(KvdTestCase):
         self.assertEqual(1, len(lines), srv.read_log()[-2000:])
         self.assertEqual("hard", lines[0][1])
         self.assertGreaterEqual(int(lines[0][0]), 512 * 1024)
-        self.assertEqual(1, int(info(r, "clients")["connected_clients"]))
+        self.assertTrue(wait_until(lambda: int(info(r, "clients")["connected_clients"]) == 1, 5))
         # The counter is a stat: CONFIG RESETSTAT zeroes it.
         r.config_resetstat()
         self.assertEqual(0, int(info(r, "stats")["client_output_buffer_limit_disconnections"]))
