@@ -54,6 +54,7 @@ typedef enum setting_type {
     T_RECOVERY,   /* kvr_mode */
     T_BOOL,       /* int 0/1, written "yes" or "no" */
     T_APPENDONLY, /* redis.conf compatibility: only "yes", stores nothing */
+    T_OBUF,       /* kvd_obuf_limit[KVD_OBUF_CLASSES], kvd_parse_obuf_limits syntax */
 } setting_type;
 
 typedef struct setting {
@@ -89,6 +90,8 @@ static const setting settings[] = {
      "longest bulk string (key or value) a client may send, 1mb..512mb"},
     {"client-query-buffer-limit", NULL, T_SIZE, F(max_query_buffer), KVD_MIN_BUFFER_LIMIT, INT64_MAX, 0, "BYTES",
      "most unparsed request bytes buffered per client, at least 1mb"},
+    {"client-output-buffer-limit", NULL, T_OBUF, F(obuf_limits), 0, 0, 0, "LIMITS",
+     "\"CLASS HARD SOFT SECONDS\": close a client whose unread replies pass them"},
     {"hz", NULL, T_INT, F(expire_hz), 1, 500, 0, "N", "active-expiry cycles per second, 1..500"},
     {"compact-dead-ratio", NULL, T_INT, F(compact_dead_pct), 0, 100, 0, "PERCENT",
      "auto-compact when dead bytes pass this % of the log (0: never)"},
@@ -119,7 +122,7 @@ const char *const kvd_config_names[] = {
     "appendfsync",  "requirepass", "pidfile",
     "logfile",      "loglevel",   "maxclients",
     "recovery",     "segment-size", "io-threads",
-    "proto-max-bulk-len", "client-query-buffer-limit", "hz",
+    "proto-max-bulk-len", "client-query-buffer-limit", "client-output-buffer-limit", "hz",
     "compact-dead-ratio", "compact-min-dead", "hint-files",
     "preallocate", "scrub-interval", "scrub-rate",
     NULL,
@@ -209,6 +212,16 @@ void kvd_config_init(kvd_config *c)
     c->preallocate = 1;
     c->scrub_interval = KV_SCRUB_DEFAULT_INTERVAL_S;
     c->scrub_rate = KV_SCRUB_DEFAULT_RATE;
+    /* Redis's default for normal clients is no limit at all (0 0 0). The
+     * hard limit must stay above the largest reply one command can make
+     * (GET of a proto-max-bulk-len value, 512 MiB), or a stored value
+     * could not be read back; 256 MiB unread for a minute is a client
+     * that is not reading. Pipelined replies never pile up this high:
+     * kvd stops reading a client whose unsent replies pass 1 MiB. The
+     * other two classes have Redis's defaults. */
+    c->obuf_limits[KVD_OBUF_NORMAL] = (kvd_obuf_limit){1ull << 30, 256ull << 20, 60};
+    c->obuf_limits[KVD_OBUF_REPLICA] = (kvd_obuf_limit){256ull << 20, 64ull << 20, 60};
+    c->obuf_limits[KVD_OBUF_PUBSUB] = (kvd_obuf_limit){32ull << 20, 8ull << 20, 60};
 }
 
 void kvd_config_free(kvd_config *c)
@@ -259,6 +272,78 @@ int kvd_parse_size(const char *s, uint64_t *out)
             return 0;
         }
     return -1;
+}
+
+/* Redis's names of the client-output-buffer-limit classes; CONFIG GET
+ * writes the first (Redis 7 writes "slave"). */
+static const struct {
+    const char *name;
+    kvd_obuf_class cls;
+} obuf_class_names[] = {
+    {"normal", KVD_OBUF_NORMAL}, {"slave", KVD_OBUF_REPLICA}, {"replica", KVD_OBUF_REPLICA}, {"pubsub", KVD_OBUF_PUBSUB}};
+
+int kvd_parse_obuf_limits(const char *value, kvd_obuf_limit limits[KVD_OBUF_CLASSES], char *err, size_t errcap)
+{
+    char buf[1024];
+    char *words[64];
+    size_t n = 0;
+    if (strlen(value) >= sizeof buf) {
+        errf(err, errcap, "Wrong number of arguments in buffer limit configuration.");
+        return -1;
+    }
+    snprintf(buf, sizeof buf, "%s", value);
+    for (char *save = NULL, *w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        if (n == sizeof words / sizeof words[0]) {
+            errf(err, errcap, "Wrong number of arguments in buffer limit configuration.");
+            return -1;
+        }
+        words[n++] = w;
+    }
+    /* Redis accepts an empty value (no groups) and changes nothing. */
+    if (n % 4) {
+        errf(err, errcap, "Wrong number of arguments in buffer limit configuration.");
+        return -1;
+    }
+    kvd_obuf_limit next[KVD_OBUF_CLASSES];
+    memcpy(next, limits, sizeof next);
+    for (size_t i = 0; i < n; i += 4) {
+        int cls = -1;
+        for (size_t k = 0; k < sizeof obuf_class_names / sizeof obuf_class_names[0]; k++)
+            if (!strcasecmp(words[i], obuf_class_names[k].name)) cls = (int)obuf_class_names[k].cls;
+        if (cls < 0) {
+            errf(err, errcap, "Invalid client class specified in buffer limit configuration.");
+            return -1;
+        }
+        uint64_t hard, soft, secs;
+        const char *rest;
+        if (kvd_parse_size(words[i + 1], &hard) < 0 || kvd_parse_size(words[i + 2], &soft) < 0 ||
+            parse_u64(words[i + 3], &rest, &secs) < 0 || *rest || secs > INT32_MAX) {
+            errf(err, errcap, "Error in hard, soft or soft_seconds setting in buffer limit configuration.");
+            return -1;
+        }
+        next[cls] = (kvd_obuf_limit){hard, soft, secs};
+    }
+    for (int k = 0; k < KVD_OBUF_CLASSES; k++) {
+        __atomic_store_n(&limits[k].hard, next[k].hard, __ATOMIC_RELAXED);
+        __atomic_store_n(&limits[k].soft, next[k].soft, __ATOMIC_RELAXED);
+        __atomic_store_n(&limits[k].soft_secs, next[k].soft_secs, __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+/* CONFIG GET's form: "normal 1073741824 268435456 60 slave ... pubsub ...". */
+static void format_obuf_limits(const kvd_obuf_limit *l, char *buf, size_t cap)
+{
+    static const char *const names[KVD_OBUF_CLASSES] = {"normal", "slave", "pubsub"};
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < KVD_OBUF_CLASSES && used < cap; k++) {
+        int w = snprintf(buf + used, cap - used, "%s%s %" PRIu64 " %" PRIu64 " %" PRIu64, k ? " " : "", names[k],
+                         __atomic_load_n(&l[k].hard, __ATOMIC_RELAXED), __atomic_load_n(&l[k].soft, __ATOMIC_RELAXED),
+                         __atomic_load_n(&l[k].soft_secs, __ATOMIC_RELAXED));
+        if (w < 0) break;
+        used += (size_t)w;
+    }
 }
 
 /* "64mb" for 64 MiB; plain bytes when not a whole number of KiB. */
@@ -383,6 +468,15 @@ static int apply(kvd_config *c, const setting *s, const char *label, const char 
             return -1;
         }
         return 0;
+    case T_OBUF: {
+        char why[128];
+        if (kvd_parse_obuf_limits(value, field(c, s), why, sizeof why) < 0) {
+            /* Redis's text alone: CONFIG SET wraps it in its own prefix. */
+            errf(err, errcap, "%s", why);
+            return -1;
+        }
+        return 0;
+    }
     case T_APPENDONLY:
         if (strcasecmp(value, "yes") != 0) {
             errf(err, errcap, "invalid value '%s' for '%s': kvd always keeps its append-only log, only 'yes' is accepted",
@@ -423,6 +517,7 @@ int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap)
     case T_FSYNC: snprintf(buf, cap, "%s", kv_fsync_name(*(const kv_fsync_policy *)p)); return 0;
     case T_LOGLEVEL: snprintf(buf, cap, "%s", kvd_log_level_name(*(const kvd_log_level *)p)); return 0;
     case T_RECOVERY: snprintf(buf, cap, "%s", kvr_mode_name(*(const kvr_mode *)p)); return 0;
+    case T_OBUF: format_obuf_limits(p, buf, cap); return 0;
     case T_APPENDONLY: break;
     }
     return -1;
@@ -569,6 +664,28 @@ static int apply_line(kvd_config *c, const char *path, unsigned lineno, const ch
     if (!s) {
         errf(err, errcap, "%s:%u: unknown setting '%s'", path, lineno, a.argv[0]);
         rc = -1;
+    } else if (s->type == T_OBUF && a.argc >= 2) {
+        /* "client-output-buffer-limit normal 0 0 0": the words after the
+         * name are the value, as in redis.conf. */
+        size_t len = 0;
+        for (int i = 1; i < a.argc; i++) len += strlen(a.argv[i]) + 1;
+        char *joined = malloc(len);
+        char msg[512];
+        if (!joined) {
+            errf(err, errcap, "%s:%u: out of memory", path, lineno);
+            rc = -1;
+        } else {
+            joined[0] = '\0';
+            for (int i = 1; i < a.argc; i++) {
+                if (i > 1) strcat(joined, " ");
+                strcat(joined, a.argv[i]);
+            }
+            if (apply(c, s, a.argv[0], joined, msg, sizeof msg) < 0) {
+                errf(err, errcap, "%s:%u: '%s': %s", path, lineno, a.argv[0], msg);
+                rc = -1;
+            }
+            free(joined);
+        }
     } else if (a.argc != 2) {
         errf(err, errcap, "%s:%u: '%s' takes exactly one value, got %d (write \"%s value\"; quote a value with spaces)",
              path, lineno, a.argv[0], a.argc - 1, a.argv[0]);
@@ -729,6 +846,12 @@ static void default_text(const kvd_config *d, const setting *s, char *buf, size_
 {
     if (s->type == T_SIZE) {
         format_size_human(*(const uint64_t *)cfield(d, s), buf, cap);
+    } else if (s->type == T_OBUF) {
+        const kvd_obuf_limit *l = &d->obuf_limits[KVD_OBUF_NORMAL];
+        char hard[24], soft[24];
+        format_size_human(l->hard, hard, sizeof hard);
+        format_size_human(l->soft, soft, sizeof soft);
+        snprintf(buf, cap, "normal %s %s %" PRIu64, hard, soft, l->soft_secs);
     } else if (s->off == offsetof(kvd_config, io_threads)) {
         snprintf(buf, cap, "online CPUs - 1, %d here", d->io_threads);
     } else if (s->off == offsetof(kvd_config, logfile)) {
@@ -765,6 +888,17 @@ void kvd_config_usage(void)
            "(1024*1024), g or gb (1024*1024*1024), in any case: 4096, 4k, 64mb, 1GB.\n"
            "Every config-file name below also works as an option (--appendfsync,\n"
            "--loglevel).\n"
+           "\n"
+           "Client limits:\n"
+           "  --client-output-buffer-limit takes Redis's form as one quoted value,\n"
+           "  \"normal 1gb 256mb 60\": a client is closed once its unsent replies reach\n"
+           "  1gb, or stay at 256mb or more for over 60 s (0: no limit). The classes\n"
+           "  replica (or slave) and pubsub are accepted and stored, not used. kvd\n"
+           "  stops reading a client whose unsent replies pass 1 MiB, until they\n"
+           "  drain to 256 KiB.\n"
+           "  At start kvd raises its open-file limit (ulimit -n) to the hard limit;\n"
+           "  if maxclients plus the descriptors kvd keeps for itself (32, 2 per I/O\n"
+           "  thread, 1 per segment) do not fit, maxclients is lowered, and logged.\n"
            "\n"
            "Config file:\n"
            "  kvd reads CONFIG-FILE first, then applies the options, so an option\n"

@@ -18,6 +18,25 @@
 
 #define KVD_VERSION "0.1.0"
 
+/* The client classes of client-output-buffer-limit, in Redis's order.
+ * Only normal clients exist in kvd; the others are parsed and stored so
+ * that a redis.conf line or a CONFIG SET naming them works. */
+typedef enum kvd_obuf_class {
+    KVD_OBUF_NORMAL = 0,
+    KVD_OBUF_REPLICA, /* "replica" or "slave" */
+    KVD_OBUF_PUBSUB,
+    KVD_OBUF_CLASSES
+} kvd_obuf_class;
+
+/* One class's output-buffer limit (Redis's clientBufferLimitsConfig). A
+ * client is closed when its unsent reply bytes reach `hard`, or stay at
+ * or above `soft` for more than `soft_secs` seconds. 0 turns a limit off. */
+typedef struct kvd_obuf_limit {
+    uint64_t hard;      /* bytes */
+    uint64_t soft;      /* bytes */
+    uint64_t soft_secs; /* seconds */
+} kvd_obuf_limit;
+
 typedef struct kvd_config {
     char *dir;                 /* data directory, default "./data" */
     char *bind;                /* listen address, default "127.0.0.1" */
@@ -45,6 +64,10 @@ typedef struct kvd_config {
                                   default 86400; 0 = off */
     uint64_t scrub_rate;       /* bytes per second a scrub reads at most,
                                   default 16 MiB */
+    kvd_obuf_limit obuf_limits[KVD_OBUF_CLASSES]; /* client-output-buffer-limit;
+                                  normal 1gb 256mb 60, replica 256mb 64mb 60,
+                                  pubsub 32mb 8mb 60. Written with __atomic
+                                  stores, read with __atomic loads. */
     char *config_file;         /* the file read, if any */
 } kvd_config;
 
@@ -65,7 +88,8 @@ typedef enum kvd_args_result {
  * everysec|no, --requirepass P, --pidfile F, --logfile F, --log-level
  * debug|verbose|notice|warning, --maxclients N, --recovery MODE,
  * --segment-size BYTES, --io-threads N, --proto-max-bulk-len BYTES,
- * --client-query-buffer-limit BYTES, --hz N, --scrub-interval SECONDS,
+ * --client-query-buffer-limit BYTES, --client-output-buffer-limit
+ * "CLASS HARD SOFT SECONDS", --hz N, --scrub-interval SECONDS,
  * --scrub-rate BYTES, --help, --version). Each flag
  * also accepts "--flag=value". The file is read first, flags override it.
  * On KVD_ARGS_ERROR, err (cap bytes) says what was wrong and where
@@ -78,7 +102,8 @@ kvd_args_result kvd_config_parse_args(kvd_config *c, int argc, char **argv, char
  * vocabulary ("dir", "bind", "port", "appendfsync" and "fsync",
  * "requirepass", "pidfile", "logfile", "loglevel", "maxclients",
  * "recovery", "segment-size", "io-threads", "proto-max-bulk-len",
- * "client-query-buffer-limit", "hz", "scrub-interval", "scrub-rate").
+ * "client-query-buffer-limit", "client-output-buffer-limit", "hz",
+ * "scrub-interval", "scrub-rate").
  * Returns 0, or -1 with err filled.
  */
 int kvd_config_set(kvd_config *c, const char *name, const char *value, char *err, size_t errcap);
@@ -95,6 +120,20 @@ extern const char *const kvd_config_names[];
 /* Parses a size like "4096", "64kb", "64mb", "1gb" (case-insensitive,
  * powers of 1024 as in redis.conf; also "k", "m", "g"). Returns 0 or -1. */
 int kvd_parse_size(const char *s, uint64_t *out);
+
+/*
+ * Parses a client-output-buffer-limit value as Redis 7 does
+ * (setConfigClientOutputBufferLimitOption): one or more groups of four
+ * words "<class> <hard> <soft> <soft-seconds>", class normal, replica,
+ * slave or pubsub, hard and soft sizes in kvd_parse_size syntax (0 = no
+ * limit), soft-seconds a decimal integer. Either every group is valid and
+ * the named classes of `limits` are replaced (others kept), or nothing
+ * changes. Returns 0, or -1 with err holding Redis's message ("Wrong
+ * number of arguments in buffer limit configuration.", "Invalid client
+ * class specified in buffer limit configuration.", "Error in hard, soft
+ * or soft_seconds setting in buffer limit configuration.").
+ */
+int kvd_parse_obuf_limits(const char *value, kvd_obuf_limit limits[KVD_OBUF_CLASSES], char *err, size_t errcap);
 
 /* Prints the --help text to stdout. */
 void kvd_config_usage(void);

@@ -23,6 +23,7 @@
 
 #include "kv_store.h"
 #include "kvd_config.h"
+#include "kvd_limits.h"
 #include "resp.h"
 
 struct event_base;
@@ -102,6 +103,8 @@ typedef struct kvd_client {
     kvd_watch *watch;
     size_t nwatch, cap_watch;
     sbuf out;      /* scratch for replies built on the I/O thread */
+    int out_paused; /* input not read: unsent replies passed KVD_OUTPUT_PAUSE_BYTES */
+    long long obuf_soft_since; /* ms when first seen over the soft output limit; 0 not */
 } kvd_client;
 
 typedef struct kvd_worker {
@@ -116,6 +119,9 @@ typedef struct kvd_worker {
     kvd_job *done_head, *done_tail;
     kvd_client *clients;
     int stopping;
+    struct event *ev_clients_cron; /* once a second: output-buffer limits */
+    uint64_t obuf_peak;       /* largest unsent output seen since the last tick (this thread only) */
+    uint64_t obuf_recent_max; /* the largest over the last tick or two (atomic; INFO) */
 } kvd_worker;
 
 struct kvd_server {
@@ -150,6 +156,13 @@ struct kvd_server {
     struct kv_scrub *scrub; /* the background scrub (its own thread), or NULL */
     long long last_cron_ms;
     int cron_hz; /* the rate ev_cron runs at now (main thread only) */
+    /* resource limits (kvd_limits.h) */
+    uint64_t obuf_disconnections; /* clients closed for output-buffer limits (atomic) */
+    uint64_t nofile_limit;        /* the soft RLIMIT_NOFILE after start */
+    uint64_t fd_reserved;         /* descriptors kept beside maxclients' */
+    int spare_fd;                 /* /dev/null, given up to refuse a client at EMFILE; -1 none */
+    struct event *ev_accept_resume; /* re-enables the listener after an accept error */
+    kvd_ratelimit accept_log;     /* accept errors: one log line a second (main thread) */
 };
 
 /* Command flags. */

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -23,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kv_scrub.h"
@@ -44,6 +46,16 @@ static uint64_t atomic_inc(uint64_t *p)
 static uint64_t atomic_get(const uint64_t *p)
 {
     return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+/* Milliseconds on the monotonic clock: for intervals (the soft output
+ * limit, the accept-error log), which a wall-clock step must not cut
+ * short or stretch. */
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void store_log(void *arg, int level, const char *msg)
@@ -192,14 +204,95 @@ static void flush_out(kvd_client *c)
     c->out.len = 0;
 }
 
-static void on_write_drained(struct bufferevent *bev, void *arg)
+static void process_input(kvd_client *c);
+
+/* ---- output-buffer limits and backpressure (kvd_limits.h) ---- */
+
+/* Reply bytes of c not yet handed to the kernel: built, or queued in the
+ * bufferevent. What Redis's client-output-buffer-limit measures. */
+static uint64_t obuf_used(const kvd_client *c)
 {
-    (void)bev;
-    kvd_client *c = arg;
-    if (c->close_after_reply && c->pending == 0) client_gone(c);
+    return c->out.len + (c->bev ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0);
 }
 
-static void process_input(kvd_client *c);
+/* Stops reading c until its replies drain (on_write_drained resumes). */
+static void pause_input(kvd_client *c)
+{
+    if (c->out_paused) return;
+    c->out_paused = 1;
+    if (c->rev) event_del(c->rev);
+}
+
+static void resume_input(kvd_client *c)
+{
+    c->out_paused = 0;
+    if (c->rev && !c->w->stopping) event_add(c->rev, NULL);
+}
+
+/*
+ * Checks c against the normal class's output-buffer limit; a client over
+ * it is logged in Redis's words, counted
+ * (client_output_buffer_limit_disconnections), and closed at once with
+ * its unsent replies dropped. Returns 1 if c was closed (c may be freed),
+ * else 0. I/O thread of c only.
+ */
+static int obuf_enforce(kvd_client *c)
+{
+    kvd_server *srv = c->w->srv;
+    uint64_t used = obuf_used(c);
+    if (used > c->w->obuf_peak) c->w->obuf_peak = used;
+    kvd_obuf_limit lim = kvd_obuf_limit_load(&srv->cfg->obuf_limits[KVD_OBUF_NORMAL]);
+    long long now = (lim.soft && used >= lim.soft) ? mono_ms() : 0;
+    kvd_obuf_verdict v = kvd_obuf_check(&lim, used, now, &c->obuf_soft_since);
+    if (v == KVD_OBUF_OK) return 0;
+    kvd_log(KVD_LOG_WARNING,
+            "Client id=%" PRIu64 " addr=%s name=%s age=%lld omem=%" PRIu64 " limit=%s "
+            "scheduled to be closed ASAP for overcoming of output buffer limits.",
+            c->id, c->addr, c->name ? c->name : "", (kvd_mstime() - c->ctime) / 1000, used,
+            v == KVD_OBUF_HARD ? "hard" : "soft");
+    atomic_inc(&srv->obuf_disconnections);
+    c->out.len = 0;
+    c->close_after_reply = 1;
+    client_gone(c);
+    return 1;
+}
+
+/* The bufferevent wrote and holds KVD_OUTPUT_RESUME_BYTES or less (its
+ * write low-water mark): read a paused client again, or finish closing. */
+static void on_write_drained(struct bufferevent *bev, void *arg)
+{
+    kvd_client *c = arg;
+    size_t left = evbuffer_get_length(bufferevent_get_output(bev));
+    if (left == 0 && c->close_after_reply && c->pending == 0) {
+        client_gone(c);
+        return;
+    }
+    if (c->out_paused && left <= KVD_OUTPUT_RESUME_BYTES) {
+        resume_input(c);
+        process_input(c); /* requests already buffered */
+    }
+}
+
+/* Once a second on each I/O thread: the soft limit's clock runs out even
+ * for a client that gets no new replies (it is paused), and the largest
+ * output buffer is published for INFO. */
+static void on_clients_cron(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kvd_worker *w = arg;
+    uint64_t max = 0;
+    kvd_client *next;
+    for (kvd_client *c = w->clients; c; c = next) {
+        next = c->next;
+        if (c->gone || !c->bev) continue;
+        uint64_t used = obuf_used(c);
+        if (obuf_enforce(c)) continue;
+        if (used > max) max = used;
+    }
+    __atomic_store_n(&w->obuf_recent_max, w->obuf_peak > max ? w->obuf_peak : max, __ATOMIC_RELAXED);
+    w->obuf_peak = max;
+}
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
@@ -574,7 +667,8 @@ static int config_mutable(const char *name)
 {
     return !strcasecmp(name, "loglevel") || !strcasecmp(name, "requirepass") || !strcasecmp(name, "maxclients") ||
            !strcasecmp(name, "hz") || !strcasecmp(name, "compact-dead-ratio") || !strcasecmp(name, "compact-min-dead") ||
-           !strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate");
+           !strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate") ||
+           !strcasecmp(name, "client-output-buffer-limit");
 }
 
 static void cmd_config(kvd_client *c)
@@ -617,7 +711,20 @@ static void cmd_config(kvd_client *c)
             pthread_mutex_lock(&srv->cfg_mu);
             int known = kvd_config_get(srv->cfg, name, cur, sizeof cur) == 0;
             int r = -1;
-            if (known && config_mutable(name)) r = kvd_config_set(srv->cfg, name, val, err, sizeof err);
+            if (known && config_mutable(name)) {
+                int old_max = srv->cfg->maxclients;
+                r = kvd_config_set(srv->cfg, name, val, err, sizeof err);
+                /* As Redis's updateMaxclients: no more clients than the
+                 * open-file limit holds beside the reserved descriptors. */
+                int fits = kvd_nofile_fit(srv->nofile_limit, srv->fd_reserved, srv->cfg->maxclients);
+                if (r == 0 && !strcasecmp(name, "maxclients") && fits < srv->cfg->maxclients) {
+                    __atomic_store_n(&srv->cfg->maxclients, old_max, __ATOMIC_RELAXED);
+                    snprintf(err, sizeof err,
+                             "The operating system is not able to handle the specified number of clients, try with %d",
+                             fits);
+                    r = -1;
+                }
+            }
             pthread_mutex_unlock(&srv->cfg_mu);
             if (!known) {
                 rp_error(&c->out, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
@@ -648,6 +755,7 @@ static void cmd_config(kvd_client *c)
         __atomic_store_n(&srv->total_connections, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&srv->rejected_connections, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&srv->expired_active, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->obuf_disconnections, 0, __ATOMIC_RELAXED);
         srv->last_cmds = 0;
         srv->ops_sec = 0;
         rp_ok(&c->out);
@@ -854,9 +962,15 @@ static void process_input(kvd_client *c)
 {
     kvd_server *srv = c->w->srv;
     if (c->gone || !c->bev) return;
+again:
     while (!c->close_after_reply && !c->w->stopping) {
         size_t avail = c->in_len - c->in_off;
         if (avail == 0) break;
+        if (obuf_used(c) >= KVD_OUTPUT_PAUSE_BYTES) {
+            /* Backpressure: no more requests until the replies drain. */
+            pause_input(c);
+            break;
+        }
         if (avail > srv->cfg->max_query_buffer) {
             /* Also when complete requests wait behind in-flight writes. */
             kvd_log(KVD_LOG_WARNING, "closing client id=%" PRIu64 " addr=%s that reached max query buffer "
@@ -898,6 +1012,12 @@ static void process_input(kvd_client *c)
         c->in_off += consumed;
     }
     flush_out(c);
+    if (obuf_enforce(c)) return;
+    if (c->out_paused && !c->close_after_reply && obuf_used(c) <= KVD_OUTPUT_RESUME_BYTES) {
+        /* The socket took it all at once: no write callback will come. */
+        resume_input(c);
+        goto again;
+    }
     if (c->in_off == c->in_len) {
         c->in_off = c->in_len = 0;
         if (c->in_cap > 64 * KVD_READ_CHUNK) { /* after a large request: give the memory back */
@@ -906,7 +1026,7 @@ static void process_input(kvd_client *c)
             c->in_cap = 0;
         }
     }
-    if (c->eof && c->pending == 0) c->close_after_reply = 1;
+    if (c->eof && c->pending == 0 && !c->out_paused) c->close_after_reply = 1; /* paused: requests remain */
     if (c->close_after_reply && c->pending == 0 && c->bev &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         client_gone(c);
@@ -948,6 +1068,7 @@ static void new_client(kvd_worker *w, int fd)
     if (w->clients) w->clients->prev = c;
     w->clients = c;
     bufferevent_setcb(bev, NULL, on_write_drained, on_event, c);
+    bufferevent_setwatermark(bev, EV_WRITE, KVD_OUTPUT_RESUME_BYTES, 0);
     bufferevent_disable(bev, EV_READ);
     bufferevent_enable(bev, EV_WRITE);
     c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST, on_readable, c);
@@ -1011,6 +1132,59 @@ static void *worker_main(void *arg)
 
 /* ---- main thread: accept, timers, signals ---- */
 
+/* How long the listener rests after an accept error, and how many
+ * waiting connections one rest may refuse. */
+#define KVD_ACCEPT_PAUSE_MS 100
+#define KVD_REFUSE_MAX 256
+
+/* Answers a connection kvd will not serve with Redis's error and closes
+ * it (counted in rejected_connections). What the client has sent already
+ * is read first (a few KiB at most): closing with unread input sends a
+ * reset, which can destroy the error before the client reads it. */
+static void refuse_client(kvd_server *srv, int fd)
+{
+    static const char msg[] = "-ERR max number of clients reached\r\n";
+    char drain[1024];
+    for (int i = 0; i < 4 && recv(fd, drain, sizeof drain, MSG_DONTWAIT) > 0; i++) {
+    }
+    ssize_t r = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)r;
+    close(fd);
+    atomic_inc(&srv->rejected_connections);
+}
+
+/* At the descriptor limit (EMFILE, ENFILE) the connections waiting in the
+ * listen backlog would wait in silence until a descriptor frees up. Gives
+ * up the spare descriptor to accept and refuse them one at a time, then
+ * takes it back. Returns how many were refused. */
+static unsigned refuse_backlog(kvd_server *srv)
+{
+    if (srv->spare_fd < 0) { /* another thread took it last time */
+        srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        return 0;
+    }
+    close(srv->spare_fd);
+    srv->spare_fd = -1;
+    int lfd = evconnlistener_get_fd(srv->listener);
+    unsigned n = 0;
+    while (n < KVD_REFUSE_MAX) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) break;
+        refuse_client(srv, fd);
+        n++;
+    }
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return n;
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kvd_server *srv = arg;
+    if (srv->listener) evconnlistener_enable(srv->listener);
+}
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
     (void)l;
@@ -1019,12 +1193,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     kvd_server *srv = arg;
     int64_t now = __atomic_add_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
     if (now > __atomic_load_n(&srv->cfg->maxclients, __ATOMIC_RELAXED)) {
-        static const char msg[] = "-ERR max number of clients reached\r\n";
-        ssize_t r = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)r;
-        close(fd);
+        refuse_client(srv, fd);
         __atomic_sub_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
-        atomic_inc(&srv->rejected_connections);
         return;
     }
     atomic_inc(&srv->total_connections);
@@ -1047,12 +1217,26 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     event_active(w->wake, EV_READ, 0);
 }
 
+/* accept(2) failed with an error that is not retriable at once (libevent
+ * retries EINTR, EAGAIN and ECONNABORTED itself). The listening socket
+ * stays readable, so without a pause the loop would spin on it: the
+ * listener rests KVD_ACCEPT_PAUSE_MS, at the descriptor limit the waiting
+ * connections are refused, and the error is logged at most once a second
+ * with the number of lines held back. */
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
-    (void)l;
-    (void)arg;
+    kvd_server *srv = arg;
     int e = EVUTIL_SOCKET_ERROR();
-    kvd_log(KVD_LOG_WARNING, "accept failed: %s", evutil_socket_error_to_string(e));
+    unsigned refused = (e == EMFILE || e == ENFILE) ? refuse_backlog(srv) : 0;
+    evconnlistener_disable(l);
+    struct timeval tv = {0, KVD_ACCEPT_PAUSE_MS * 1000};
+    event_add(srv->ev_accept_resume, &tv);
+    uint64_t held;
+    if (kvd_ratelimit_allow(&srv->accept_log, mono_ms(), 1000, &held))
+        kvd_log(KVD_LOG_WARNING,
+                "Accepting client connection: accept: %s (%" PRIu64 " more since the last such line); new "
+                "connections paused for %d ms, %u waiting refused with 'max number of clients reached'",
+                strerror(e), held, KVD_ACCEPT_PAUSE_MS, refused);
 }
 
 /* The period of the active-expiry timer at hz cycles per second. */
@@ -1318,8 +1502,14 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
         LINE("data_dir:%s\r\nconfig_file:%s\r\n\r\n", srv->cfg->dir, srv->cfg->config_file ? srv->cfg->config_file : "");
     }
     if (want(section, "clients")) {
-        LINE("# Clients\r\nconnected_clients:%lld\r\nmaxclients:%d\r\n\r\n",
+        LINE("# Clients\r\nconnected_clients:%lld\r\nmaxclients:%d\r\n",
              (long long)__atomic_load_n(&srv->connected_clients, __ATOMIC_RELAXED), srv->cfg->maxclients);
+        uint64_t obuf_max = 0;
+        for (int i = 0; i < srv->nworkers; i++) {
+            uint64_t m = __atomic_load_n(&srv->workers[i].obuf_recent_max, __ATOMIC_RELAXED);
+            if (m > obuf_max) obuf_max = m;
+        }
+        LINE("client_recent_max_output_buffer:%" PRIu64 "\r\n\r\n", obuf_max);
     }
     if (want(section, "persistence")) {
         char reason[512];
@@ -1369,9 +1559,10 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
              "\r\ninstantaneous_ops_per_sec:%" PRIu64 "\r\n",
              atomic_get(&srv->total_connections), atomic_get(&srv->total_commands), srv->ops_sec);
         LINE("rejected_connections:%" PRIu64 "\r\nexpired_keys:%" PRIu64 "\r\nkeyspace_hits:%" PRIu64
-             "\r\nkeyspace_misses:%" PRIu64 "\r\n\r\n",
+             "\r\nkeyspace_misses:%" PRIu64 "\r\n",
              atomic_get(&srv->rejected_connections), atomic_get(&srv->expired_active), atomic_get(&srv->hits),
              atomic_get(&srv->misses));
+        LINE("client_output_buffer_limit_disconnections:%" PRIu64 "\r\n\r\n", atomic_get(&srv->obuf_disconnections));
     }
     if (want(section, "keyspace")) {
         LINE("# Keyspace\r\n");
@@ -1390,6 +1581,43 @@ int kvd_server_port(const kvd_server *srv)
 static void remove_pidfile(kvd_server *srv)
 {
     if (srv->pidfile_written && srv->cfg->pidfile) unlink(srv->cfg->pidfile);
+}
+
+/*
+ * Raises the open-file limit and lowers maxclients to what fits beside
+ * the reserved descriptors, logging both as Redis's adjustOpenFilesLimit
+ * does; runs before recovery, which opens every segment. Returns 0, or -1
+ * with err filled when not even one client fits (the start is refused).
+ */
+static int fit_open_files(kvd_server *srv, char *err, size_t errcap)
+{
+    kvd_config *cfg = srv->cfg;
+    srv->fd_reserved = kvd_reserved_fds(cfg->io_threads, kvd_count_segment_files(cfg->dir));
+    kvd_nofile_result nf;
+    kvd_nofile_adjust(cfg->maxclients, srv->fd_reserved, &nf);
+    srv->nofile_limit = nf.limit;
+    if (nf.maxclients < 1) {
+        snprintf(err, errcap,
+                 "Your current 'ulimit -n' of %" PRIu64 " is not enough for the server to start. Please increase "
+                 "your open file limit to at least %" PRIu64 ". Exiting.",
+                 nf.limit, srv->fd_reserved + 1);
+        return -1;
+    }
+    if (nf.maxclients < cfg->maxclients) {
+        kvd_log(KVD_LOG_WARNING, "You requested maxclients of %d requiring at least %" PRIu64 " max file descriptors.",
+                cfg->maxclients, nf.wanted);
+        kvd_log(KVD_LOG_WARNING, "Server can't set maximum open files to %" PRIu64 " because of OS error: %s.",
+                nf.wanted, strerror(nf.set_errno));
+        kvd_log(KVD_LOG_WARNING,
+                "Current maximum open files is %" PRIu64 ". maxclients has been reduced to %d to compensate for "
+                "low ulimit. If you need higher maxclients increase 'ulimit -n'.",
+                nf.limit, nf.maxclients);
+        __atomic_store_n(&cfg->maxclients, nf.maxclients, __ATOMIC_RELAXED);
+    } else if (nf.limit > nf.old_limit) {
+        kvd_log(KVD_LOG_NOTICE, "Increased maximum number of open files to %" PRIu64 " (it was originally set to %" PRIu64
+                ").", nf.limit, nf.old_limit);
+    }
+    return 0;
 }
 
 kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
@@ -1416,6 +1644,11 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     srv->limits.max_bulk_len = cfg->max_bulk_len;
     srv->limits.max_args = cfg->max_args;
     srv->start_ms = srv->last_cron_ms = kvd_mstime();
+    srv->spare_fd = -1;
+    if (fit_open_files(srv, err, errcap) < 0) {
+        free(srv);
+        return NULL;
+    }
 
     /* The store first: recovery decides whether we may serve at all. */
     kv_options o;
@@ -1464,6 +1697,12 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
         goto fail;
     }
     evconnlistener_set_error_cb(srv->listener, on_accept_error);
+    srv->ev_accept_resume = evtimer_new(srv->base, on_accept_resume, srv);
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (!srv->ev_accept_resume || srv->spare_fd < 0) {
+        snprintf(err, errcap, "cannot set up the listener: %s", strerror(errno));
+        goto fail;
+    }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     getsockname(evconnlistener_get_fd(srv->listener), (struct sockaddr *)&ss, &sl);
@@ -1483,7 +1722,10 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
         pthread_mutex_init(&w->mu, NULL);
         w->base = event_base_new();
         w->wake = w->base ? event_new(w->base, -1, EV_PERSIST, on_wake, w) : NULL;
-        if (!w->wake || event_add(w->wake, NULL) != 0) {
+        w->ev_clients_cron = w->base ? event_new(w->base, -1, EV_PERSIST, on_clients_cron, w) : NULL;
+        struct timeval second = {1, 0};
+        if (!w->wake || event_add(w->wake, NULL) != 0 || !w->ev_clients_cron ||
+            event_add(w->ev_clients_cron, &second) != 0) {
             snprintf(err, errcap, "cannot create the event loop of I/O thread %d", i);
             goto fail;
         }
@@ -1543,7 +1785,10 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     return srv;
 fail:
     if (srv->listener) evconnlistener_free(srv->listener);
+    if (srv->ev_accept_resume) event_free(srv->ev_accept_resume);
+    if (srv->spare_fd >= 0) close(srv->spare_fd);
     for (int i = 0; srv->workers && i < srv->nworkers; i++) {
+        if (srv->workers[i].ev_clients_cron) event_free(srv->workers[i].ev_clients_cron);
         if (srv->workers[i].wake) event_free(srv->workers[i].wake);
         if (srv->workers[i].base) event_base_free(srv->workers[i].base);
     }
@@ -1636,6 +1881,7 @@ int kvd_server_run(kvd_server *srv)
             client_free(c);
         }
         event_free(w->wake);
+        event_free(w->ev_clients_cron);
         event_base_free(w->base);
         free(w->newfds);
         pthread_mutex_destroy(&w->mu);
@@ -1652,6 +1898,8 @@ int kvd_server_run(kvd_server *srv)
     event_free(srv->sig_usr1);
     event_free(srv->ev_shutdown);
     event_free(srv->ev_cron);
+    event_free(srv->ev_accept_resume);
+    if (srv->spare_fd >= 0) close(srv->spare_fd);
     event_base_free(srv->base);
     remove_pidfile(srv);
     int rc = 0;

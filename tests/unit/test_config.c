@@ -152,6 +152,11 @@ START_TEST(defaults_are_those_of_the_header)
     ck_assert_uint_eq(c.max_query_buffer, 1ull << 30);
     ck_assert_uint_eq(c.max_args, 1048576);
     ck_assert_int_eq(c.expire_hz, 10);
+    ck_assert_uint_eq(c.obuf_limits[KVD_OBUF_NORMAL].hard, 1ull << 30);
+    ck_assert_uint_eq(c.obuf_limits[KVD_OBUF_NORMAL].soft, 256ull << 20);
+    ck_assert_uint_eq(c.obuf_limits[KVD_OBUF_NORMAL].soft_secs, 60);
+    ck_assert_uint_eq(c.obuf_limits[KVD_OBUF_REPLICA].hard, 256ull << 20);
+    ck_assert_uint_eq(c.obuf_limits[KVD_OBUF_PUBSUB].soft, 8ull << 20);
     ck_assert_ptr_null(c.config_file);
     kvd_config_free(&c);
     /* No arguments at all: run with the defaults. */
@@ -161,6 +166,9 @@ START_TEST(defaults_are_those_of_the_header)
     kvd_config_free(&c);
 }
 END_TEST
+
+/* CONFIG GET's text for the replica and pubsub classes at their defaults. */
+#define OBUF_OTHERS "slave 268435456 67108864 60 pubsub 33554432 8388608 60"
 
 static const struct flag_case {
     const char *flag, *value, *name, *get;
@@ -184,6 +192,7 @@ static const struct flag_case {
     {"io-threads", "64", "io-threads", "64"},
     {"proto-max-bulk-len", "1mb", "proto-max-bulk-len", "1048576"},
     {"client-query-buffer-limit", "2gb", "client-query-buffer-limit", "2147483648"},
+    {"client-output-buffer-limit", "normal 0 0 0", "client-output-buffer-limit", "normal 0 0 0 " OBUF_OTHERS},
     {"hz", "500", "hz", "500"},
 };
 
@@ -371,12 +380,18 @@ START_TEST(help_lists_every_flag_default_file_form_and_exit_codes)
         "--io-threads N  (default: online CPUs - 1",
         "--proto-max-bulk-len BYTES  (default: 512mb)",
         "--client-query-buffer-limit BYTES  (default: 1gb)",
+        "--client-output-buffer-limit LIMITS  (default: normal 1gb 256mb 60)",
         "--hz N  (default: 10)",
         "--scrub-interval SECONDS  (default: 86400)",
         "--scrub-rate BYTES  (default: 16mb)",
         "--help",
         "--version",
         "--option=value",
+        "Client limits:",
+        "\"normal 1gb 256mb 60\"",
+        "stops reading a client whose unsent replies pass 1 MiB",
+        "ulimit -n",
+        "maxclients is lowered",
         "Config file:",
         "# kvd.conf",
         "Examples:",
@@ -593,8 +608,8 @@ END_TEST
 static const char *const expected_names[] = {
     "dir",      "bind",       "port",         "appendfsync", "requirepass",        "pidfile",
     "logfile",  "loglevel",   "maxclients",   "recovery",    "segment-size",       "io-threads",
-    "proto-max-bulk-len",     "client-query-buffer-limit",   "hz", "compact-dead-ratio", "compact-min-dead",
-    "hint-files", "preallocate", "scrub-interval", "scrub-rate",
+    "proto-max-bulk-len",     "client-query-buffer-limit",   "client-output-buffer-limit", "hz", "compact-dead-ratio",
+    "compact-min-dead", "hint-files", "preallocate", "scrub-interval", "scrub-rate",
 };
 
 /* A value other than the default for each name, and how GET shows it. */
@@ -615,6 +630,7 @@ static const struct {
     {"io-threads", "64", "64"},
     {"proto-max-bulk-len", "16mb", "16777216"},
     {"client-query-buffer-limit", "4gb", "4294967296"},
+    {"client-output-buffer-limit", "normal 64mb 16mb 10", "normal 67108864 16777216 10 " OBUF_OTHERS},
     {"hz", "1", "1"},
     {"compact-dead-ratio", "25", "25"},
     {"compact-min-dead", "1gb", "1073741824"},
@@ -719,6 +735,75 @@ START_TEST(config_set_refuses_bad_values_and_changes_nothing)
     ck_assert_int_eq(kvd_config_set(&c, "hz", longv, small, sizeof small), -1);
     ck_assert_uint_eq(strlen(small), sizeof small - 1);
     kvd_config_free(&c);
+}
+END_TEST
+
+/* client-output-buffer-limit takes Redis's syntax and Redis's errors, and
+ * a bad value changes no class at all. */
+START_TEST(client_output_buffer_limit_parses_like_redis)
+{
+    kvd_config c;
+    kvd_config_init(&c);
+    char err[512];
+    expect_get(&c, "client-output-buffer-limit", "normal 1073741824 268435456 60 " OBUF_OTHERS);
+    /* Units, any case, several groups; only the named classes change. */
+    ck_assert_int_eq(kvd_config_set(&c, "client-output-buffer-limit", "NORMAL 2MB 512kb 5 pubsub 1gb 0 0", err,
+                                    sizeof err), 0);
+    expect_get(&c, "client-output-buffer-limit",
+               "normal 2097152 524288 5 slave 268435456 67108864 60 pubsub 1073741824 0 0");
+    /* replica and slave are one class. */
+    ck_assert_int_eq(kvd_config_set(&c, "client-output-buffer-limit", "replica 1mb 1mb 1", err, sizeof err), 0);
+    ck_assert_uint_eq(c.obuf_limits[KVD_OBUF_REPLICA].hard, 1u << 20);
+    ck_assert_int_eq(kvd_config_set(&c, "client-output-buffer-limit", "slave 3 2 1", err, sizeof err), 0);
+    ck_assert_uint_eq(c.obuf_limits[KVD_OBUF_REPLICA].hard, 3);
+    ck_assert_uint_eq(c.obuf_limits[KVD_OBUF_REPLICA].soft, 2);
+    /* Redis accepts an empty value and changes nothing. */
+    ck_assert_int_eq(kvd_config_set(&c, "client-output-buffer-limit", "", err, sizeof err), 0);
+
+    kvd_obuf_limit before[KVD_OBUF_CLASSES];
+    memcpy(before, c.obuf_limits, sizeof before);
+    static const struct {
+        const char *value, *err;
+    } bad[] = {
+        {"normal 1mb 1mb", "Wrong number of arguments in buffer limit configuration."},
+        {"normal 1 2 3 pubsub", "Wrong number of arguments in buffer limit configuration."},
+        {"master 0 0 0", "Invalid client class specified in buffer limit configuration."},
+        {"normal 0 0 0 nosuch 1 1 1", "Invalid client class specified in buffer limit configuration."},
+        {"normal -1 0 0", "Error in hard, soft or soft_seconds setting in buffer limit configuration."},
+        {"normal 1mb 1xb 0", "Error in hard, soft or soft_seconds setting in buffer limit configuration."},
+        {"normal 1mb 1mb -5", "Error in hard, soft or soft_seconds setting in buffer limit configuration."},
+        {"normal 1mb 1mb 6s", "Error in hard, soft or soft_seconds setting in buffer limit configuration."},
+        /* A good group before a bad one is not applied either. */
+        {"pubsub 7 7 7 normal 1 1 x", "Error in hard, soft or soft_seconds setting in buffer limit configuration."},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(kvd_config_set(&c, "client-output-buffer-limit", bad[i].value, err, sizeof err) == -1,
+                      "'%s' accepted", bad[i].value);
+        ck_assert_str_eq(err, bad[i].err);
+        ck_assert_msg(!memcmp(before, c.obuf_limits, sizeof before), "'%s' changed the limits", bad[i].value);
+    }
+    kvd_config_free(&c);
+
+    /* The config file takes the words after the name, as redis.conf. */
+    char *dir = tu_tmpdir();
+    char *path = write_file(dir, "kvd.conf",
+                            "client-output-buffer-limit normal 8mb 4mb 30\n"
+                            "client-output-buffer-limit pubsub 0 0 0\n");
+    char *argv[] = {"kvd", path, NULL};
+    kvd_config_init(&c);
+    ck_assert_int_eq(kvd_config_parse_args(&c, 2, argv, err, sizeof err), KVD_ARGS_RUN);
+    expect_get(&c, "client-output-buffer-limit", "normal 8388608 4194304 30 slave 268435456 67108864 60 pubsub 0 0 0");
+    kvd_config_free(&c);
+    free(path);
+    path = write_file(dir, "bad.conf", "port 7000\nclient-output-buffer-limit normal 8mb 4mb\n");
+    argv[1] = path;
+    kvd_config_init(&c);
+    ck_assert_int_eq(kvd_config_parse_args(&c, 2, argv, err, sizeof err), KVD_ARGS_ERROR);
+    ck_assert_ptr_nonnull(strstr(err, "bad.conf:2: 'client-output-buffer-limit': Wrong number of arguments"));
+    kvd_config_free(&c);
+    free(path);
+    tu_rmrf(dir);
+    free(dir);
 }
 END_TEST
 
@@ -968,6 +1053,7 @@ int main(void)
     tcase_add_test(tc, sizes_take_units_in_powers_of_1024);
     tcase_add_test(tc, config_get_and_set_round_trip_every_name);
     tcase_add_test(tc, config_set_refuses_bad_values_and_changes_nothing);
+    tcase_add_test(tc, client_output_buffer_limit_parses_like_redis);
     suite_add_tcase(s, tc);
     TCase *tl = tcase_create("log");
     tcase_set_timeout(tl, 60);
