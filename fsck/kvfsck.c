@@ -4,8 +4,9 @@
  * themselves are fsck/fsck_check.h; the repair of a torn tail is
  * recovery's own (kvr_recover in tolerate-tail mode).
  *
- * Read-only unless --repair: then it takes DIR/LOCK first, so kvd,
- * kvcompact and a repairing kvfsck exclude each other, and asks before it
+ * Read-only unless --repair: then it takes the directory's lock first
+ * (kv_io_lock_dir: the directory and DIR/LOCK), so kvd, kvcompact and a
+ * repairing kvfsck exclude each other, and asks before it
  * changes anything (as redis-check-aof does).
  *
  * Exit status, in the spirit of fsck(8): 0 clean, 1 problems found and all
@@ -738,7 +739,7 @@ int main(int argc, char **argv)
     const kv_io *io = kv_io_posix();
     FILE *out = o.json ? stderr : stdout; /* human text */
     char lock_path[4200];
-    int lock_fd = -1;
+    kv_dir_lock dlock = {-1, -1};
     if (o.repair) {
         int r = io->list_dir(io->ctx, o.dir, ignore_entry, NULL);
         if (r < 0) {
@@ -747,14 +748,16 @@ int main(int argc, char **argv)
             return early_error(&o, m);
         }
         snprintf(lock_path, sizeof lock_path, "%s/LOCK", o.dir);
-        lock_fd = io->lock(io->ctx, lock_path);
-        if (lock_fd < 0) {
+        /* The same two locks kvd and kvcompact take (kv_io_lock_dir): the
+         * directory's own lock still excludes them if LOCK was deleted. */
+        int r2 = kv_io_lock_dir(io, o.dir, &dlock);
+        if (r2 < 0) {
             char m[4400];
-            if (lock_fd == -EWOULDBLOCK)
+            if (r2 == -EWOULDBLOCK)
                 snprintf(m, sizeof m, "%s is in use (kvd or another tool holds %s); stop it first", o.dir,
                          lock_path);
             else
-                snprintf(m, sizeof m, "cannot lock %s: %s", lock_path, kv_strerror(-lock_fd));
+                snprintf(m, sizeof m, "cannot lock %s: %s", lock_path, kv_strerror(-r2));
             return early_error(&o, m);
         }
     }
@@ -777,7 +780,7 @@ int main(int argc, char **argv)
     fsck_names new_torn = {0};
     if (!o.json && rep.listed) {
         text_problems(out, o.dir, &rep);
-        text_summary(out, &rep, lock_fd >= 0);
+        text_summary(out, &rep, dlock.file_fd >= 0);
     }
     if (rep.err) {
         fprintf(stderr, "kvfsck: %s\n", rep.message);
@@ -842,6 +845,6 @@ int main(int argc, char **argv)
     free(salvaged);
     fsck_report_free(&after);
     fsck_report_free(&rep);
-    if (lock_fd >= 0) io->close(io->ctx, lock_fd);
+    kv_io_unlock_dir(io, &dlock);
     return rc;
 }

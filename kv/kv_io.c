@@ -127,6 +127,9 @@ static int px_lock(void *ctx, const char *path)
 {
     (void)ctx;
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    /* A directory: lock the directory itself (flock works on any open
+     * descriptor of it; it cannot be opened for writing). */
+    if (fd < 0 && errno == EISDIR) fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return -errno;
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         int e = errno;
@@ -215,6 +218,32 @@ int kv_io_copy_mapped(void *dst, const void *src, size_t n)
     memcpy(dst, src, n);
     copy_resume = NULL;
     return 0;
+}
+
+/* ---- the data directory's lock ---- */
+
+int kv_io_lock_dir(const kv_io *io, const char *dir, kv_dir_lock *l)
+{
+    l->dir_fd = l->file_fd = -1;
+    char path[4200];
+    if (snprintf(path, sizeof path, "%s/LOCK", dir) >= (int)sizeof path) return -ENAMETOOLONG;
+    int fd = io->lock(io->ctx, dir);
+    if (fd < 0) return fd;
+    l->dir_fd = fd;
+    fd = io->lock(io->ctx, path);
+    if (fd < 0) {
+        kv_io_unlock_dir(io, l);
+        return fd;
+    }
+    l->file_fd = fd;
+    return 0;
+}
+
+void kv_io_unlock_dir(const kv_io *io, kv_dir_lock *l)
+{
+    if (l->file_fd >= 0) io->close(io->ctx, l->file_fd);
+    if (l->dir_fd >= 0) io->close(io->ctx, l->dir_fd);
+    l->dir_fd = l->file_fd = -1;
 }
 
 static const kv_io posix_io = {

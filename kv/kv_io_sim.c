@@ -461,15 +461,27 @@ static int m_list_dir(void *ctx, const char *path, kv_io_dirent_fn fn, void *arg
     return r < 0 ? r : 0;
 }
 
+/* As flock(2): a lock belongs to a file (its inode), not to its name, so
+ * unlinking a locked file and locking the name again succeeds on the new
+ * file. A directory (which has no inode here) is locked by its path. */
 static int m_lock(void *ctx, const char *path)
 {
     kv_memfs *fs = FS(ctx);
-    int fd = m_open(ctx, path, KV_O_RDWR | KV_O_CREAT);
+    pthread_mutex_lock(&fs->mu);
+    dent *d = dmap_find(&fs->cur, path);
+    int is_dir = d && !d->ino;
+    int fd = is_dir ? fd_new(fs, NULL, NULL) : 0;
+    pthread_mutex_unlock(&fs->mu);
+    if (!is_dir) fd = m_open(ctx, path, KV_O_RDWR | KV_O_CREAT);
     if (fd < 0) return fd;
     pthread_mutex_lock(&fs->mu);
     int held = 0;
-    for (size_t i = 0; i < fs->nfds; i++)
-        if (fs->fds[i].used && fs->fds[i].lock_path && !strcmp(fs->fds[i].lock_path, path)) held = 1;
+    const inode *ino = fs->fds[fd].ino;
+    for (size_t i = 0; i < fs->nfds; i++) {
+        const fdent *e = &fs->fds[i];
+        if (!e->used || !e->lock_path || (int)i == fd) continue;
+        if (is_dir ? !e->ino && !strcmp(e->lock_path, path) : e->ino == ino) held = 1;
+    }
     if (!held) fs->fds[fd].lock_path = strdup(path);
     pthread_mutex_unlock(&fs->mu);
     if (held) {

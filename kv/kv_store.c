@@ -186,7 +186,7 @@ struct kv_store {
     char *dir;
     const kv_io *io;
     kv_options opt;
-    int lock_fd;
+    kv_dir_lock dlock; /* the directory and DIR/LOCK (kv_io_lock_dir) */
 
     /* Guarded by lock: key directory, segment table, byte counters. */
     pthread_rwlock_t lock;
@@ -2167,7 +2167,7 @@ static void free_store(kv_store *s)
 {
     for (size_t i = 0; i < s->nsegs; i++) seg_release(s, s->segs[i]);
     pthread_mutex_destroy(&s->compact_mu);
-    if (s->lock_fd >= 0) s->io->close(s->io->ctx, s->lock_fd);
+    kv_io_unlock_dir(s->io, &s->dlock);
     kv_keydir_free(s->kd);
     kvr_report_free(&s->rep);
     pthread_rwlock_destroy(&s->lock);
@@ -2238,7 +2238,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     s->dir = strdup(dir);
     s->io = o.io;
     s->opt = o;
-    s->lock_fd = -1;
+    s->dlock.dir_fd = s->dlock.file_fd = -1;
     s->active_fd = -1;
     s->next_vid = KV_VIRTUAL_ID_BASE;
     pthread_rwlockattr_t ra;
@@ -2267,17 +2267,15 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         snprintf(s->rep.message, sizeof s->rep.message, "cannot create data directory %s: %s", dir, kv_strerror(st));
         goto fail;
     }
-    snprintf(path, sizeof path, "%s/LOCK", dir);
-    s->lock_fd = s->io->lock(s->io->ctx, path);
-    if (s->lock_fd < 0) {
-        st = s->lock_fd == -EWOULDBLOCK ? KV_LOCKED : -s->lock_fd;
-        snprintf(s->rep.message, sizeof s->rep.message, "%s: %s",
-                 st == KV_LOCKED ? "data directory is in use by another process (LOCK held)"
-                                 : "cannot lock data directory",
-                 dir);
-        if (st != KV_LOCKED)
-            snprintf(s->rep.message, sizeof s->rep.message, "cannot lock %s: %s", path, kv_strerror(st));
-        s->lock_fd = -1;
+    r = kv_io_lock_dir(s->io, dir, &s->dlock);
+    if (r < 0) {
+        st = r == -EWOULDBLOCK ? KV_LOCKED : -r;
+        if (st == KV_LOCKED)
+            snprintf(s->rep.message, sizeof s->rep.message,
+                     "data directory is in use by another process (it holds the directory's lock): %s", dir);
+        else
+            snprintf(s->rep.message, sizeof s->rep.message, "cannot lock data directory %s: %s", dir,
+                     kv_strerror(st));
         goto fail;
     }
 

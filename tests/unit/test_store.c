@@ -323,6 +323,71 @@ START_TEST(second_open_of_a_directory_is_refused_by_the_lock)
 }
 END_TEST
 
+/* Deleting LOCK while a store runs must not let a second open in: the
+ * directory itself is locked too (kv_io_lock_dir). Real flock(2). */
+START_TEST(deleting_lock_does_not_let_a_second_open_in)
+{
+    char *dir = tu_tmpdir();
+    kv_store *a, *b;
+    kvr_report rep;
+    ck_assert_int_eq(kv_open(dir, NULL, &a, NULL), KV_OK);
+    char lock[4300];
+    snprintf(lock, sizeof lock, "%s/LOCK", dir);
+    ck_assert_int_eq(unlink(lock), 0);
+    ck_assert_int_eq(kv_open(dir, NULL, &b, &rep), KV_LOCKED);
+    ck_assert_ptr_null(b);
+    ck_assert_ptr_nonnull(strstr(rep.message, "data directory is in use"));
+    kvr_report_free(&rep);
+    ck_assert_int_eq(access(lock, F_OK), -1); /* the refused open created nothing */
+    /* The offline tools' lock call is refused the same way. */
+    kv_dir_lock l;
+    ck_assert_int_eq(kv_io_lock_dir(kv_io_posix(), dir, &l), -EWOULDBLOCK);
+    ck_assert_int_eq(l.dir_fd, -1);
+    ck_assert_int_eq(l.file_fd, -1);
+    ck_assert_int_eq(kv_put(a, "k", 1, "v", 1, 0, 0), KV_OK);
+    ck_assert_int_eq(kv_close(a), KV_OK);
+    /* Released at close: the next open takes both again, LOCK recreated. */
+    ck_assert_int_eq(kv_open(dir, NULL, &b, NULL), KV_OK);
+    expect_value(b, "k", 1, "v", 1);
+    ck_assert_int_eq(access(lock, F_OK), 0);
+    ck_assert_int_eq(kv_io_lock_dir(kv_io_posix(), dir, &l), -EWOULDBLOCK);
+    kv_close(b);
+    ck_assert_int_eq(kv_io_lock_dir(kv_io_posix(), dir, &l), 0);
+    kv_io_unlock_dir(kv_io_posix(), &l);
+    ck_assert_int_eq(l.dir_fd, -1);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
+/* The same through the simulated file system, whose locks, like
+ * flock(2)'s, belong to the file and not to its name. */
+START_TEST(deleting_lock_does_not_let_a_second_open_in_simulated)
+{
+    kv_memfs *fs = kv_memfs_new();
+    const kv_io *io = kv_memfs_io(fs);
+    kv_store *a = open_mem(fs, KV_FSYNC_ALWAYS, 0), *b;
+    ck_assert_int_eq(io->unlink(io->ctx, "db/LOCK"), 0);
+    /* Without the directory's lock a new LOCK file could be taken. */
+    int fd = io->lock(io->ctx, "db/LOCK");
+    ck_assert_int_ge(fd, 0);
+    io->close(io->ctx, fd);
+    ck_assert_int_eq(io->unlink(io->ctx, "db/LOCK"), 0);
+    kv_options o;
+    kv_options_init(&o);
+    o.io = io;
+    kvr_report rep;
+    ck_assert_int_eq(kv_open("db", &o, &b, &rep), KV_LOCKED);
+    ck_assert_ptr_nonnull(strstr(rep.message, "data directory is in use"));
+    kvr_report_free(&rep);
+    ck_assert_int_eq(kv_memfs_exists(fs, "db/LOCK"), 0);
+    kv_close(a);
+    b = open_mem(fs, KV_FSYNC_ALWAYS, 0);
+    kv_close(b);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 START_TEST(open_reports_clear_errors)
 {
     kv_store *s;
@@ -870,6 +935,8 @@ int main(void)
     tcase_add_test(tc, rotation_seals_segments_at_configured_size);
     tcase_add_test(tc, stats_account_live_and_dead_bytes);
     tcase_add_test(tc, second_open_of_a_directory_is_refused_by_the_lock);
+    tcase_add_test(tc, deleting_lock_does_not_let_a_second_open_in);
+    tcase_add_test(tc, deleting_lock_does_not_let_a_second_open_in_simulated);
     tcase_add_test(tc, open_reports_clear_errors);
     tcase_add_test(tc, fsync_policy_decides_what_a_power_cut_keeps);
     tcase_add_test(tc, everysec_syncs_within_about_a_second);
