@@ -178,6 +178,8 @@ static int px_writeback(void *ctx, int fd, uint64_t off, uint64_t len)
 static __thread sigjmp_buf *copy_resume;
 static struct sigaction prev_sigbus;
 static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+/* SIGBUS has been unblocked in this thread (kv_io_copy_mapped). */
+static __thread int sigbus_unblocked;
 
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
@@ -209,6 +211,15 @@ static void install_sigbus(void)
 int kv_io_copy_mapped(void *dst, const void *src, size_t n)
 {
     pthread_once(&sigbus_once, install_sigbus);
+    if (!sigbus_unblocked) {
+        /* A blocked SIGBUS raised by a fault is not queued: the kernel
+         * forces the default action and the process dies. */
+        sigset_t bus;
+        sigemptyset(&bus);
+        sigaddset(&bus, SIGBUS);
+        pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
+        sigbus_unblocked = 1;
+    }
     sigjmp_buf resume;
     if (sigsetjmp(resume, 0)) {
         copy_resume = NULL;
@@ -218,6 +229,15 @@ int kv_io_copy_mapped(void *dst, const void *src, size_t n)
     memcpy(dst, src, n);
     copy_resume = NULL;
     return 0;
+}
+
+int kv_io_block_async_signals(void)
+{
+    static const int sync_signals[] = {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+    sigset_t set;
+    sigfillset(&set);
+    for (size_t i = 0; i < sizeof sync_signals / sizeof sync_signals[0]; i++) sigdelset(&set, sync_signals[i]);
+    return pthread_sigmask(SIG_SETMASK, &set, NULL);
 }
 
 /* ---- the data directory's lock ---- */

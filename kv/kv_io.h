@@ -107,8 +107,23 @@ int kv_io_read_full(const kv_io *io, int fd, void *buf, size_t n, uint64_t off);
  * raises SIGBUS on access; here that ends the copy and returns -EIO, as
  * pread would, instead of killing the process. Returns 0 or -EIO. Installs
  * a process-wide SIGBUS handler on first use that passes every other
- * SIGBUS on to the handler installed before it (or the default action). */
+ * SIGBUS on to the handler installed before it (or the default action).
+ * A fault's SIGBUS is delivered to the faulting thread, and if that thread
+ * blocks SIGBUS, Linux resets the handler to the default and the process
+ * dies: so on its first call in each thread this unblocks SIGBUS for that
+ * thread (one system call per thread, none per copy). A thread must not
+ * block SIGBUS again afterwards; threads that want signals elsewhere use
+ * kv_io_block_async_signals. */
 int kv_io_copy_mapped(void *dst, const void *src, size_t n);
+
+/* Blocks, in the calling thread, every signal except the synchronous
+ * fault signals (SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGSYS): the
+ * kernel sends those to the thread whose instruction faulted, and a
+ * blocked one kills the process instead of reaching its handler (so a
+ * media error under a mapping, which kv_io_copy_mapped turns into EIO,
+ * would end the server). For threads that leave SIGTERM and the like to
+ * one signal-handling thread. Returns 0 or an errno value. */
+int kv_io_block_async_signals(void);
 
 /* The two locks that give a data directory one owner (kv_io_lock_dir). */
 typedef struct kv_dir_lock {

@@ -156,6 +156,7 @@ typedef struct segment {
     int fd;
     int refs;
     int hinted; /* a valid hint file describes it (under lock) */
+    int bad;    /* a read hit a media error (atomic; mark_bad) */
     const uint8_t *map; /* read-only mapping of [0, map_len), or NULL */
     uint64_t map_len;
 } segment;
@@ -211,6 +212,9 @@ struct kv_store {
     char fail_reason[512];
     uint64_t st_groups, st_group_writes, st_fdatasyncs, st_fdatasync_us, st_fdatasync_max_us, st_synced_writes;
     uint64_t last_seq;
+    uint32_t segs_bad;       /* segments marked bad (mark_bad) */
+    uint32_t bad_seg;        /* file id of the last one, and where */
+    uint64_t bad_off;
 
     /* Writer thread only. */
     pthread_t writer;
@@ -372,6 +376,7 @@ static segment *seg_insert(kv_store *s, int front, uint32_t id, uint32_t file_id
     g->fd = fd;
     g->refs = 1;
     g->hinted = 0;
+    g->bad = 0;
     g->map = NULL;
     g->map_len = 0;
     /* Reads copy records out of a mapping instead of calling pread(2):
@@ -1289,6 +1294,29 @@ kv_status kv_delete(kv_store *s, const void *key, size_t klen)
     return write_one(s, KV_REC_TOMBSTONE, key, klen, NULL, 0, 0, 0);
 }
 
+/* ---- media errors ---- */
+
+/* A read of [off, off + len) of segment g failed with a media error: EIO
+ * (from pread, or a SIGBUS under its mapping) or -ENODATA (the file is
+ * shorter than its records). Marks the segment bad (counted and logged
+ * once per segment) and remembers where, for INFO. */
+static void mark_bad(kv_store *s, segment *g, uint64_t off, uint32_t len, int err)
+{
+    int first = __atomic_exchange_n(&g->bad, 1, __ATOMIC_ACQ_REL) == 0;
+    pthread_mutex_lock(&s->qmu);
+    if (first) s->segs_bad++;
+    s->bad_seg = g->file_id;
+    s->bad_off = off;
+    pthread_mutex_unlock(&s->qmu);
+    if (!first) return;
+    char path[4096];
+    seg_path(s, g->file_id, path, sizeof path);
+    logf_(s, KV_LOG_ERROR,
+          "media error reading %s at offset %" PRIu64 " (%u bytes): %s; the segment is marked bad and reads of "
+          "its damaged records answer an I/O error. Check the disk, then stop the server and run: kvfsck %s",
+          path, off, len, err == -ENODATA ? "the file is shorter than its records" : kv_strerror(-err), s->dir);
+}
+
 /* ---- reads ---- */
 
 void kv_value_free(kv_value *v)
@@ -1302,7 +1330,7 @@ void kv_value_free(kv_value *v)
 
 /* Reads the record at loc from segment descriptor fd and verifies that it
  * is the put of `key` the key directory expects. */
-static kv_status read_verified(kv_store *s, const kv_loc *loc, const segment *g, const void *key, size_t klen,
+static kv_status read_verified(kv_store *s, const kv_loc *loc, segment *g, const void *key, size_t klen,
                                kv_value *v)
 {
     /* The caller holds a reference on g (so a compaction cannot close or
@@ -1320,6 +1348,7 @@ static kv_status read_verified(kv_store *s, const kv_loc *loc, const segment *g,
         r = kv_io_read_full(s->io, g->fd, buf, loc->len, loc->off);
     if (r < 0) {
         free(buf);
+        if (g && (r == -EIO || r == -ENODATA)) mark_bad(s, g, loc->off, loc->len, r);
         if (r == -ENODATA) goto corrupt; /* the record is shorter on disk */
         return -r;
     }
@@ -1670,6 +1699,9 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     uint64_t total = 0;
     for (size_t i = 0; in && sizes && i < n; i++) {
         uint64_t sz = 0;
+        /* A segment with a media error is left alone: what it lost would
+         * look like dead records. kvfsck deals with it. */
+        if (__atomic_load_n(&s->segs[i]->bad, __ATOMIC_ACQUIRE)) break;
         if (s->io->fsize(s->io->ctx, s->segs[i]->fd, &sz) < 0) break;
         if (k > 0 && total + sz > KV_MAX_SEGMENT_MAX) break;
         __atomic_add_fetch(&s->segs[i]->refs, 1, __ATOMIC_ACQ_REL);
@@ -2143,6 +2175,9 @@ void kv_get_stats(kv_store *s, kv_stats *st)
     st->fdatasync_max_us = s->st_fdatasync_max_us;
     st->synced_writes = s->st_synced_writes;
     st->failstop = s->failstop;
+    st->segments_bad = s->segs_bad;
+    st->bad_segment = s->bad_seg;
+    st->bad_offset = s->bad_off;
     pthread_mutex_unlock(&s->qmu);
     st->fsync = s->opt.fsync;
 }

@@ -24,6 +24,11 @@
  *    retries; reads go on. kv_failstop_reason() says why. Restart to
  *    recover from what is on disk.
  *  - Batches are atomic after a crash: all of a batch's entries or none.
+ *  - A media error under a record (EIO from the disk, a SIGBUS under the
+ *    segment's mapping, a segment file shorter than its records) fails
+ *    that read with EIO (or KV_CORRUPT when the file is short), marks the
+ *    segment bad (kv_stats.segments_bad) and is logged once per segment
+ *    with the kvfsck command to run; the process goes on.
  * Locking: one rwlock guards the key directory and segment table; readers
  * share it, the writer thread takes it briefly to publish a group. Every
  * function here is thread-safe unless it says otherwise.
@@ -442,6 +447,9 @@ typedef struct kv_stats {
     uint32_t hint_files;      /* sealed segments with a hint file */
     uint32_t hints_pending;   /* sealed segments still without one */
     uint64_t hints_written;   /* hint files written since open (recovery's included) */
+    uint32_t segments_bad;    /* segments a read found a media error in */
+    uint32_t bad_segment;     /* the id of the last such segment (0: none) */
+    uint64_t bad_offset;      /* and the offset of the record read there */
 } kv_stats;
 
 void kv_get_stats(kv_store *s, kv_stats *st);

@@ -1119,9 +1119,11 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 static void *worker_main(void *arg)
 {
     kvd_worker *w = arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals go to the main thread */
+    /* Signals go to the main thread, except the synchronous ones: a
+     * media error under a mapped segment must reach kv_io's SIGBUS
+     * handler in the thread that read it (an I/O error reply), not kill
+     * kvd. */
+    kv_io_block_async_signals();
     char name[16];
     snprintf(name, sizeof name, "kvd-io-%d", w->idx);
     pthread_setname_np(pthread_self(), name);
@@ -1281,9 +1283,7 @@ kvd_bg_priority kvd_lower_thread_priority(void)
 static void *hints_main(void *arg)
 {
     kvd_server *srv = arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    kv_io_block_async_signals(); /* as worker_main */
     pthread_setname_np(pthread_self(), "kvd-hints");
     kvd_lower_thread_priority();
     uint32_t n = 0;
@@ -1403,9 +1403,7 @@ static void *compact_main(void *arg)
 {
     compact_job *j = arg;
     kvd_server *srv = j->srv;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    kv_io_block_async_signals(); /* as worker_main */
     pthread_setname_np(pthread_self(), "kvd-compact");
     kvd_lower_thread_priority();
     kv_compact_report rep;
@@ -1527,6 +1525,10 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
              st.groups ? (double)st.group_writes / (double)st.groups : 0.0,
              st.fdatasyncs ? (double)st.synced_writes / (double)st.fdatasyncs : 0.0);
         LINE("failstop:%d\r\nfailstop_reason:%s\r\n", fs, reason);
+        char badname[32] = "";
+        if (st.segments_bad) kv_seg_name(badname, sizeof badname, st.bad_segment);
+        LINE("segments_bad:%u\r\nsegment_bad_last:%s\r\nsegment_bad_last_offset:%" PRIu64 "\r\n", st.segments_bad,
+             badname, st.bad_offset);
         kv_compact_progress cp;
         kv_compact_progress_get(srv->store, &cp);
         LINE("compaction_in_progress:%d\r\ncompaction_progress_pct:%.1f\r\ncompactions:%" PRIu64

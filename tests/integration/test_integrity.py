@@ -1,6 +1,11 @@
 """
 Integrity of a running kvd's data directory, with the real binaries:
 
+- a media error under a mapped segment is an I/O error for that request,
+  not the end of kvd: a sealed segment cut short under the running kvd
+  (os.truncate) makes GET of a record past the cut answer an error, on
+  the I/O thread that reads it, while kvd serves every other key; INFO
+  shows the bad segment and the log names it once, with kvfsck;
 - the directory lock cannot be sidestepped: with kvd running and LOCK
   deleted, a second kvd, kvcompact and kvfsck --repair on the same
   directory all refuse, and create no LOCK file.
@@ -13,7 +18,14 @@ import os
 import subprocess
 import unittest
 
-from kvdtest import SRC, KvdServer, KvdTestCase, kvd_bin, _env
+import redis
+
+from kvdtest import SRC, KvdServer, KvdTestCase, _env, wait_until
+
+
+def info_fields(r, section):
+    """INFO section as {field: text}."""
+    return {k: str(v) for k, v in r.info(section).items()}
 
 
 def tool_bin(env, name):
@@ -21,6 +33,61 @@ def tool_bin(env, name):
     if not os.path.exists(b):
         raise unittest.SkipTest("%s not found at %s (set %s)" % (name, b, env))
     return b
+
+
+class TestMediaErrors(KvdTestCase):
+
+    VALUE = b"v" * 1000
+
+    def test_truncated_sealed_segment_answers_ioerr_and_kvd_lives(self):
+        srv = self.start_server(["--segment-size", "64kb", "--io-threads", "2"])
+        r = self.client(srv)
+        for i in range(100):
+            r.set("key:%05d" % i, self.VALUE)
+        self.assertGreaterEqual(int(info_fields(r, "persistence")["segments"]), 2)
+        seg1 = os.path.join(srv.dir, "0000000001.seg")
+        with open(seg1, "rb") as f:
+            data = f.read()
+        self.assertGreater(len(data), 32768)  # sealed at about 64 KiB
+
+        def offset(i):
+            return data.find(b"key:%05d" % i)
+
+        # Reads go through the segment's mapping: read every key once first,
+        # so the pages are mapped and cached before the cut.
+        for i in range(100):
+            self.assertEqual(self.VALUE, r.get("key:%05d" % i))
+        cut = 8192
+        near = [i for i in range(100) if 0 < offset(i) and offset(i) + 1100 < cut]
+        far = [i for i in range(100) if offset(i) > cut + 100]
+        later = [i for i in range(100) if offset(i) < 0]  # in segment 2 or later
+        self.assertTrue(near and far and later, (near, far, later))
+        os.truncate(seg1, cut)
+
+        with self.assertRaises(redis.ResponseError) as e:
+            r.get("key:%05d" % far[-1])
+        self.assertIn("IOERR", str(e.exception))
+        with self.assertRaises(redis.ResponseError):
+            r.get("key:%05d" % far[0])  # a second bad read: still an error
+        # kvd lives and serves the other keys.
+        self.assertTrue(srv.running())
+        self.assertTrue(r.ping())
+        self.assertEqual(self.VALUE, r.get("key:%05d" % near[0]))
+        self.assertEqual(self.VALUE, r.get("key:%05d" % later[-1]))
+        r.set("after", "ok")
+        self.assertEqual(b"ok", r.get("after"))
+
+        p = info_fields(r, "persistence")
+        self.assertEqual("1", p["segments_bad"])
+        self.assertEqual("0000000001.seg", p["segment_bad_last"])
+        self.assertGreater(int(p["segment_bad_last_offset"]), cut)
+
+        def logged():
+            return "media error reading %s" % seg1 in srv.read_log()
+        self.assertTrue(wait_until(logged, timeout=5.0), srv.read_log()[-3000:])
+        log = srv.read_log()
+        self.assertEqual(1, log.count("media error reading"), log[-3000:])
+        self.assertIn("kvfsck %s" % srv.dir, log)
 
 
 class TestDirectoryLock(KvdTestCase):

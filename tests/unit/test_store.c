@@ -1,6 +1,8 @@
 /* The engine API: puts, gets, deletes, batches, expiry, scans, rotation,
  * statistics, the LOCK file, fsync policies and option checks. */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -810,6 +812,73 @@ START_TEST(unreadable_mapped_page_answers_eio_instead_of_a_crash)
 }
 END_TEST
 
+static void count_media_lines(void *arg, int level, const char *msg)
+{
+    if (level == KV_LOG_ERROR && strstr(msg, "media error reading") && strstr(msg, "run: kvfsck"))
+        __atomic_add_fetch((int *)arg, 1, __ATOMIC_RELAXED);
+}
+
+typedef struct bus_read {
+    kv_store *s;
+    kv_status st[2];
+} bus_read;
+
+/* A reader thread that blocks every signal, as server threads used to:
+ * a blocked SIGBUS from a fault would kill the process. */
+static void *read_far_with_signals_blocked(void *arg)
+{
+    bus_read *r = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    kv_value v;
+    r->st[0] = kv_get(r->s, "far", 3, &v);
+    r->st[1] = kv_get(r->s, "far", 3, &v);
+    return NULL;
+}
+
+/* The segment of an unreadable record is marked bad: counted once in the
+ * stats, with where, and logged once with the kvfsck command. The read
+ * runs on a thread that blocks all signals. */
+START_TEST(media_error_marks_the_segment_bad_on_any_thread)
+{
+    char *dir = tu_tmpdir();
+    kv_options o;
+    kv_options_init(&o);
+    int lines = 0;
+    o.log = count_media_lines;
+    o.log_arg = &lines;
+    kv_store *s;
+    ck_assert_int_eq(kv_open(dir, &o, &s, NULL), KV_OK);
+    static char filler[8192];
+    memset(filler, 'f', sizeof filler);
+    ck_assert_int_eq(kv_put(s, "near", 4, "here", 4, 0, 0), KV_OK);
+    ck_assert_int_eq(kv_put(s, "filler", 6, filler, sizeof filler, 0, 0), KV_OK);
+    ck_assert_int_eq(kv_put(s, "far", 3, "away", 4, 0, 0), KV_OK);
+    kv_stats st;
+    kv_get_stats(s, &st);
+    ck_assert_uint_eq(st.segments_bad, 0);
+    char path[4200];
+    tu_seg_path(path, sizeof path, dir, st.active_segment);
+    ck_assert_int_eq(truncate(path, 4096), 0);
+    bus_read r = {s, {0, 0}};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, read_far_with_signals_blocked, &r), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(r.st[0], EIO);
+    ck_assert_int_eq(r.st[1], EIO);
+    expect_value(s, "near", 4, "here", 4);
+    kv_get_stats(s, &st);
+    ck_assert_uint_eq(st.segments_bad, 1);
+    ck_assert_uint_eq(st.bad_segment, st.active_segment);
+    ck_assert_uint_gt(st.bad_offset, 4096);
+    ck_assert_int_eq(lines, 1);
+    kv_close(s);
+    tu_rmrf(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(posix_directory_round_trip)
 {
     char *dir = tu_tmpdir();
@@ -947,6 +1016,7 @@ int main(void)
     tcase_add_test(tc, preallocation_off_appends_only);
     tcase_add_test(tc, failed_preallocation_loses_nothing_and_fails_no_write);
     tcase_add_test(tc, unreadable_mapped_page_answers_eio_instead_of_a_crash);
+    tcase_add_test(tc, media_error_marks_the_segment_bad_on_any_thread);
     tcase_add_test(tc, transactions_read_their_writes_and_commit_atomically);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
