@@ -338,6 +338,8 @@ static int scrub_segment(pass *p, uint32_t id)
         if (n > h.size - off) n = (size_t)(h.size - off);
         int r = h.map ? kv_io_copy_mapped(buf + off, h.map + off, n) : kv_io_read_full(io, h.fd, buf + off, n, off);
         if (r < 0) {
+            /* A media error: the segment is bad for the store too. */
+            if (r == -EIO || r == -ENODATA) kv_sealed_media_error(s, &h, off, n, r);
             char why[96];
             snprintf(why, sizeof why, "cannot read: %s", kv_strerror(-r));
             report(p, h.file_id, 0, off, 0, why);
@@ -438,13 +440,7 @@ static void *scrub_main(void *arg)
     /* Signals go to other threads; not the faults a mapped read may raise
      * (kv_io_copy_mapped turns SIGBUS into -EIO; a blocked SIGBUS would
      * kill the process instead). */
-    sigset_t set;
-    sigfillset(&set);
-    sigdelset(&set, SIGBUS);
-    sigdelset(&set, SIGSEGV);
-    sigdelset(&set, SIGFPE);
-    sigdelset(&set, SIGILL);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    kv_io_block_async_signals();
     pthread_setname_np(pthread_self(), sc->thread_name);
     if (sc->thread_init) sc->thread_init(sc->thread_arg);
     pthread_mutex_lock(&sc->mu);

@@ -2091,6 +2091,11 @@ kv_status kv_sealed_hold(kv_store *s, uint32_t id, kv_sealed *h)
     return KV_OK;
 }
 
+void kv_sealed_media_error(kv_store *s, const kv_sealed *h, uint64_t off, uint64_t len, int err)
+{
+    if (h->ref_) mark_bad(s, h->ref_, off, len > UINT32_MAX ? UINT32_MAX : (uint32_t)len, err);
+}
+
 void kv_sealed_release(kv_store *s, kv_sealed *h)
 {
     if (h->ref_) seg_release(s, h->ref_);

@@ -396,6 +396,13 @@ size_t kv_sealed_list(kv_store *s, uint32_t *ids, size_t cap);
  * the segment being appended), or an errno of fsize (nothing held). */
 kv_status kv_sealed_hold(kv_store *s, uint32_t id, kv_sealed *h);
 
+/* A read of [off, off + len) of held segment h, outside the store (the
+ * scrub), failed with a media error: err is -EIO (from pread, or a SIGBUS
+ * under h->map) or -ENODATA (the file is shorter). Marks the segment bad
+ * as a failed read of a value does: kv_stats.segments_bad, bad_segment
+ * and bad_offset, and one log line per segment with the kvfsck command. */
+void kv_sealed_media_error(kv_store *s, const kv_sealed *h, uint64_t off, uint64_t len, int err);
+
 /* Drops the reference kv_sealed_hold took (h may be zeroed: no-op). */
 void kv_sealed_release(kv_store *s, kv_sealed *h);
 

@@ -499,7 +499,8 @@ START_TEST(a_segment_held_across_a_compaction_is_retired_and_not_given_the_outpu
 END_TEST
 
 /* Every kv_io call of a pass failing in turn (EIO): a failed segment read
- * is reported as "cannot read" at that segment, a failed hint read or
+ * is reported as "cannot read" at that segment (and marks it bad in the
+ * store's stats), a failed hint read or
  * size query is logged, nothing else is taken for damage, and the store
  * serves on. Through the simulated filesystem, which has no mapping, so
  * segments are read with pread. */
@@ -547,6 +548,12 @@ START_TEST(a_failing_read_during_a_pass_is_reported_as_a_read_error_only)
     kv_faultio_arm(f, 0, 0, 0);
     ck_assert_int_gt(read_errors, 0);
     ck_assert_int_ge(log_count(&the_log, "scrub: cannot read the hint file"), 1);
+    /* A segment the scrub could not read is marked bad for the store, as
+     * a failed GET would mark it: counted, and logged once per segment. */
+    kv_stats st;
+    kv_get_stats(s, &st);
+    ck_assert_uint_ge(st.segments_bad, 1);
+    ck_assert_int_eq(log_count(&the_log, "media error reading"), (int)st.segments_bad);
     ck_assert_int_eq(kv_scrub_run(sc, &res), KV_OK);
     ck_assert_uint_eq(res.problems, 0);
     kv_value val;
