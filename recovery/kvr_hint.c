@@ -67,7 +67,13 @@ kv_status kvh_decode(const uint8_t *buf, size_t len, uint32_t expect_seg, kvh_he
             h->last_off + last.len != h->seg_size)
             return KV_CORRUPT;
         uint64_t last_seq = last.type == KV_REC_BATCH ? last.seq + last.flags - 1 : last.seq;
-        if (last_seq != h->max_seq || last.seq < h->min_seq) return KV_CORRUPT;
+        /* A trailer repeats the last sequence number assigned, which for
+         * a compaction's output is its inputs' last: above its own last
+         * record's when the inputs ended in records it dropped
+         * (tombstones, expired or overwritten puts). */
+        int above_ok = last.type == KV_REC_SEAL;
+        if ((above_ok ? last_seq < h->max_seq : last_seq != h->max_seq) || last.seq < h->min_seq)
+            return KV_CORRUPT;
     }
     /* Every entry, before the caller applies any. */
     size_t pos = KVH_HEADER_SIZE, end = len - KVH_TRAILER_SIZE;

@@ -100,8 +100,9 @@ int kvh_parse_name(const char *name, uint32_t *id);
  * header size, CRC trailer, and every entry (type, reserved bytes, key
  * length within KV_MAX_KEY_LEN, record within the segment size and at
  * least 44 + klen bytes long, records in ascending order and not overlapping, sequence numbers
- * within [min_seq, max_seq], tombstones without expiry), and that the
- * entry count matches. expect_seg != 0 also requires that segment id.
+ * within [min_seq, max_seq], tombstones without expiry), that the
+ * entry count matches, and that the last record's header carries max_seq
+ * (a trailer: max_seq or above, as a compaction's may). expect_seg != 0 also requires that segment id.
  * Returns KV_OK (h filled), KV_VERSION (a valid magic with a version this
  * build does not read) or KV_CORRUPT.
  */

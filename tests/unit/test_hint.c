@@ -484,6 +484,58 @@ START_TEST(orphan_hints_refuse_the_open_and_compaction_keeps_hints_current)
 }
 END_TEST
 
+/* A compaction output's trailer carries its inputs' last sequence number.
+ * When the inputs end in records it drops (here tombstones, as a DEL or a
+ * key's logged expiry writes), that number is above the output's last
+ * record's: its hint must still be accepted, used at the next open, and
+ * agree with a rebuild. */
+START_TEST(the_hint_of_a_compaction_whose_inputs_end_in_tombstones_is_used)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_store *s;
+    kvr_report rep;
+    open_hints(fs, 1, &s, &rep);
+    kvr_report_free(&rep);
+    char k[16], v[200];
+    for (int i = 0; i < 80; i++) {
+        snprintf(k, sizeof k, "key%d", i % 40);
+        int vl = snprintf(v, sizeof v, "value-%d-%0120d", i, i);
+        ck_assert_int_eq(kv_put(s, k, strlen(k), v, (size_t)vl, 0, 0), KV_OK);
+    }
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof k, "key%d", i);
+        ck_assert_int_eq(kv_delete(s, k, strlen(k)), KV_OK);
+    }
+    ck_assert_int_eq(kv_seal(s), KV_OK); /* the tombstones are the last input records */
+    kv_compact_report cr;
+    ck_assert_int_eq(kv_compact(s, &cr), KV_OK);
+    ck_assert_uint_ge(cr.tombstones_dropped, 10);
+    kv_stats st;
+    kv_get_stats(s, &st);
+    ck_assert_uint_eq(st.hint_files, st.segments - 1);
+    char hp[64];
+    hint_path(hp, sizeof hp, cr.output_segment);
+    uint8_t *buf;
+    size_t len;
+    ck_assert_int_eq(kv_memfs_read(fs, hp, &buf, &len), 0);
+    kvh_header hh;
+    ck_assert_int_eq(kvh_decode(buf, len, cr.output_segment, &hh), KV_OK);
+    free(buf);
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    open_hints(fs, 1, &s, &rep);
+    ck_assert_uint_eq(rep.hints_rejected, 0);
+    ck_assert_uint_ge(rep.hints_used, 1);
+    ck_assert_uint_eq(rep.keys, 30);
+    kvr_report_free(&rep);
+    kv_value val;
+    ck_assert_int_eq(kv_get(s, "key3", 4, &val), KV_NOT_FOUND);
+    ck_assert_int_eq(kv_get(s, "key33", 5, &val), KV_OK);
+    kv_value_free(&val);
+    kv_close(s);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 START_TEST(a_failing_io_call_while_writing_hints_never_harms_the_store)
 {
     /* Each I/O call of an open that writes hint files fails in turn, with
@@ -551,6 +603,7 @@ int main(void)
     tcase_add_test(tc, a_stale_hint_is_rejected);
     tcase_add_test(tc, expired_puts_in_a_hint_are_dropped_at_open);
     tcase_add_test(tc, orphan_hints_refuse_the_open_and_compaction_keeps_hints_current);
+    tcase_add_test(tc, the_hint_of_a_compaction_whose_inputs_end_in_tombstones_is_used);
     tcase_add_test(tc, a_failing_io_call_while_writing_hints_never_harms_the_store);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
