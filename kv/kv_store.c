@@ -183,6 +183,20 @@ struct kv_txn {
     uint64_t now;
 };
 
+/* An expired key waiting for its tombstone (durable expiry, below). */
+typedef struct expired_key {
+    uint64_t seq;  /* of the expired put */
+    uint32_t klen;
+    uint8_t *key;  /* malloc'ed */
+} expired_key;
+
+/* A set of sequence numbers (open addressing, 0 = empty slot: sequence
+ * numbers start at 1). */
+typedef struct seqset {
+    uint64_t *v;
+    size_t cap, n; /* cap: 0 or a power of two */
+} seqset;
+
 struct kv_store {
     char *dir;
     const kv_io *io;
@@ -215,6 +229,17 @@ struct kv_store {
     uint32_t segs_bad;       /* segments marked bad (mark_bad) */
     uint32_t bad_seg;        /* file id of the last one, and where */
     uint64_t bad_off;
+
+    /* Guarded by xmu: expired keys waiting for their tombstone. */
+    pthread_mutex_t xmu;
+    expired_key *xpend;      /* noted, not yet taken by the writer */
+    size_t nxpend, cap_xpend;
+    expired_key *xtaken;     /* taken by the expiry transaction in flight */
+    size_t nxtaken, cap_xtaken;
+    seqset xnoted;           /* seq of every entry of xpend and xtaken */
+    int xqueued;             /* an expiry transaction is queued or running */
+    uint64_t expired_on_access, expiry_tombstones;
+    size_t xremoving, xwriting; /* writer: what the transaction in flight does */
 
     /* Writer thread only. */
     pthread_t writer;
@@ -1294,6 +1319,254 @@ kv_status kv_delete(kv_store *s, const void *key, size_t klen)
     return write_one(s, KV_REC_TOMBSTONE, key, klen, NULL, 0, 0, 0);
 }
 
+/* ---- durable expiry ----
+ *
+ * Reads compare a key's expiry with the wall clock, so an expired key is
+ * gone for every reader at once; but its put stays in the log, and after a
+ * restart with the clock set back it would be live again. So, as Redis
+ * logs a DEL to its AOF when it expires a key, the store logs a tombstone
+ * for every key it finds expired. Readers (kv_get, kv_mget, kv_exists,
+ * kv_key_info) and the sweep note the key and its put's sequence number
+ * here and go on without waiting; one expiry transaction at a time
+ * (kv_submit, so in the group commit with every other write, under the
+ * fsync policy) takes what was noted and writes the tombstones. It writes
+ * a key's tombstone only if the writer's own view holds no newer record
+ * of it: no write to the key earlier in the group, and in the key
+ * directory either the noted put (same sequence number: compaction moves
+ * records but keeps it) or nothing (the sweep dropped it from memory, or
+ * it was deleted: a second tombstone changes nothing). A key written
+ * meanwhile keeps its new value.
+ * A read storm on one expired key notes it once (xnoted) and costs one
+ * tombstone. Readers note at most KV_EXPIRE_NOTED_MAX keys at a time
+ * (beyond that the sweep finds them later). The sweep's keys are always
+ * queued: it drops a key from memory only together with queueing its
+ * tombstone, and leaves keys a reader noted to that reader's tombstone
+ * (so each key is counted once, in expired_swept or expired_on_access).
+ * In fail-stop nothing is noted (no write could take it), reads still
+ * answer absent, and the sweep drops expired keys from memory only.
+ * Lock order: s->lock before xmu. xmu is never held while taking s->lock
+ * or qmu, or queueing.
+ */
+#define KV_EXPIRE_NOTED_MAX 4096
+
+static size_t seqset_slot(const seqset *t, uint64_t seq)
+{
+    return (size_t)((seq * 0x9E3779B97F4A7C15ull) >> 17) & (t->cap - 1);
+}
+
+static int seqset_has(const seqset *t, uint64_t seq)
+{
+    if (t->cap == 0) return 0;
+    for (size_t i = seqset_slot(t, seq);; i = (i + 1) & (t->cap - 1)) {
+        if (t->v[i] == seq) return 1;
+        if (t->v[i] == 0) return 0;
+    }
+}
+
+/* Adds seq (not 0). Returns 0 or -ENOMEM (nothing added). */
+static int seqset_add(seqset *t, uint64_t seq)
+{
+    if ((t->n + 1) * 2 > t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 64;
+        uint64_t *nv = calloc(nc, sizeof *nv);
+        if (!nv) return -ENOMEM;
+        seqset old = *t;
+        t->v = nv;
+        t->cap = nc;
+        t->n = 0;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.v[i]) seqset_add(t, old.v[i]); /* room: cannot fail */
+        free(old.v);
+    }
+    size_t i = seqset_slot(t, seq);
+    while (t->v[i] != 0 && t->v[i] != seq) i = (i + 1) & (t->cap - 1);
+    if (t->v[i] == 0) {
+        t->v[i] = seq;
+        t->n++;
+    }
+    return 0;
+}
+
+static void seqset_clear(seqset *t)
+{
+    if (t->cap > 4 * KV_EXPIRE_NOTED_MAX) { /* do not keep a huge table after one big sweep */
+        free(t->v);
+        t->v = NULL;
+        t->cap = 0;
+    } else if (t->v) {
+        memset(t->v, 0, t->cap * sizeof *t->v);
+    }
+    t->n = 0;
+}
+
+static void xkeys_free(expired_key *v, size_t *n)
+{
+    for (size_t i = 0; i < *n; i++) free(v[i].key);
+    *n = 0;
+}
+
+/* Appends an entry to xpend, taking ownership of key (xmu held). Returns
+ * 0 or -ENOMEM (key freed). */
+static int xpend_add(kv_store *s, uint8_t *key, size_t klen, uint64_t seq)
+{
+    if (s->nxpend == s->cap_xpend) {
+        size_t nc = s->cap_xpend ? s->cap_xpend * 2 : 64;
+        expired_key *nv = realloc(s->xpend, nc * sizeof *nv);
+        if (!nv) {
+            free(key);
+            return -ENOMEM;
+        }
+        s->xpend = nv;
+        s->cap_xpend = nc;
+    }
+    if (seqset_add(&s->xnoted, seq) < 0) {
+        free(key);
+        return -ENOMEM;
+    }
+    s->xpend[s->nxpend++] = (expired_key){seq, (uint32_t)klen, key};
+    return 0;
+}
+
+/* Rebuilds xnoted from xpend and xtaken (xmu held). */
+static void xnoted_rebuild(kv_store *s)
+{
+    seqset_clear(&s->xnoted);
+    for (size_t i = 0; i < s->nxpend; i++) seqset_add(&s->xnoted, s->xpend[i].seq);
+    for (size_t i = 0; i < s->nxtaken; i++) seqset_add(&s->xnoted, s->xtaken[i].seq);
+}
+
+static int is_failstop(kv_store *s)
+{
+    pthread_mutex_lock(&s->qmu);
+    int fs = s->failstop;
+    pthread_mutex_unlock(&s->qmu);
+    return fs;
+}
+
+static kv_status expiry_txn(kv_txn *t, void *arg);
+static void expiry_done(void *arg, kv_status st);
+
+/* Queues the expiry transaction if keys are waiting and none is queued
+ * (called without xmu). */
+static void expiry_kick(kv_store *s)
+{
+    pthread_mutex_lock(&s->xmu);
+    int go = s->nxpend > 0 && !s->xqueued;
+    if (go) s->xqueued = 1;
+    pthread_mutex_unlock(&s->xmu);
+    if (go && kv_submit(s, expiry_txn, s, expiry_done, s) != KV_OK) {
+        /* Closing, or out of memory: these tombstones are not written.
+         * The keys read as absent all the same, and the next open drops
+         * them unless the clock went back. */
+        pthread_mutex_lock(&s->xmu);
+        s->xqueued = 0;
+        xkeys_free(s->xpend, &s->nxpend);
+        xnoted_rebuild(s);
+        pthread_mutex_unlock(&s->xmu);
+    }
+}
+
+/* A reader found the put `seq` of key expired: hands its tombstone to the
+ * writer, without waiting. */
+static void note_expired(kv_store *s, const void *key, size_t klen, uint64_t seq)
+{
+    /* The common case in a read storm: noted already, its tombstone queued. */
+    pthread_mutex_lock(&s->xmu);
+    int noted = seqset_has(&s->xnoted, seq);
+    pthread_mutex_unlock(&s->xmu);
+    if (noted || is_failstop(s)) return;
+    pthread_mutex_lock(&s->xmu);
+    if (!seqset_has(&s->xnoted, seq) && s->nxpend + s->nxtaken < KV_EXPIRE_NOTED_MAX) {
+        uint8_t *k = malloc(klen ? klen : 1);
+        if (k) {
+            if (klen) memcpy(k, key, klen);
+            xpend_add(s, k, klen, seq);
+        }
+    }
+    pthread_mutex_unlock(&s->xmu);
+    expiry_kick(s);
+}
+
+/* The expiry transaction (writer thread): a tombstone for every noted key
+ * whose put is still the writer's newest record of it. */
+static kv_status expiry_txn(kv_txn *t, void *arg)
+{
+    kv_store *s = arg;
+    pthread_mutex_lock(&s->xmu);
+    /* xtaken is empty: one transaction at a time. */
+    expired_key *tv = s->xtaken;
+    size_t tcap = s->cap_xtaken;
+    s->xtaken = s->xpend;
+    s->cap_xtaken = s->cap_xpend;
+    s->nxtaken = s->nxpend;
+    s->xpend = tv;
+    s->cap_xpend = tcap;
+    s->nxpend = 0;
+    size_t n = s->nxtaken;
+    pthread_mutex_unlock(&s->xmu);
+
+    /* Only this thread changes xtaken until expiry_done; readers of
+     * xnoted do not look at it. */
+    size_t removing = 0, i;
+    pthread_rwlock_rdlock(&s->lock);
+    for (i = 0; i < n; i++) {
+        const expired_key *x = &s->xtaken[i];
+        if (overlay_find(s, t->ngops, x->key, x->klen)) continue; /* written earlier in this group */
+        kv_loc loc;
+        int found = kv_keydir_get(s->kd, x->key, x->klen, &loc);
+        if (found && loc.seq != x->seq) continue; /* written since it expired */
+        if (kv_batch_delete(t->b, x->key, x->klen) != KV_OK) break; /* the batch is full */
+        if (found) removing++;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    s->xremoving = removing;
+    s->xwriting = t->b->nops;
+    if (i < n) {
+        /* The rest waits for the next transaction. */
+        pthread_mutex_lock(&s->xmu);
+        for (size_t j = i; j < n; j++) {
+            const expired_key *x = &s->xtaken[j];
+            if (xpend_add(s, x->key, x->klen, x->seq) < 0) continue; /* key freed: dropped */
+        }
+        s->nxtaken = i;
+        pthread_mutex_unlock(&s->xmu);
+    }
+    return KV_OK;
+}
+
+/* Completion of the expiry transaction (writer thread). */
+static void expiry_done(void *arg, kv_status st)
+{
+    kv_store *s = arg;
+    pthread_mutex_lock(&s->xmu);
+    xkeys_free(s->xtaken, &s->nxtaken);
+    if (st == KV_OK) {
+        s->expired_on_access += s->xremoving;
+        s->expiry_tombstones += s->xwriting;
+    } else {
+        /* Fail-stop (or out of memory): nothing more can be logged. */
+        xkeys_free(s->xpend, &s->nxpend);
+    }
+    s->xremoving = s->xwriting = 0;
+    xnoted_rebuild(s);
+    s->xqueued = 0;
+    pthread_mutex_unlock(&s->xmu);
+    if (st == KV_OK) expiry_kick(s);
+}
+
+void kv_expire_flush(kv_store *s)
+{
+    expiry_kick(s);
+    for (;;) {
+        pthread_mutex_lock(&s->xmu);
+        int busy = s->nxpend > 0 || s->xqueued;
+        pthread_mutex_unlock(&s->xmu);
+        /* The barrier queues behind the transaction in flight; its
+         * completion queues the next one first if more keys wait. */
+        if (!busy || kv_sync(s) == KV_CLOSED) return;
+    }
+}
+
 /* ---- media errors ---- */
 
 /* A read of [off, off + len) of segment g failed with a media error: EIO
@@ -1377,8 +1650,10 @@ kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
     kv_loc loc;
     uint64_t now = wall_ms(s);
     pthread_rwlock_rdlock(&s->lock);
-    if (!kv_keydir_get(s->kd, key, klen, &loc) || (loc.expire_ms != 0 && loc.expire_ms <= now)) {
+    int found = kv_keydir_get(s->kd, key, klen, &loc);
+    if (!found || !live(loc.expire_ms, now)) {
         pthread_rwlock_unlock(&s->lock);
+        if (found) note_expired(s, key, klen, loc.seq);
         return KV_NOT_FOUND;
     }
     segment *g = seg_acquire(s, loc.seg);
@@ -1404,10 +1679,13 @@ kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_
     pthread_rwlock_rdlock(&s->lock);
     for (size_t i = 0; i < n; i++) {
         int found = kv_keydir_get(s->kd, keys[i], klens[i], &locs[i]);
+        if (!found) locs[i].seq = 0; /* sequence numbers start at 1: 0 marks "absent" */
         sts[i] = found && (locs[i].expire_ms == 0 || locs[i].expire_ms > now) ? KV_OK : KV_NOT_FOUND;
         gs[i] = sts[i] == KV_OK && vals ? seg_acquire(s, locs[i].seg) : NULL;
     }
     pthread_rwlock_unlock(&s->lock);
+    for (size_t i = 0; i < n; i++)
+        if (sts[i] == KV_NOT_FOUND && locs[i].seq != 0) note_expired(s, keys[i], klens[i], locs[i].seq);
     for (size_t i = 0; i < n; i++) {
         if (!vals) continue;
         memset(&vals[i], 0, sizeof vals[i]);
@@ -1427,7 +1705,8 @@ kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_
     pthread_rwlock_rdlock(&s->lock);
     int found = kv_keydir_get(s->kd, key, klen, &loc);
     pthread_rwlock_unlock(&s->lock);
-    if (!found || (loc.expire_ms != 0 && loc.expire_ms <= now)) return KV_NOT_FOUND;
+    if (found && !live(loc.expire_ms, now)) note_expired(s, key, klen, loc.seq);
+    if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
     if (expire_ms) *expire_ms = loc.expire_ms;
     return KV_OK;
 }
@@ -1439,6 +1718,7 @@ kv_status kv_key_info(kv_store *s, const void *key, size_t klen, uint64_t *expir
     pthread_rwlock_rdlock(&s->lock);
     int found = kv_keydir_get(s->kd, key, klen, &loc);
     pthread_rwlock_unlock(&s->lock);
+    if (found && !live(loc.expire_ms, now)) note_expired(s, key, klen, loc.seq);
     if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
     if (expire_ms) *expire_ms = loc.expire_ms;
     if (seq) *seq = loc.seq;
@@ -1471,18 +1751,20 @@ typedef struct sweep_ctx {
     uint64_t now;
     uint8_t **keys;
     size_t *klens;
+    uint64_t *seqs;
     size_t n, cap;
 } sweep_ctx;
 
 static int sweep_collect(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
 {
     sweep_ctx *c = arg;
-    if (loc->expire_ms == 0 || loc->expire_ms > c->now || c->n == c->cap) return 0;
+    if (live(loc->expire_ms, c->now) || c->n == c->cap) return 0;
     uint8_t *k = malloc(klen ? klen : 1);
     if (!k) return 0;
     memcpy(k, key, klen);
     c->keys[c->n] = k;
     c->klens[c->n] = klen;
+    c->seqs[c->n] = loc->seq;
     c->n++;
     return 0;
 }
@@ -1490,21 +1772,33 @@ static int sweep_collect(void *arg, const uint8_t *key, size_t klen, const kv_lo
 size_t kv_expire_sweep(kv_store *s, size_t max_keys)
 {
     if (max_keys == 0) return 0;
-    sweep_ctx c = {wall_ms(s), calloc(max_keys, sizeof(uint8_t *)), calloc(max_keys, sizeof(size_t)), 0, max_keys};
+    sweep_ctx c = {wall_ms(s), calloc(max_keys, sizeof(uint8_t *)), calloc(max_keys, sizeof(size_t)),
+                   calloc(max_keys, sizeof(uint64_t)), 0, max_keys};
     size_t removed = 0;
-    if (!c.keys || !c.klens) goto out;
+    if (!c.keys || !c.klens || !c.seqs) goto out;
+    int fs = is_failstop(s);
     pthread_rwlock_wrlock(&s->lock);
     /* Look at up to 8x as many keys as may be removed, then stop. */
     uint64_t cur = s->sweep_cursor;
     size_t budget = max_keys * 8;
     do {
-        size_t before = c.n;
         cur = kv_keydir_scan(s->kd, cur, 16, sweep_collect, &c);
-        (void)before;
         budget = budget > 16 ? budget - 16 : 0;
     } while (cur != 0 && c.n < c.cap && budget > 0);
     s->sweep_cursor = cur;
+    /* A key leaves memory only once its tombstone is queued (in
+     * fail-stop, where none can be written, at once). Keys noted by a
+     * reader are left to that reader's tombstone, which removes them. */
+    pthread_mutex_lock(&s->xmu);
     for (size_t i = 0; i < c.n; i++) {
+        if (!fs && seqset_has(&s->xnoted, c.seqs[i])) continue;
+        if (!fs) {
+            if (xpend_add(s, c.keys[i], c.klens[i], c.seqs[i]) < 0) {
+                c.keys[i] = NULL; /* freed */
+                continue;
+            }
+            /* xpend owns the key bytes now; the lookup below copies nothing. */
+        }
         kv_loc old;
         if (kv_keydir_del(s->kd, c.keys[i], c.klens[i], &old)) {
             s->live_bytes -= old.len;
@@ -1512,13 +1806,17 @@ size_t kv_expire_sweep(kv_store *s, size_t max_keys)
             if (old.expire_ms) s->expires--;
             removed++;
         }
+        if (!fs) c.keys[i] = NULL;
     }
+    pthread_mutex_unlock(&s->xmu);
     s->expired_swept += removed;
     pthread_rwlock_unlock(&s->lock);
+    if (!fs) expiry_kick(s);
 out:
     for (size_t i = 0; i < c.n; i++) free(c.keys[i]);
     free(c.keys);
     free(c.klens);
+    free(c.seqs);
     return removed;
 }
 
@@ -2184,6 +2482,11 @@ void kv_get_stats(kv_store *s, kv_stats *st)
     st->bad_segment = s->bad_seg;
     st->bad_offset = s->bad_off;
     pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->xmu);
+    st->expired_on_access = s->expired_on_access;
+    st->expiry_tombstones = s->expiry_tombstones;
+    st->expiry_pending = s->nxpend + s->nxtaken;
+    pthread_mutex_unlock(&s->xmu);
     st->fsync = s->opt.fsync;
 }
 
@@ -2208,6 +2511,12 @@ static void free_store(kv_store *s)
     for (size_t i = 0; i < s->nsegs; i++) seg_release(s, s->segs[i]);
     pthread_mutex_destroy(&s->compact_mu);
     kv_io_unlock_dir(s->io, &s->dlock);
+    xkeys_free(s->xpend, &s->nxpend);
+    xkeys_free(s->xtaken, &s->nxtaken);
+    free(s->xpend);
+    free(s->xtaken);
+    free(s->xnoted.v);
+    pthread_mutex_destroy(&s->xmu);
     kv_keydir_free(s->kd);
     kvr_report_free(&s->rep);
     pthread_rwlock_destroy(&s->lock);
@@ -2288,6 +2597,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&s->qmu, NULL);
     pthread_mutex_init(&s->compact_mu, NULL);
+    pthread_mutex_init(&s->xmu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* everysec must not follow wall-clock steps */
@@ -2462,6 +2772,7 @@ fail:
 kv_status kv_close(kv_store *s)
 {
     if (!s) return KV_OK;
+    kv_expire_flush(s); /* the tombstones of keys found expired so far */
     pthread_mutex_lock(&s->qmu);
     s->closing = 1;
     pthread_cond_signal(&s->qcv);

@@ -24,6 +24,10 @@
  *    retries; reads go on. kv_failstop_reason() says why. Restart to
  *    recover from what is on disk.
  *  - Batches are atomic after a crash: all of a batch's entries or none.
+ *  - Expiry is durable: a key found expired (on access or by
+ *    kv_expire_sweep) gets a tombstone in the log, written by the writer
+ *    after the read has returned, so it stays gone after a restart even
+ *    if the wall clock went back. A read never waits for it.
  *  - A media error under a record (EIO from the disk, a SIGBUS under the
  *    segment's mapping, a segment file shorter than its records) fails
  *    that read with EIO (or KV_CORRUPT when the file is short), marks the
@@ -287,10 +291,21 @@ typedef void (*kv_scan_fn)(void *arg, const uint8_t *key, size_t klen, uint64_t 
  */
 kv_status kv_scan(kv_store *s, uint64_t cursor, size_t count, kv_scan_fn fn, void *arg, uint64_t *next);
 
-/* Removes up to max_keys expired keys from the key directory, resuming
- * where the previous sweep stopped (their records are already dead: a
- * restart drops them too). Returns the number removed. */
+/*
+ * Removes up to max_keys expired keys from the key directory, resuming
+ * where the previous sweep stopped, and queues a tombstone for each (one
+ * expiry transaction writes them in the group commit: the sweep does not
+ * wait for it). Keys already found expired by a reader are left to that
+ * reader's tombstone. In fail-stop the keys only leave memory. Returns the
+ * number removed (kv_stats.expired_swept adds them up).
+ */
 size_t kv_expire_sweep(kv_store *s, size_t max_keys);
+
+/* Waits until every expired key noted so far (by readers or the sweep)
+ * has its tombstone written, or dropped because the store is in
+ * fail-stop or closing. kv_close calls it; tests use it to wait for the
+ * keys' removal. Must not be called on the writer thread. */
+void kv_expire_flush(kv_store *s);
 
 /* ---- compaction ---- */
 
@@ -447,7 +462,11 @@ typedef struct kv_stats {
     uint64_t fdatasync_us;    /* total time in them, microseconds */
     uint64_t fdatasync_max_us;
     uint64_t synced_writes;   /* writes covered by an fdatasync */
-    uint64_t expired_swept;
+    uint64_t expired_swept;   /* expired keys removed by kv_expire_sweep */
+    uint64_t expired_on_access; /* expired keys removed by the tombstone of a
+                                   read that found them expired */
+    uint64_t expiry_tombstones; /* tombstones written for expired keys */
+    uint64_t expiry_pending;  /* expired keys whose tombstone is not written yet */
     uint64_t expires;         /* keys with an expiry */
     kv_fsync_policy fsync;
     int failstop;             /* 1 once writes are refused */

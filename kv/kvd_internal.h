@@ -142,6 +142,7 @@ struct kvd_server {
     uint64_t next_client_id;
     int64_t connected_clients;
     uint64_t total_connections, rejected_connections, total_commands, hits, misses, expired_active;
+    uint64_t expired_access_base; /* the store's expired_on_access at the last CONFIG RESETSTAT */
     uint64_t ops_sec, last_cmds;
     /* background compaction (COMPACT, SIGUSR1, or dead bytes over the
      * configured share): one thread at a time */
@@ -154,6 +155,7 @@ struct kvd_server {
     int hinting;         /* it is running (atomic) */
     int hints_failed;    /* a run failed: no more automatic runs (atomic) */
     struct kv_scrub *scrub; /* the background scrub (its own thread), or NULL */
+    long long test_clock_offset_ms; /* KVD_TEST_CLOCK_OFFSET_MS: tests only (test_clock) */
     long long last_cron_ms;
     int cron_hz; /* the rate ev_cron runs at now (main thread only) */
     /* resource limits (kvd_limits.h) */

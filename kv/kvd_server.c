@@ -756,6 +756,9 @@ static void cmd_config(kvd_client *c)
         __atomic_store_n(&srv->rejected_connections, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&srv->expired_active, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&srv->obuf_disconnections, 0, __ATOMIC_RELAXED);
+        kv_stats kst;
+        kv_get_stats(srv->store, &kst);
+        __atomic_store_n(&srv->expired_access_base, kst.expired_on_access, __ATOMIC_RELAXED);
         srv->last_cmds = 0;
         srv->ops_sec = 0;
         rp_ok(&c->out);
@@ -1462,6 +1465,15 @@ static void join_compaction(kvd_server *srv)
     pthread_mutex_unlock(&srv->compact_mu);
 }
 
+/* The store's wall clock under KVD_TEST_CLOCK_OFFSET_MS (tests only):
+ * CLOCK_REALTIME shifted by srv->test_clock_offset_ms, in ms since the
+ * epoch. Lets a test restart kvd "with the clock set back". */
+static uint64_t test_clock(void *arg)
+{
+    const kvd_server *srv = arg;
+    return (uint64_t)(kvd_mstime() + srv->test_clock_offset_ms);
+}
+
 /* ---- INFO ---- */
 
 static int want(const char *section, const char *name)
@@ -1529,6 +1541,8 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
         if (st.segments_bad) kv_seg_name(badname, sizeof badname, st.bad_segment);
         LINE("segments_bad:%u\r\nsegment_bad_last:%s\r\nsegment_bad_last_offset:%" PRIu64 "\r\n", st.segments_bad,
              badname, st.bad_offset);
+        LINE("expiry_tombstones:%" PRIu64 "\r\nexpiry_tombstones_pending:%" PRIu64 "\r\n", st.expiry_tombstones,
+             st.expiry_pending);
         kv_compact_progress cp;
         kv_compact_progress_get(srv->store, &cp);
         LINE("compaction_in_progress:%d\r\ncompaction_progress_pct:%.1f\r\ncompactions:%" PRIu64
@@ -1562,7 +1576,9 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
              atomic_get(&srv->total_connections), atomic_get(&srv->total_commands), srv->ops_sec);
         LINE("rejected_connections:%" PRIu64 "\r\nexpired_keys:%" PRIu64 "\r\nkeyspace_hits:%" PRIu64
              "\r\nkeyspace_misses:%" PRIu64 "\r\n",
-             atomic_get(&srv->rejected_connections), atomic_get(&srv->expired_active), atomic_get(&srv->hits),
+             atomic_get(&srv->rejected_connections),
+             atomic_get(&srv->expired_active) + st.expired_on_access - atomic_get(&srv->expired_access_base),
+             atomic_get(&srv->hits),
              atomic_get(&srv->misses));
         LINE("client_output_buffer_limit_disconnections:%" PRIu64 "\r\n\r\n", atomic_get(&srv->obuf_disconnections));
     }
@@ -1661,6 +1677,22 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     o.hint_files = cfg->hint_files;
     o.preallocate = cfg->preallocate;
     o.log = store_log;
+    const char *off = getenv("KVD_TEST_CLOCK_OFFSET_MS");
+    if (off && *off) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(off, &end, 10);
+        if (errno || *end || v < -(1LL << 40) || v > (1LL << 40)) {
+            snprintf(err, errcap, "KVD_TEST_CLOCK_OFFSET_MS: not a number of milliseconds: '%s'", off);
+            free(srv);
+            return NULL;
+        }
+        srv->test_clock_offset_ms = v;
+        o.clock_ms = test_clock;
+        o.clock_arg = srv;
+        kvd_log(KVD_LOG_WARNING, "KVD_TEST_CLOCK_OFFSET_MS=%lld: the store's expiry clock is shifted (for tests only)",
+                v);
+    }
     kvr_report rep;
     kv_status st = kv_open(cfg->dir, &o, &srv->store, &rep);
     if (st != KV_OK) {

@@ -6,6 +6,10 @@ Integrity of a running kvd's data directory, with the real binaries:
   (os.truncate) makes GET of a record past the cut answer an error, on
   the I/O thread that reads it, while kvd serves every other key; INFO
   shows the bad segment and the log names it once, with kvfsck;
+- expiry is durable: a key that clients saw expire, on access or by the
+  active sweep, stays gone after a restart with the clock set back
+  (KVD_TEST_CLOCK_OFFSET_MS, a test-only hook that shifts the store's
+  clock), and INFO's expired_keys counts each key once;
 - the directory lock cannot be sidestepped: with kvd running and LOCK
   deleted, a second kvd, kvcompact and kvfsck --repair on the same
   directory all refuse, and create no LOCK file.
@@ -16,6 +20,7 @@ by tearDown.
 """
 import os
 import subprocess
+import time
 import unittest
 
 import redis
@@ -88,6 +93,61 @@ class TestMediaErrors(KvdTestCase):
         log = srv.read_log()
         self.assertEqual(1, log.count("media error reading"), log[-3000:])
         self.assertIn("kvfsck %s" % srv.dir, log)
+
+
+class TestDurableExpiry(KvdTestCase):
+
+    BACK_MS = "-600000"  # ten minutes earlier: every PX 200 key is live again by the clock
+
+    def restart_with_clock_back(self, srv):
+        self.assertEqual(0, srv.stop())
+        old = os.environ.get("KVD_TEST_CLOCK_OFFSET_MS")
+        os.environ["KVD_TEST_CLOCK_OFFSET_MS"] = self.BACK_MS
+        try:
+            srv.start()
+        finally:
+            if old is None:
+                del os.environ["KVD_TEST_CLOCK_OFFSET_MS"]
+            else:
+                os.environ["KVD_TEST_CLOCK_OFFSET_MS"] = old
+        self.assertIn("KVD_TEST_CLOCK_OFFSET_MS=%s" % self.BACK_MS, srv.read_log())
+        return self.client(srv)
+
+    def test_key_seen_expired_on_access_stays_gone(self):
+        # hz 1: the sweep comes at most once a second; the GET comes first.
+        srv = self.start_server(["--hz", "1"])
+        r = self.client(srv)
+        r.set("k", "v", px=200)
+        r.set("keep", "v")
+        time.sleep(0.3)
+        self.assertIsNone(r.get("k"))
+        self.assertTrue(wait_until(lambda: info_fields(r, "persistence")["expiry_tombstones"] == "1", timeout=5.0),
+                        info_fields(r, "persistence"))
+        self.assertEqual(1, r.dbsize())
+        self.assertEqual("1", info_fields(r, "stats")["expired_keys"])
+        r = self.restart_with_clock_back(srv)
+        self.assertIsNone(r.get("k"))
+        self.assertEqual(0, r.exists("k"))
+        self.assertEqual(b"v", r.get("keep"))
+        self.assertEqual(1, r.dbsize())
+
+    def test_keys_removed_by_the_sweep_stay_gone(self):
+        srv = self.start_server(["--hz", "50"])
+        r = self.client(srv)
+        with r.pipeline(transaction=False) as p:
+            for i in range(20):
+                p.set("sw:%d" % i, "v", px=200)
+            p.set("keep", "v")
+            p.execute()
+        # Nobody reads them: only the active sweep can remove them.
+        self.assertTrue(wait_until(lambda: info_fields(r, "persistence")["expiry_tombstones"] == "20", timeout=5.0),
+                        info_fields(r, "persistence"))
+        self.assertEqual(1, r.dbsize())
+        self.assertEqual("20", info_fields(r, "stats")["expired_keys"])
+        r = self.restart_with_clock_back(srv)
+        self.assertEqual(1, r.dbsize())
+        self.assertIsNone(r.get("sw:0"))
+        self.assertEqual(b"v", r.get("keep"))
 
 
 class TestDirectoryLock(KvdTestCase):

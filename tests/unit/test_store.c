@@ -170,16 +170,26 @@ START_TEST(expired_keys_are_never_returned)
     ck_assert_int_eq(kv_get(s, "t", 1, &v), KV_NOT_FOUND);
     ck_assert_int_eq(kv_exists(s, "t", 1, NULL), KV_NOT_FOUND);
     ck_assert_int_eq(kv_delete(s, "t", 1), KV_NOT_FOUND);
-    ck_assert_uint_eq(kv_expire_sweep(s, 100), 2);
+    /* The reads above found "t" expired and queued its tombstone, which
+     * removes it; the sweep takes the unread "old". */
+    kv_expire_flush(s);
+    ck_assert_uint_eq(kv_expire_sweep(s, 100), 1);
+    kv_expire_flush(s);
     kv_stats st;
     kv_get_stats(s, &st);
     ck_assert_uint_eq(st.keys, 1);
-    ck_assert_uint_eq(st.expired_swept, 2);
+    ck_assert_uint_eq(st.expired_swept, 1);
+    ck_assert_uint_eq(st.expired_on_access, 1);
+    ck_assert_uint_eq(st.expiry_tombstones, 2);
     kv_close(s);
-    /* After a restart the expired put still shadows the older value. */
+    /* After a restart the expired put still shadows the older value: its
+     * expiry was logged as a tombstone, so recovery finds only "keep"
+     * (how many expired puts it met depends on whether it read the
+     * records or a hint file; test_expiry.c checks the clock-back case). */
     s = open_mem(fs, KV_FSYNC_ALWAYS, 0);
     ck_assert_int_eq(kv_get(s, "old", 3, &v), KV_NOT_FOUND);
-    ck_assert_uint_eq(kv_recovery_report(s)->expired, 2);
+    ck_assert_int_eq(kv_get(s, "t", 1, &v), KV_NOT_FOUND);
+    ck_assert_uint_eq(kv_recovery_report(s)->keys, 1);
     expect_value(s, "keep", 4, "v", 1);
     kv_close(s);
     kv_memfs_free(fs);
