@@ -2069,6 +2069,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         c.cur_id = in[i]->id;
         uint8_t *buf = malloc(sizes[i] ? sizes[i] : 1);
         r = buf ? kv_io_read_full(s->io, in[i]->fd, buf, sizes[i], 0) : -ENOMEM;
+        if (r == -EIO) mark_bad(s, in[i], 0, sizes[i] > UINT32_MAX ? UINT32_MAX : (uint32_t)sizes[i], r);
         if (r < 0) {
             st = -r;
             snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", ip, kv_strerror(st));
@@ -2273,6 +2274,7 @@ static kv_status write_segment_hint(kv_store *s, segment *g)
     r = kv_io_read_full(s->io, g->fd, buf, size, 0);
     if (r < 0) {
         free(buf);
+        if (r == -EIO) mark_bad(s, g, 0, size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, r);
         return -r;
     }
     uint8_t *hint = NULL;

@@ -32,7 +32,8 @@
  *    segment's mapping, a segment file shorter than its records) fails
  *    that read with EIO (or KV_CORRUPT when the file is short), marks the
  *    segment bad (kv_stats.segments_bad) and is logged once per segment
- *    with the kvfsck command to run; the process goes on.
+ *    with the kvfsck command to run; the process goes on. An EIO while a
+ *    compaction or kv_write_hints reads a segment marks it the same way.
  * Locking: one rwlock guards the key directory and segment table; readers
  * share it, the writer thread takes it briefly to publish a group. Every
  * function here is thread-safe unless it says otherwise.

@@ -445,7 +445,7 @@ END_TEST
 START_TEST(any_io_call_of_a_compaction_failing_leaves_a_working_store)
 {
     uint64_t n;
-    size_t failed = 0;
+    size_t failed = 0, read_failed = 0;
     for (n = 1;; n++) {
         kv_memfs *fs = kv_memfs_new();
         kv_faultio *f = kv_faultio_new(kv_memfs_io(fs));
@@ -467,6 +467,14 @@ START_TEST(any_io_call_of_a_compaction_failing_leaves_a_working_store)
         kv_stats stt;
         kv_get_stats(s, &stt);
         ck_assert_int_eq(stt.failstop, 0);
+        /* An input it could not read (EIO) is marked bad, as a failed GET
+         * would mark it; no other failure marks anything. */
+        if (st == EIO && strncmp(rep.message, "cannot read ", 12) == 0) {
+            ck_assert_uint_eq(stt.segments_bad, 1);
+            read_failed++;
+        } else if (n % 2 == 0) {
+            ck_assert_uint_eq(stt.segments_bad, 0);
+        }
         ck_assert_int_eq(kv_put(s, "after", 5, "x", 1, 0, 0), KV_OK);
         tu_model_put(&m, "after", 5, "x", 1);
         assert_equals(s, &m);
@@ -489,6 +497,7 @@ START_TEST(any_io_call_of_a_compaction_failing_leaves_a_working_store)
     printf("compaction fault injection: each of %llu I/O calls failed in turn, %zu compactions failed cleanly\n",
            (unsigned long long)(n - 1), failed);
     ck_assert_uint_gt(failed, 5);
+    ck_assert_uint_gt(read_failed, 0);
 }
 END_TEST
 

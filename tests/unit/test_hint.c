@@ -536,6 +536,56 @@ START_TEST(the_hint_of_a_compaction_whose_inputs_end_in_tombstones_is_used)
 }
 END_TEST
 
+/* Each I/O call of kv_write_hints failing in turn with EIO: a sealed
+ * segment it could not read is marked bad for the store (as a failed GET
+ * would mark it), a failed write of the hint file marks nothing, and the
+ * store goes on either way. */
+START_TEST(a_segment_the_hint_writer_cannot_read_is_marked_bad)
+{
+    int marked = 0, clean = 0;
+    for (uint64_t nth = 1;; nth++) {
+        kv_memfs *fs = kv_memfs_new();
+        kv_faultio *f = kv_faultio_new(kv_memfs_io(fs));
+        kv_options o;
+        kv_options_init(&o);
+        o.io = kv_faultio_io(f);
+        o.segment_max_bytes = 4096;
+        o.clock_ms = fake_clock;
+        kv_store *s;
+        kvr_report rep;
+        ck_assert_int_eq(kv_open(DIR, &o, &s, &rep), KV_OK);
+        kvr_report_free(&rep);
+        tu_model m;
+        tu_model_init(&m);
+        churn(s, &m, 60);
+        ck_assert_uint_ge(kv_hints_pending(s), 1);
+        kv_faultio_arm(f, nth, EIO, 0);
+        uint32_t written = 0;
+        kv_status st = kv_write_hints(s, &written);
+        int fired = kv_faultio_fired(f);
+        kv_faultio_arm(f, 0, 0, 0);
+        kv_stats st2;
+        kv_get_stats(s, &st2);
+        ck_assert_uint_le(st2.segments_bad, 1);
+        if (st2.segments_bad) {
+            ck_assert_int_eq(st, EIO);
+            marked++;
+        } else {
+            clean++;
+        }
+        ck_assert_int_eq(kv_put(s, "after", 5, "x", 1, 0, 0), KV_OK);
+        kv_close(s);
+        tu_model_free(&m);
+        kv_faultio_free(f);
+        kv_memfs_free(fs);
+        if (!fired) break;
+        ck_assert_uint_lt(nth, 2000);
+    }
+    ck_assert_int_ge(marked, 1); /* the pread of each segment */
+    ck_assert_int_gt(clean, marked); /* every other call */
+}
+END_TEST
+
 START_TEST(a_failing_io_call_while_writing_hints_never_harms_the_store)
 {
     /* Each I/O call of an open that writes hint files fails in turn, with
@@ -604,6 +654,7 @@ int main(void)
     tcase_add_test(tc, expired_puts_in_a_hint_are_dropped_at_open);
     tcase_add_test(tc, orphan_hints_refuse_the_open_and_compaction_keeps_hints_current);
     tcase_add_test(tc, the_hint_of_a_compaction_whose_inputs_end_in_tombstones_is_used);
+    tcase_add_test(tc, a_segment_the_hint_writer_cannot_read_is_marked_bad);
     tcase_add_test(tc, a_failing_io_call_while_writing_hints_never_harms_the_store);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
