@@ -225,6 +225,7 @@ START_TEST(sealed_segment_truncated_at_a_record_boundary_is_refused_and_its_hint
     expect_refusal("0000000002.seg", "truncated sealed segment");
     /* The same for the segment just before the empty newest one, whose
      * successor's header allows only a missing trailer. */
+    teardown(); /* a second directory: the first one is done with */
     setup();
     n = clean_dir();
     path_of(p, sizeof p, n - 1, ".seg");
@@ -273,6 +274,7 @@ START_TEST(deleted_newest_segment_is_a_missing_segment)
     expect_refusal(name, "missing segment");
     /* After a crash too: the newest holds records, the one before it was
      * sealed by a rotation. */
+    teardown(); /* a second directory: the first one is done with */
     setup();
     kv_store *s = fill(120);
     kv_memfs *img = kv_memfs_clone(fs);
