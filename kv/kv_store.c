@@ -609,7 +609,7 @@ static int rotate_ex(kv_store *s, int trailer)
         int w = kv_io_write_full(s->io, s->active_fd, m, sizeof m, s->active_size);
         if (w < 0) {
             s->io->close(s->io->ctx, fd);
-            failstop(s, -w, "writing the trailer of", s->active_id);
+            failstop(s, -w, "write", s->active_id);
             return -1;
         }
         if (sync_active(s) < 0) {

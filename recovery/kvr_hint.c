@@ -51,12 +51,14 @@ kv_status kvh_decode(const uint8_t *buf, size_t len, uint32_t expect_seg, kvh_he
     memcpy(h->last_header, buf + 120, KV_REC_HEADER_SIZE);
     if (h->seg == 0 || (expect_seg != 0 && h->seg != expect_seg)) return KV_CORRUPT;
     if (h->seg_size < KV_SEG_HEADER_SIZE) return KV_CORRUPT;
-    uint32_t sid;
-    if (kv_seg_header_decode(h->seg_header, h->seg, &sid) != KV_OK) return KV_CORRUPT;
+    kv_seg_header sh;
+    if (kv_seg_header_parse(h->seg_header, h->seg, &sh) != KV_OK) return KV_CORRUPT;
     if (h->records == 0) {
-        /* An empty segment: nothing but its header. */
+        /* An empty segment: nothing but its header, and in format 2 its
+         * trailer (a compaction output that kept no record). */
+        uint64_t empty = KV_SEG_HEADER_SIZE + (sh.version >= 2 ? KV_MARK_SIZE : 0);
         if (h->nhints || h->batches || h->entries || h->tombstones || h->min_seq || h->max_seq || h->last_off ||
-            h->seg_size != KV_SEG_HEADER_SIZE || !all_zero(h->last_header, KV_REC_HEADER_SIZE))
+            h->seg_size != empty || !all_zero(h->last_header, KV_REC_HEADER_SIZE))
             return KV_CORRUPT;
     } else {
         kv_record last;

@@ -536,6 +536,50 @@ START_TEST(the_hint_of_a_compaction_whose_inputs_end_in_tombstones_is_used)
 }
 END_TEST
 
+/* A compaction that keeps no record at all (every input record deleted)
+ * writes an output of its header and trailer only: its hint (no entries)
+ * must decode and be used at the next open. */
+START_TEST(the_hint_of_a_compaction_that_keeps_nothing_is_used)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_store *s;
+    kvr_report rep;
+    open_hints(fs, 1, &s, &rep);
+    kvr_report_free(&rep);
+    char k[16], v[200];
+    for (int i = 0; i < 60; i++) {
+        snprintf(k, sizeof k, "key%d", i % 20);
+        int vl = snprintf(v, sizeof v, "value-%d-%0120d", i, i);
+        ck_assert_int_eq(kv_put(s, k, strlen(k), v, (size_t)vl, 0, 0), KV_OK);
+    }
+    for (int i = 0; i < 20; i++) {
+        snprintf(k, sizeof k, "key%d", i);
+        ck_assert_int_eq(kv_delete(s, k, strlen(k)), KV_OK);
+    }
+    ck_assert_int_eq(kv_seal(s), KV_OK);
+    kv_compact_report cr;
+    ck_assert_int_eq(kv_compact(s, &cr), KV_OK);
+    ck_assert_uint_eq(cr.records_copied, 0);
+    char hp[64];
+    hint_path(hp, sizeof hp, cr.output_segment);
+    uint8_t *buf;
+    size_t len;
+    ck_assert_int_eq(kv_memfs_read(fs, hp, &buf, &len), 0);
+    kvh_header hh;
+    ck_assert_int_eq(kvh_decode(buf, len, cr.output_segment, &hh), KV_OK);
+    ck_assert_uint_eq(hh.records, 0);
+    ck_assert_uint_eq(hh.seg_size, KV_SEG_HEADER_SIZE + KV_MARK_SIZE); /* header and trailer */
+    free(buf);
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    open_hints(fs, 1, &s, &rep);
+    ck_assert_uint_eq(rep.hints_rejected, 0);
+    ck_assert_uint_eq(rep.keys, 0);
+    kvr_report_free(&rep);
+    kv_close(s);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 /* Each I/O call of kv_write_hints failing in turn with EIO: a sealed
  * segment it could not read is marked bad for the store (as a failed GET
  * would mark it), a failed write of the hint file marks nothing, and the
@@ -654,6 +698,7 @@ int main(void)
     tcase_add_test(tc, expired_puts_in_a_hint_are_dropped_at_open);
     tcase_add_test(tc, orphan_hints_refuse_the_open_and_compaction_keeps_hints_current);
     tcase_add_test(tc, the_hint_of_a_compaction_whose_inputs_end_in_tombstones_is_used);
+    tcase_add_test(tc, the_hint_of_a_compaction_that_keeps_nothing_is_used);
     tcase_add_test(tc, a_segment_the_hint_writer_cannot_read_is_marked_bad);
     tcase_add_test(tc, a_failing_io_call_while_writing_hints_never_harms_the_store);
     suite_add_tcase(s, tc);
