@@ -660,32 +660,46 @@ static void peek_segment(const kv_io *io, const char *path, uint32_t id, seg_pee
  * region), and the whole group is torn. Sets c->torn_from, and c->have_cut
  * at the group's start in that case. */
 typedef struct tail_scan {
-    uint64_t first_bad;  /* offset of the first problem, UINT64_MAX if none */
-    int all_zero_fill;   /* every problem before the limit is KVR_ZERO_FILL */
-    uint64_t limit;
-    uint64_t lo;         /* the lowest problem offset before the limit */
+    int pending;         /* problems reported since the last mark */
+    int pending_zero;    /* ... all of them KVR_ZERO_FILL */
+    uint64_t pending_lo; /* ... the first one's offset */
+    int all_zero_fill;   /* every problem before the last mark is KVR_ZERO_FILL */
+    uint64_t lo;         /* the first problem before the last mark, UINT64_MAX if none */
 } tail_scan;
 
+/* The reader reports a problem before it yields the record that follows
+ * it, so the problems pending when a mark arrives lie before that mark. */
 static void tail_problem(void *arg, const kvr_problem *p)
 {
     tail_scan *t = arg;
     if (p->reason == KVR_UNWRITTEN) return;
-    if (p->offset < t->first_bad) t->first_bad = p->offset;
-    if (p->offset < t->limit) {
-        if (p->reason != KVR_ZERO_FILL) t->all_zero_fill = 0;
-        if (p->offset < t->lo) t->lo = p->offset;
+    if (!t->pending) {
+        t->pending = t->pending_zero = 1;
+        t->pending_lo = p->offset;
     }
+    if (p->reason != KVR_ZERO_FILL) t->pending_zero = 0;
+}
+
+static int tail_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
+{
+    (void)seg;
+    (void)off;
+    tail_scan *t = arg;
+    if (kv_record_is_mark(r) && t->pending) {
+        if (t->lo == UINT64_MAX) t->lo = t->pending_lo;
+        if (!t->pending_zero) t->all_zero_fill = 0;
+        t->pending = 0;
+    }
+    return 0;
 }
 
 static void classify_tail(rctx *c, const uint8_t *buf, uint64_t len, uint32_t id)
 {
     kvr_scan_result res;
-    if (kvr_scan_buffer(buf, len, id, NULL, NULL, NULL, NULL, &res) != KV_OK) return;
+    tail_scan t = {0, 0, 0, 1, UINT64_MAX};
+    if (kvr_scan_buffer(buf, len, id, NULL, tail_record, tail_problem, &t, &res) != KV_OK) return;
     c->torn_from = res.mark_end ? res.mark_end : KV_SEG_HEADER_SIZE;
-    if (!res.mark_end || !res.group_start) return;
-    tail_scan t = {UINT64_MAX, 1, res.mark_end, UINT64_MAX};
-    kvr_scan_buffer(buf, len, id, NULL, NULL, tail_problem, &t, NULL);
-    if (t.lo != UINT64_MAX && t.all_zero_fill && t.lo >= res.group_start) {
+    if (res.mark_end && res.group_start && t.lo != UINT64_MAX && t.all_zero_fill && t.lo >= res.group_start) {
         c->torn_from = res.group_start;
         c->have_cut = 1;
         c->cut_off = res.group_start;
