@@ -43,8 +43,7 @@ fsck_kind fsck_classify(const kvr_problem *p, int newest)
 {
     /* The order of recovery's refusal message (recovery/kvr_recover.c). */
     if (p->reason == KVR_SEQ_ORDER) return FSCK_SEQ_BACK;
-    if (p->reason == KVR_PREV_MISSING || p->reason == KVR_PREV_SIZE || p->reason == KVR_NO_TRAILER ||
-        p->reason == KVR_NO_SUCCESSOR || p->reason == KVR_ORPHAN_HINT)
+    if (kvr_reason_is_missing_data(p->reason))
         return FSCK_MISSING;
     if (!newest) return FSCK_SEALED;
     return p->valid_after ? FSCK_MID_LOG : FSCK_TORN_TAIL;

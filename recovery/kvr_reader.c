@@ -27,6 +27,12 @@ const char *kvr_reason_str(kvr_reason r)
     return "unknown problem";
 }
 
+int kvr_reason_is_missing_data(kvr_reason r)
+{
+    return r == KVR_PREV_MISSING || r == KVR_PREV_SIZE || r == KVR_NO_TRAILER || r == KVR_NO_SUCCESSOR ||
+           r == KVR_ORPHAN_HINT;
+}
+
 uint64_t kvr_zero_tail(const uint8_t *buf, uint64_t from, uint64_t len)
 {
     while (len > from && buf[len - 1] == 0) len--;

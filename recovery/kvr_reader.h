@@ -70,6 +70,13 @@ typedef enum kvr_reason {
                                  wrote */
 } kvr_reason;
 
+/* 1 for a problem of the log as a whole, which recovery finds from
+ * headers, trailers and hint files (KVR_PREV_MISSING, KVR_PREV_SIZE,
+ * KVR_NO_TRAILER, KVR_NO_SUCCESSOR, KVR_ORPHAN_HINT): never a torn tail,
+ * always a missing piece of the log. 0 for what a scan of one segment
+ * reports. */
+int kvr_reason_is_missing_data(kvr_reason r);
+
 /* Short text for a reason, e.g. "record header checksum mismatch". */
 const char *kvr_reason_str(kvr_reason r);
 

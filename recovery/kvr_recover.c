@@ -309,8 +309,7 @@ static void note_problem(rctx *c, const kvr_problem *p, int torn)
  * group (torn_from), whatever follows (see docs/format.md, "Evidence"). */
 static int is_torn(const rctx *c, const kvr_problem *p)
 {
-    if ((!c->newest && !c->window) || p->reason == KVR_SEQ_ORDER || p->reason == KVR_NO_SUCCESSOR ||
-        p->reason == KVR_PREV_MISSING || p->reason == KVR_PREV_SIZE || p->reason == KVR_NO_TRAILER)
+    if ((!c->newest && !c->window) || p->reason == KVR_SEQ_ORDER || kvr_reason_is_missing_data(p->reason))
         return 0;
     if (c->window) return p->offset >= c->torn_from;
     return c->marked ? p->offset >= c->torn_from : !p->valid_after;
@@ -486,25 +485,26 @@ static uint64_t now_us(void)
 
 /* A version 2 segment that a hint describes must end with its trailer,
  * which counts the hint's records: a hint is never trusted for a segment
- * that lost it. Returns KV_OK (also for version 1, which has none),
- * KV_CORRUPT or an errno. */
-static kv_status check_trailer(const kv_io *io, const char *dir, uint32_t id, const kvh_header *h)
+ * that lost it. kvh_matches_segment has compared the hint's copy of the
+ * last record's header with the segment's bytes at its offset, so for a
+ * segment with records the copy is checked here without reading; an empty
+ * one's trailer is read through fd. Returns KV_OK (also for version 1,
+ * which has none), KV_CORRUPT or an errno. */
+static kv_status check_trailer(const kv_io *io, int fd, uint32_t id, const kvh_header *h)
 {
     kv_seg_header sh;
     if (kv_seg_header_parse(h->seg_header, id, &sh) != KV_OK) return KV_CORRUPT;
     if (sh.version < 2) return KV_OK;
     if (h->seg_size < KV_SEG_HEADER_SIZE + KV_MARK_SIZE) return KV_CORRUPT;
-    char name[32], path[4096];
-    kv_seg_name(name, sizeof name, id);
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = io->open(io->ctx, path, KV_O_RDONLY);
-    if (fd < 0) return -fd;
-    uint8_t m[KV_MARK_SIZE];
     uint64_t at = h->seg_size - KV_MARK_SIZE;
-    int r = kv_io_read_full(io, fd, m, sizeof m, at);
-    io->close(io->ctx, fd);
-    if (r == -ENODATA) return KV_CORRUPT;
-    if (r < 0) return -r;
+    uint8_t m[KV_MARK_SIZE];
+    if (h->records) {
+        memcpy(m, h->last_header, sizeof m);
+    } else {
+        int r = kv_io_read_full(io, fd, m, sizeof m, at);
+        if (r == -ENODATA) return KV_CORRUPT;
+        if (r < 0) return -r;
+    }
     kv_record t;
     if (kv_record_decode(m, sizeof m, &t) != KV_OK || t.type != KV_REC_SEAL || t.expire_ms != at ||
         t.flags != h->records)
@@ -536,9 +536,9 @@ static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uin
         snprintf(path, sizeof path, "%s/%s", dir, name);
         int fd = io->open(io->ctx, path, KV_O_RDONLY);
         st = fd < 0 ? -fd : kvh_matches_segment(io, fd, &h);
+        if (st == KV_OK) st = check_trailer(io, fd, id, &h);
         if (fd >= 0) io->close(io->ctx, fd);
     }
-    if (st == KV_OK) st = check_trailer(io, dir, id, &h);
     if (st == KV_OK && h.records && c->rep->max_seq != 0 && h.min_seq <= c->rep->max_seq)
         st = KV_CORRUPT; /* the scan reports where the order breaks */
     if (st != KV_OK) {
@@ -807,21 +807,16 @@ static kv_status remove_superseded(const kv_io *io, const char *dir, kvr_report 
 static void refuse_message(kvr_report *rep, const rctx *c, const char *dir, const char *path)
 {
     const kvr_problem *p = &c->first;
-    if (p->reason == KVR_ORPHAN_HINT || (p->reason == KVR_NO_SUCCESSOR && strstr(path, ".hint"))) {
+    if (p->reason == KVR_ORPHAN_HINT) {
         char name[32];
         kv_seg_name(name, sizeof name, p->seg);
         snprintf(rep->message, sizeof rep->message,
-                 "missing segment: %s is the hint file of %s, %s; refusing to open in recovery mode %s "
-                 "so that no valid data is dropped. Inspect with: kvfsck %s",
-                 path, name,
-                 p->reason == KVR_ORPHAN_HINT ? "which is missing"
-                                              : "the newest segment, which only a sealed segment has: the "
-                                                "segment after it is missing",
-                 kvr_mode_name(c->mode), dir);
+                 "missing segment: %s is the hint file of %s, which is missing; refusing to open in "
+                 "recovery mode %s so that no valid data is dropped. Inspect with: kvfsck %s",
+                 path, name, kvr_mode_name(c->mode), dir);
         return;
     }
     const char *kind = p->reason == KVR_SEQ_ORDER                                     ? "out-of-order record"
-                       : p->reason == KVR_ORPHAN_HINT                                 ? "missing segment"
                        : p->reason == KVR_PREV_MISSING || p->reason == KVR_NO_SUCCESSOR ? "missing segment"
                        : p->reason == KVR_NO_TRAILER || p->reason == KVR_PREV_SIZE    ? "truncated sealed segment"
                        : !c->newest                                                   ? "corruption in sealed segment"
@@ -916,6 +911,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         seg_peek pk;
         peek_segment(io, path, ids[i], &pk);
         si->version = pk.header_ok ? pk.hdr.version : 0;
+        si->replaces = pk.header_ok ? pk.hdr.replaces : 0;
         /* The chain: a version 2 header names the segment before it and
          * that segment's size when this one was created. */
         if (pk.header_ok && pk.hdr.version >= 2) {
@@ -924,7 +920,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             kvr_problem p = {path, ids[i], 0, KV_SEG_HEADER_SIZE, KVR_PREV_MISSING, 0};
             char prev_path[4096];
             int bad = pk.hdr.prev_id != want;
-            if (!bad && prev && segment_replaces(io, dir, prev->id) == 0 && pk.hdr.prev_end != 0 &&
+            if (!bad && prev && prev->replaces == 0 && pk.hdr.prev_end != 0 &&
                 pk.hdr.prev_end != prev->size) {
                 /* The damage is the predecessor's: it ends at prev->size,
                  * not where this header says it ended when it was sealed. */
@@ -935,9 +931,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
                 bad = 1;
             }
             if (bad) {
-                c.newest = 0; /* a predecessor's damage, or a missing one: never a torn tail */
-                on_problem(&c, &p);
-                c.newest = (i + 1 == n);
+                on_problem(&c, &p); /* missing data: never a torn tail */
                 if (c.fatal) {
                     refuse_message(rep, &c, dir, p.path);
                     st = KV_CORRUPT;

@@ -64,6 +64,7 @@ typedef struct kvr_segment_info {
     uint64_t size;    /* bytes, after any cut */
     int hint;         /* a valid hint file describes it (read or written) */
     uint16_t version; /* its format version (0: no valid header) */
+    uint32_t replaces; /* its header's replaces field (0: not a compaction output, or no valid header) */
     int sealed;       /* it ends with a valid trailer (version 2) */
     uint64_t records; /* top-level data records in it (marks not counted) */
 } kvr_segment_info;
