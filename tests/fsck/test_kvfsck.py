@@ -1718,7 +1718,8 @@ class TestJsonAndUsage(Base):
         r = kvfsck("--help")
         self.assertEqual(r.rc, CLEAN, r)
         for s in ("Usage: kvfsck [OPTIONS] DIR", "--repair", "--salvage", "--yes", "--json", "--version",
-                  "Hint files (NNNNNNNNNN.hint)", "bad hint file", "Exit status", " 16  usage error", "Examples:"):
+                  "Hint files (NNNNNNNNNN.hint)", "bad hint file", "missing\ndata", "what kvd\nwill do",
+                  "Exit status", " 16  usage error", "Examples:"):
             self.assertIn(s, r.out)
         r = kvfsck("--version")
         self.assertEqual((r.rc, r.out), (CLEAN, "kvfsck 0.1.0\n"))
