@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "fsck_check.h"
+#include "fsck_salvage.h"
 #include "kv_io.h"
 #include "kv_keydir.h"
 #include "kvr_recover.h"
