@@ -3,7 +3,7 @@
  *
  * Opens the directory as kvd does (the LOCK excludes a running kvd, and
  * recovery runs first), seals the active segment, and runs the engine's
- * compaction (kv_compact, kv/kv_store.h) until every sealed segment is
+ * compaction (kv_compact, kv/engine/kv_store.h) until every sealed segment is
  * folded into compacted output: live records are kept, overwritten and
  * deleted records, tombstones and expired records are dropped. Files are
  * replaced durably (write, fdatasync, rename, directory fsync, only then

@@ -1,5 +1,5 @@
 /*
- * Fuzz target for the RESP request parser (kv/resp.c): the input is one
+ * Fuzz target for the RESP request parser (kv/server/resp.c): the input is one
  * client's byte stream, parsed as a pipeline with small limits so that
  * every limit is reachable. Builds for libFuzzer and AFL++ alike
  * (LLVMFuzzerTestOneInput only; no main here).

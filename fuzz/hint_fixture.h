@@ -14,7 +14,7 @@
  *  - segment 2: a put of a key segment 1 deleted, a delete of a key from
  *    segment 1's batch and a new key, with sequence numbers above
  *    segment 1's.
- * Everything is built with the project's encoder (kv/kv_record.h) and is
+ * Everything is built with the project's encoder (kv/base/kv_record.h) and is
  * the same on every run (fixed times).
  *
  * Header-only: static inline functions.

@@ -1,6 +1,6 @@
 /*
  * make_seeds — writes the seed corpus of fuzz_log_reader with the
- * project's own encoder (kv/kv_record.h), so the seeds follow the format.
+ * project's own encoder (kv/base/kv_record.h), so the seeds follow the format.
  * A tool, not a test: run it by hand when the format changes.
  *
  *   fuzz_make_seeds DIR        (e.g. fuzz/corpus/log_reader)

@@ -2,7 +2,7 @@
  * iotrace — an LD_PRELOAD shim that records, and on request fails, the
  * mutating file-system calls a process makes under one directory. It lets
  * the crash tests (tests/crash/powerloss.py, faults.py) check the REAL kvd
- * binary against power loss and I/O errors, as kv/kv_io_sim.c does for the
+ * binary against power loss and I/O errors, as tests/support/kv_io_sim.c does for the
  * engine in memory.
  *
  * Environment (read once, at load):

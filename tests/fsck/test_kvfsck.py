@@ -3,7 +3,7 @@ kvfsck against data directories written by a real kvd (127.0.0.1 only) and
 then damaged, one named test per corruption shape, plus the repairs, the
 lock, --json and the exit codes.
 
-The base directories are format 2 (docs/format.md, kv/kv_record.h): kvd
+The base directories are format 2 (docs/format.md, kv/base/kv_record.h): kvd
 stopped cleanly (its data in sealed segments that end with a trailer and
 have hint files, then an empty newest segment) or killed with kill -9 (the
 newest segment holds the records, each group followed by its commit mark).
@@ -80,7 +80,7 @@ def kvfsck(*args, stdin=subprocess.DEVNULL, timeout=120):
     return r
 
 
-# ---- the format, as docs/format.md and kv/kv_record.h specify it ----
+# ---- the format, as docs/format.md and kv/base/kv_record.h specify it ----
 
 PUT, TOMBSTONE, BATCH, COMMIT, SEAL = 1, 2, 3, 4, 5  # record types; 4, 5: format 2's marks
 DATA_TYPES = (PUT, TOMBSTONE, BATCH)

@@ -1,4 +1,4 @@
-/* kvd's resource-limit decisions (kv/kvd_limits.h): when unsent replies
+/* kvd's resource-limit decisions (kv/server/kvd_limits.h): when unsent replies
  * get a client closed (hard at once, soft only after its seconds, and only
  * when passed continuously), the descriptors reserved beside maxclients
  * and the maxclients that fits an open-file limit, raising the soft

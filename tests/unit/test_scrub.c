@@ -1,5 +1,5 @@
 /*
- * The scrub (kv/kv_scrub.h): one pass reads every sealed segment and hint
+ * The scrub (kv/engine/kv_scrub.h): one pass reads every sealed segment and hint
  * file of an open store and reports damage a client has not met yet, at
  * the right file and offset, once in the log; a clean store gives no
  * report; the rate limit holds.

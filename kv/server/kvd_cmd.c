@@ -969,7 +969,7 @@ static void cmd_compact(cmdctx *x)
 }
 
 /* SCRUB: verify every sealed segment and hint file now, in the
- * background (kv/kv_scrub.h); INFO persistence shows the progress. */
+ * background (kv/engine/kv_scrub.h); INFO persistence shows the progress. */
 static void cmd_scrub(cmdctx *x)
 {
     int r = kvd_server_start_scrub(x->srv);

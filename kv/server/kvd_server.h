@@ -6,7 +6,7 @@
  * Threads:
  *  - main: accepts connections and hands each to an I/O thread (round
  *    robin); runs timers (active expiry, ops/sec) and signals.
- *  - I/O threads: read, parse (kv/resp.h), and run commands. Reads and
+ *  - I/O threads: read, parse (kv/server/resp.h), and run commands. Reads and
  *    connection commands run here directly. Every command that may write
  *    is sent to the engine's writer thread as a transaction (kv_submit),
  *    where it runs serialised with all other writes; its reply is held
@@ -14,7 +14,7 @@
  *    after fdatasync), then handed back to the client's I/O thread.
  *  - the engine's writer thread (group commit).
  *  - background threads, one at a time of each kind: compaction, hint
- *    file writing and the scrub (kv/kv_scrub.h), at a lowered CPU and I/O
+ *    file writing and the scrub (kv/engine/kv_scrub.h), at a lowered CPU and I/O
  *    priority (kvd_lower_thread_priority).
  * Thread names (top -H, /proc/PID/task/TID/comm): kvd-io-N, kv-writer,
  * kvd-compact, kvd-hints, kvd-scrub.

@@ -60,7 +60,7 @@ typedef struct kvd_config {
     int hint_files;            /* 1 (default): read and write hint files */
     int preallocate;           /* 1 (default): kv_options.preallocate */
     int scrub_interval;        /* seconds between background scrub passes
-                                  (kv/kv_scrub.h), the first after start;
+                                  (kv/engine/kv_scrub.h), the first after start;
                                   default 86400; 0 = off */
     uint64_t scrub_rate;       /* bytes per second a scrub reads at most,
                                   default 16 MiB */

@@ -209,7 +209,7 @@ void kvd_server_request_shutdown(struct kvd_server *srv);
 /* Starts a background compaction. Returns 1 if started, 0 if one is
  * already running, -1 if the thread could not be started. */
 int kvd_server_start_compaction(struct kvd_server *srv, const char *why);
-/* Starts a background scrub pass now (kv/kv_scrub.h). Returns 1 if
+/* Starts a background scrub pass now (kv/engine/kv_scrub.h). Returns 1 if
  * started, 0 if one is already running, -1 if there is no scrub thread. */
 int kvd_server_start_scrub(struct kvd_server *srv);
 void kvd_server_info(struct kvd_server *srv, const char *section, sbuf *out);

@@ -386,7 +386,7 @@ kv_status kv_write_hints(kv_store *s, uint32_t *written);
 /* Sealed segments without a hint file (0 when hint files are disabled). */
 uint32_t kv_hints_pending(kv_store *s);
 
-/* ---- sealed segments, for a reader outside the store (kv/kv_scrub.h) ---- */
+/* ---- sealed segments, for a reader outside the store (kv/engine/kv_scrub.h) ---- */
 
 /* A sealed segment held for reading. While held, its descriptor and
  * mapping stay open even if a compaction retires it meanwhile (the
