@@ -216,10 +216,10 @@ static int norm_path(int dirfd, const char *path, char *out, size_t cap)
         n = strlen(buf);
         if (n + 1 + strlen(path) + 1 > sizeof buf) return -1;
         buf[n++] = '/';
-        strcpy(buf + n, path);
+        memcpy(buf + n, path, strlen(path) + 1);
     } else {
         if (strlen(path) + 1 > sizeof buf) return -1;
-        strcpy(buf, path);
+        memcpy(buf, path, strlen(path) + 1);
     }
     /* Walk the components. */
     size_t o = 0;
@@ -348,7 +348,7 @@ static void init(void)
     dir1_len = strlen(dir1);
     char rp[PATH_MAX];
     if (realpath(d, rp) && strcmp(rp, dir1) != 0 && strlen(rp) < sizeof dir2) {
-        strcpy(dir2, rp);
+        memcpy(dir2, rp, strlen(rp) + 1);
         dir2_len = strlen(dir2);
     }
     const char *f = getenv("KV_IOTRACE_FAIL");

@@ -31,7 +31,8 @@ SRC = os.path.dirname(os.path.dirname(HERE))
 
 # Sanitizer report markers: any of these in kvd's log or stderr means the
 # server hit a memory or undefined-behaviour bug.
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer",
+                     "ThreadSanitizer")
 
 
 def kvd_bin():

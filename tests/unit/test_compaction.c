@@ -141,7 +141,8 @@ START_TEST(compaction_without_free_space_fails_cleanly_before_writing)
     kv_stats st;
     kv_get_stats(s, &st);
     tu_seg_path(tmp, sizeof tmp, DIR, st.active_segment - 1);
-    strcat(tmp, ".compact");
+    size_t tl = strlen(tmp);
+    snprintf(tmp + tl, sizeof tmp - tl, ".compact");
     ck_assert(!kv_memfs_exists(fs, tmp)); /* nothing written */
     ck_assert_int_eq(st.failstop, 0);
     ck_assert_int_eq(kv_put(s, "still", 5, "writes", 6, 0, 0), KV_OK);

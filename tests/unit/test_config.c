@@ -885,7 +885,7 @@ START_TEST(log_lines_have_the_redis_format)
                      0);
     regmatch_t m[2];
     ck_assert_msg(regexec(&re, text, 2, m, 0) == 0, "log text: %s", text);
-    ck_assert_int_eq(atol(text), getpid()); /* digits only, checked by the pattern */
+    ck_assert_int_eq(strtol(text, NULL, 10), getpid()); /* digits only, checked by the pattern */
     regfree(&re);
     free(text);
     free(path);
@@ -980,8 +980,12 @@ START_TEST(concurrent_log_lines_never_interleave)
         lines++;
         char *body = strstr(p, " * t=");
         ck_assert_msg(body, "bad line: %s", p);
-        int t, i, used = 0;
-        ck_assert_int_eq(sscanf(body, " * t=%d i=%d %n", &t, &i, &used), 2);
+        char *end;
+        int t = (int)strtol(body + 5, &end, 10);
+        ck_assert_msg(strncmp(end, " i=", 3) == 0, "bad line: %s", p);
+        int i = (int)strtol(end + 3, &end, 10);
+        ck_assert_msg(*end == ' ', "bad line: %s", p);
+        int used = (int)(end + 1 - body);
         ck_assert(t >= 0 && t < LOG_THREADS && i >= 0 && i < LOG_LINES);
         const char *rest = body + used;
         ck_assert_uint_eq(strlen(rest), 204);

@@ -438,7 +438,8 @@ START_TEST(orphan_hints_refuse_the_open_and_compaction_keeps_hints_current)
     char hp[64], tmp[80];
     hint_path(hp, sizeof hp, 99);
     hint_path(tmp, sizeof tmp - 4, 2);
-    strcat(tmp, ".tmp");
+    size_t tl = strlen(tmp);
+    snprintf(tmp + tl, sizeof tmp - tl, ".tmp");
     ck_assert_int_eq(kv_memfs_write(fs, hp, (const uint8_t *)"junk", 4), 0);
     ck_assert_int_eq(kv_memfs_write(fs, tmp, (const uint8_t *)"junk", 4), 0);
     kv_store *s;

@@ -408,7 +408,7 @@ static void *race_passes(void *arg)
         if (res.problems && !r->problems) r->first = res.list[0];
         r->problems += res.problems;
         r->segments += res.segments;
-        r->passes++;
+        __atomic_add_fetch(&r->passes, 1, __ATOMIC_RELEASE);
     }
     return NULL;
 }

@@ -204,7 +204,10 @@ static void count_key(void *arg, const uint8_t *key, size_t klen, uint64_t expir
     ck_assert_uint_lt(klen, sizeof buf);
     memcpy(buf, key, klen);
     buf[klen] = 0;
-    ck_assert_int_eq(sscanf(buf, "key%u", &i), 1);
+    char *end;
+    ck_assert(strncmp(buf, "key", 3) == 0);
+    i = (unsigned)strtoul(buf + 3, &end, 10);
+    ck_assert(end > buf + 3 && *end == 0);
     ((unsigned char *)arg)[i]++;
 }
 
