@@ -1,5 +1,5 @@
 #define _GNU_SOURCE
-#include "kv_store.h"
+#include "kv_store_int.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -17,16 +17,6 @@
 #include "kv_record.h"
 #include "kvr_hint.h"
 
-/* Most requests gathered into one group commit (bounds a group's memory
- * when many small transactions are queued). */
-#define KV_GROUP_MAX_REQUESTS 8192
-/* Under everysec and no, dirty log bytes handed to the kernel's writeback
- * at a time (start_writeback). */
-#define KV_WRITEBACK_BYTES (4u << 20)
-/* Ids from here on are never file ids: they number compaction outputs in
- * the key directory while the store runs (segment.id). Segment files
- * numbered this high are refused. */
-#define KV_VIRTUAL_ID_BASE 0x80000000u
 /* Keys a compaction moves to its output per hold of the write lock. */
 #define KV_SWITCH_STEP 2048
 /* Compaction output is written in pieces of this many bytes, and made
@@ -35,22 +25,6 @@
 #define KV_COMPACT_SYNC_BYTES (16u << 20)
 
 /* ---- batches ---- */
-
-typedef struct batch_op {
-    uint8_t type; /* KV_REC_PUT or KV_REC_TOMBSTONE */
-    uint32_t klen, vlen;
-    size_t data_off; /* key then value bytes in the batch arena */
-    uint64_t expire_ms;
-    uint32_t flags;
-} batch_op;
-
-struct kv_batch {
-    batch_op *ops;
-    size_t nops, cap_ops;
-    uint8_t *data;
-    size_t data_len, data_cap;
-    uint64_t enc_bytes; /* encoded size of the entries */
-};
 
 kv_batch *kv_batch_new(void)
 {
@@ -123,151 +97,7 @@ kv_status kv_batch_delete(kv_batch *b, const void *key, size_t klen)
     return batch_add(b, KV_REC_TOMBSTONE, key, klen, NULL, 0, 0, 0);
 }
 
-/* Encoded size of a batch as one log write. */
-static uint64_t batch_wire_size(const kv_batch *b)
-{
-    return b->nops == 1 ? b->enc_bytes : KV_REC_HEADER_SIZE + b->enc_bytes;
-}
-
 /* ---- the store ---- */
-
-/* A queued write. batch == NULL is a sync barrier (kv_sync). */
-typedef struct req {
-    struct req *next;
-    const kv_batch *batch; /* a batch write, or NULL */
-    kv_txn_fn fn;          /* a transaction, or NULL */
-    void *fn_arg;
-    kv_write_cb cb;
-    void *arg;
-    int owned; /* allocated by kv_write_async / kv_submit: freed after cb */
-    int seal;  /* a barrier that also seals the active segment (kv_seal) */
-} req;
-
-/* An open segment. refs counts the table's reference plus every read in
- * progress; whoever drops it to zero closes the descriptor, so a
- * compaction can retire a segment while readers still use it. */
-typedef struct segment {
-    uint32_t id;      /* the key directory's number for it (kv_loc.seg) */
-    uint32_t file_id; /* the id in its file name: equals id, except for a
-                         compaction output while this store runs, which
-                         gets a fresh id >= KV_VIRTUAL_ID_BASE so that it
-                         and the segments it replaces can be in the table
-                         at once while keys move over in small steps */
-    int fd;
-    int refs;
-    int hinted; /* a valid hint file describes it (under lock) */
-    int bad;    /* a read hit a media error (atomic; mark_bad) */
-    const uint8_t *map; /* read-only mapping of [0, map_len), or NULL */
-    uint64_t map_len;
-} segment;
-
-/* One put or tombstone of the current group, to publish after the sync. */
-typedef struct group_op {
-    uint64_t hash;      /* of the key (the key directory's hash): for the
-                           group's overlay table and for publishing */
-    const uint8_t *key; /* key bytes, then the value's, in the batch arena */
-    uint32_t klen, vlen;
-    uint8_t type;
-    uint32_t len; /* record bytes */
-    uint32_t flags;
-    uint64_t off; /* offset in the segment */
-    uint64_t seq;
-    uint64_t expire_ms;
-} group_op;
-
-/* A transaction running on the writer thread (kv_submit). */
-struct kv_txn {
-    kv_store *s;
-    kv_batch *b;   /* the transaction's own writes */
-    size_t ngops;  /* earlier writes of this group visible to it */
-    uint64_t now;
-};
-
-/* An expired key waiting for its tombstone (durable expiry, below). */
-typedef struct expired_key {
-    uint64_t seq;  /* of the expired put */
-    uint32_t klen;
-    uint8_t *key;  /* malloc'ed */
-} expired_key;
-
-/* A set of sequence numbers (open addressing, 0 = empty slot: sequence
- * numbers start at 1). */
-typedef struct seqset {
-    uint64_t *v;
-    size_t cap, n; /* cap: 0 or a power of two */
-} seqset;
-
-struct kv_store {
-    char *dir;
-    const kv_io *io;
-    kv_options opt;
-    kv_dir_lock dlock; /* the directory and DIR/LOCK (kv_io_lock_dir) */
-
-    /* Guarded by lock: key directory, segment table, byte counters. */
-    pthread_rwlock_t lock;
-    kv_keydir *kd;
-    segment **segs; /* in log order: oldest first, the active one last */
-    segment **byid; /* the same, sorted by id, for lookups */
-    size_t nsegs, cap_segs;
-    uint32_t next_vid; /* next id for a compaction output */
-    pthread_mutex_t compact_mu; /* one compaction at a time */
-    kv_compact_progress cprog;  /* under qmu */
-    uint64_t live_bytes, dead_bytes, log_bytes, header_bytes, records;
-    uint64_t sweep_cursor, expired_swept;
-
-    /* Guarded by qmu: the write queue and writer state. */
-    pthread_mutex_t qmu;
-    pthread_cond_t qcv;
-    req *qhead, *qtail;
-    int closing;
-    int writer_idle; /* the writer waits on qcv; the next enqueue wakes it (and clears this) */
-    int failstop;
-    kv_status fail_status;
-    char fail_reason[512];
-    uint64_t st_groups, st_group_writes, st_fdatasyncs, st_fdatasync_us, st_fdatasync_max_us, st_synced_writes;
-    uint64_t last_seq;
-    uint32_t segs_bad;       /* segments marked bad (mark_bad) */
-    uint32_t bad_seg;        /* file id of the last one, and where */
-    uint64_t bad_off;
-
-    /* Guarded by xmu: expired keys waiting for their tombstone. */
-    pthread_mutex_t xmu;
-    expired_key *xpend;      /* noted, not yet taken by the writer */
-    size_t nxpend, cap_xpend;
-    expired_key *xtaken;     /* taken by the expiry transaction in flight */
-    size_t nxtaken, cap_xtaken;
-    seqset xnoted;           /* seq of every entry of xpend and xtaken */
-    int xqueued;             /* an expiry transaction is queued or running */
-    uint64_t expired_on_access, expiry_tombstones;
-    size_t xremoving, xwriting; /* writer: what the transaction in flight does */
-
-    /* Writer thread only. */
-    pthread_t writer;
-    int active_fd;
-    uint32_t active_id;
-    uint64_t active_size;
-    uint16_t active_version; /* format version of the active segment (1: an old
-                                directory's, appended to until it is sealed) */
-    uint64_t active_records; /* top-level data records in the active segment (its trailer counts them) */
-    uint64_t unsynced_writes; /* writes appended since the last fdatasync */
-    uint64_t last_sync_ms;
-    uint64_t writeback_off; /* the active segment's bytes before this were handed to writeback */
-    uint64_t active_end;    /* the active segment's file length when zeros were written
-                               past active_size (prealloc_ahead), else active_size;
-                               UINT64_MAX after a failed zero-fill (length unknown) */
-    uint8_t *gbuf;
-    size_t gbuf_cap;
-    group_op *gops;
-    size_t gops_cap;
-    uint32_t *ovl;    /* overlay: open-addressing table of gops index + 1, by key */
-    size_t ovl_cap;   /* a power of two, at least twice the group's ops */
-    kv_batch **tpool; /* batches for the transactions of one group */
-    size_t tpool_len, tpool_cap;
-    uint64_t expires; /* keys in the key directory with an expiry (under lock) */
-    uint64_t hints_written; /* under lock */
-
-    kvr_report rep;
-};
 
 static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap)
@@ -285,21 +115,6 @@ static void logf_(kv_store *s, int level, const char *fmt, ...)
     va_start(ap, fmt);
     vlogf_(s, level, fmt, ap);
     va_end(ap);
-}
-
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t wall_ms(kv_store *s)
-{
-    if (s->opt.clock_ms) return s->opt.clock_ms(s->opt.clock_arg);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 const char *kv_fsync_name(kv_fsync_policy p)
@@ -344,11 +159,11 @@ static void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap)
  * byid, or -1. */
 static long seg_index(const kv_store *s, uint32_t id)
 {
-    size_t lo = 0, hi = s->nsegs;
+    size_t lo = 0, hi = s->tab.nsegs;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (s->byid[mid]->id == id) return (long)mid;
-        if (s->byid[mid]->id < id)
+        if (s->tab.byid[mid]->id == id) return (long)mid;
+        if (s->tab.byid[mid]->id < id)
             lo = mid + 1;
         else
             hi = mid;
@@ -361,8 +176,8 @@ static segment *seg_acquire(const kv_store *s, uint32_t id)
 {
     long i = seg_index(s, id);
     if (i < 0) return NULL;
-    __atomic_add_fetch(&s->byid[i]->refs, 1, __ATOMIC_ACQ_REL);
-    return s->byid[i];
+    __atomic_add_fetch(&s->tab.byid[i]->refs, 1, __ATOMIC_ACQ_REL);
+    return s->tab.byid[i];
 }
 
 /* Takes segment g out of both tables (caller holds the write lock) and
@@ -384,15 +199,15 @@ static void seg_release(kv_store *s, segment *g)
  * Returns the new entry, or NULL when out of memory (nothing changed). */
 static segment *seg_insert(kv_store *s, int front, uint32_t id, uint32_t file_id, int fd)
 {
-    if (s->nsegs == s->cap_segs) {
-        size_t nc = s->cap_segs ? s->cap_segs * 2 : 16;
-        segment **ns = realloc(s->segs, nc * sizeof *ns);
+    if (s->tab.nsegs == s->tab.cap_segs) {
+        size_t nc = s->tab.cap_segs ? s->tab.cap_segs * 2 : 16;
+        segment **ns = realloc(s->tab.segs, nc * sizeof *ns);
         if (!ns) return NULL;
-        s->segs = ns;
-        segment **nb = realloc(s->byid, nc * sizeof *nb);
+        s->tab.segs = ns;
+        segment **nb = realloc(s->tab.byid, nc * sizeof *nb);
         if (!nb) return NULL;
-        s->byid = nb;
-        s->cap_segs = nc;
+        s->tab.byid = nb;
+        s->tab.cap_segs = nc;
     }
     segment *g = malloc(sizeof *g);
     if (!g) return NULL;
@@ -421,16 +236,16 @@ static segment *seg_insert(kv_store *s, int front, uint32_t id, uint32_t file_id
         }
     }
     if (front) {
-        memmove(s->segs + 1, s->segs, s->nsegs * sizeof *s->segs);
-        s->segs[0] = g;
+        memmove(s->tab.segs + 1, s->tab.segs, s->tab.nsegs * sizeof *s->tab.segs);
+        s->tab.segs[0] = g;
     } else {
-        s->segs[s->nsegs] = g;
+        s->tab.segs[s->tab.nsegs] = g;
     }
-    size_t at = s->nsegs;
-    while (at > 0 && s->byid[at - 1]->id > id) at--;
-    memmove(s->byid + at + 1, s->byid + at, (s->nsegs - at) * sizeof *s->byid);
-    s->byid[at] = g;
-    s->nsegs++;
+    size_t at = s->tab.nsegs;
+    while (at > 0 && s->tab.byid[at - 1]->id > id) at--;
+    memmove(s->tab.byid + at + 1, s->tab.byid + at, (s->tab.nsegs - at) * sizeof *s->tab.byid);
+    s->tab.byid[at] = g;
+    s->tab.nsegs++;
     return g;
 }
 
@@ -443,14 +258,14 @@ static int seg_add(kv_store *s, uint32_t id, int fd)
 
 static void seg_remove(kv_store *s, segment *g)
 {
-    for (size_t i = 0; i < s->nsegs; i++)
-        if (s->segs[i] == g) {
-            memmove(s->segs + i, s->segs + i + 1, (s->nsegs - i - 1) * sizeof *s->segs);
+    for (size_t i = 0; i < s->tab.nsegs; i++)
+        if (s->tab.segs[i] == g) {
+            memmove(s->tab.segs + i, s->tab.segs + i + 1, (s->tab.nsegs - i - 1) * sizeof *s->tab.segs);
             break;
         }
     long b = seg_index(s, g->id);
-    if (b >= 0) memmove(s->byid + b, s->byid + b + 1, (s->nsegs - (size_t)b - 1) * sizeof *s->byid);
-    s->nsegs--;
+    if (b >= 0) memmove(s->tab.byid + b, s->tab.byid + b + 1, (s->tab.nsegs - (size_t)b - 1) * sizeof *s->tab.byid);
+    s->tab.nsegs--;
     seg_release(s, g);
 }
 
@@ -459,18 +274,18 @@ static void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg)
 {
     char path[4096];
     seg_path(s, seg, path, sizeof path);
-    pthread_mutex_lock(&s->qmu);
-    if (!s->failstop) {
-        s->failstop = 1;
-        s->fail_status = st;
-        snprintf(s->fail_reason, sizeof s->fail_reason,
+    pthread_mutex_lock(&s->q.mu);
+    if (!s->q.failstop) {
+        s->q.failstop = 1;
+        s->q.fail_status = st;
+        snprintf(s->q.fail_reason, sizeof s->q.fail_reason,
                  "%s on %s failed: %s%s; the store refuses writes until it is restarted", what, path,
                  kv_strerror(st), st == ENOSPC ? " (disk full)" : "");
-        pthread_mutex_unlock(&s->qmu);
-        logf_(s, KV_LOG_ERROR, "fail-stop: %s", s->fail_reason);
+        pthread_mutex_unlock(&s->q.mu);
+        logf_(s, KV_LOG_ERROR, "fail-stop: %s", s->q.fail_reason);
         return;
     }
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_unlock(&s->q.mu);
 }
 
 /* Creates segment `id` durably: a version 2 header naming the segment
@@ -501,20 +316,20 @@ static int create_segment(kv_store *s, uint32_t id, uint32_t prev_id, uint64_t p
 static int sync_active(kv_store *s)
 {
     uint64_t t0 = mono_us();
-    int r = s->io->fdatasync(s->io->ctx, s->active_fd);
+    int r = s->io->fdatasync(s->io->ctx, s->wr.active_fd);
     uint64_t dt = mono_us() - t0;
-    pthread_mutex_lock(&s->qmu);
-    s->st_fdatasyncs++;
-    s->st_fdatasync_us += dt;
-    if (dt > s->st_fdatasync_max_us) s->st_fdatasync_max_us = dt;
-    if (r == 0) s->st_synced_writes += s->unsynced_writes;
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    s->q.st_fdatasyncs++;
+    s->q.st_fdatasync_us += dt;
+    if (dt > s->q.st_fdatasync_max_us) s->q.st_fdatasync_max_us = dt;
+    if (r == 0) s->q.st_synced_writes += s->wr.unsynced_writes;
+    pthread_mutex_unlock(&s->q.mu);
     if (r < 0) {
-        failstop(s, -r, "fdatasync", s->active_id);
+        failstop(s, -r, "fdatasync", s->wr.active_id);
         return r;
     }
-    s->unsynced_writes = 0;
-    s->last_sync_ms = mono_us() / 1000u;
+    s->wr.unsynced_writes = 0;
+    s->wr.last_sync_ms = mono_us() / 1000u;
     return 0;
 }
 
@@ -540,22 +355,22 @@ static int sync_active(kv_store *s)
 static void prealloc_ahead(kv_store *s, size_t n)
 {
     static const uint8_t zeros[KV_PREALLOC_BYTES];
-    uint64_t from = s->active_size + n; /* the group's end, past active_end */
-    if (!s->opt.preallocate || from <= s->active_end || s->active_end >= s->opt.segment_max_bytes) return;
+    uint64_t from = s->wr.active_size + n; /* the group's end, past active_end */
+    if (!s->opt.preallocate || from <= s->wr.active_end || s->wr.active_end >= s->opt.segment_max_bytes) return;
     uint64_t to = (from + KV_PREALLOC_BYTES) & ~(uint64_t)4095;
     if (to > s->opt.segment_max_bytes) to = s->opt.segment_max_bytes;
     if (to <= from) return;
     assert(to - from <= sizeof zeros);
-    int r = kv_io_write_full(s->io, s->active_fd, zeros, to - from, from);
+    int r = kv_io_write_full(s->io, s->wr.active_fd, zeros, to - from, from);
     if (r < 0) {
         /* Some zeros may have landed: they are past the log end, where
          * the next write, the seal or recovery deals with them. */
         logf_(s, KV_LOG_WARN, "preallocating segment %u up to %" PRIu64 " bytes: %s; appending without it",
-              s->active_id, to, kv_strerror(-r));
-        s->active_end = UINT64_MAX; /* no more tries; cut at the seal */
+              s->wr.active_id, to, kv_strerror(-r));
+        s->wr.active_end = UINT64_MAX; /* no more tries; cut at the seal */
         return;
     }
-    s->active_end = to;
+    s->wr.active_end = to;
 }
 
 /* Cuts the active segment to its log end when zeros were written past it,
@@ -563,10 +378,10 @@ static void prealloc_ahead(kv_store *s, size_t n)
  * failed fdatasync enters fail-stop (sync_active). */
 static int cut_prealloc(kv_store *s)
 {
-    if (s->active_end <= s->active_size) return 0;
-    int r = s->io->ftruncate(s->io->ctx, s->active_fd, s->active_size);
+    if (s->wr.active_end <= s->wr.active_size) return 0;
+    int r = s->io->ftruncate(s->io->ctx, s->wr.active_fd, s->wr.active_size);
     if (r == 0) r = sync_active(s);
-    if (r == 0) s->active_end = s->active_size;
+    if (r == 0) s->wr.active_end = s->wr.active_size;
     return r;
 }
 
@@ -581,122 +396,122 @@ static int cut_prealloc(kv_store *s)
  * nothing is appended. */
 static int rotate_ex(kv_store *s, int trailer)
 {
-    if (s->unsynced_writes > 0 && sync_active(s) < 0) return -1;
+    if (s->wr.unsynced_writes > 0 && sync_active(s) < 0) return -1;
     /* The sealed segment ends at its trailer: recovery takes anything after
      * one, zeros included, for damage. */
     int c = cut_prealloc(s);
     if (c < 0) {
-        failstop(s, -c, "cutting the preallocated space of", s->active_id);
+        failstop(s, -c, "cutting the preallocated space of", s->wr.active_id);
         return -1;
     }
-    uint32_t id = s->active_id + 1;
+    uint32_t id = s->wr.active_id + 1;
     if (id >= KV_VIRTUAL_ID_BASE - 1) { /* the same limit kv_open holds a directory to */
-        failstop(s, EOVERFLOW, "numbering a new segment (ids exhausted)", s->active_id);
+        failstop(s, EOVERFLOW, "numbering a new segment (ids exhausted)", s->wr.active_id);
         return -1;
     }
-    uint64_t sealed_size = s->active_size + (trailer ? KV_MARK_SIZE : 0);
-    int fd = create_segment(s, id, s->active_id, sealed_size);
+    uint64_t sealed_size = s->wr.active_size + (trailer ? KV_MARK_SIZE : 0);
+    int fd = create_segment(s, id, s->wr.active_id, sealed_size);
     if (fd < 0) {
         failstop(s, -fd, "creating segment", id);
         return -1;
     }
     if (trailer) {
         uint8_t m[KV_MARK_SIZE];
-        pthread_mutex_lock(&s->qmu);
-        uint64_t seq = s->last_seq;
-        pthread_mutex_unlock(&s->qmu);
-        kv_mark_encode(m, KV_REC_SEAL, seq, s->active_size, (uint32_t)s->active_records);
-        int w = kv_io_write_full(s->io, s->active_fd, m, sizeof m, s->active_size);
+        pthread_mutex_lock(&s->q.mu);
+        uint64_t seq = s->q.last_seq;
+        pthread_mutex_unlock(&s->q.mu);
+        kv_mark_encode(m, KV_REC_SEAL, seq, s->wr.active_size, (uint32_t)s->wr.active_records);
+        int w = kv_io_write_full(s->io, s->wr.active_fd, m, sizeof m, s->wr.active_size);
         if (w < 0) {
             s->io->close(s->io->ctx, fd);
-            failstop(s, -w, "write", s->active_id);
+            failstop(s, -w, "write", s->wr.active_id);
             return -1;
         }
         if (sync_active(s) < 0) {
             s->io->close(s->io->ctx, fd);
             return -1;
         }
-        s->active_size = sealed_size;
-        s->active_end = sealed_size;
-        pthread_rwlock_wrlock(&s->lock);
-        s->log_bytes += KV_MARK_SIZE;
-        s->dead_bytes += KV_MARK_SIZE; /* like a group's mark: no key's record */
-        pthread_rwlock_unlock(&s->lock);
+        s->wr.active_size = sealed_size;
+        s->wr.active_end = sealed_size;
+        pthread_rwlock_wrlock(&s->tab.lock);
+        s->tab.log_bytes += KV_MARK_SIZE;
+        s->tab.dead_bytes += KV_MARK_SIZE; /* like a group's mark: no key's record */
+        pthread_rwlock_unlock(&s->tab.lock);
     }
-    pthread_rwlock_wrlock(&s->lock);
+    pthread_rwlock_wrlock(&s->tab.lock);
     int r = seg_add(s, id, fd);
     if (r == 0) {
-        s->log_bytes += KV_SEG_HEADER_SIZE;
-        s->header_bytes += KV_SEG_HEADER_SIZE;
+        s->tab.log_bytes += KV_SEG_HEADER_SIZE;
+        s->tab.header_bytes += KV_SEG_HEADER_SIZE;
     }
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->tab.lock);
     if (r < 0) {
         s->io->close(s->io->ctx, fd);
         failstop(s, -r, "adding segment", id);
         return -1;
     }
-    logf_(s, KV_LOG_INFO, "sealed segment %u at %" PRIu64 " bytes, appending to segment %u", s->active_id,
-          s->active_size, id);
-    s->active_fd = fd;
-    s->active_id = id;
-    s->active_size = KV_SEG_HEADER_SIZE;
-    s->active_end = KV_SEG_HEADER_SIZE;
-    s->active_records = 0;
-    s->active_version = KV_FORMAT_VERSION;
-    s->writeback_off = 0;
+    logf_(s, KV_LOG_INFO, "sealed segment %u at %" PRIu64 " bytes, appending to segment %u", s->wr.active_id,
+          s->wr.active_size, id);
+    s->wr.active_fd = fd;
+    s->wr.active_id = id;
+    s->wr.active_size = KV_SEG_HEADER_SIZE;
+    s->wr.active_end = KV_SEG_HEADER_SIZE;
+    s->wr.active_records = 0;
+    s->wr.active_version = KV_FORMAT_VERSION;
+    s->wr.writeback_off = 0;
     return 0;
 }
 
 static int rotate(kv_store *s)
 {
-    return rotate_ex(s, s->active_version >= 2);
+    return rotate_ex(s, s->wr.active_version >= 2);
 }
 
 static int ensure_gbuf(kv_store *s, size_t need)
 {
-    if (need <= s->gbuf_cap) return 0;
-    size_t nc = s->gbuf_cap ? s->gbuf_cap : 65536;
+    if (need <= s->wr.gbuf_cap) return 0;
+    size_t nc = s->wr.gbuf_cap ? s->wr.gbuf_cap : 65536;
     while (nc < need) nc *= 2;
-    uint8_t *nb = realloc(s->gbuf, nc);
+    uint8_t *nb = realloc(s->wr.gbuf, nc);
     if (!nb) return -ENOMEM;
-    s->gbuf = nb;
-    s->gbuf_cap = nc;
+    s->wr.gbuf = nb;
+    s->wr.gbuf_cap = nc;
     return 0;
 }
 
 static int ensure_gops(kv_store *s, size_t need)
 {
-    if (need <= s->gops_cap) return 0;
-    size_t nc = s->gops_cap ? s->gops_cap : 256;
+    if (need <= s->wr.gops_cap) return 0;
+    size_t nc = s->wr.gops_cap ? s->wr.gops_cap : 256;
     while (nc < need) nc *= 2;
-    group_op *ng = realloc(s->gops, nc * sizeof *ng);
+    group_op *ng = realloc(s->wr.gops, nc * sizeof *ng);
     if (!ng) return -ENOMEM;
-    s->gops = ng;
-    s->gops_cap = nc;
+    s->wr.gops = ng;
+    s->wr.gops_cap = nc;
     return 0;
 }
 
 /* The group overlay: for each key written in the group being built, the
- * index of its newest op in s->gops. Lets a transaction read what earlier
+ * index of its newest op in s->wr.gops. Lets a transaction read what earlier
  * requests of its group wrote, in O(1) per read. */
 static uint64_t key_hash(const kv_store *s, const void *key, size_t klen)
 {
-    return kv_keydir_hash(s->kd, key, klen); /* the same hash publish() reuses */
+    return kv_keydir_hash(s->tab.kd, key, klen); /* the same hash publish() reuses */
 }
 
 static void ovl_insert(kv_store *s, size_t idx)
 {
-    const group_op *g = &s->gops[idx];
-    size_t mask = s->ovl_cap - 1;
+    const group_op *g = &s->wr.gops[idx];
+    size_t mask = s->wr.ovl_cap - 1;
     for (size_t i = (size_t)g->hash & mask;; i = (i + 1) & mask) {
-        uint32_t e = s->ovl[i];
+        uint32_t e = s->wr.ovl[i];
         if (e == 0) {
-            s->ovl[i] = (uint32_t)idx + 1;
+            s->wr.ovl[i] = (uint32_t)idx + 1;
             return;
         }
-        const group_op *o = &s->gops[e - 1];
+        const group_op *o = &s->wr.gops[e - 1];
         if (o->hash == g->hash && o->klen == g->klen && keys_equal(o->key, g->key, g->klen)) {
-            s->ovl[i] = (uint32_t)idx + 1;
+            s->wr.ovl[i] = (uint32_t)idx + 1;
             return;
         }
     }
@@ -706,39 +521,39 @@ static void ovl_insert(kv_store *s, size_t idx)
  * Returns 0 or -ENOMEM. */
 static int ovl_reserve(kv_store *s, size_t n)
 {
-    if (n * 2 <= s->ovl_cap) return 0;
-    size_t cap = s->ovl_cap ? s->ovl_cap : 1024;
+    if (n * 2 <= s->wr.ovl_cap) return 0;
+    size_t cap = s->wr.ovl_cap ? s->wr.ovl_cap : 1024;
     while (cap < n * 2) cap *= 2;
     uint32_t *t = calloc(cap, sizeof *t);
     if (!t) return -ENOMEM;
-    free(s->ovl);
-    s->ovl = t;
-    s->ovl_cap = cap;
+    free(s->wr.ovl);
+    s->wr.ovl = t;
+    s->wr.ovl_cap = cap;
     return 1; /* rebuilt empty: the caller re-inserts */
 }
 
 /* Clears the overlay for a new group. */
 static void ovl_clear(kv_store *s)
 {
-    if (s->ovl_cap > 65536) { /* do not keep a huge table after one big group */
-        free(s->ovl);
-        s->ovl = NULL;
-        s->ovl_cap = 0;
-    } else if (s->ovl) {
-        memset(s->ovl, 0, s->ovl_cap * sizeof *s->ovl);
+    if (s->wr.ovl_cap > 65536) { /* do not keep a huge table after one big group */
+        free(s->wr.ovl);
+        s->wr.ovl = NULL;
+        s->wr.ovl_cap = 0;
+    } else if (s->wr.ovl) {
+        memset(s->wr.ovl, 0, s->wr.ovl_cap * sizeof *s->wr.ovl);
     }
 }
 
 /* The newest write to `key` among the first n ops of this group, or NULL. */
 static const group_op *overlay_find(const kv_store *s, size_t n, const uint8_t *key, uint32_t klen)
 {
-    if (n == 0 || !s->ovl) return NULL;
+    if (n == 0 || !s->wr.ovl) return NULL;
     uint64_t h = key_hash(s, key, klen);
-    size_t mask = s->ovl_cap - 1;
+    size_t mask = s->wr.ovl_cap - 1;
     for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
-        uint32_t e = s->ovl[i];
+        uint32_t e = s->wr.ovl[i];
         if (e == 0) return NULL;
-        const group_op *g = &s->gops[e - 1];
+        const group_op *g = &s->wr.gops[e - 1];
         if (g->hash == h && g->klen == klen && keys_equal(g->key, key, klen)) return e - 1 < n ? g : NULL;
     }
 }
@@ -750,9 +565,9 @@ static int writer_key_exists(kv_store *s, size_t ngops, const uint8_t *key, uint
     const group_op *g = overlay_find(s, ngops, key, klen);
     if (g) return g->type == KV_REC_PUT && (g->expire_ms == 0 || g->expire_ms > now);
     kv_loc loc;
-    pthread_rwlock_rdlock(&s->lock);
-    int found = kv_keydir_get(s->kd, key, klen, &loc);
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
+    int found = kv_keydir_get(s->tab.kd, key, klen, &loc);
+    pthread_rwlock_unlock(&s->tab.lock);
     return found && (loc.expire_ms == 0 || loc.expire_ms > now);
 }
 
@@ -778,65 +593,65 @@ static void complete_all(req *head, kv_status st)
 /* Returns the number of records it could not index (out of memory). */
 static size_t publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes)
 {
-    pthread_rwlock_wrlock(&s->lock);
+    pthread_rwlock_wrlock(&s->tab.lock);
     uint64_t entry_bytes = 0;
     size_t failed = 0;
     /* Buckets are prefetched PUBLISH_AHEAD ops ahead and their first
      * entries half as far, as recovery does: the misses overlap, and the
      * write lock is held for less time. */
     enum { PUBLISH_AHEAD = 8 };
-    for (size_t i = 0; i < ngops && i < PUBLISH_AHEAD; i++) kv_keydir_prefetch(s->kd, s->gops[i].hash);
+    for (size_t i = 0; i < ngops && i < PUBLISH_AHEAD; i++) kv_keydir_prefetch(s->tab.kd, s->wr.gops[i].hash);
     for (size_t i = 0; i < ngops; i++) {
-        group_op *g = &s->gops[i];
-        if (i + PUBLISH_AHEAD < ngops) kv_keydir_prefetch(s->kd, s->gops[i + PUBLISH_AHEAD].hash);
-        if (i + PUBLISH_AHEAD / 2 < ngops) kv_keydir_prefetch_entry(s->kd, s->gops[i + PUBLISH_AHEAD / 2].hash);
+        group_op *g = &s->wr.gops[i];
+        if (i + PUBLISH_AHEAD < ngops) kv_keydir_prefetch(s->tab.kd, s->wr.gops[i + PUBLISH_AHEAD].hash);
+        if (i + PUBLISH_AHEAD / 2 < ngops) kv_keydir_prefetch_entry(s->tab.kd, s->wr.gops[i + PUBLISH_AHEAD / 2].hash);
         kv_loc old;
         int had = 0;
         entry_bytes += g->len;
         if (g->type == KV_REC_PUT) {
-            kv_loc loc = {s->active_id, g->len, g->off, g->seq, g->expire_ms};
-            if (kv_keydir_put_hashed(s->kd, g->key, g->klen, g->hash, &loc, &old, &had) != KV_OK) {
+            kv_loc loc = {s->wr.active_id, g->len, g->off, g->seq, g->expire_ms};
+            if (kv_keydir_put_hashed(s->tab.kd, g->key, g->klen, g->hash, &loc, &old, &had) != KV_OK) {
                 /* Out of memory: the record is durable, but this process
                  * cannot index it. Stop taking writes and do not
                  * acknowledge the group (a restart indexes it). */
-                failstop(s, ENOMEM, "indexing a record", s->active_id);
+                failstop(s, ENOMEM, "indexing a record", s->wr.active_id);
                 failed++;
                 continue;
             }
-            s->live_bytes += g->len;
-            if (g->expire_ms) s->expires++;
+            s->tab.live_bytes += g->len;
+            if (g->expire_ms) s->tab.expires++;
         } else {
-            had = kv_keydir_del_hashed(s->kd, g->key, g->klen, g->hash, &old);
-            s->dead_bytes += g->len;
+            had = kv_keydir_del_hashed(s->tab.kd, g->key, g->klen, g->hash, &old);
+            s->tab.dead_bytes += g->len;
         }
         if (had) {
-            s->live_bytes -= old.len;
-            s->dead_bytes += old.len;
-            if (old.expire_ms) s->expires--;
+            s->tab.live_bytes -= old.len;
+            s->tab.dead_bytes += old.len;
+            if (old.expire_ms) s->tab.expires--;
         }
     }
-    s->dead_bytes += bytes - entry_bytes; /* batch record headers */
-    s->log_bytes += bytes;
-    s->records += nrecords;
-    pthread_rwlock_unlock(&s->lock);
+    s->tab.dead_bytes += bytes - entry_bytes; /* batch record headers */
+    s->tab.log_bytes += bytes;
+    s->tab.records += nrecords;
+    pthread_rwlock_unlock(&s->tab.lock);
     return failed;
 }
 
 /* A cleared batch from the group's pool for one transaction. */
 static kv_batch *tpool_get(kv_store *s)
 {
-    if (s->tpool_len == s->tpool_cap) {
-        size_t nc = s->tpool_cap ? s->tpool_cap * 2 : 16;
-        kv_batch **np = realloc(s->tpool, nc * sizeof *np);
+    if (s->wr.tpool_len == s->wr.tpool_cap) {
+        size_t nc = s->wr.tpool_cap ? s->wr.tpool_cap * 2 : 16;
+        kv_batch **np = realloc(s->wr.tpool, nc * sizeof *np);
         if (!np) return NULL;
-        memset(np + s->tpool_cap, 0, (nc - s->tpool_cap) * sizeof *np);
-        s->tpool = np;
-        s->tpool_cap = nc;
+        memset(np + s->wr.tpool_cap, 0, (nc - s->wr.tpool_cap) * sizeof *np);
+        s->wr.tpool = np;
+        s->wr.tpool_cap = nc;
     }
-    kv_batch **slot = &s->tpool[s->tpool_len];
+    kv_batch **slot = &s->wr.tpool[s->wr.tpool_len];
     if (!*slot && !(*slot = kv_batch_new())) return NULL;
     kv_batch_clear(*slot);
-    s->tpool_len++;
+    s->wr.tpool_len++;
     return *slot;
 }
 
@@ -855,15 +670,15 @@ static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngo
     for (size_t k = 0; k < b->nops; k++) {
         const batch_op *op = &b->ops[k];
         const uint8_t *key = b->data + op->data_off;
-        size_t len = kv_record_encode(s->gbuf + epos, op->type, rflags, ++*seq, op->expire_ms, op->flags, key,
+        size_t len = kv_record_encode(s->wr.gbuf + epos, op->type, rflags, ++*seq, op->expire_ms, op->flags, key,
                                       op->klen, key + op->klen, op->vlen);
-        s->gops[*ngops] = (group_op){key_hash(s, key, op->klen), key, op->klen, op->vlen, op->type, (uint32_t)len,
-                                     op->flags, s->active_size + epos, *seq, op->expire_ms};
+        s->wr.gops[*ngops] = (group_op){key_hash(s, key, op->klen), key, op->klen, op->vlen, op->type, (uint32_t)len,
+                                     op->flags, s->wr.active_size + epos, *seq, op->expire_ms};
         ovl_insert(s, (*ngops)++);
         epos += len;
     }
     if (b->nops > 1)
-        kv_record_finish(s->gbuf + start, KV_REC_BATCH, 0, first, 0, (uint32_t)b->nops, 0,
+        kv_record_finish(s->wr.gbuf + start, KV_REC_BATCH, 0, first, 0, (uint32_t)b->nops, 0,
                          (uint32_t)(epos - start - KV_REC_HEADER_SIZE));
     *pos = epos;
     return 0;
@@ -880,9 +695,9 @@ static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngo
 static void start_writeback(kv_store *s)
 {
     if (s->opt.fsync == KV_FSYNC_ALWAYS || !s->io->writeback) return;
-    if (s->active_size - s->writeback_off < KV_WRITEBACK_BYTES) return;
-    (void)s->io->writeback(s->io->ctx, s->active_fd, s->writeback_off, s->active_size - s->writeback_off);
-    s->writeback_off = s->active_size;
+    if (s->wr.active_size - s->wr.writeback_off < KV_WRITEBACK_BYTES) return;
+    (void)s->io->writeback(s->io->ctx, s->wr.active_fd, s->wr.writeback_off, s->wr.active_size - s->wr.writeback_off);
+    s->wr.writeback_off = s->wr.active_size;
 }
 
 /* Encodes, writes, syncs and publishes one group of requests, then
@@ -897,16 +712,16 @@ static void write_group(kv_store *s, req *head)
         if (!r->batch && !r->fn) want_sync = 1;
         if (r->seal) want_seal = 1;
     }
-    pthread_mutex_lock(&s->qmu);
-    int fs = s->failstop;
-    uint64_t seq = s->last_seq;
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    int fs = s->q.failstop;
+    uint64_t seq = s->q.last_seq;
+    pthread_mutex_unlock(&s->q.mu);
     if (fs) {
         complete_all(head, KV_FAILSTOP);
         return;
     }
-    if (s->active_size >= s->opt.segment_max_bytes && rotate(s) < 0) {
-        complete_all(head, s->fail_status); /* the errno that failed the rotation */
+    if (s->wr.active_size >= s->opt.segment_max_bytes && rotate(s) < 0) {
+        complete_all(head, s->q.fail_status); /* the errno that failed the rotation */
         return;
     }
 
@@ -917,7 +732,7 @@ static void write_group(kv_store *s, req *head)
         complete_all(head, ENOMEM);
         return;
     }
-    s->tpool_len = 0;
+    s->wr.tpool_len = 0;
     ovl_clear(s);
     uint64_t now = wall_ms(s);
     size_t pos = 0, ngops = 0, i = 0;
@@ -948,7 +763,7 @@ static void write_group(kv_store *s, req *head)
         nrecords++;
         nwrites++;
     }
-    if (pos > 0 && s->active_version >= 2) {
+    if (pos > 0 && s->wr.active_version >= 2) {
         /* The group-commit mark ends the group, in the same write: recovery
          * knows every group before the last valid mark is complete. (A
          * version 1 segment, appended to until it is sealed, gets none: it
@@ -961,40 +776,40 @@ static void write_group(kv_store *s, req *head)
             nwrites = 0;
             pos = 0;
         } else {
-            pos += kv_mark_encode(s->gbuf + pos, KV_REC_COMMIT, seq, s->active_size, (uint32_t)nrecords);
+            pos += kv_mark_encode(s->wr.gbuf + pos, KV_REC_COMMIT, seq, s->wr.active_size, (uint32_t)nrecords);
         }
     }
 
     kv_status st = KV_OK;
     if (pos > 0) {
-        int w = kv_io_write_full(s->io, s->active_fd, s->gbuf, pos, s->active_size);
+        int w = kv_io_write_full(s->io, s->wr.active_fd, s->wr.gbuf, pos, s->wr.active_size);
         if (w < 0) {
-            failstop(s, -w, "write", s->active_id);
+            failstop(s, -w, "write", s->wr.active_id);
             st = -w;
         } else {
             prealloc_ahead(s, pos); /* after the group: its failure cannot take the group's space */
-            s->unsynced_writes += nwrites;
-            if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) st = s->fail_status;
+            s->wr.unsynced_writes += nwrites;
+            if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) st = s->q.fail_status;
         }
     }
-    if (st == KV_OK && want_sync && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
+    if (st == KV_OK && want_sync && s->wr.unsynced_writes > 0 && sync_active(s) < 0) st = s->q.fail_status;
     if (st == KV_OK && pos > 0) {
-        s->active_size += pos;
-        s->active_records += nrecords;
-        pthread_mutex_lock(&s->qmu);
-        s->last_seq = seq;
-        s->st_groups++;
-        s->st_group_writes += nwrites;
-        pthread_mutex_unlock(&s->qmu);
+        s->wr.active_size += pos;
+        s->wr.active_records += nrecords;
+        pthread_mutex_lock(&s->q.mu);
+        s->q.last_seq = seq;
+        s->q.st_groups++;
+        s->q.st_group_writes += nwrites;
+        pthread_mutex_unlock(&s->q.mu);
         if (publish(s, ngops, nrecords, pos)) st = ENOMEM;
         start_writeback(s);
     }
-    if (st == KV_OK && want_seal && s->active_size > KV_SEG_HEADER_SIZE && rotate(s) < 0) st = s->fail_status;
+    if (st == KV_OK && want_seal && s->wr.active_size > KV_SEG_HEADER_SIZE && rotate(s) < 0) st = s->q.fail_status;
     i = 0;
     while (head) {
         req *n = head->next;
         kv_status rs = st;
-        if (rs == KV_OK && !head->batch && !head->fn && s->failstop) rs = KV_FAILSTOP;
+        if (rs == KV_OK && !head->batch && !head->fn && s->q.failstop) rs = KV_FAILSTOP;
         if (rs == KV_OK) rs = res[i];
         complete(head, rs);
         head = n;
@@ -1049,11 +864,6 @@ static kv_status copy_value(kv_value *v, const uint8_t *val, size_t vlen, uint64
     v->seq = seq;
     v->buf_ = buf;
     return KV_OK;
-}
-
-static int live(uint64_t expire_ms, uint64_t now)
-{
-    return expire_ms == 0 || expire_ms > now;
 }
 
 kv_status kv_txn_get(kv_txn *t, const void *key, size_t klen, kv_value *v)
@@ -1131,13 +941,13 @@ kv_status kv_txn_delete_all(kv_txn *t, size_t *deleted)
     keylist l = {t->b, KV_OK, 0};
     size_t own = t->b->nops;
     for (size_t i = 0; i < t->ngops && l.st == KV_OK; i++)
-        if (t->s->gops[i].type == KV_REC_PUT) l.st = kv_batch_delete(t->b, t->s->gops[i].key, t->s->gops[i].klen);
+        if (t->s->wr.gops[i].type == KV_REC_PUT) l.st = kv_batch_delete(t->b, t->s->wr.gops[i].key, t->s->wr.gops[i].klen);
     for (size_t i = 0; i < own && l.st == KV_OK; i++)
         if (t->b->ops[i].type == KV_REC_PUT)
             l.st = kv_batch_delete(t->b, t->b->data + t->b->ops[i].data_off, t->b->ops[i].klen);
-    pthread_rwlock_rdlock(&t->s->lock);
-    if (l.st == KV_OK) kv_keydir_foreach(t->s->kd, add_tombstone, &l);
-    pthread_rwlock_unlock(&t->s->lock);
+    pthread_rwlock_rdlock(&t->s->tab.lock);
+    if (l.st == KV_OK) kv_keydir_foreach(t->s->tab.kd, add_tombstone, &l);
+    pthread_rwlock_unlock(&t->s->tab.lock);
     if (deleted) *deleted = l.n;
     return l.st;
 }
@@ -1146,28 +956,28 @@ static void *writer_main(void *arg)
 {
     kv_store *s = arg;
     pthread_setname_np(pthread_self(), "kv-writer");
-    pthread_mutex_lock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
     for (;;) {
-        while (!s->qhead && !s->closing) {
-            if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->unsynced_writes > 0 && !s->failstop) {
+        while (!s->q.head && !s->q.closing) {
+            if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->wr.unsynced_writes > 0 && !s->q.failstop) {
                 /* Sleep until one second after the last sync, not after
                  * the last write. */
-                uint64_t due_ms = s->last_sync_ms + 1000u;
+                uint64_t due_ms = s->wr.last_sync_ms + 1000u;
                 struct timespec ts = {(time_t)(due_ms / 1000u), (long)(due_ms % 1000u) * 1000000L};
                 if (mono_us() / 1000u >= due_ms) break;
-                s->writer_idle = 1;
-                int r = pthread_cond_timedwait(&s->qcv, &s->qmu, &ts);
-                s->writer_idle = 0;
+                s->q.writer_idle = 1;
+                int r = pthread_cond_timedwait(&s->q.cv, &s->q.mu, &ts);
+                s->q.writer_idle = 0;
                 if (r == ETIMEDOUT) break;
             } else {
-                s->writer_idle = 1;
-                pthread_cond_wait(&s->qcv, &s->qmu);
-                s->writer_idle = 0;
+                s->q.writer_idle = 1;
+                pthread_cond_wait(&s->q.cv, &s->q.mu);
+                s->q.writer_idle = 0;
             }
         }
-        if (!s->qhead && s->closing) break;
+        if (!s->q.head && s->q.closing) break;
         /* Take up to group_max_bytes of requests (always at least one). */
-        req *head = s->qhead, *tail = head;
+        req *head = s->q.head, *tail = head;
         uint64_t bytes = head ? (head->batch ? batch_wire_size(head->batch) : 0) : 0;
         size_t nreq = 1;
         while (tail && tail->next) {
@@ -1178,43 +988,43 @@ static void *writer_main(void *arg)
             tail = tail->next;
         }
         if (tail) {
-            s->qhead = tail->next;
-            if (!s->qhead) s->qtail = NULL;
+            s->q.head = tail->next;
+            if (!s->q.head) s->q.tail = NULL;
             tail->next = NULL;
         }
-        pthread_mutex_unlock(&s->qmu);
+        pthread_mutex_unlock(&s->q.mu);
         if (head) write_group(s, head);
-        if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->unsynced_writes > 0 && !s->failstop &&
-            mono_us() / 1000u - s->last_sync_ms >= 1000u)
+        if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->wr.unsynced_writes > 0 && !s->q.failstop &&
+            mono_us() / 1000u - s->wr.last_sync_ms >= 1000u)
             sync_active(s);
-        pthread_mutex_lock(&s->qmu);
+        pthread_mutex_lock(&s->q.mu);
     }
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_unlock(&s->q.mu);
     return NULL;
 }
 
 static kv_status enqueue(kv_store *s, req *r)
 {
-    pthread_mutex_lock(&s->qmu);
-    if (s->closing) {
-        pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    if (s->q.closing) {
+        pthread_mutex_unlock(&s->q.mu);
         return KV_CLOSED;
     }
     r->next = NULL;
-    if (s->qtail)
-        s->qtail->next = r;
+    if (s->q.tail)
+        s->q.tail->next = r;
     else
-        s->qhead = r;
-    s->qtail = r;
+        s->q.head = r;
+    s->q.tail = r;
     /* Wake the writer only if it sleeps, once, and after the unlock: a
      * signal under the mutex wakes it straight into that mutex, and one
      * per request while it is busy writing a group only costs system
      * calls. The writer looks at the queue under the mutex before it
      * sleeps again, so no request waits for a wake-up that was skipped. */
-    int wake = s->writer_idle;
-    s->writer_idle = 0;
-    pthread_mutex_unlock(&s->qmu);
-    if (wake) pthread_cond_signal(&s->qcv);
+    int wake = s->q.writer_idle;
+    s->q.writer_idle = 0;
+    pthread_mutex_unlock(&s->q.mu);
+    if (wake) pthread_cond_signal(&s->q.cv);
     return KV_OK;
 }
 
@@ -1344,7 +1154,7 @@ kv_status kv_delete(kv_store *s, const void *key, size_t klen)
  * (so each key is counted once, in expired_swept or expired_on_access).
  * In fail-stop nothing is noted (no write could take it), reads still
  * answer absent, and the sweep drops expired keys from memory only.
- * Lock order: s->lock before xmu. xmu is never held while taking s->lock
+ * Lock order: s->tab.lock before xmu. xmu is never held while taking s->tab.lock
  * or qmu, or queueing.
  */
 #define KV_EXPIRE_NOTED_MAX 4096
@@ -1409,37 +1219,37 @@ static void xkeys_free(expired_key *v, size_t *n)
  * 0 or -ENOMEM (key freed). */
 static int xpend_add(kv_store *s, uint8_t *key, size_t klen, uint64_t seq)
 {
-    if (s->nxpend == s->cap_xpend) {
-        size_t nc = s->cap_xpend ? s->cap_xpend * 2 : 64;
-        expired_key *nv = realloc(s->xpend, nc * sizeof *nv);
+    if (s->x.nxpend == s->x.cap_xpend) {
+        size_t nc = s->x.cap_xpend ? s->x.cap_xpend * 2 : 64;
+        expired_key *nv = realloc(s->x.xpend, nc * sizeof *nv);
         if (!nv) {
             free(key);
             return -ENOMEM;
         }
-        s->xpend = nv;
-        s->cap_xpend = nc;
+        s->x.xpend = nv;
+        s->x.cap_xpend = nc;
     }
-    if (seqset_add(&s->xnoted, seq) < 0) {
+    if (seqset_add(&s->x.xnoted, seq) < 0) {
         free(key);
         return -ENOMEM;
     }
-    s->xpend[s->nxpend++] = (expired_key){seq, (uint32_t)klen, key};
+    s->x.xpend[s->x.nxpend++] = (expired_key){seq, (uint32_t)klen, key};
     return 0;
 }
 
 /* Rebuilds xnoted from xpend and xtaken (xmu held). */
 static void xnoted_rebuild(kv_store *s)
 {
-    seqset_clear(&s->xnoted);
-    for (size_t i = 0; i < s->nxpend; i++) seqset_add(&s->xnoted, s->xpend[i].seq);
-    for (size_t i = 0; i < s->nxtaken; i++) seqset_add(&s->xnoted, s->xtaken[i].seq);
+    seqset_clear(&s->x.xnoted);
+    for (size_t i = 0; i < s->x.nxpend; i++) seqset_add(&s->x.xnoted, s->x.xpend[i].seq);
+    for (size_t i = 0; i < s->x.nxtaken; i++) seqset_add(&s->x.xnoted, s->x.xtaken[i].seq);
 }
 
 static int is_failstop(kv_store *s)
 {
-    pthread_mutex_lock(&s->qmu);
-    int fs = s->failstop;
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    int fs = s->q.failstop;
+    pthread_mutex_unlock(&s->q.mu);
     return fs;
 }
 
@@ -1450,19 +1260,19 @@ static void expiry_done(void *arg, kv_status st);
  * (called without xmu). */
 static void expiry_kick(kv_store *s)
 {
-    pthread_mutex_lock(&s->xmu);
-    int go = s->nxpend > 0 && !s->xqueued;
-    if (go) s->xqueued = 1;
-    pthread_mutex_unlock(&s->xmu);
+    pthread_mutex_lock(&s->x.mu);
+    int go = s->x.nxpend > 0 && !s->x.xqueued;
+    if (go) s->x.xqueued = 1;
+    pthread_mutex_unlock(&s->x.mu);
     if (go && kv_submit(s, expiry_txn, s, expiry_done, s) != KV_OK) {
         /* Closing, or out of memory: these tombstones are not written.
          * The keys read as absent all the same, and the next open drops
          * them unless the clock went back. */
-        pthread_mutex_lock(&s->xmu);
-        s->xqueued = 0;
-        xkeys_free(s->xpend, &s->nxpend);
+        pthread_mutex_lock(&s->x.mu);
+        s->x.xqueued = 0;
+        xkeys_free(s->x.xpend, &s->x.nxpend);
         xnoted_rebuild(s);
-        pthread_mutex_unlock(&s->xmu);
+        pthread_mutex_unlock(&s->x.mu);
     }
 }
 
@@ -1471,19 +1281,19 @@ static void expiry_kick(kv_store *s)
 static void note_expired(kv_store *s, const void *key, size_t klen, uint64_t seq)
 {
     /* The common case in a read storm: noted already, its tombstone queued. */
-    pthread_mutex_lock(&s->xmu);
-    int noted = seqset_has(&s->xnoted, seq);
-    pthread_mutex_unlock(&s->xmu);
+    pthread_mutex_lock(&s->x.mu);
+    int noted = seqset_has(&s->x.xnoted, seq);
+    pthread_mutex_unlock(&s->x.mu);
     if (noted || is_failstop(s)) return;
-    pthread_mutex_lock(&s->xmu);
-    if (!seqset_has(&s->xnoted, seq) && s->nxpend + s->nxtaken < KV_EXPIRE_NOTED_MAX) {
+    pthread_mutex_lock(&s->x.mu);
+    if (!seqset_has(&s->x.xnoted, seq) && s->x.nxpend + s->x.nxtaken < KV_EXPIRE_NOTED_MAX) {
         uint8_t *k = malloc(klen ? klen : 1);
         if (k) {
             if (klen) memcpy(k, key, klen);
             xpend_add(s, k, klen, seq);
         }
     }
-    pthread_mutex_unlock(&s->xmu);
+    pthread_mutex_unlock(&s->x.mu);
     expiry_kick(s);
 }
 
@@ -1492,44 +1302,44 @@ static void note_expired(kv_store *s, const void *key, size_t klen, uint64_t seq
 static kv_status expiry_txn(kv_txn *t, void *arg)
 {
     kv_store *s = arg;
-    pthread_mutex_lock(&s->xmu);
+    pthread_mutex_lock(&s->x.mu);
     /* xtaken is empty: one transaction at a time. */
-    expired_key *tv = s->xtaken;
-    size_t tcap = s->cap_xtaken;
-    s->xtaken = s->xpend;
-    s->cap_xtaken = s->cap_xpend;
-    s->nxtaken = s->nxpend;
-    s->xpend = tv;
-    s->cap_xpend = tcap;
-    s->nxpend = 0;
-    size_t n = s->nxtaken;
-    pthread_mutex_unlock(&s->xmu);
+    expired_key *tv = s->x.xtaken;
+    size_t tcap = s->x.cap_xtaken;
+    s->x.xtaken = s->x.xpend;
+    s->x.cap_xtaken = s->x.cap_xpend;
+    s->x.nxtaken = s->x.nxpend;
+    s->x.xpend = tv;
+    s->x.cap_xpend = tcap;
+    s->x.nxpend = 0;
+    size_t n = s->x.nxtaken;
+    pthread_mutex_unlock(&s->x.mu);
 
     /* Only this thread changes xtaken until expiry_done; readers of
      * xnoted do not look at it. */
     size_t removing = 0, i;
-    pthread_rwlock_rdlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
     for (i = 0; i < n; i++) {
-        const expired_key *x = &s->xtaken[i];
+        const expired_key *x = &s->x.xtaken[i];
         if (overlay_find(s, t->ngops, x->key, x->klen)) continue; /* written earlier in this group */
         kv_loc loc;
-        int found = kv_keydir_get(s->kd, x->key, x->klen, &loc);
+        int found = kv_keydir_get(s->tab.kd, x->key, x->klen, &loc);
         if (found && loc.seq != x->seq) continue; /* written since it expired */
         if (kv_batch_delete(t->b, x->key, x->klen) != KV_OK) break; /* the batch is full */
         if (found) removing++;
     }
-    pthread_rwlock_unlock(&s->lock);
-    s->xremoving = removing;
-    s->xwriting = t->b->nops;
+    pthread_rwlock_unlock(&s->tab.lock);
+    s->wr.xremoving = removing;
+    s->wr.xwriting = t->b->nops;
     if (i < n) {
         /* The rest waits for the next transaction. */
-        pthread_mutex_lock(&s->xmu);
+        pthread_mutex_lock(&s->x.mu);
         for (size_t j = i; j < n; j++) {
-            const expired_key *x = &s->xtaken[j];
+            const expired_key *x = &s->x.xtaken[j];
             if (xpend_add(s, x->key, x->klen, x->seq) < 0) continue; /* key freed: dropped */
         }
-        s->nxtaken = i;
-        pthread_mutex_unlock(&s->xmu);
+        s->x.nxtaken = i;
+        pthread_mutex_unlock(&s->x.mu);
     }
     return KV_OK;
 }
@@ -1538,19 +1348,19 @@ static kv_status expiry_txn(kv_txn *t, void *arg)
 static void expiry_done(void *arg, kv_status st)
 {
     kv_store *s = arg;
-    pthread_mutex_lock(&s->xmu);
-    xkeys_free(s->xtaken, &s->nxtaken);
+    pthread_mutex_lock(&s->x.mu);
+    xkeys_free(s->x.xtaken, &s->x.nxtaken);
     if (st == KV_OK) {
-        s->expired_on_access += s->xremoving;
-        s->expiry_tombstones += s->xwriting;
+        s->x.expired_on_access += s->wr.xremoving;
+        s->x.expiry_tombstones += s->wr.xwriting;
     } else {
         /* Fail-stop (or out of memory): nothing more can be logged. */
-        xkeys_free(s->xpend, &s->nxpend);
+        xkeys_free(s->x.xpend, &s->x.nxpend);
     }
-    s->xremoving = s->xwriting = 0;
+    s->wr.xremoving = s->wr.xwriting = 0;
     xnoted_rebuild(s);
-    s->xqueued = 0;
-    pthread_mutex_unlock(&s->xmu);
+    s->x.xqueued = 0;
+    pthread_mutex_unlock(&s->x.mu);
     if (st == KV_OK) expiry_kick(s);
 }
 
@@ -1558,9 +1368,9 @@ void kv_expire_flush(kv_store *s)
 {
     expiry_kick(s);
     for (;;) {
-        pthread_mutex_lock(&s->xmu);
-        int busy = s->nxpend > 0 || s->xqueued;
-        pthread_mutex_unlock(&s->xmu);
+        pthread_mutex_lock(&s->x.mu);
+        int busy = s->x.nxpend > 0 || s->x.xqueued;
+        pthread_mutex_unlock(&s->x.mu);
         /* The barrier queues behind the transaction in flight; its
          * completion queues the next one first if more keys wait. */
         if (!busy || kv_sync(s) == KV_CLOSED) return;
@@ -1576,11 +1386,11 @@ void kv_expire_flush(kv_store *s)
 static void mark_bad(kv_store *s, segment *g, uint64_t off, uint32_t len, int err)
 {
     int first = __atomic_exchange_n(&g->bad, 1, __ATOMIC_ACQ_REL) == 0;
-    pthread_mutex_lock(&s->qmu);
-    if (first) s->segs_bad++;
-    s->bad_seg = g->file_id;
-    s->bad_off = off;
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    if (first) s->q.segs_bad++;
+    s->q.bad_seg = g->file_id;
+    s->q.bad_off = off;
+    pthread_mutex_unlock(&s->q.mu);
     if (!first) return;
     char path[4096];
     seg_path(s, g->file_id, path, sizeof path);
@@ -1649,15 +1459,15 @@ kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
     memset(v, 0, sizeof *v);
     kv_loc loc;
     uint64_t now = wall_ms(s);
-    pthread_rwlock_rdlock(&s->lock);
-    int found = kv_keydir_get(s->kd, key, klen, &loc);
+    pthread_rwlock_rdlock(&s->tab.lock);
+    int found = kv_keydir_get(s->tab.kd, key, klen, &loc);
     if (!found || !live(loc.expire_ms, now)) {
-        pthread_rwlock_unlock(&s->lock);
+        pthread_rwlock_unlock(&s->tab.lock);
         if (found) note_expired(s, key, klen, loc.seq);
         return KV_NOT_FOUND;
     }
     segment *g = seg_acquire(s, loc.seg);
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->tab.lock);
     kv_status st = read_verified(s, &loc, g, key, klen, v);
     seg_release(s, g);
     return st;
@@ -1676,14 +1486,14 @@ kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_
     uint64_t now = wall_ms(s);
     /* One lock for every lookup: a group is published under the write
      * lock, so all keys are seen as of one moment between two groups. */
-    pthread_rwlock_rdlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
     for (size_t i = 0; i < n; i++) {
-        int found = kv_keydir_get(s->kd, keys[i], klens[i], &locs[i]);
+        int found = kv_keydir_get(s->tab.kd, keys[i], klens[i], &locs[i]);
         if (!found) locs[i].seq = 0; /* sequence numbers start at 1: 0 marks "absent" */
         sts[i] = found && (locs[i].expire_ms == 0 || locs[i].expire_ms > now) ? KV_OK : KV_NOT_FOUND;
         gs[i] = sts[i] == KV_OK && vals ? seg_acquire(s, locs[i].seg) : NULL;
     }
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->tab.lock);
     for (size_t i = 0; i < n; i++)
         if (sts[i] == KV_NOT_FOUND && locs[i].seq != 0) note_expired(s, keys[i], klens[i], locs[i].seq);
     for (size_t i = 0; i < n; i++) {
@@ -1702,9 +1512,9 @@ kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_
 {
     kv_loc loc;
     uint64_t now = wall_ms(s);
-    pthread_rwlock_rdlock(&s->lock);
-    int found = kv_keydir_get(s->kd, key, klen, &loc);
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
+    int found = kv_keydir_get(s->tab.kd, key, klen, &loc);
+    pthread_rwlock_unlock(&s->tab.lock);
     if (found && !live(loc.expire_ms, now)) note_expired(s, key, klen, loc.seq);
     if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
     if (expire_ms) *expire_ms = loc.expire_ms;
@@ -1715,9 +1525,9 @@ kv_status kv_key_info(kv_store *s, const void *key, size_t klen, uint64_t *expir
 {
     kv_loc loc;
     uint64_t now = wall_ms(s);
-    pthread_rwlock_rdlock(&s->lock);
-    int found = kv_keydir_get(s->kd, key, klen, &loc);
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
+    int found = kv_keydir_get(s->tab.kd, key, klen, &loc);
+    pthread_rwlock_unlock(&s->tab.lock);
     if (found && !live(loc.expire_ms, now)) note_expired(s, key, klen, loc.seq);
     if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
     if (expire_ms) *expire_ms = loc.expire_ms;
@@ -1741,9 +1551,9 @@ static int scan_one(void *arg, const uint8_t *key, size_t klen, const kv_loc *lo
 kv_status kv_scan(kv_store *s, uint64_t cursor, size_t count, kv_scan_fn fn, void *arg, uint64_t *next)
 {
     scan_ctx c = {fn, arg, wall_ms(s)};
-    pthread_rwlock_rdlock(&s->lock);
-    *next = kv_keydir_scan(s->kd, cursor, count, scan_one, &c);
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
+    *next = kv_keydir_scan(s->tab.kd, cursor, count, scan_one, &c);
+    pthread_rwlock_unlock(&s->tab.lock);
     return KV_OK;
 }
 
@@ -1777,21 +1587,21 @@ size_t kv_expire_sweep(kv_store *s, size_t max_keys)
     size_t removed = 0;
     if (!c.keys || !c.klens || !c.seqs) goto out;
     int fs = is_failstop(s);
-    pthread_rwlock_wrlock(&s->lock);
+    pthread_rwlock_wrlock(&s->tab.lock);
     /* Look at up to 8x as many keys as may be removed, then stop. */
-    uint64_t cur = s->sweep_cursor;
+    uint64_t cur = s->tab.sweep_cursor;
     size_t budget = max_keys * 8;
     do {
-        cur = kv_keydir_scan(s->kd, cur, 16, sweep_collect, &c);
+        cur = kv_keydir_scan(s->tab.kd, cur, 16, sweep_collect, &c);
         budget = budget > 16 ? budget - 16 : 0;
     } while (cur != 0 && c.n < c.cap && budget > 0);
-    s->sweep_cursor = cur;
+    s->tab.sweep_cursor = cur;
     /* A key leaves memory only once its tombstone is queued (in
      * fail-stop, where none can be written, at once). Keys noted by a
      * reader are left to that reader's tombstone, which removes them. */
-    pthread_mutex_lock(&s->xmu);
+    pthread_mutex_lock(&s->x.mu);
     for (size_t i = 0; i < c.n; i++) {
-        if (!fs && seqset_has(&s->xnoted, c.seqs[i])) continue;
+        if (!fs && seqset_has(&s->x.xnoted, c.seqs[i])) continue;
         if (!fs) {
             if (xpend_add(s, c.keys[i], c.klens[i], c.seqs[i]) < 0) {
                 c.keys[i] = NULL; /* freed */
@@ -1800,17 +1610,17 @@ size_t kv_expire_sweep(kv_store *s, size_t max_keys)
             /* xpend owns the key bytes now; the lookup below copies nothing. */
         }
         kv_loc old;
-        if (kv_keydir_del(s->kd, c.keys[i], c.klens[i], &old)) {
-            s->live_bytes -= old.len;
-            s->dead_bytes += old.len;
-            if (old.expire_ms) s->expires--;
+        if (kv_keydir_del(s->tab.kd, c.keys[i], c.klens[i], &old)) {
+            s->tab.live_bytes -= old.len;
+            s->tab.dead_bytes += old.len;
+            if (old.expire_ms) s->tab.expires--;
             removed++;
         }
         if (!fs) c.keys[i] = NULL;
     }
-    pthread_mutex_unlock(&s->xmu);
-    s->expired_swept += removed;
-    pthread_rwlock_unlock(&s->lock);
+    pthread_mutex_unlock(&s->x.mu);
+    s->tab.expired_swept += removed;
+    pthread_rwlock_unlock(&s->tab.lock);
     if (!fs) expiry_kick(s);
 out:
     for (size_t i = 0; i < c.n; i++) free(c.keys[i]);
@@ -1885,9 +1695,9 @@ static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_re
         return;
     }
     kv_loc loc;
-    pthread_rwlock_rdlock(&c->s->lock);
-    int found = kv_keydir_get(c->s->kd, r->key, r->klen, &loc);
-    pthread_rwlock_unlock(&c->s->lock);
+    pthread_rwlock_rdlock(&c->s->tab.lock);
+    int found = kv_keydir_get(c->s->tab.kd, r->key, r->klen, &loc);
+    pthread_rwlock_unlock(&c->s->tab.lock);
     (void)seg; /* the file's id; the key directory knows the input by cur_id */
     if (!found || loc.seg != c->cur_id || loc.off != off || loc.seq != r->seq) {
         rep->dead_dropped++;
@@ -1968,9 +1778,9 @@ static int compact_record(void *arg, uint32_t seg, uint64_t off, const kv_record
 
 void kv_compact_progress_get(kv_store *s, kv_compact_progress *p)
 {
-    pthread_mutex_lock(&s->qmu);
-    *p = s->cprog;
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    *p = s->q.cprog;
+    pthread_mutex_unlock(&s->q.mu);
 }
 
 static kv_status write_segment_hint(kv_store *s, segment *g);
@@ -1979,18 +1789,18 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
 {
     memset(rep, 0, sizeof *rep);
     uint64_t t0 = mono_us();
-    pthread_mutex_lock(&s->compact_mu);
+    pthread_mutex_lock(&s->cmp.mu);
     char why[512];
     if (kv_failstop_reason(s, why, sizeof why)) {
         snprintf(rep->message, sizeof rep->message, "not compacting: %s", why);
-        pthread_mutex_unlock(&s->compact_mu);
+        pthread_mutex_unlock(&s->cmp.mu);
         return KV_FAILSTOP;
     }
 
     /* The inputs: every sealed segment (all but the newest, which the
      * writer appends to), oldest first, at most KV_MAX_SEGMENT_MAX bytes. */
-    pthread_rwlock_rdlock(&s->lock);
-    size_t n = s->nsegs > 0 ? s->nsegs - 1 : 0;
+    pthread_rwlock_rdlock(&s->tab.lock);
+    size_t n = s->tab.nsegs > 0 ? s->tab.nsegs - 1 : 0;
     segment **in = calloc(n ? n : 1, sizeof *in);
     uint64_t *sizes = calloc(n ? n : 1, sizeof *sizes);
     size_t k = 0;
@@ -1999,15 +1809,15 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         uint64_t sz = 0;
         /* A segment with a media error is left alone: what it lost would
          * look like dead records. kvfsck deals with it. */
-        if (__atomic_load_n(&s->segs[i]->bad, __ATOMIC_ACQUIRE)) break;
-        if (s->io->fsize(s->io->ctx, s->segs[i]->fd, &sz) < 0) break;
+        if (__atomic_load_n(&s->tab.segs[i]->bad, __ATOMIC_ACQUIRE)) break;
+        if (s->io->fsize(s->io->ctx, s->tab.segs[i]->fd, &sz) < 0) break;
         if (k > 0 && total + sz > KV_MAX_SEGMENT_MAX) break;
-        __atomic_add_fetch(&s->segs[i]->refs, 1, __ATOMIC_ACQ_REL);
-        in[k] = s->segs[i];
+        __atomic_add_fetch(&s->tab.segs[i]->refs, 1, __ATOMIC_ACQ_REL);
+        in[k] = s->tab.segs[i];
         sizes[k++] = sz;
         total += sz;
     }
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->tab.lock);
     kv_status st = KV_OK;
     int r;
     compaction c = {.s = s, .rep = rep, .out_fd = -1, .now = wall_ms(s)};
@@ -2021,20 +1831,20 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
         snprintf(rep->message, sizeof rep->message, "nothing to compact: no sealed segment");
         goto out;
     }
-    pthread_mutex_lock(&s->qmu);
-    s->cprog.running = 1;
-    s->cprog.bytes_total = total;
-    s->cprog.bytes_done = 0;
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    s->q.cprog.running = 1;
+    s->q.cprog.bytes_total = total;
+    s->q.cprog.bytes_done = 0;
+    pthread_mutex_unlock(&s->q.mu);
     logf_(s, KV_LOG_INFO, "compaction started: segments %u..%u (%zu segments, %" PRIu64 " bytes)", lo, hi, k, total);
 
     /* Disk-full safety: the output can be as large as the live bytes of
      * the inputs (at most all live bytes); refuse to start without room. */
     if (s->io->free_space) {
         uint64_t free_b = 0;
-        pthread_rwlock_rdlock(&s->lock);
-        uint64_t need = (s->live_bytes < total ? s->live_bytes : total) + KV_SEG_HEADER_SIZE;
-        pthread_rwlock_unlock(&s->lock);
+        pthread_rwlock_rdlock(&s->tab.lock);
+        uint64_t need = (s->tab.live_bytes < total ? s->tab.live_bytes : total) + KV_SEG_HEADER_SIZE;
+        pthread_rwlock_unlock(&s->tab.lock);
         r = s->io->free_space(s->io->ctx, s->dir, &free_b);
         if (r == 0 && free_b < need) {
             st = ENOSPC;
@@ -2087,9 +1897,9 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
             }
         }
         free(buf);
-        pthread_mutex_lock(&s->qmu);
-        s->cprog.bytes_done += sizes[i];
-        pthread_mutex_unlock(&s->qmu);
+        pthread_mutex_lock(&s->q.mu);
+        s->q.cprog.bytes_done += sizes[i];
+        pthread_mutex_unlock(&s->q.mu);
     }
     if (st == KV_OK) {
         /* The output is sealed like any segment: its trailer counts its
@@ -2152,10 +1962,10 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
      * for the whole key set. Between steps a key is found either at its
      * old place or at its new one, both readable; a key written meanwhile
      * keeps its newer record. Last, the inputs leave the table. */
-    pthread_rwlock_wrlock(&s->lock);
-    uint32_t vid = s->next_vid++;
+    pthread_rwlock_wrlock(&s->tab.lock);
+    uint32_t vid = s->tab.next_vid++;
     segment *out_g = seg_insert(s, 1, vid, hi, nfd);
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->tab.lock);
     if (!out_g) {
         /* The output is the log on disk now, but this process cannot
          * serve it: stop taking writes rather than diverge from it. */
@@ -2168,35 +1978,35 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     for (size_t i0 = 0; i0 < c.nmv; i0 += KV_SWITCH_STEP) {
         size_t i1 = i0 + KV_SWITCH_STEP < c.nmv ? i0 + KV_SWITCH_STEP : c.nmv;
         uint64_t step0 = mono_us();
-        pthread_rwlock_wrlock(&s->lock);
+        pthread_rwlock_wrlock(&s->tab.lock);
         for (size_t i = i0; i < i1; i++) {
             moved *m = &c.mv[i];
             kv_loc loc;
-            if (!kv_keydir_get(s->kd, m->key, m->klen, &loc) || loc.seg != m->old_seg || loc.off != m->old_off ||
+            if (!kv_keydir_get(s->tab.kd, m->key, m->klen, &loc) || loc.seg != m->old_seg || loc.off != m->old_off ||
                 loc.seq != m->seq)
                 continue; /* written again meanwhile: the newer record stays */
             if (m->expired) {
-                kv_keydir_del(s->kd, m->key, m->klen, NULL);
-                s->live_bytes -= loc.len;
-                if (loc.expire_ms) s->expires--;
+                kv_keydir_del(s->tab.kd, m->key, m->klen, NULL);
+                s->tab.live_bytes -= loc.len;
+                if (loc.expire_ms) s->tab.expires--;
                 continue;
             }
             loc.seg = vid;
             loc.off = m->new_off;
-            kv_keydir_put(s->kd, m->key, m->klen, &loc, NULL, NULL); /* key present: no allocation */
+            kv_keydir_put(s->tab.kd, m->key, m->klen, &loc, NULL, NULL); /* key present: no allocation */
         }
-        pthread_rwlock_unlock(&s->lock);
+        pthread_rwlock_unlock(&s->tab.lock);
         uint64_t t = mono_us() - step0;
         if (t > longest) longest = t;
     }
     uint64_t last0 = mono_us();
-    pthread_rwlock_wrlock(&s->lock);
+    pthread_rwlock_wrlock(&s->tab.lock);
     for (size_t i = 0; i < k; i++) seg_remove(s, in[i]); /* readers keep their references */
-    s->log_bytes = s->log_bytes - total + c.out_off;
-    s->header_bytes -= (uint64_t)KV_SEG_HEADER_SIZE * (k - 1);
-    s->records = s->records - c.records_in + rep->records_copied;
-    s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
-    pthread_rwlock_unlock(&s->lock);
+    s->tab.log_bytes = s->tab.log_bytes - total + c.out_off;
+    s->tab.header_bytes -= (uint64_t)KV_SEG_HEADER_SIZE * (k - 1);
+    s->tab.records = s->tab.records - c.records_in + rep->records_copied;
+    s->tab.dead_bytes = s->tab.log_bytes - s->tab.header_bytes - s->tab.live_bytes;
+    pthread_rwlock_unlock(&s->tab.lock);
     if (mono_us() - last0 > longest) longest = mono_us() - last0;
     rep->switch_us = longest;
 
@@ -2212,15 +2022,15 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     /* The output gets its hint file now (a failure only means the next
      * start scans it; kv_write_hints tries again). */
     if (s->opt.hint_files) {
-        pthread_rwlock_rdlock(&s->lock);
+        pthread_rwlock_rdlock(&s->tab.lock);
         segment *g = seg_acquire(s, vid);
-        pthread_rwlock_unlock(&s->lock);
+        pthread_rwlock_unlock(&s->tab.lock);
         kv_status hs = g ? write_segment_hint(s, g) : KV_OK;
         if (g && hs == KV_OK) {
-            pthread_rwlock_wrlock(&s->lock);
+            pthread_rwlock_wrlock(&s->tab.lock);
             g->hinted = 1;
-            s->hints_written++;
-            pthread_rwlock_unlock(&s->lock);
+            s->tab.hints_written++;
+            pthread_rwlock_unlock(&s->tab.lock);
         } else if (g) {
             logf_(s, KV_LOG_WARN, "no hint file for compaction output %u: %s", hi, kv_strerror(hs));
         }
@@ -2244,17 +2054,17 @@ out:
     free(in);
     free(sizes);
     rep->elapsed_us = mono_us() - t0;
-    pthread_mutex_lock(&s->qmu);
-    s->cprog.running = 0;
-    s->cprog.last_status = st;
+    pthread_mutex_lock(&s->q.mu);
+    s->q.cprog.running = 0;
+    s->q.cprog.last_status = st;
     if (st == KV_OK && rep->segments_in) {
-        s->cprog.last_switch_us = rep->switch_us;
-        s->cprog.runs++;
-        s->cprog.bytes_reclaimed += rep->bytes_before - rep->bytes_after;
+        s->q.cprog.last_switch_us = rep->switch_us;
+        s->q.cprog.runs++;
+        s->q.cprog.bytes_reclaimed += rep->bytes_before - rep->bytes_after;
     }
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_unlock(&s->q.mu);
     if (st != KV_OK) logf_(s, KV_LOG_WARN, "compaction failed: %s", rep->message);
-    pthread_mutex_unlock(&s->compact_mu);
+    pthread_mutex_unlock(&s->cmp.mu);
     return st;
 }
 
@@ -2291,18 +2101,18 @@ kv_status kv_write_hints(kv_store *s, uint32_t *written)
 {
     if (written) *written = 0;
     if (!s->opt.hint_files) return KV_OK;
-    pthread_mutex_lock(&s->compact_mu);
-    pthread_rwlock_rdlock(&s->lock);
-    size_t n = 0, cap = s->nsegs;
+    pthread_mutex_lock(&s->cmp.mu);
+    pthread_rwlock_rdlock(&s->tab.lock);
+    size_t n = 0, cap = s->tab.nsegs;
     segment **todo = calloc(cap ? cap : 1, sizeof *todo);
-    for (size_t i = 0; todo && i + 1 < s->nsegs; i++) {
-        if (s->segs[i]->hinted) continue;
-        __atomic_add_fetch(&s->segs[i]->refs, 1, __ATOMIC_ACQ_REL);
-        todo[n++] = s->segs[i];
+    for (size_t i = 0; todo && i + 1 < s->tab.nsegs; i++) {
+        if (s->tab.segs[i]->hinted) continue;
+        __atomic_add_fetch(&s->tab.segs[i]->refs, 1, __ATOMIC_ACQ_REL);
+        todo[n++] = s->tab.segs[i];
     }
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->tab.lock);
     if (!todo) {
-        pthread_mutex_unlock(&s->compact_mu);
+        pthread_mutex_unlock(&s->cmp.mu);
         return ENOMEM;
     }
     kv_status first = KV_OK;
@@ -2311,10 +2121,10 @@ kv_status kv_write_hints(kv_store *s, uint32_t *written)
         kv_status st = write_segment_hint(s, todo[i]);
         if (st == KV_OK) {
             done++;
-            pthread_rwlock_wrlock(&s->lock);
+            pthread_rwlock_wrlock(&s->tab.lock);
             todo[i]->hinted = 1;
-            s->hints_written++;
-            pthread_rwlock_unlock(&s->lock);
+            s->tab.hints_written++;
+            pthread_rwlock_unlock(&s->tab.lock);
         } else {
             if (first == KV_OK) first = st;
             logf_(s, KV_LOG_WARN, "no hint file for segment %u: %s", todo[i]->file_id,
@@ -2333,7 +2143,7 @@ kv_status kv_write_hints(kv_store *s, uint32_t *written)
     }
     for (size_t i = 0; i < n; i++) seg_release(s, todo[i]);
     free(todo);
-    pthread_mutex_unlock(&s->compact_mu);
+    pthread_mutex_unlock(&s->cmp.mu);
     if (written) *written = done;
     return first;
 }
@@ -2342,10 +2152,10 @@ uint32_t kv_hints_pending(kv_store *s)
 {
     if (!s->opt.hint_files) return 0;
     uint32_t n = 0;
-    pthread_rwlock_rdlock(&s->lock);
-    for (size_t i = 0; i + 1 < s->nsegs; i++)
-        if (!s->segs[i]->hinted) n++;
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
+    for (size_t i = 0; i + 1 < s->tab.nsegs; i++)
+        if (!s->tab.segs[i]->hinted) n++;
+    pthread_rwlock_unlock(&s->tab.lock);
     return n;
 }
 
@@ -2353,10 +2163,10 @@ uint32_t kv_hints_pending(kv_store *s)
 
 size_t kv_sealed_list(kv_store *s, uint32_t *ids, size_t cap)
 {
-    pthread_rwlock_rdlock(&s->lock);
-    size_t n = s->nsegs > 0 ? s->nsegs - 1 : 0;
-    for (size_t i = 0; i < n && i < cap; i++) ids[i] = s->segs[i]->id;
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
+    size_t n = s->tab.nsegs > 0 ? s->tab.nsegs - 1 : 0;
+    for (size_t i = 0; i < n && i < cap; i++) ids[i] = s->tab.segs[i]->id;
+    pthread_rwlock_unlock(&s->tab.lock);
     return n;
 }
 
@@ -2364,17 +2174,17 @@ size_t kv_sealed_list(kv_store *s, uint32_t *ids, size_t cap)
 static int seg_in_log(const kv_store *s, const segment *g)
 {
     long i = seg_index(s, g->id);
-    return i >= 0 && s->byid[i] == g;
+    return i >= 0 && s->tab.byid[i] == g;
 }
 
 kv_status kv_sealed_hold(kv_store *s, uint32_t id, kv_sealed *h)
 {
     memset(h, 0, sizeof *h);
-    pthread_rwlock_rdlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
     segment *g = NULL;
     long i = seg_index(s, id);
-    if (i >= 0 && s->byid[i] != s->segs[s->nsegs - 1]) g = seg_acquire(s, id);
-    pthread_rwlock_unlock(&s->lock);
+    if (i >= 0 && s->tab.byid[i] != s->tab.segs[s->tab.nsegs - 1]) g = seg_acquire(s, id);
+    pthread_rwlock_unlock(&s->tab.lock);
     if (!g) return KV_NOT_FOUND;
     uint64_t size = 0;
     int r = s->io->fsize(s->io->ctx, g->fd, &size);
@@ -2404,9 +2214,9 @@ void kv_sealed_release(kv_store *s, kv_sealed *h)
 
 int kv_sealed_retired(kv_store *s, const kv_sealed *h)
 {
-    pthread_rwlock_rdlock(&s->lock);
+    pthread_rwlock_rdlock(&s->tab.lock);
     int in = seg_in_log(s, h->ref_);
-    pthread_rwlock_unlock(&s->lock);
+    pthread_rwlock_unlock(&s->tab.lock);
     return !in;
 }
 
@@ -2417,7 +2227,7 @@ kv_status kv_sealed_read_hint(kv_store *s, const kv_sealed *h, uint8_t **buf, ui
     if (!s->opt.hint_files) return KV_NOT_FOUND;
     /* compact_mu: no compaction renames an output over this file id, and
      * no hint is written, while the file is read. */
-    pthread_mutex_lock(&s->compact_mu);
+    pthread_mutex_lock(&s->cmp.mu);
     kv_status st = KV_NOT_FOUND;
     if (!kv_sealed_retired(s, h)) {
         char name[32], path[4200];
@@ -2426,7 +2236,7 @@ kv_status kv_sealed_read_hint(kv_store *s, const kv_sealed *h, uint8_t **buf, ui
         int r = kv_io_read_file(s->io, path, KVH_MAX_FILE_BYTES, buf, len);
         st = r == 0 ? KV_OK : r == -ENOENT ? KV_NOT_FOUND : -r;
     }
-    pthread_mutex_unlock(&s->compact_mu);
+    pthread_mutex_unlock(&s->cmp.mu);
     return st;
 }
 
@@ -2453,51 +2263,51 @@ void kv_store_log(kv_store *s, int level, const char *fmt, ...)
 void kv_get_stats(kv_store *s, kv_stats *st)
 {
     memset(st, 0, sizeof *st);
-    pthread_rwlock_rdlock(&s->lock);
-    st->keys = kv_keydir_count(s->kd);
-    st->live_bytes = s->live_bytes;
-    st->dead_bytes = s->dead_bytes;
-    st->log_bytes = s->log_bytes;
-    st->records = s->records;
-    st->segments = (uint32_t)s->nsegs;
-    st->active_segment = s->nsegs ? s->segs[s->nsegs - 1]->file_id : 0;
-    st->expired_swept = s->expired_swept;
-    st->expires = s->expires;
-    for (size_t i = 0; i + 1 < s->nsegs; i++) {
-        if (s->segs[i]->hinted)
+    pthread_rwlock_rdlock(&s->tab.lock);
+    st->keys = kv_keydir_count(s->tab.kd);
+    st->live_bytes = s->tab.live_bytes;
+    st->dead_bytes = s->tab.dead_bytes;
+    st->log_bytes = s->tab.log_bytes;
+    st->records = s->tab.records;
+    st->segments = (uint32_t)s->tab.nsegs;
+    st->active_segment = s->tab.nsegs ? s->tab.segs[s->tab.nsegs - 1]->file_id : 0;
+    st->expired_swept = s->tab.expired_swept;
+    st->expires = s->tab.expires;
+    for (size_t i = 0; i + 1 < s->tab.nsegs; i++) {
+        if (s->tab.segs[i]->hinted)
             st->hint_files++;
         else if (s->opt.hint_files)
             st->hints_pending++;
     }
-    st->hints_written = s->hints_written;
-    pthread_rwlock_unlock(&s->lock);
-    pthread_mutex_lock(&s->qmu);
-    st->last_seq = s->last_seq;
-    st->groups = s->st_groups;
-    st->group_writes = s->st_group_writes;
-    st->fdatasyncs = s->st_fdatasyncs;
-    st->fdatasync_us = s->st_fdatasync_us;
-    st->fdatasync_max_us = s->st_fdatasync_max_us;
-    st->synced_writes = s->st_synced_writes;
-    st->failstop = s->failstop;
-    st->segments_bad = s->segs_bad;
-    st->bad_segment = s->bad_seg;
-    st->bad_offset = s->bad_off;
-    pthread_mutex_unlock(&s->qmu);
-    pthread_mutex_lock(&s->xmu);
-    st->expired_on_access = s->expired_on_access;
-    st->expiry_tombstones = s->expiry_tombstones;
-    st->expiry_pending = s->nxpend + s->nxtaken;
-    pthread_mutex_unlock(&s->xmu);
+    st->hints_written = s->tab.hints_written;
+    pthread_rwlock_unlock(&s->tab.lock);
+    pthread_mutex_lock(&s->q.mu);
+    st->last_seq = s->q.last_seq;
+    st->groups = s->q.st_groups;
+    st->group_writes = s->q.st_group_writes;
+    st->fdatasyncs = s->q.st_fdatasyncs;
+    st->fdatasync_us = s->q.st_fdatasync_us;
+    st->fdatasync_max_us = s->q.st_fdatasync_max_us;
+    st->synced_writes = s->q.st_synced_writes;
+    st->failstop = s->q.failstop;
+    st->segments_bad = s->q.segs_bad;
+    st->bad_segment = s->q.bad_seg;
+    st->bad_offset = s->q.bad_off;
+    pthread_mutex_unlock(&s->q.mu);
+    pthread_mutex_lock(&s->x.mu);
+    st->expired_on_access = s->x.expired_on_access;
+    st->expiry_tombstones = s->x.expiry_tombstones;
+    st->expiry_pending = s->x.nxpend + s->x.nxtaken;
+    pthread_mutex_unlock(&s->x.mu);
     st->fsync = s->opt.fsync;
 }
 
 int kv_failstop_reason(kv_store *s, char *buf, size_t cap)
 {
-    pthread_mutex_lock(&s->qmu);
-    int fs = s->failstop;
-    snprintf(buf, cap, "%s", fs ? s->fail_reason : "");
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    int fs = s->q.failstop;
+    snprintf(buf, cap, "%s", fs ? s->q.fail_reason : "");
+    pthread_mutex_unlock(&s->q.mu);
     return fs;
 }
 
@@ -2510,27 +2320,27 @@ const kvr_report *kv_recovery_report(kv_store *s)
 
 static void free_store(kv_store *s)
 {
-    for (size_t i = 0; i < s->nsegs; i++) seg_release(s, s->segs[i]);
-    pthread_mutex_destroy(&s->compact_mu);
+    for (size_t i = 0; i < s->tab.nsegs; i++) seg_release(s, s->tab.segs[i]);
+    pthread_mutex_destroy(&s->cmp.mu);
     kv_io_unlock_dir(s->io, &s->dlock);
-    xkeys_free(s->xpend, &s->nxpend);
-    xkeys_free(s->xtaken, &s->nxtaken);
-    free(s->xpend);
-    free(s->xtaken);
-    free(s->xnoted.v);
-    pthread_mutex_destroy(&s->xmu);
-    kv_keydir_free(s->kd);
+    xkeys_free(s->x.xpend, &s->x.nxpend);
+    xkeys_free(s->x.xtaken, &s->x.nxtaken);
+    free(s->x.xpend);
+    free(s->x.xtaken);
+    free(s->x.xnoted.v);
+    pthread_mutex_destroy(&s->x.mu);
+    kv_keydir_free(s->tab.kd);
     kvr_report_free(&s->rep);
-    pthread_rwlock_destroy(&s->lock);
-    pthread_mutex_destroy(&s->qmu);
-    pthread_cond_destroy(&s->qcv);
-    free(s->segs);
-    free(s->byid);
-    free(s->gbuf);
-    free(s->gops);
-    free(s->ovl);
-    for (size_t i = 0; i < s->tpool_cap; i++) kv_batch_free(s->tpool[i]);
-    free(s->tpool);
+    pthread_rwlock_destroy(&s->tab.lock);
+    pthread_mutex_destroy(&s->q.mu);
+    pthread_cond_destroy(&s->q.cv);
+    free(s->tab.segs);
+    free(s->tab.byid);
+    free(s->wr.gbuf);
+    free(s->wr.gops);
+    free(s->wr.ovl);
+    for (size_t i = 0; i < s->wr.tpool_cap; i++) kv_batch_free(s->wr.tpool[i]);
+    free(s->wr.tpool);
     free(s->dir);
     free(s);
 }
@@ -2590,25 +2400,25 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     s->io = o.io;
     s->opt = o;
     s->dlock.dir_fd = s->dlock.file_fd = -1;
-    s->active_fd = -1;
-    s->next_vid = KV_VIRTUAL_ID_BASE;
+    s->wr.active_fd = -1;
+    s->tab.next_vid = KV_VIRTUAL_ID_BASE;
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&s->lock, &ra);
+    pthread_rwlock_init(&s->tab.lock, &ra);
     pthread_rwlockattr_destroy(&ra);
-    pthread_mutex_init(&s->qmu, NULL);
-    pthread_mutex_init(&s->compact_mu, NULL);
-    pthread_mutex_init(&s->xmu, NULL);
+    pthread_mutex_init(&s->q.mu, NULL);
+    pthread_mutex_init(&s->cmp.mu, NULL);
+    pthread_mutex_init(&s->x.mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* everysec must not follow wall-clock steps */
-    pthread_cond_init(&s->qcv, &ca);
+    pthread_cond_init(&s->q.cv, &ca);
     pthread_condattr_destroy(&ca);
-    s->kd = kv_keydir_new();
+    s->tab.kd = kv_keydir_new();
     kv_status st = KV_OK;
     char path[4096];
-    if (!s->dir || !s->kd) {
+    if (!s->dir || !s->tab.kd) {
         st = ENOMEM;
         goto fail;
     }
@@ -2632,7 +2442,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     }
 
     st = kvr_recover(s->io, dir, o.recovery_mode, o.hint_files ? KVR_HINTS_READ | KVR_HINTS_WRITE : 0, wall_ms(s),
-                     s->kd, &s->rep);
+                     s->tab.kd, &s->rep);
     if (st != KV_OK) goto fail;
     /* A crash (or a failed directory fsync) may have left entries that are
      * not durable yet, e.g. a segment created just before: make them so
@@ -2673,18 +2483,18 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
             snprintf(s->rep.message, sizeof s->rep.message, "cannot open %s: %s", path, kv_strerror(st));
             goto fail;
         }
-        s->segs[s->nsegs - 1]->hinted = s->rep.segs[i].hint;
-        s->log_bytes += s->rep.segs[i].size;
-        s->header_bytes += s->rep.segs[i].size >= KV_SEG_HEADER_SIZE ? KV_SEG_HEADER_SIZE : 0;
+        s->tab.segs[s->tab.nsegs - 1]->hinted = s->rep.segs[i].hint;
+        s->tab.log_bytes += s->rep.segs[i].size;
+        s->tab.header_bytes += s->rep.segs[i].size >= KV_SEG_HEADER_SIZE ? KV_SEG_HEADER_SIZE : 0;
         if (last) {
-            s->active_fd = fd;
-            s->active_id = s->rep.segs[i].id;
-            s->active_size = s->rep.segs[i].size;
-            s->active_records = s->rep.segs[i].records;
-            s->active_version = s->rep.segs[i].version ? s->rep.segs[i].version : KV_FORMAT_VERSION;
+            s->wr.active_fd = fd;
+            s->wr.active_id = s->rep.segs[i].id;
+            s->wr.active_size = s->rep.segs[i].size;
+            s->wr.active_records = s->rep.segs[i].records;
+            s->wr.active_version = s->rep.segs[i].version ? s->rep.segs[i].version : KV_FORMAT_VERSION;
         }
     }
-    if (s->active_fd < 0) {
+    if (s->wr.active_fd < 0) {
         /* Empty directory: the first segment. */
         int fd = create_segment(s, 1, 0, 0);
         if (fd < 0 || seg_add(s, 1, fd) < 0) {
@@ -2693,13 +2503,13 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
                      kv_strerror(st));
             goto fail;
         }
-        s->active_fd = fd;
-        s->active_id = 1;
-        s->active_size = KV_SEG_HEADER_SIZE;
-        s->active_version = KV_FORMAT_VERSION;
-        s->log_bytes += KV_SEG_HEADER_SIZE;
-        s->header_bytes += KV_SEG_HEADER_SIZE;
-    } else if (s->active_size < KV_SEG_HEADER_SIZE) {
+        s->wr.active_fd = fd;
+        s->wr.active_id = 1;
+        s->wr.active_size = KV_SEG_HEADER_SIZE;
+        s->wr.active_version = KV_FORMAT_VERSION;
+        s->tab.log_bytes += KV_SEG_HEADER_SIZE;
+        s->tab.header_bytes += KV_SEG_HEADER_SIZE;
+    } else if (s->wr.active_size < KV_SEG_HEADER_SIZE) {
         /* The newest segment lost its header in a crash (recovery cut it
          * to zero bytes): write it again. */
         uint8_t hdr[KV_SEG_HEADER_SIZE];
@@ -2708,21 +2518,21 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
          * (sealed with its trailer, or version 1); 0 says "not recorded"
          * (skip-corrupt opened past a damaged one). */
         const kvr_segment_info *pv = np > 1 ? &s->rep.segs[np - 2] : NULL;
-        kv_seg_header h = {KV_FORMAT_VERSION, s->active_id, 0, wall_ms(s), pv ? pv->id : 0,
+        kv_seg_header h = {KV_FORMAT_VERSION, s->wr.active_id, 0, wall_ms(s), pv ? pv->id : 0,
                            pv && (pv->sealed || pv->version == 1) ? (uint32_t)pv->size : 0};
         kv_seg_header_encode_h(hdr, &h);
-        r = kv_io_write_full(s->io, s->active_fd, hdr, sizeof hdr, 0);
-        if (r == 0) r = s->io->fdatasync(s->io->ctx, s->active_fd);
+        r = kv_io_write_full(s->io, s->wr.active_fd, hdr, sizeof hdr, 0);
+        if (r == 0) r = s->io->fdatasync(s->io->ctx, s->wr.active_fd);
         if (r < 0) {
             st = -r;
             snprintf(s->rep.message, sizeof s->rep.message, "cannot rewrite the header of segment %u: %s",
-                     s->active_id, kv_strerror(st));
+                     s->wr.active_id, kv_strerror(st));
             goto fail;
         }
-        s->active_size = KV_SEG_HEADER_SIZE;
-        s->log_bytes += KV_SEG_HEADER_SIZE;
-        s->header_bytes += KV_SEG_HEADER_SIZE;
-        s->active_version = KV_FORMAT_VERSION;
+        s->wr.active_size = KV_SEG_HEADER_SIZE;
+        s->tab.log_bytes += KV_SEG_HEADER_SIZE;
+        s->tab.header_bytes += KV_SEG_HEADER_SIZE;
+        s->wr.active_version = KV_FORMAT_VERSION;
     }
     /* Whatever recovery read may still be only in the page cache (a
      * previous run that crashed under everysec, or whose fdatasync failed):
@@ -2731,8 +2541,8 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
      * of the segment before the newest, if the sync that sealed it failed
      * (the newest is then still empty): once records follow in the newest,
      * a lost trailer there would be damage. */
-    if (s->nsegs > 1) {
-        segment *pv = s->segs[s->nsegs - 2];
+    if (s->tab.nsegs > 1) {
+        segment *pv = s->tab.segs[s->tab.nsegs - 2];
         r = s->io->fdatasync(s->io->ctx, pv->fd);
         if (r < 0) {
             st = -r;
@@ -2741,28 +2551,28 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
             goto fail;
         }
     }
-    r = s->io->fdatasync(s->io->ctx, s->active_fd);
+    r = s->io->fdatasync(s->io->ctx, s->wr.active_fd);
     if (r < 0) {
         st = -r;
-        snprintf(s->rep.message, sizeof s->rep.message, "cannot fdatasync segment %u: %s", s->active_id,
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot fdatasync segment %u: %s", s->wr.active_id,
                  kv_strerror(st));
         goto fail;
     }
-    s->live_bytes = s->rep.live_bytes;
-    s->expires = kv_keydir_expiring(s->kd);
-    s->dead_bytes = s->log_bytes - s->header_bytes >= s->live_bytes ? s->log_bytes - s->header_bytes - s->live_bytes : 0;
-    s->records = s->rep.records;
-    s->last_seq = s->rep.max_seq;
-    s->hints_written = s->rep.hints_written;
-    s->last_sync_ms = mono_us() / 1000u;
-    s->active_end = s->active_size; /* recovery cut any zeros past the log end */
+    s->tab.live_bytes = s->rep.live_bytes;
+    s->tab.expires = kv_keydir_expiring(s->tab.kd);
+    s->tab.dead_bytes = s->tab.log_bytes - s->tab.header_bytes >= s->tab.live_bytes ? s->tab.log_bytes - s->tab.header_bytes - s->tab.live_bytes : 0;
+    s->tab.records = s->rep.records;
+    s->q.last_seq = s->rep.max_seq;
+    s->tab.hints_written = s->rep.hints_written;
+    s->wr.last_sync_ms = mono_us() / 1000u;
+    s->wr.active_end = s->wr.active_size; /* recovery cut any zeros past the log end */
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         st = EAGAIN;
         snprintf(s->rep.message, sizeof s->rep.message, "cannot start the writer thread");
         goto fail;
     }
     copy_report(report, &s->rep);
-    kvr_report_free(&s->rep); /* the segment list is now in s->segs */
+    kvr_report_free(&s->rep); /* the segment list is now in s->tab.segs */
     *out = s;
     return KV_OK;
 fail:
@@ -2775,14 +2585,14 @@ kv_status kv_close(kv_store *s)
 {
     if (!s) return KV_OK;
     kv_expire_flush(s); /* the tombstones of keys found expired so far */
-    pthread_mutex_lock(&s->qmu);
-    s->closing = 1;
-    pthread_cond_signal(&s->qcv);
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    s->q.closing = 1;
+    pthread_cond_signal(&s->q.cv);
+    pthread_mutex_unlock(&s->q.mu);
     pthread_join(s->writer, NULL);
     kv_status st = KV_OK;
-    if (!s->failstop && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
-    if (!s->failstop && st == KV_OK && s->active_version >= 2 && s->active_size > KV_SEG_HEADER_SIZE) {
+    if (!s->q.failstop && s->wr.unsynced_writes > 0 && sync_active(s) < 0) st = s->q.fail_status;
+    if (!s->q.failstop && st == KV_OK && s->wr.active_version >= 2 && s->wr.active_size > KV_SEG_HEADER_SIZE) {
         /* A clean shutdown seals the newest segment and leaves an empty
          * one after it, so that every record written is in a sealed
          * segment, proven whole by its trailer: after it, no damage can
@@ -2790,13 +2600,13 @@ kv_status kv_close(kv_store *s)
          * recovery finds the directory as a crash left it. */
         if (rotate(s) < 0)
             logf_(s, KV_LOG_WARN, "sealing segment %u at shutdown failed; the next start recovers it as after a crash",
-                  s->active_id);
+                  s->wr.active_id);
         else if (s->opt.hint_files)
             (void)kv_write_hints(s, NULL); /* the next start then reads hints only; failures are logged */
-    } else if (!s->failstop) {
+    } else if (!s->q.failstop) {
         int r = cut_prealloc(s);
         if (r < 0)
-            logf_(s, KV_LOG_WARN, "cutting the preallocated space of segment %u: %s", s->active_id,
+            logf_(s, KV_LOG_WARN, "cutting the preallocated space of segment %u: %s", s->wr.active_id,
                   kv_strerror(-r));
     }
     free_store(s);
