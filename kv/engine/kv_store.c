@@ -35,8 +35,7 @@ static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap)
     s->opt.log(s->opt.log_arg, level, msg);
 }
 
-static void logf_(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void logf_(kv_store *s, int level, const char *fmt, ...)
+void logf_(kv_store *s, int level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -73,325 +72,6 @@ void kv_options_init(kv_options *o)
     o->preallocate = 1;
     o->group_max_bytes = KV_DEFAULT_GROUP_MAX;
     o->recovery_mode = KVR_TOLERATE_TAIL;
-}
-
-static void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap)
-{
-    char name[32];
-    kv_seg_name(name, sizeof name, id);
-    snprintf(out, cap, "%s/%s", s->dir, name);
-}
-
-/* Segment table lookup by id (caller holds lock). Returns the index in
- * byid, or -1. */
-static long seg_index(const kv_store *s, uint32_t id)
-{
-    size_t lo = 0, hi = s->tab.nsegs;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (s->tab.byid[mid]->id == id) return (long)mid;
-        if (s->tab.byid[mid]->id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
-}
-
-/* Takes a reference on segment id for a read (caller holds lock), or NULL. */
-static segment *seg_acquire(const kv_store *s, uint32_t id)
-{
-    long i = seg_index(s, id);
-    if (i < 0) return NULL;
-    __atomic_add_fetch(&s->tab.byid[i]->refs, 1, __ATOMIC_ACQ_REL);
-    return s->tab.byid[i];
-}
-
-/* Takes segment g out of both tables (caller holds the write lock) and
- * drops the table's reference; readers keep theirs. */
-static void seg_remove(kv_store *s, segment *g);
-
-static void seg_release(kv_store *s, segment *g)
-{
-    if (g && __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) == 0) {
-        if (g->map) s->io->unmap(s->io->ctx, g->map, g->map_len);
-        s->io->close(s->io->ctx, g->fd);
-        free(g);
-    }
-}
-
-/* Adds a segment to the tables (caller holds the write lock, or is
- * kv_open): at the end of the log order (front = 0), or at its front
- * (front = 1, a compaction output, which replaces the oldest segments).
- * Returns the new entry, or NULL when out of memory (nothing changed). */
-static segment *seg_insert(kv_store *s, int front, uint32_t id, uint32_t file_id, int fd)
-{
-    if (s->tab.nsegs == s->tab.cap_segs) {
-        size_t nc = s->tab.cap_segs ? s->tab.cap_segs * 2 : 16;
-        segment **ns = realloc(s->tab.segs, nc * sizeof *ns);
-        if (!ns) return NULL;
-        s->tab.segs = ns;
-        segment **nb = realloc(s->tab.byid, nc * sizeof *nb);
-        if (!nb) return NULL;
-        s->tab.byid = nb;
-        s->tab.cap_segs = nc;
-    }
-    segment *g = malloc(sizeof *g);
-    if (!g) return NULL;
-    g->id = id;
-    g->file_id = file_id;
-    g->fd = fd;
-    g->refs = 1;
-    g->hinted = 0;
-    g->bad = 0;
-    g->map = NULL;
-    g->map_len = 0;
-    /* Reads copy records out of a mapping instead of calling pread(2):
-     * one system call fewer per GET. The mapping covers the file, and for
-     * a segment that may still grow (one at or below the rotation size)
-     * room for it to reach that size and one more group; reads beyond it
-     * use pread. Records are never rewritten or truncated while the store
-     * holds the directory, and only published records are read. */
-    uint64_t size = 0;
-    if (s->io->map && s->io->fsize(s->io->ctx, fd, &size) == 0) {
-        uint64_t len = size;
-        if (size <= s->opt.segment_max_bytes) len = s->opt.segment_max_bytes + s->opt.group_max_bytes;
-        const void *addr;
-        if (len > 0 && s->io->map(s->io->ctx, fd, len, &addr) == 0) {
-            g->map = addr;
-            g->map_len = len;
-        }
-    }
-    if (front) {
-        memmove(s->tab.segs + 1, s->tab.segs, s->tab.nsegs * sizeof *s->tab.segs);
-        s->tab.segs[0] = g;
-    } else {
-        s->tab.segs[s->tab.nsegs] = g;
-    }
-    size_t at = s->tab.nsegs;
-    while (at > 0 && s->tab.byid[at - 1]->id > id) at--;
-    memmove(s->tab.byid + at + 1, s->tab.byid + at, (s->tab.nsegs - at) * sizeof *s->tab.byid);
-    s->tab.byid[at] = g;
-    s->tab.nsegs++;
-    return g;
-}
-
-/* A segment of the log, numbered as its file (open, rotation). Returns 0
- * or -ENOMEM. */
-static int seg_add(kv_store *s, uint32_t id, int fd)
-{
-    return seg_insert(s, 0, id, id, fd) ? 0 : -ENOMEM;
-}
-
-static void seg_remove(kv_store *s, segment *g)
-{
-    for (size_t i = 0; i < s->tab.nsegs; i++)
-        if (s->tab.segs[i] == g) {
-            memmove(s->tab.segs + i, s->tab.segs + i + 1, (s->tab.nsegs - i - 1) * sizeof *s->tab.segs);
-            break;
-        }
-    long b = seg_index(s, g->id);
-    if (b >= 0) memmove(s->tab.byid + b, s->tab.byid + b + 1, (s->tab.nsegs - (size_t)b - 1) * sizeof *s->tab.byid);
-    s->tab.nsegs--;
-    seg_release(s, g);
-}
-
-/* Enters fail-stop (writer thread or open). Keeps the first reason. */
-static void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg)
-{
-    char path[4096];
-    seg_path(s, seg, path, sizeof path);
-    pthread_mutex_lock(&s->q.mu);
-    if (!s->q.failstop) {
-        s->q.failstop = 1;
-        s->q.fail_status = st;
-        snprintf(s->q.fail_reason, sizeof s->q.fail_reason,
-                 "%s on %s failed: %s%s; the store refuses writes until it is restarted", what, path,
-                 kv_strerror(st), st == ENOSPC ? " (disk full)" : "");
-        pthread_mutex_unlock(&s->q.mu);
-        logf_(s, KV_LOG_ERROR, "fail-stop: %s", s->q.fail_reason);
-        return;
-    }
-    pthread_mutex_unlock(&s->q.mu);
-}
-
-/* Creates segment `id` durably: a version 2 header naming the segment
- * before it (prev_id, 0 for none) and that segment's final size in bytes,
- * its trailer included (prev_end), written and fdatasync'ed, then the
- * directory fsync'ed. Returns the fd or -errno (file may be left behind
- * with a torn header, which recovery cuts). */
-static int create_segment(kv_store *s, uint32_t id, uint32_t prev_id, uint64_t prev_end)
-{
-    char path[4096];
-    seg_path(s, id, path, sizeof path);
-    int fd = s->io->open(s->io->ctx, path, KV_O_RDWR | KV_O_CREAT | KV_O_EXCL);
-    if (fd < 0) return fd;
-    uint8_t hdr[KV_SEG_HEADER_SIZE];
-    kv_seg_header h = {KV_FORMAT_VERSION, id, 0, wall_ms(s), prev_id, (uint32_t)prev_end};
-    kv_seg_header_encode_h(hdr, &h);
-    int r = kv_io_write_full(s->io, fd, hdr, sizeof hdr, 0);
-    if (r == 0) r = s->io->fdatasync(s->io->ctx, fd);
-    if (r == 0) r = s->io->fsync_dir(s->io->ctx, s->dir);
-    if (r < 0) {
-        s->io->close(s->io->ctx, fd);
-        return r;
-    }
-    return fd;
-}
-
-/* fdatasync of the active segment with statistics. */
-static int sync_active(kv_store *s)
-{
-    uint64_t t0 = mono_us();
-    int r = s->io->fdatasync(s->io->ctx, s->wr.active_fd);
-    uint64_t dt = mono_us() - t0;
-    pthread_mutex_lock(&s->q.mu);
-    s->q.st_fdatasyncs++;
-    s->q.st_fdatasync_us += dt;
-    if (dt > s->q.st_fdatasync_max_us) s->q.st_fdatasync_max_us = dt;
-    if (r == 0) s->q.st_synced_writes += s->wr.unsynced_writes;
-    pthread_mutex_unlock(&s->q.mu);
-    if (r < 0) {
-        failstop(s, -r, "fdatasync", s->wr.active_id);
-        return r;
-    }
-    s->wr.unsynced_writes = 0;
-    s->wr.last_sync_ms = mono_us() / 1000u;
-    return 0;
-}
-
-/* How far ahead of the log end the active segment is zero-filled. */
-#define KV_PREALLOC_BYTES (1u << 20)
-
-/* Preallocation (kv_options.preallocate): once the group of n bytes at
- * active_size is written, if it reached past the zeros written before
- * (active_end), writes zeros from its end to KV_PREALLOC_BYTES beyond it
- * (rounded down to 4 KiB, at most to segment_max_bytes), before the
- * group's sync, so that the next groups land in blocks already written.
- * An fdatasync after a write that grows the file must also write the
- * inode (and on a journaling file system commit the journal); a write
- * into blocks already written and synced needs neither, so all but one
- * group in every KV_PREALLOC_BYTES costs one device write and a flush.
- * PostgreSQL zero-fills its WAL segments for the same reason
- * (wal_init_zero). fallocate(2) would not do: its extents are marked
- * unwritten and the first write to each converts them, a metadata change
- * again. Recovery sees the unused zeros at the end of the newest segment
- * as KVR_UNWRITTEN and cuts them; sealing and closing cut them first.
- * A failure here is not an error: the group is already written, and
- * preallocation stops for this segment. */
-static void prealloc_ahead(kv_store *s, size_t n)
-{
-    static const uint8_t zeros[KV_PREALLOC_BYTES];
-    uint64_t from = s->wr.active_size + n; /* the group's end, past active_end */
-    if (!s->opt.preallocate || from <= s->wr.active_end || s->wr.active_end >= s->opt.segment_max_bytes) return;
-    uint64_t to = (from + KV_PREALLOC_BYTES) & ~(uint64_t)4095;
-    if (to > s->opt.segment_max_bytes) to = s->opt.segment_max_bytes;
-    if (to <= from) return;
-    assert(to - from <= sizeof zeros);
-    int r = kv_io_write_full(s->io, s->wr.active_fd, zeros, to - from, from);
-    if (r < 0) {
-        /* Some zeros may have landed: they are past the log end, where
-         * the next write, the seal or recovery deals with them. */
-        logf_(s, KV_LOG_WARN, "preallocating segment %u up to %" PRIu64 " bytes: %s; appending without it",
-              s->wr.active_id, to, kv_strerror(-r));
-        s->wr.active_end = UINT64_MAX; /* no more tries; cut at the seal */
-        return;
-    }
-    s->wr.active_end = to;
-}
-
-/* Cuts the active segment to its log end when zeros were written past it,
- * and makes that durable (sealing, closing). Returns 0 or -errno; a
- * failed fdatasync enters fail-stop (sync_active). */
-static int cut_prealloc(kv_store *s)
-{
-    if (s->wr.active_end <= s->wr.active_size) return 0;
-    int r = s->io->ftruncate(s->io->ctx, s->wr.active_fd, s->wr.active_size);
-    if (r == 0) r = sync_active(s);
-    if (r == 0) s->wr.active_end = s->wr.active_size;
-    return r;
-}
-
-/* Seals the active segment and starts the next one. The order makes
- * every crash state recognisable (docs/format.md, "Sealing"): the sealed
- * segment is synced and cut to its last record; the next segment is
- * created, its header naming this one and its size with the trailer; only
- * then is the trailer appended and synced. A crash before the trailer is
- * durable leaves an empty next segment whose header recovery checks this
- * one against, and recovery writes the trailer. With trailer = 0 (a
- * version 1 segment, which has none) the next segment is created and
- * nothing is appended. */
-static int rotate_ex(kv_store *s, int trailer)
-{
-    if (s->wr.unsynced_writes > 0 && sync_active(s) < 0) return -1;
-    /* The sealed segment ends at its trailer: recovery takes anything after
-     * one, zeros included, for damage. */
-    int c = cut_prealloc(s);
-    if (c < 0) {
-        failstop(s, -c, "cutting the preallocated space of", s->wr.active_id);
-        return -1;
-    }
-    uint32_t id = s->wr.active_id + 1;
-    if (id >= KV_VIRTUAL_ID_BASE - 1) { /* the same limit kv_open holds a directory to */
-        failstop(s, EOVERFLOW, "numbering a new segment (ids exhausted)", s->wr.active_id);
-        return -1;
-    }
-    uint64_t sealed_size = s->wr.active_size + (trailer ? KV_MARK_SIZE : 0);
-    int fd = create_segment(s, id, s->wr.active_id, sealed_size);
-    if (fd < 0) {
-        failstop(s, -fd, "creating segment", id);
-        return -1;
-    }
-    if (trailer) {
-        uint8_t m[KV_MARK_SIZE];
-        pthread_mutex_lock(&s->q.mu);
-        uint64_t seq = s->q.last_seq;
-        pthread_mutex_unlock(&s->q.mu);
-        kv_mark_encode(m, KV_REC_SEAL, seq, s->wr.active_size, (uint32_t)s->wr.active_records);
-        int w = kv_io_write_full(s->io, s->wr.active_fd, m, sizeof m, s->wr.active_size);
-        if (w < 0) {
-            s->io->close(s->io->ctx, fd);
-            failstop(s, -w, "write", s->wr.active_id);
-            return -1;
-        }
-        if (sync_active(s) < 0) {
-            s->io->close(s->io->ctx, fd);
-            return -1;
-        }
-        s->wr.active_size = sealed_size;
-        s->wr.active_end = sealed_size;
-        pthread_rwlock_wrlock(&s->tab.lock);
-        s->tab.log_bytes += KV_MARK_SIZE;
-        s->tab.dead_bytes += KV_MARK_SIZE; /* like a group's mark: no key's record */
-        pthread_rwlock_unlock(&s->tab.lock);
-    }
-    pthread_rwlock_wrlock(&s->tab.lock);
-    int r = seg_add(s, id, fd);
-    if (r == 0) {
-        s->tab.log_bytes += KV_SEG_HEADER_SIZE;
-        s->tab.header_bytes += KV_SEG_HEADER_SIZE;
-    }
-    pthread_rwlock_unlock(&s->tab.lock);
-    if (r < 0) {
-        s->io->close(s->io->ctx, fd);
-        failstop(s, -r, "adding segment", id);
-        return -1;
-    }
-    logf_(s, KV_LOG_INFO, "sealed segment %u at %" PRIu64 " bytes, appending to segment %u", s->wr.active_id,
-          s->wr.active_size, id);
-    s->wr.active_fd = fd;
-    s->wr.active_id = id;
-    s->wr.active_size = KV_SEG_HEADER_SIZE;
-    s->wr.active_end = KV_SEG_HEADER_SIZE;
-    s->wr.active_records = 0;
-    s->wr.active_version = KV_FORMAT_VERSION;
-    s->wr.writeback_off = 0;
-    return 0;
-}
-
-static int rotate(kv_store *s)
-{
-    return rotate_ex(s, s->wr.active_version >= 2);
 }
 
 static int ensure_gbuf(kv_store *s, size_t need)
@@ -1172,14 +852,6 @@ static void xnoted_rebuild(kv_store *s)
     for (size_t i = 0; i < s->x.nxtaken; i++) seqset_add(&s->x.xnoted, s->x.xtaken[i].seq);
 }
 
-static int is_failstop(kv_store *s)
-{
-    pthread_mutex_lock(&s->q.mu);
-    int fs = s->q.failstop;
-    pthread_mutex_unlock(&s->q.mu);
-    return fs;
-}
-
 static kv_status expiry_txn(kv_txn *t, void *arg);
 static void expiry_done(void *arg, kv_status st);
 
@@ -1304,29 +976,6 @@ void kv_expire_flush(kv_store *s)
     }
 }
 
-/* ---- media errors ---- */
-
-/* A read of [off, off + len) of segment g failed with a media error: EIO
- * (from pread, or a SIGBUS under its mapping) or -ENODATA (the file is
- * shorter than its records). Marks the segment bad (counted and logged
- * once per segment) and remembers where, for INFO. */
-static void mark_bad(kv_store *s, segment *g, uint64_t off, uint32_t len, int err)
-{
-    int first = __atomic_exchange_n(&g->bad, 1, __ATOMIC_ACQ_REL) == 0;
-    pthread_mutex_lock(&s->q.mu);
-    if (first) s->q.segs_bad++;
-    s->q.bad_seg = g->file_id;
-    s->q.bad_off = off;
-    pthread_mutex_unlock(&s->q.mu);
-    if (!first) return;
-    char path[4096];
-    seg_path(s, g->file_id, path, sizeof path);
-    logf_(s, KV_LOG_ERROR,
-          "media error reading %s at offset %" PRIu64 " (%u bytes): %s; the segment is marked bad and reads of "
-          "its damaged records answer an I/O error. Check the disk, then stop the server and run: kvfsck %s",
-          path, off, len, err == -ENODATA ? "the file is shorter than its records" : kv_strerror(-err), s->dir);
-}
-
 /* ---- reads ---- */
 
 void kv_value_free(kv_value *v)
@@ -1393,7 +1042,7 @@ kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
         if (found) note_expired(s, key, klen, loc.seq);
         return KV_NOT_FOUND;
     }
-    segment *g = seg_acquire(s, loc.seg);
+    segment *g = do_seg_acquire(s, loc.seg);
     pthread_rwlock_unlock(&s->tab.lock);
     kv_status st = read_verified(s, &loc, g, key, klen, v);
     seg_release(s, g);
@@ -1418,7 +1067,7 @@ kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_
         int found = kv_keydir_get(s->tab.kd, keys[i], klens[i], &locs[i]);
         if (!found) locs[i].seq = 0; /* sequence numbers start at 1: 0 marks "absent" */
         sts[i] = found && (locs[i].expire_ms == 0 || locs[i].expire_ms > now) ? KV_OK : KV_NOT_FOUND;
-        gs[i] = sts[i] == KV_OK && vals ? seg_acquire(s, locs[i].seg) : NULL;
+        gs[i] = sts[i] == KV_OK && vals ? do_seg_acquire(s, locs[i].seg) : NULL;
     }
     pthread_rwlock_unlock(&s->tab.lock);
     for (size_t i = 0; i < n; i++)
@@ -1891,7 +1540,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
      * keeps its newer record. Last, the inputs leave the table. */
     pthread_rwlock_wrlock(&s->tab.lock);
     uint32_t vid = s->tab.next_vid++;
-    segment *out_g = seg_insert(s, 1, vid, hi, nfd);
+    segment *out_g = do_seg_insert(s, 1, vid, hi, nfd);
     pthread_rwlock_unlock(&s->tab.lock);
     if (!out_g) {
         /* The output is the log on disk now, but this process cannot
@@ -1928,7 +1577,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     }
     uint64_t last0 = mono_us();
     pthread_rwlock_wrlock(&s->tab.lock);
-    for (size_t i = 0; i < k; i++) seg_remove(s, in[i]); /* readers keep their references */
+    for (size_t i = 0; i < k; i++) do_seg_remove(s, in[i]); /* readers keep their references */
     s->tab.log_bytes = s->tab.log_bytes - total + c.out_off;
     s->tab.header_bytes -= (uint64_t)KV_SEG_HEADER_SIZE * (k - 1);
     s->tab.records = s->tab.records - c.records_in + rep->records_copied;
@@ -1950,7 +1599,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
      * start scans it; kv_write_hints tries again). */
     if (s->opt.hint_files) {
         pthread_rwlock_rdlock(&s->tab.lock);
-        segment *g = seg_acquire(s, vid);
+        segment *g = do_seg_acquire(s, vid);
         pthread_rwlock_unlock(&s->tab.lock);
         kv_status hs = g ? write_segment_hint(s, g) : KV_OK;
         if (g && hs == KV_OK) {
@@ -2097,20 +1746,13 @@ size_t kv_sealed_list(kv_store *s, uint32_t *ids, size_t cap)
     return n;
 }
 
-/* 1 if g is in the segment table (caller holds lock). */
-static int seg_in_log(const kv_store *s, const segment *g)
-{
-    long i = seg_index(s, g->id);
-    return i >= 0 && s->tab.byid[i] == g;
-}
-
 kv_status kv_sealed_hold(kv_store *s, uint32_t id, kv_sealed *h)
 {
     memset(h, 0, sizeof *h);
     pthread_rwlock_rdlock(&s->tab.lock);
     segment *g = NULL;
-    long i = seg_index(s, id);
-    if (i >= 0 && s->tab.byid[i] != s->tab.segs[s->tab.nsegs - 1]) g = seg_acquire(s, id);
+    long i = do_seg_index(s, id);
+    if (i >= 0 && s->tab.byid[i] != s->tab.segs[s->tab.nsegs - 1]) g = do_seg_acquire(s, id);
     pthread_rwlock_unlock(&s->tab.lock);
     if (!g) return KV_NOT_FOUND;
     uint64_t size = 0;
@@ -2142,7 +1784,7 @@ void kv_sealed_release(kv_store *s, kv_sealed *h)
 int kv_sealed_retired(kv_store *s, const kv_sealed *h)
 {
     pthread_rwlock_rdlock(&s->tab.lock);
-    int in = seg_in_log(s, h->ref_);
+    int in = do_seg_in_log(s, h->ref_);
     pthread_rwlock_unlock(&s->tab.lock);
     return !in;
 }
@@ -2227,15 +1869,6 @@ void kv_get_stats(kv_store *s, kv_stats *st)
     st->expiry_pending = s->x.nxpend + s->x.nxtaken;
     pthread_mutex_unlock(&s->x.mu);
     st->fsync = s->opt.fsync;
-}
-
-int kv_failstop_reason(kv_store *s, char *buf, size_t cap)
-{
-    pthread_mutex_lock(&s->q.mu);
-    int fs = s->q.failstop;
-    snprintf(buf, cap, "%s", fs ? s->q.fail_reason : "");
-    pthread_mutex_unlock(&s->q.mu);
-    return fs;
 }
 
 const kvr_report *kv_recovery_report(kv_store *s)
@@ -2404,7 +2037,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         int last = i + 1 == s->rep.nsegs;
         seg_path(s, s->rep.segs[i].id, path, sizeof path);
         int fd = s->io->open(s->io->ctx, path, last ? KV_O_RDWR : KV_O_RDONLY);
-        if (fd < 0 || seg_add(s, s->rep.segs[i].id, fd) < 0) {
+        if (fd < 0 || do_seg_add(s, s->rep.segs[i].id, fd) < 0) {
             st = fd < 0 ? -fd : ENOMEM;
             if (fd >= 0) s->io->close(s->io->ctx, fd);
             snprintf(s->rep.message, sizeof s->rep.message, "cannot open %s: %s", path, kv_strerror(st));
@@ -2424,7 +2057,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     if (s->wr.active_fd < 0) {
         /* Empty directory: the first segment. */
         int fd = create_segment(s, 1, 0, 0);
-        if (fd < 0 || seg_add(s, 1, fd) < 0) {
+        if (fd < 0 || do_seg_add(s, 1, fd) < 0) {
             st = fd < 0 ? -fd : ENOMEM;
             snprintf(s->rep.message, sizeof s->rep.message, "cannot create the first segment in %s: %s", dir,
                      kv_strerror(st));

@@ -239,6 +239,54 @@ struct kv_store {
     } wr;
 };
 
+/* ---- shared between the engine's modules ---- */
+
+/* kv_store.c: logs one line through kv_options.log (level KV_LOG_*). */
+void logf_(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* kv_segtab.c: the segment table. */
+/* "DIR/NNNNNNNNNN.seg" of file id `id` into out. */
+void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap);
+/* Index of segment `id` in tab.byid, or -1 (tab.lock held). */
+long do_seg_index(const kv_store *s, uint32_t id);
+/* Takes a reference on segment `id` for a read, or NULL (tab.lock held). */
+segment *do_seg_acquire(const kv_store *s, uint32_t id);
+/* Drops a reference (g may be NULL); the last one closes the segment. */
+void seg_release(kv_store *s, segment *g);
+/* Adds a segment at the end of the log order, or at its front (front = 1:
+ * a compaction output). Returns it, or NULL when out of memory (tab.lock
+ * held exclusively, or kv_open). */
+segment *do_seg_insert(kv_store *s, int front, uint32_t id, uint32_t file_id, int fd);
+/* A segment numbered as its file, at the end. Returns 0 or -ENOMEM. */
+int do_seg_add(kv_store *s, uint32_t id, int fd);
+/* Takes g out of the table and drops the table's reference (tab.lock held
+ * exclusively); readers keep theirs. */
+void do_seg_remove(kv_store *s, segment *g);
+/* 1 if g is in the table (tab.lock held). */
+int do_seg_in_log(const kv_store *s, const segment *g);
+/* A read of [off, off + len) of g failed with -EIO or -ENODATA: marks it
+ * bad, once, and logs it. Any thread; takes q.mu. */
+void mark_bad(kv_store *s, segment *g, uint64_t off, uint32_t len, int err);
+
+/* kv_active.c: the active segment and fail-stop. */
+/* Enters fail-stop with status st ("<what> on <segment seg> failed").
+ * Keeps the first reason. Any thread; takes q.mu. */
+void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg);
+/* 1 once the store is in fail-stop. Any thread. */
+int is_failstop(kv_store *s);
+/* Creates segment `id` durably. Returns its fd or -errno. */
+int create_segment(kv_store *s, uint32_t id, uint32_t prev_id, uint64_t prev_end);
+/* Writer thread: fdatasync of the active segment, counted in the
+ * statistics; a failure enters fail-stop. Returns 0 or -errno. */
+int sync_active(kv_store *s);
+/* Writer thread: zero-fills ahead of a group of n bytes just written. */
+void prealloc_ahead(kv_store *s, size_t n);
+/* Writer thread: cuts the zeros past the log end. Returns 0 or -errno. */
+int cut_prealloc(kv_store *s);
+/* Writer thread: seals the active segment and starts the next. Returns 0,
+ * or -1 in fail-stop. */
+int rotate(kv_store *s);
+
 /* ---- small helpers ---- */
 
 static inline uint64_t mono_us(void)
