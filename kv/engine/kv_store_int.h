@@ -287,6 +287,16 @@ int cut_prealloc(kv_store *s);
  * or -1 in fail-stop. */
 int rotate(kv_store *s);
 
+/* kv_writer.c: the queue and the writer thread. */
+/* Queues r for the writer. Returns KV_OK, or KV_CLOSED (r not queued).
+ * Any thread; takes q.mu. */
+kv_status enqueue(kv_store *s, req *r);
+/* The writer thread's body (pthread_create argument: the store). */
+void *writer_main(void *arg);
+/* Writer thread: the newest write to `key` among the first n ops of the
+ * group being built, or NULL. */
+const group_op *overlay_find(const kv_store *s, size_t n, const uint8_t *key, uint32_t klen);
+
 /* ---- small helpers ---- */
 
 static inline uint64_t mono_us(void)
