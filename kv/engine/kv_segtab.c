@@ -32,7 +32,7 @@ void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap)
     snprintf(out, cap, "%s/%s", s->dir, name);
 }
 
-/* Segment table lookup by id (caller holds lock). Returns the index in
+/* Segment table lookup by id (caller holds tab.lock). Returns the index in
  * byid, or -1. */
 long do_seg_index(const kv_store *s, uint32_t id)
 {
@@ -48,7 +48,7 @@ long do_seg_index(const kv_store *s, uint32_t id)
     return -1;
 }
 
-/* Takes a reference on segment id for a read (caller holds lock), or NULL. */
+/* Takes a reference on segment id for a read (caller holds tab.lock), or NULL. */
 segment *do_seg_acquire(const kv_store *s, uint32_t id)
 {
     long i = do_seg_index(s, id);
@@ -142,7 +142,7 @@ void do_seg_remove(kv_store *s, segment *g)
     seg_release(s, g);
 }
 
-/* 1 if g is in the segment table (caller holds lock). */
+/* 1 if g is in the segment table (caller holds tab.lock). */
 int do_seg_in_log(const kv_store *s, const segment *g)
 {
     long i = do_seg_index(s, g->id);

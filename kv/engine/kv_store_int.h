@@ -113,7 +113,7 @@ typedef struct segment {
                          at once while keys move over in small steps */
     int fd;
     int refs;
-    int hinted; /* a valid hint file describes it (under lock) */
+    int hinted; /* a valid hint file describes it (under tab.lock) */
     int bad;    /* a read hit a media error (atomic; mark_bad) */
     const uint8_t *map; /* read-only mapping of [0, map_len), or NULL */
     uint64_t map_len;
@@ -296,6 +296,13 @@ void *writer_main(void *arg);
 /* Writer thread: the newest write to `key` among the first n ops of the
  * group being built, or NULL. */
 const group_op *overlay_find(const kv_store *s, size_t n, const uint8_t *key, uint32_t klen);
+
+/* kv_expiry.c: durable expiry. */
+/* A reader found the put `seq` of key expired: queues its tombstone,
+ * without waiting. Any thread; takes x.mu and q.mu (not nested). */
+void note_expired(kv_store *s, const void *key, size_t klen, uint64_t seq);
+/* Frees the keys of v[0, *n) and sets *n to 0. */
+void xkeys_free(expired_key *v, size_t *n);
 
 /* ---- small helpers ---- */
 
