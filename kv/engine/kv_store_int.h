@@ -304,6 +304,11 @@ void note_expired(kv_store *s, const void *key, size_t klen, uint64_t seq);
 /* Frees the keys of v[0, *n) and sets *n to 0. */
 void xkeys_free(expired_key *v, size_t *n);
 
+/* kv_hints.c: builds and writes the hint file of sealed segment g (a
+ * reference held; the caller holds cmp.mu), without a directory fsync.
+ * Returns KV_OK, KV_CORRUPT (damage: no hint), an errno, ENOMEM. */
+kv_status write_segment_hint(kv_store *s, segment *g);
+
 /* ---- small helpers ---- */
 
 static inline uint64_t mono_us(void)
