@@ -24,20 +24,25 @@
 
 #include "kv_store_int.h"
 
-/* Enters fail-stop (writer thread or open). Keeps the first reason. */
+/* Enters fail-stop. Keeps the first reason. Any thread: the writer on a
+ * failed write or sync, a compaction that cannot install its output, or
+ * kv_open. The flag is stored atomically after the status and reason, all
+ * under q.mu, so that a thread that sees the flag without q.mu and then
+ * takes q.mu (failstop_status) finds the status that goes with it. */
 void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg)
 {
-    char path[4096];
+    char path[4096], reason[sizeof s->q.fail_reason];
     seg_path(s, seg, path, sizeof path);
     pthread_mutex_lock(&s->q.mu);
     if (!s->q.failstop) {
-        s->q.failstop = 1;
         s->q.fail_status = st;
         snprintf(s->q.fail_reason, sizeof s->q.fail_reason,
                  "%s on %s failed: %s%s; the store refuses writes until it is restarted", what, path,
                  kv_strerror(st), st == ENOSPC ? " (disk full)" : "");
+        __atomic_store_n(&s->q.failstop, 1, __ATOMIC_RELEASE);
+        memcpy(reason, s->q.fail_reason, sizeof reason);
         pthread_mutex_unlock(&s->q.mu);
-        logf_(s, KV_LOG_ERROR, "fail-stop: %s", s->q.fail_reason);
+        logf_(s, KV_LOG_ERROR, "fail-stop: %s", reason);
         return;
     }
     pthread_mutex_unlock(&s->q.mu);
@@ -45,10 +50,15 @@ void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg)
 
 int is_failstop(kv_store *s)
 {
+    return __atomic_load_n(&s->q.failstop, __ATOMIC_ACQUIRE);
+}
+
+kv_status failstop_status(kv_store *s)
+{
     pthread_mutex_lock(&s->q.mu);
-    int fs = s->q.failstop;
+    kv_status st = s->q.failstop ? s->q.fail_status : KV_OK;
     pthread_mutex_unlock(&s->q.mu);
-    return fs;
+    return st;
 }
 
 int kv_failstop_reason(kv_store *s, char *buf, size_t cap)

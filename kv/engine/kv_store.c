@@ -423,8 +423,8 @@ kv_status kv_close(kv_store *s)
     pthread_mutex_unlock(&s->q.mu);
     pthread_join(s->writer, NULL);
     kv_status st = KV_OK;
-    if (!s->q.failstop && s->wr.unsynced_writes > 0 && sync_active(s) < 0) st = s->q.fail_status;
-    if (!s->q.failstop && st == KV_OK && s->wr.active_version >= 2 && s->wr.active_size > KV_SEG_HEADER_SIZE) {
+    if (!is_failstop(s) && s->wr.unsynced_writes > 0 && sync_active(s) < 0) st = failstop_status(s);
+    if (!is_failstop(s) && st == KV_OK && s->wr.active_version >= 2 && s->wr.active_size > KV_SEG_HEADER_SIZE) {
         /* A clean shutdown seals the newest segment and leaves an empty
          * one after it, so that every record written is in a sealed
          * segment, proven whole by its trailer: after it, no damage can
@@ -435,7 +435,7 @@ kv_status kv_close(kv_store *s)
                   s->wr.active_id);
         else if (s->opt.hint_files)
             (void)kv_write_hints(s, NULL); /* the next start then reads hints only; failures are logged */
-    } else if (!s->q.failstop) {
+    } else if (!is_failstop(s)) {
         int r = cut_prealloc(s);
         if (r < 0)
             logf_(s, KV_LOG_WARN, "cutting the preallocated space of segment %u: %s", s->wr.active_id,

@@ -17,6 +17,12 @@
  *                fail-stop, the last sequence number, group-commit and
  *                media-error statistics, compaction progress. Held only
  *                for a few stores or loads, never across I/O.
+ *                q.failstop is also stored atomically (release) by
+ *                failstop() under q.mu, after the status and reason, so
+ *                that any thread may check it with is_failstop() (an
+ *                acquire load) without q.mu; q.fail_status and
+ *                q.fail_reason are read only under q.mu
+ *                (failstop_status, kv_failstop_reason).
  *   x            x.mu (mutex): expired keys waiting for their tombstone
  *                (kv_expiry.c).
  *   cmp          cmp.mu (mutex): no memory; it serialises the work that
@@ -185,7 +191,7 @@ struct kv_store {
         req *head, *tail;
         int closing;
         int writer_idle; /* the writer waits on cv; the next enqueue wakes it (and clears this) */
-        int failstop;    /* 1 once writes are refused */
+        int failstop;    /* 1 once writes are refused; see the top of this file */
         kv_status fail_status;
         char fail_reason[512];
         uint64_t st_groups, st_group_writes, st_fdatasyncs, st_fdatasync_us, st_fdatasync_max_us, st_synced_writes;
@@ -272,8 +278,11 @@ void mark_bad(kv_store *s, segment *g, uint64_t off, uint32_t len, int err);
 /* Enters fail-stop with status st ("<what> on <segment seg> failed").
  * Keeps the first reason. Any thread; takes q.mu. */
 void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg);
-/* 1 once the store is in fail-stop. Any thread. */
+/* 1 once the store is in fail-stop. Any thread, no lock (an acquire load). */
 int is_failstop(kv_store *s);
+/* The status that put the store in fail-stop (the first failure), or
+ * KV_OK. Any thread; takes q.mu. */
+kv_status failstop_status(kv_store *s);
 /* Creates segment `id` durably. Returns its fd or -errno. */
 int create_segment(kv_store *s, uint32_t id, uint32_t prev_id, uint64_t prev_end);
 /* Writer thread: fdatasync of the active segment, counted in the

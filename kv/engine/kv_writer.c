@@ -280,7 +280,7 @@ static void write_group(kv_store *s, req *head)
         return;
     }
     if (s->wr.active_size >= s->opt.segment_max_bytes && rotate(s) < 0) {
-        complete_all(head, s->q.fail_status); /* the errno that failed the rotation */
+        complete_all(head, failstop_status(s)); /* the errno that failed the rotation */
         return;
     }
 
@@ -348,10 +348,10 @@ static void write_group(kv_store *s, req *head)
         } else {
             prealloc_ahead(s, pos); /* after the group: its failure cannot take the group's space */
             s->wr.unsynced_writes += nwrites;
-            if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) st = s->q.fail_status;
+            if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) st = failstop_status(s);
         }
     }
-    if (st == KV_OK && want_sync && s->wr.unsynced_writes > 0 && sync_active(s) < 0) st = s->q.fail_status;
+    if (st == KV_OK && want_sync && s->wr.unsynced_writes > 0 && sync_active(s) < 0) st = failstop_status(s);
     if (st == KV_OK && pos > 0) {
         s->wr.active_size += pos;
         s->wr.active_records += nrecords;
@@ -363,12 +363,12 @@ static void write_group(kv_store *s, req *head)
         if (publish(s, ngops, nrecords, pos)) st = ENOMEM;
         start_writeback(s);
     }
-    if (st == KV_OK && want_seal && s->wr.active_size > KV_SEG_HEADER_SIZE && rotate(s) < 0) st = s->q.fail_status;
+    if (st == KV_OK && want_seal && s->wr.active_size > KV_SEG_HEADER_SIZE && rotate(s) < 0) st = failstop_status(s);
     i = 0;
     while (head) {
         req *n = head->next;
         kv_status rs = st;
-        if (rs == KV_OK && !head->batch && !head->fn && s->q.failstop) rs = KV_FAILSTOP;
+        if (rs == KV_OK && !head->batch && !head->fn && is_failstop(s)) rs = KV_FAILSTOP;
         if (rs == KV_OK) rs = res[i];
         complete(head, rs);
         head = n;
@@ -419,7 +419,7 @@ void *writer_main(void *arg)
         }
         pthread_mutex_unlock(&s->q.mu);
         if (head) write_group(s, head);
-        if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->wr.unsynced_writes > 0 && !s->q.failstop &&
+        if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->wr.unsynced_writes > 0 && !is_failstop(s) &&
             mono_us() / 1000u - s->wr.last_sync_ms >= 1000u)
             sync_active(s);
         pthread_mutex_lock(&s->q.mu);
