@@ -62,6 +62,15 @@ typedef struct compaction {
     int damaged;
     kv_status err;
     uint32_t cur_id; /* key-directory id of the input being copied */
+    /* The run: its inputs (a reference held on each), oldest first. */
+    segment **in;
+    uint64_t *sizes;   /* each input's size when chosen */
+    size_t k;          /* inputs */
+    uint64_t total;    /* their bytes */
+    uint32_t lo, hi;   /* first and last input file id */
+    uint32_t vid;      /* the output's id in the key directory */
+    char path[4096];   /* hi.seg, which the output replaces */
+    char tmp[4200];    /* hi.seg.compact, the output while it is written */
 } compaction;
 
 /* Writes the buffered output, and every KV_COMPACT_SYNC_BYTES makes it
@@ -186,205 +195,225 @@ void kv_compact_progress_get(kv_store *s, kv_compact_progress *p)
     pthread_mutex_unlock(&s->q.mu);
 }
 
-kv_status kv_compact(kv_store *s, kv_compact_report *rep)
+/* Chooses the inputs: every sealed segment (all but the newest, which
+ * the writer appends to), oldest first, at most KV_MAX_SEGMENT_MAX bytes,
+ * stopping at a segment marked bad. Takes a reference on each. Returns
+ * KV_OK (c->k may be 0) or ENOMEM. */
+static kv_status compact_choose_inputs(compaction *c)
 {
-    memset(rep, 0, sizeof *rep);
-    uint64_t t0 = mono_us();
-    pthread_mutex_lock(&s->cmp.mu);
-    char why[512];
-    if (kv_failstop_reason(s, why, sizeof why)) {
-        snprintf(rep->message, sizeof rep->message, "not compacting: %s", why);
-        pthread_mutex_unlock(&s->cmp.mu);
-        return KV_FAILSTOP;
-    }
-
-    /* The inputs: every sealed segment (all but the newest, which the
-     * writer appends to), oldest first, at most KV_MAX_SEGMENT_MAX bytes. */
+    kv_store *s = c->s;
     pthread_rwlock_rdlock(&s->tab.lock);
     size_t n = s->tab.nsegs > 0 ? s->tab.nsegs - 1 : 0;
-    segment **in = calloc(n ? n : 1, sizeof *in);
-    uint64_t *sizes = calloc(n ? n : 1, sizeof *sizes);
-    size_t k = 0;
-    uint64_t total = 0;
-    for (size_t i = 0; in && sizes && i < n; i++) {
+    c->in = calloc(n ? n : 1, sizeof *c->in);
+    c->sizes = calloc(n ? n : 1, sizeof *c->sizes);
+    for (size_t i = 0; c->in && c->sizes && i < n; i++) {
         uint64_t sz = 0;
         /* A segment with a media error is left alone: what it lost would
          * look like dead records. kvfsck deals with it. */
         if (__atomic_load_n(&s->tab.segs[i]->bad, __ATOMIC_ACQUIRE)) break;
         if (s->io->fsize(s->io->ctx, s->tab.segs[i]->fd, &sz) < 0) break;
-        if (k > 0 && total + sz > KV_MAX_SEGMENT_MAX) break;
+        if (c->k > 0 && c->total + sz > KV_MAX_SEGMENT_MAX) break;
         __atomic_add_fetch(&s->tab.segs[i]->refs, 1, __ATOMIC_ACQ_REL);
-        in[k] = s->tab.segs[i];
-        sizes[k++] = sz;
-        total += sz;
+        c->in[c->k] = s->tab.segs[i];
+        c->sizes[c->k++] = sz;
+        c->total += sz;
     }
     pthread_rwlock_unlock(&s->tab.lock);
-    kv_status st = KV_OK;
-    int r;
-    compaction c = {.s = s, .rep = rep, .out_fd = -1, .now = wall_ms(s)};
-    char tmp[4200], path[4096];
-    uint32_t lo = k ? in[0]->file_id : 0, hi = k ? in[k - 1]->file_id : 0;
-    if (!in || !sizes) {
-        st = ENOMEM;
-        goto out;
-    }
-    if (k == 0) {
-        snprintf(rep->message, sizeof rep->message, "nothing to compact: no sealed segment");
-        goto out;
-    }
-    pthread_mutex_lock(&s->q.mu);
-    s->q.cprog.running = 1;
-    s->q.cprog.bytes_total = total;
-    s->q.cprog.bytes_done = 0;
-    pthread_mutex_unlock(&s->q.mu);
-    logf_(s, KV_LOG_INFO, "compaction started: segments %u..%u (%zu segments, %" PRIu64 " bytes)", lo, hi, k, total);
+    c->lo = c->k ? c->in[0]->file_id : 0;
+    c->hi = c->k ? c->in[c->k - 1]->file_id : 0;
+    return c->in && c->sizes ? KV_OK : ENOMEM;
+}
 
-    /* Disk-full safety: the output can be as large as the live bytes of
-     * the inputs (at most all live bytes); refuse to start without room. */
-    if (s->io->free_space) {
-        uint64_t free_b = 0;
-        pthread_rwlock_rdlock(&s->tab.lock);
-        uint64_t need = (s->tab.live_bytes < total ? s->tab.live_bytes : total) + KV_SEG_HEADER_SIZE;
-        pthread_rwlock_unlock(&s->tab.lock);
-        r = s->io->free_space(s->io->ctx, s->dir, &free_b);
-        if (r == 0 && free_b < need) {
-            st = ENOSPC;
-            snprintf(rep->message, sizeof rep->message,
-                     "not enough free space to compact: need up to %" PRIu64 " bytes, %" PRIu64 " free", need, free_b);
-            goto out;
+/* Disk-full safety: the output can be as large as the live bytes of the
+ * inputs (at most all live bytes); refuses to start without room. */
+static kv_status compact_check_space(compaction *c)
+{
+    kv_store *s = c->s;
+    if (!s->io->free_space) return KV_OK;
+    uint64_t free_b = 0;
+    pthread_rwlock_rdlock(&s->tab.lock);
+    uint64_t need = (s->tab.live_bytes < c->total ? s->tab.live_bytes : c->total) + KV_SEG_HEADER_SIZE;
+    pthread_rwlock_unlock(&s->tab.lock);
+    int r = s->io->free_space(s->io->ctx, s->dir, &free_b);
+    if (r == 0 && free_b < need) {
+        snprintf(c->rep->message, sizeof c->rep->message,
+                 "not enough free space to compact: need up to %" PRIu64 " bytes, %" PRIu64 " free", need, free_b);
+        return ENOSPC;
+    }
+    return KV_OK;
+}
+
+/* Copies the live records of input i into the output. */
+static kv_status compact_copy_input(compaction *c, size_t i)
+{
+    kv_store *s = c->s;
+    kv_compact_report *rep = c->rep;
+    kv_status st;
+    char ip[4096];
+    seg_path(s, c->in[i]->file_id, ip, sizeof ip);
+    c->cur_id = c->in[i]->id;
+    uint8_t *buf = malloc(c->sizes[i] ? c->sizes[i] : 1);
+    int r = buf ? kv_io_read_full(s->io, c->in[i]->fd, buf, c->sizes[i], 0) : -ENOMEM;
+    if (r == -EIO) mark_bad(s, c->in[i], 0, c->sizes[i] > UINT32_MAX ? UINT32_MAX : (uint32_t)c->sizes[i], r);
+    if (r < 0) {
+        st = -r;
+        snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", ip, kv_strerror(st));
+    } else {
+        st = kvr_scan_buffer(buf, c->sizes[i], c->in[i]->file_id, ip, compact_record, compact_problem, c, NULL);
+        if (st == KV_OK && c->err != KV_OK) {
+            st = c->err;
+            snprintf(rep->message, sizeof rep->message, "compaction failed while copying %s: %s", ip,
+                     kv_strerror(st));
+        }
+        if (st == KV_OK && c->damaged) {
+            st = KV_CORRUPT;
+            snprintf(rep->message, sizeof rep->message, "%s has damage; not compacting it. Inspect with: kvfsck %s",
+                     ip, s->dir);
         }
     }
-    /* Write the output beside the inputs. */
-    seg_path(s, hi, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.compact", path);
-    c.out_fd = s->io->open(s->io->ctx, tmp, KV_O_RDWR | KV_O_CREAT | KV_O_TRUNC);
-    if (c.out_fd < 0) {
-        st = -c.out_fd;
-        snprintf(rep->message, sizeof rep->message, "cannot create %s: %s", tmp, kv_strerror(st));
-        goto out;
+    free(buf);
+    pthread_mutex_lock(&s->q.mu);
+    s->q.cprog.bytes_done += c->sizes[i];
+    pthread_mutex_unlock(&s->q.mu);
+    return st;
+}
+
+/* Ends the output like any sealed segment: its trailer counts its records
+ * and carries the last sequence number of its inputs. */
+static kv_status compact_seal_output(compaction *c)
+{
+    kv_status st = KV_OK;
+    if (c->pend + KV_MARK_SIZE > c->buf_cap) {
+        uint8_t *nb = realloc(c->buf, c->pend + KV_MARK_SIZE);
+        if (!nb) st = ENOMEM;
+        else {
+            c->buf = nb;
+            c->buf_cap = c->pend + KV_MARK_SIZE;
+        }
+    }
+    if (st == KV_OK) {
+        kv_mark_encode(c->buf + c->pend, KV_REC_SEAL, c->max_seq, c->out_off, (uint32_t)c->rep->records_copied);
+        c->pend += KV_MARK_SIZE;
+        c->out_off += KV_MARK_SIZE;
+        st = compact_flush(c);
+    }
+    if (st != KV_OK)
+        snprintf(c->rep->message, sizeof c->rep->message, "cannot write %s: %s", c->tmp, kv_strerror(st));
+    return st;
+}
+
+/* Step 1, first part: creates hi.seg.compact beside the inputs and writes
+ * its header, naming the replaced range lo..hi. A failure here leaves the
+ * file (if created) for recovery to remove, as it always has. */
+static kv_status compact_create_output(compaction *c)
+{
+    kv_store *s = c->s;
+    kv_compact_report *rep = c->rep;
+    seg_path(s, c->hi, c->path, sizeof c->path);
+    snprintf(c->tmp, sizeof c->tmp, "%s.compact", c->path);
+    c->out_fd = s->io->open(s->io->ctx, c->tmp, KV_O_RDWR | KV_O_CREAT | KV_O_TRUNC);
+    if (c->out_fd < 0) {
+        kv_status st = -c->out_fd;
+        snprintf(rep->message, sizeof rep->message, "cannot create %s: %s", c->tmp, kv_strerror(st));
+        return st;
     }
     uint8_t hdr[KV_SEG_HEADER_SIZE];
     /* The inputs are the oldest segments: nothing precedes the output. */
-    kv_seg_header ch = {KV_FORMAT_VERSION, hi, lo, wall_ms(s), 0, 0};
+    kv_seg_header ch = {KV_FORMAT_VERSION, c->hi, c->lo, wall_ms(s), 0, 0};
     kv_seg_header_encode_h(hdr, &ch);
-    r = kv_io_write_full(s->io, c.out_fd, hdr, sizeof hdr, 0);
+    int r = kv_io_write_full(s->io, c->out_fd, hdr, sizeof hdr, 0);
     if (r < 0) {
-        st = -r;
-        snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", tmp, kv_strerror(st));
-        goto out;
+        snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", c->tmp, kv_strerror(-r));
+        return -r;
     }
-    c.out_off = KV_SEG_HEADER_SIZE;
-    for (size_t i = 0; i < k && st == KV_OK; i++) {
-        char ip[4096];
-        seg_path(s, in[i]->file_id, ip, sizeof ip);
-        c.cur_id = in[i]->id;
-        uint8_t *buf = malloc(sizes[i] ? sizes[i] : 1);
-        r = buf ? kv_io_read_full(s->io, in[i]->fd, buf, sizes[i], 0) : -ENOMEM;
-        if (r == -EIO) mark_bad(s, in[i], 0, sizes[i] > UINT32_MAX ? UINT32_MAX : (uint32_t)sizes[i], r);
-        if (r < 0) {
-            st = -r;
-            snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", ip, kv_strerror(st));
-        } else {
-            st = kvr_scan_buffer(buf, sizes[i], in[i]->file_id, ip, compact_record, compact_problem, &c, NULL);
-            if (st == KV_OK && c.err != KV_OK) {
-                st = c.err;
-                snprintf(rep->message, sizeof rep->message, "compaction failed while copying %s: %s", ip,
-                         kv_strerror(st));
-            }
-            if (st == KV_OK && c.damaged) {
-                st = KV_CORRUPT;
-                snprintf(rep->message, sizeof rep->message,
-                         "%s has damage; not compacting it. Inspect with: kvfsck %s", ip, s->dir);
-            }
-        }
-        free(buf);
-        pthread_mutex_lock(&s->q.mu);
-        s->q.cprog.bytes_done += sizes[i];
-        pthread_mutex_unlock(&s->q.mu);
-    }
-    if (st == KV_OK) {
-        /* The output is sealed like any segment: its trailer counts its
-         * records and carries the last sequence number of its inputs. */
-        if (c.pend + KV_MARK_SIZE > c.buf_cap) {
-            uint8_t *nb = realloc(c.buf, c.pend + KV_MARK_SIZE);
-            if (!nb) st = ENOMEM;
-            else {
-                c.buf = nb;
-                c.buf_cap = c.pend + KV_MARK_SIZE;
-            }
-        }
-        if (st == KV_OK) {
-            kv_mark_encode(c.buf + c.pend, KV_REC_SEAL, c.max_seq, c.out_off, (uint32_t)rep->records_copied);
-            c.pend += KV_MARK_SIZE;
-            c.out_off += KV_MARK_SIZE;
-            st = compact_flush(&c);
-        }
-        if (st != KV_OK)
-            snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", tmp, kv_strerror(st));
-    }
-    if (st == KV_OK) {
-        r = s->io->fdatasync(s->io->ctx, c.out_fd);
-        if (r < 0) {
-            st = -r;
-            snprintf(rep->message, sizeof rep->message, "cannot fdatasync %s: %s", tmp, kv_strerror(st));
-        }
-    }
-    s->io->close(s->io->ctx, c.out_fd);
-    c.out_fd = -1;
-    if (st != KV_OK) {
-        s->io->unlink(s->io->ctx, tmp); /* the inputs are untouched */
-        goto out;
-    }
+    c->out_off = KV_SEG_HEADER_SIZE;
+    return KV_OK;
+}
 
-    /* The switch: from the rename on, the output is the log. */
-    r = s->io->rename(s->io->ctx, tmp, path);
+/* Step 1, the rest: the inputs' live records, then the trailer. */
+static kv_status compact_write_output(compaction *c)
+{
+    kv_status st = KV_OK;
+    for (size_t i = 0; i < c->k && st == KV_OK; i++) st = compact_copy_input(c, i);
+    if (st == KV_OK) st = compact_seal_output(c);
+    return st;
+}
+
+/* Step 2: fdatasyncs the output and closes it. On a failure of the copy
+ * or of this sync the output is removed: the inputs are untouched. */
+static kv_status compact_sync_output(compaction *c, kv_status st)
+{
+    kv_store *s = c->s;
+    if (st == KV_OK) {
+        int r = s->io->fdatasync(s->io->ctx, c->out_fd);
+        if (r < 0) {
+            st = -r;
+            snprintf(c->rep->message, sizeof c->rep->message, "cannot fdatasync %s: %s", c->tmp, kv_strerror(st));
+        }
+    }
+    s->io->close(s->io->ctx, c->out_fd);
+    c->out_fd = -1;
+    if (st != KV_OK) s->io->unlink(s->io->ctx, c->tmp);
+    return st;
+}
+
+/* Steps 3 to 5, the switch on disk: from the rename on, the output is the
+ * log. Renames hi.seg.compact over hi.seg, then unlinks hi.hint (it
+ * describes the old hi.seg; only once the rename succeeded, so that a
+ * failed rename leaves hi and its hint as they were), fsyncs the
+ * directory, and opens the output for reading. Returns its fd or -errno. */
+static int compact_rename_output(compaction *c)
+{
+    kv_store *s = c->s;
+    int r = s->io->rename(s->io->ctx, c->tmp, c->path);
     if (r == 0) {
-        /* The hint of the old segment `hi` no longer describes that name
-         * (it would be rejected as stale anyway: the header differs). Only
-         * now: if the rename failed, `hi` and its hint stay as they were. */
         char hname[32], hpath[4200];
-        kvh_name(hname, sizeof hname, hi);
+        kvh_name(hname, sizeof hname, c->hi);
         snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
         s->io->unlink(s->io->ctx, hpath);
         r = s->io->fsync_dir(s->io->ctx, s->dir);
     }
-    int nfd = r == 0 ? s->io->open(s->io->ctx, path, KV_O_RDONLY) : r;
+    int nfd = r == 0 ? s->io->open(s->io->ctx, c->path, KV_O_RDONLY) : r;
     if (nfd < 0) {
         /* The rename may or may not be durable: either way the directory
          * recovers to the same keys. This process keeps reading the
          * inputs through their open descriptors. */
-        st = -nfd;
-        snprintf(rep->message, sizeof rep->message, "cannot install %s: %s", path, kv_strerror(st));
-        goto out;
+        snprintf(c->rep->message, sizeof c->rep->message, "cannot install %s: %s", c->path, kv_strerror(-nfd));
     }
-    /* The output joins the table under a fresh id, beside its inputs;
-     * then the keys move over in steps of KV_SWITCH_STEP, each under the
-     * write lock, so readers and writers wait for one step at a time, not
-     * for the whole key set. Between steps a key is found either at its
-     * old place or at its new one, both readable; a key written meanwhile
-     * keeps its newer record. Last, the inputs leave the table. */
+    return nfd;
+}
+
+/* Step 6: switches the key directory to the output. The output joins the
+ * table under a fresh id, beside its inputs; then the keys move over in
+ * steps of KV_SWITCH_STEP, each under the write lock, so readers and
+ * writers wait for one step at a time, not for the whole key set.
+ * Between steps a key is found either at its old place or at its new
+ * one, both readable; a key written meanwhile keeps its newer record.
+ * Last, the inputs leave the table. Returns KV_OK, or ENOMEM (fail-stop:
+ * the output is the log on disk but this process cannot serve it). */
+static kv_status compact_switch_keys(compaction *c, int nfd)
+{
+    kv_store *s = c->s;
     pthread_rwlock_wrlock(&s->tab.lock);
-    uint32_t vid = s->tab.next_vid++;
-    segment *out_g = do_seg_insert(s, 1, vid, hi, nfd);
+    c->vid = s->tab.next_vid++;
+    segment *out_g = do_seg_insert(s, 1, c->vid, c->hi, nfd);
     pthread_rwlock_unlock(&s->tab.lock);
     if (!out_g) {
-        /* The output is the log on disk now, but this process cannot
-         * serve it: stop taking writes rather than diverge from it. */
+        /* Stop taking writes rather than diverge from the log on disk. */
         s->io->close(s->io->ctx, nfd);
-        failstop(s, ENOMEM, "installing compaction output", hi);
-        st = ENOMEM;
-        goto out;
+        failstop(s, ENOMEM, "installing compaction output", c->hi);
+        return ENOMEM;
     }
     uint64_t longest = 0;
-    for (size_t i0 = 0; i0 < c.nmv; i0 += KV_SWITCH_STEP) {
-        size_t i1 = i0 + KV_SWITCH_STEP < c.nmv ? i0 + KV_SWITCH_STEP : c.nmv;
+    for (size_t i0 = 0; i0 < c->nmv; i0 += KV_SWITCH_STEP) {
+        size_t i1 = i0 + KV_SWITCH_STEP < c->nmv ? i0 + KV_SWITCH_STEP : c->nmv;
         uint64_t step0 = mono_us();
         pthread_rwlock_wrlock(&s->tab.lock);
         for (size_t i = i0; i < i1; i++) {
-            moved *m = &c.mv[i];
+            moved *m = &c->mv[i];
             kv_loc loc;
-            if (!kv_keydir_get(s->tab.kd, m->key, m->klen, &loc) || loc.seg != m->old_seg || loc.off != m->old_off ||
-                loc.seq != m->seq)
+            if (!kv_keydir_get(s->tab.kd, m->key, m->klen, &loc) || loc.seg != m->old_seg ||
+                loc.off != m->old_off || loc.seq != m->seq)
                 continue; /* written again meanwhile: the newer record stays */
             if (m->expired) {
                 kv_keydir_del(s->tab.kd, m->key, m->klen, NULL);
@@ -392,7 +421,7 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
                 if (loc.expire_ms) s->tab.expires--;
                 continue;
             }
-            loc.seg = vid;
+            loc.seg = c->vid;
             loc.off = m->new_off;
             kv_keydir_put(s->tab.kd, m->key, m->klen, &loc, NULL, NULL); /* key present: no allocation */
         }
@@ -402,58 +431,93 @@ kv_status kv_compact(kv_store *s, kv_compact_report *rep)
     }
     uint64_t last0 = mono_us();
     pthread_rwlock_wrlock(&s->tab.lock);
-    for (size_t i = 0; i < k; i++) do_seg_remove(s, in[i]); /* readers keep their references */
-    s->tab.log_bytes = s->tab.log_bytes - total + c.out_off;
-    s->tab.header_bytes -= (uint64_t)KV_SEG_HEADER_SIZE * (k - 1);
-    s->tab.records = s->tab.records - c.records_in + rep->records_copied;
+    for (size_t i = 0; i < c->k; i++) do_seg_remove(s, c->in[i]); /* readers keep their references */
+    s->tab.log_bytes = s->tab.log_bytes - c->total + c->out_off;
+    s->tab.header_bytes -= (uint64_t)KV_SEG_HEADER_SIZE * (c->k - 1);
+    s->tab.records = s->tab.records - c->records_in + c->rep->records_copied;
     s->tab.dead_bytes = s->tab.log_bytes - s->tab.header_bytes - s->tab.live_bytes;
     pthread_rwlock_unlock(&s->tab.lock);
     if (mono_us() - last0 > longest) longest = mono_us() - last0;
-    rep->switch_us = longest;
+    c->rep->switch_us = longest;
+    return KV_OK;
+}
 
-    /* The other inputs are superseded: remove them. */
-    for (size_t i = 0; i + 1 < k; i++) {
+/* Step 7: the other inputs are superseded: removes them and their hints. */
+static void compact_unlink_inputs(compaction *c)
+{
+    kv_store *s = c->s;
+    for (size_t i = 0; i + 1 < c->k; i++) {
         char ip[4096], hname[32], hpath[4200];
-        seg_path(s, in[i]->file_id, ip, sizeof ip);
+        seg_path(s, c->in[i]->file_id, ip, sizeof ip);
         s->io->unlink(s->io->ctx, ip);
-        kvh_name(hname, sizeof hname, in[i]->file_id);
+        kvh_name(hname, sizeof hname, c->in[i]->file_id);
         snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
         s->io->unlink(s->io->ctx, hpath);
     }
-    /* The output gets its hint file now (a failure only means the next
-     * start scans it; kv_write_hints tries again). */
-    if (s->opt.hint_files) {
-        pthread_rwlock_rdlock(&s->tab.lock);
-        segment *g = do_seg_acquire(s, vid);
+}
+
+/* Step 8: writes the output's hint file (a failure only means the next
+ * start scans it; kv_write_hints tries again). */
+static void compact_write_output_hint(compaction *c)
+{
+    kv_store *s = c->s;
+    if (!s->opt.hint_files) return;
+    pthread_rwlock_rdlock(&s->tab.lock);
+    segment *g = do_seg_acquire(s, c->vid);
+    pthread_rwlock_unlock(&s->tab.lock);
+    kv_status hs = g ? write_segment_hint(s, g) : KV_OK;
+    if (g && hs == KV_OK) {
+        pthread_rwlock_wrlock(&s->tab.lock);
+        g->hinted = 1;
+        s->tab.hints_written++;
         pthread_rwlock_unlock(&s->tab.lock);
-        kv_status hs = g ? write_segment_hint(s, g) : KV_OK;
-        if (g && hs == KV_OK) {
-            pthread_rwlock_wrlock(&s->tab.lock);
-            g->hinted = 1;
-            s->tab.hints_written++;
-            pthread_rwlock_unlock(&s->tab.lock);
-        } else if (g) {
-            logf_(s, KV_LOG_WARN, "no hint file for compaction output %u: %s", hi, kv_strerror(hs));
-        }
-        seg_release(s, g);
+    } else if (g) {
+        logf_(s, KV_LOG_WARN, "no hint file for compaction output %u: %s", c->hi, kv_strerror(hs));
     }
-    s->io->fsync_dir(s->io->ctx, s->dir); /* if this fails, recovery removes the inputs */
-    rep->segments_in = (uint32_t)k;
-    rep->output_segment = hi;
-    rep->bytes_before = total;
-    rep->bytes_after = c.out_off;
+    seg_release(s, g);
+}
+
+/* Steps 1 to 9 of docs/format.md, "Compaction", on inputs already chosen.
+ * Any failure before the rename leaves the inputs as the log. */
+static kv_status compact_run(compaction *c)
+{
+    kv_store *s = c->s;
+    kv_compact_report *rep = c->rep;
+    kv_status st = compact_check_space(c);
+    if (st == KV_OK) st = compact_create_output(c);
+    if (st != KV_OK) return st; /* compact_finish closes the output */
+    st = compact_sync_output(c, compact_write_output(c));
+    if (st != KV_OK) return st;
+    int nfd = compact_rename_output(c);
+    if (nfd < 0) return -nfd;
+    st = compact_switch_keys(c, nfd);
+    if (st != KV_OK) return st;
+    compact_unlink_inputs(c);
+    compact_write_output_hint(c);
+    s->io->fsync_dir(s->io->ctx, s->dir); /* step 9; if this fails, recovery removes the inputs */
+    rep->segments_in = (uint32_t)c->k;
+    rep->output_segment = c->hi;
+    rep->bytes_before = c->total;
+    rep->bytes_after = c->out_off;
     logf_(s, KV_LOG_INFO,
           "compaction done: segments %u..%u -> %u, %" PRIu64 " -> %" PRIu64 " bytes, %" PRIu64
           " records kept, key directory switched in %.1f ms",
-          lo, hi, hi, total, c.out_off, rep->records_copied, rep->switch_us / 1000.0);
-out:
-    if (c.out_fd >= 0) s->io->close(s->io->ctx, c.out_fd);
-    for (size_t i = 0; i < k; i++) seg_release(s, in[i]);
-    for (size_t i = 0; i < c.nmv; i++) free(c.mv[i].key);
-    free(c.mv);
-    free(c.buf);
-    free(in);
-    free(sizes);
+          c->lo, c->hi, c->hi, c->total, c->out_off, rep->records_copied, rep->switch_us / 1000.0);
+    return KV_OK;
+}
+
+/* Releases what the run held and records its outcome for INFO. */
+static void compact_finish(compaction *c, kv_status st, uint64_t t0)
+{
+    kv_store *s = c->s;
+    kv_compact_report *rep = c->rep;
+    if (c->out_fd >= 0) s->io->close(s->io->ctx, c->out_fd);
+    for (size_t i = 0; i < c->k; i++) seg_release(s, c->in[i]);
+    for (size_t i = 0; i < c->nmv; i++) free(c->mv[i].key);
+    free(c->mv);
+    free(c->buf);
+    free(c->in);
+    free(c->sizes);
     rep->elapsed_us = mono_us() - t0;
     pthread_mutex_lock(&s->q.mu);
     s->q.cprog.running = 0;
@@ -465,6 +529,34 @@ out:
     }
     pthread_mutex_unlock(&s->q.mu);
     if (st != KV_OK) logf_(s, KV_LOG_WARN, "compaction failed: %s", rep->message);
+}
+
+kv_status kv_compact(kv_store *s, kv_compact_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    uint64_t t0 = mono_us();
+    pthread_mutex_lock(&s->cmp.mu);
+    char why[512];
+    if (kv_failstop_reason(s, why, sizeof why)) {
+        snprintf(rep->message, sizeof rep->message, "not compacting: %s", why);
+        pthread_mutex_unlock(&s->cmp.mu);
+        return KV_FAILSTOP;
+    }
+    compaction c = {.s = s, .rep = rep, .out_fd = -1, .now = wall_ms(s)};
+    kv_status st = compact_choose_inputs(&c);
+    if (st == KV_OK && c.k == 0)
+        snprintf(rep->message, sizeof rep->message, "nothing to compact: no sealed segment");
+    if (st == KV_OK && c.k > 0) {
+        pthread_mutex_lock(&s->q.mu);
+        s->q.cprog.running = 1;
+        s->q.cprog.bytes_total = c.total;
+        s->q.cprog.bytes_done = 0;
+        pthread_mutex_unlock(&s->q.mu);
+        logf_(s, KV_LOG_INFO, "compaction started: segments %u..%u (%zu segments, %" PRIu64 " bytes)", c.lo, c.hi,
+              c.k, c.total);
+        st = compact_run(&c);
+    }
+    compact_finish(&c, st, t0);
     pthread_mutex_unlock(&s->cmp.mu);
     return st;
 }
