@@ -1,5 +1,20 @@
+/*
+ * kv_store — the store as a whole: options, kv_open (recovery, then the
+ * segment table, the active segment and the writer thread), kv_close,
+ * statistics, and the accessors other modules beside the store use.
+ * The jobs themselves live in the other kv_*.c files of this directory;
+ * kv_store_int.h states which lock guards what.
+ *
+ * Owns: the store's lifetime: its locks, the directory lock, the recovery
+ * report.
+ * Guarantees: nothing is served before recovery finished and what it read
+ * is durable; kv_close drains the queue, then seals the newest segment.
+ * Never: starts a second writer; frees the store while the writer runs.
+ * Locking: kv_get_stats takes tab.lock shared, then q.mu, then x.mu, one
+ * after the other; kv_open and kv_close run alone.
+ */
 #define _GNU_SOURCE
-#include "kv_store.h"
+#include "kv_store_int.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -11,263 +26,11 @@
 #include <string.h>
 #include <time.h>
 
-#include <xxhash.h>
-
 #include "kv_keydir.h"
 #include "kv_record.h"
 #include "kvr_hint.h"
 
-/* Most requests gathered into one group commit (bounds a group's memory
- * when many small transactions are queued). */
-#define KV_GROUP_MAX_REQUESTS 8192
-/* Under everysec and no, dirty log bytes handed to the kernel's writeback
- * at a time (start_writeback). */
-#define KV_WRITEBACK_BYTES (4u << 20)
-/* Ids from here on are never file ids: they number compaction outputs in
- * the key directory while the store runs (segment.id). Segment files
- * numbered this high are refused. */
-#define KV_VIRTUAL_ID_BASE 0x80000000u
-/* Keys a compaction moves to its output per hold of the write lock. */
-#define KV_SWITCH_STEP 2048
-/* Compaction output is written in pieces of this many bytes, and made
- * durable every KV_COMPACT_SYNC_BYTES. */
-#define KV_COMPACT_WRITE_BYTES (1u << 20)
-#define KV_COMPACT_SYNC_BYTES (16u << 20)
-
-/* ---- batches ---- */
-
-typedef struct batch_op {
-    uint8_t type; /* KV_REC_PUT or KV_REC_TOMBSTONE */
-    uint32_t klen, vlen;
-    size_t data_off; /* key then value bytes in the batch arena */
-    uint64_t expire_ms;
-    uint32_t flags;
-} batch_op;
-
-struct kv_batch {
-    batch_op *ops;
-    size_t nops, cap_ops;
-    uint8_t *data;
-    size_t data_len, data_cap;
-    uint64_t enc_bytes; /* encoded size of the entries */
-};
-
-kv_batch *kv_batch_new(void)
-{
-    return calloc(1, sizeof(kv_batch));
-}
-
-void kv_batch_free(kv_batch *b)
-{
-    if (!b) return;
-    free(b->ops);
-    free(b->data);
-    free(b);
-}
-
-void kv_batch_clear(kv_batch *b)
-{
-    b->nops = 0;
-    b->data_len = 0;
-    b->enc_bytes = 0;
-}
-
-size_t kv_batch_count(const kv_batch *b)
-{
-    return b->nops;
-}
-
-static kv_status batch_add(kv_batch *b, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
-                           uint64_t expire_ms, uint32_t flags)
-{
-    if (kv_record_check_sizes(klen, vlen) != KV_OK) return KV_INVALID;
-    uint64_t enc = kv_record_size(klen, vlen);
-    if (b->enc_bytes + enc > KV_MAX_BATCH_LEN) return KV_INVALID;
-    if (b->nops == b->cap_ops) {
-        size_t nc = b->cap_ops ? b->cap_ops * 2 : 8;
-        batch_op *no = realloc(b->ops, nc * sizeof *no);
-        if (!no) return ENOMEM;
-        b->ops = no;
-        b->cap_ops = nc;
-    }
-    if (b->data_len + klen + vlen > b->data_cap) {
-        size_t nc = b->data_cap ? b->data_cap : 256;
-        while (nc < b->data_len + klen + vlen) nc *= 2;
-        uint8_t *nd = realloc(b->data, nc);
-        if (!nd) return ENOMEM;
-        b->data = nd;
-        b->data_cap = nc;
-    }
-    batch_op *op = &b->ops[b->nops++];
-    op->type = type;
-    op->klen = (uint32_t)klen;
-    op->vlen = (uint32_t)vlen;
-    op->data_off = b->data_len;
-    op->expire_ms = expire_ms;
-    op->flags = flags;
-    if (klen) memcpy(b->data + b->data_len, key, klen);
-    if (vlen) memcpy(b->data + b->data_len + klen, val, vlen);
-    b->data_len += klen + vlen;
-    b->enc_bytes += enc;
-    return KV_OK;
-}
-
-kv_status kv_batch_put(kv_batch *b, const void *key, size_t klen, const void *val, size_t vlen,
-                       uint64_t expire_ms, uint32_t flags)
-{
-    return batch_add(b, KV_REC_PUT, key, klen, val, vlen, expire_ms, flags);
-}
-
-kv_status kv_batch_delete(kv_batch *b, const void *key, size_t klen)
-{
-    return batch_add(b, KV_REC_TOMBSTONE, key, klen, NULL, 0, 0, 0);
-}
-
-/* Encoded size of a batch as one log write. */
-static uint64_t batch_wire_size(const kv_batch *b)
-{
-    return b->nops == 1 ? b->enc_bytes : KV_REC_HEADER_SIZE + b->enc_bytes;
-}
-
 /* ---- the store ---- */
-
-/* A queued write. batch == NULL is a sync barrier (kv_sync). */
-typedef struct req {
-    struct req *next;
-    const kv_batch *batch; /* a batch write, or NULL */
-    kv_txn_fn fn;          /* a transaction, or NULL */
-    void *fn_arg;
-    kv_write_cb cb;
-    void *arg;
-    int owned; /* allocated by kv_write_async / kv_submit: freed after cb */
-    int seal;  /* a barrier that also seals the active segment (kv_seal) */
-} req;
-
-/* An open segment. refs counts the table's reference plus every read in
- * progress; whoever drops it to zero closes the descriptor, so a
- * compaction can retire a segment while readers still use it. */
-typedef struct segment {
-    uint32_t id;      /* the key directory's number for it (kv_loc.seg) */
-    uint32_t file_id; /* the id in its file name: equals id, except for a
-                         compaction output while this store runs, which
-                         gets a fresh id >= KV_VIRTUAL_ID_BASE so that it
-                         and the segments it replaces can be in the table
-                         at once while keys move over in small steps */
-    int fd;
-    int refs;
-    int hinted; /* a valid hint file describes it (under lock) */
-    int bad;    /* a read hit a media error (atomic; mark_bad) */
-    const uint8_t *map; /* read-only mapping of [0, map_len), or NULL */
-    uint64_t map_len;
-} segment;
-
-/* One put or tombstone of the current group, to publish after the sync. */
-typedef struct group_op {
-    uint64_t hash;      /* of the key (the key directory's hash): for the
-                           group's overlay table and for publishing */
-    const uint8_t *key; /* key bytes, then the value's, in the batch arena */
-    uint32_t klen, vlen;
-    uint8_t type;
-    uint32_t len; /* record bytes */
-    uint32_t flags;
-    uint64_t off; /* offset in the segment */
-    uint64_t seq;
-    uint64_t expire_ms;
-} group_op;
-
-/* A transaction running on the writer thread (kv_submit). */
-struct kv_txn {
-    kv_store *s;
-    kv_batch *b;   /* the transaction's own writes */
-    size_t ngops;  /* earlier writes of this group visible to it */
-    uint64_t now;
-};
-
-/* An expired key waiting for its tombstone (durable expiry, below). */
-typedef struct expired_key {
-    uint64_t seq;  /* of the expired put */
-    uint32_t klen;
-    uint8_t *key;  /* malloc'ed */
-} expired_key;
-
-/* A set of sequence numbers (open addressing, 0 = empty slot: sequence
- * numbers start at 1). */
-typedef struct seqset {
-    uint64_t *v;
-    size_t cap, n; /* cap: 0 or a power of two */
-} seqset;
-
-struct kv_store {
-    char *dir;
-    const kv_io *io;
-    kv_options opt;
-    kv_dir_lock dlock; /* the directory and DIR/LOCK (kv_io_lock_dir) */
-
-    /* Guarded by lock: key directory, segment table, byte counters. */
-    pthread_rwlock_t lock;
-    kv_keydir *kd;
-    segment **segs; /* in log order: oldest first, the active one last */
-    segment **byid; /* the same, sorted by id, for lookups */
-    size_t nsegs, cap_segs;
-    uint32_t next_vid; /* next id for a compaction output */
-    pthread_mutex_t compact_mu; /* one compaction at a time */
-    kv_compact_progress cprog;  /* under qmu */
-    uint64_t live_bytes, dead_bytes, log_bytes, header_bytes, records;
-    uint64_t sweep_cursor, expired_swept;
-
-    /* Guarded by qmu: the write queue and writer state. */
-    pthread_mutex_t qmu;
-    pthread_cond_t qcv;
-    req *qhead, *qtail;
-    int closing;
-    int writer_idle; /* the writer waits on qcv; the next enqueue wakes it (and clears this) */
-    int failstop;
-    kv_status fail_status;
-    char fail_reason[512];
-    uint64_t st_groups, st_group_writes, st_fdatasyncs, st_fdatasync_us, st_fdatasync_max_us, st_synced_writes;
-    uint64_t last_seq;
-    uint32_t segs_bad;       /* segments marked bad (mark_bad) */
-    uint32_t bad_seg;        /* file id of the last one, and where */
-    uint64_t bad_off;
-
-    /* Guarded by xmu: expired keys waiting for their tombstone. */
-    pthread_mutex_t xmu;
-    expired_key *xpend;      /* noted, not yet taken by the writer */
-    size_t nxpend, cap_xpend;
-    expired_key *xtaken;     /* taken by the expiry transaction in flight */
-    size_t nxtaken, cap_xtaken;
-    seqset xnoted;           /* seq of every entry of xpend and xtaken */
-    int xqueued;             /* an expiry transaction is queued or running */
-    uint64_t expired_on_access, expiry_tombstones;
-    size_t xremoving, xwriting; /* writer: what the transaction in flight does */
-
-    /* Writer thread only. */
-    pthread_t writer;
-    int active_fd;
-    uint32_t active_id;
-    uint64_t active_size;
-    uint16_t active_version; /* format version of the active segment (1: an old
-                                directory's, appended to until it is sealed) */
-    uint64_t active_records; /* top-level data records in the active segment (its trailer counts them) */
-    uint64_t unsynced_writes; /* writes appended since the last fdatasync */
-    uint64_t last_sync_ms;
-    uint64_t writeback_off; /* the active segment's bytes before this were handed to writeback */
-    uint64_t active_end;    /* the active segment's file length when zeros were written
-                               past active_size (prealloc_ahead), else active_size;
-                               UINT64_MAX after a failed zero-fill (length unknown) */
-    uint8_t *gbuf;
-    size_t gbuf_cap;
-    group_op *gops;
-    size_t gops_cap;
-    uint32_t *ovl;    /* overlay: open-addressing table of gops index + 1, by key */
-    size_t ovl_cap;   /* a power of two, at least twice the group's ops */
-    kv_batch **tpool; /* batches for the transactions of one group */
-    size_t tpool_len, tpool_cap;
-    uint64_t expires; /* keys in the key directory with an expiry (under lock) */
-    uint64_t hints_written; /* under lock */
-
-    kvr_report rep;
-};
 
 static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap)
@@ -278,28 +41,12 @@ static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap)
     s->opt.log(s->opt.log_arg, level, msg);
 }
 
-static void logf_(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void logf_(kv_store *s, int level, const char *fmt, ...)
+void logf_(kv_store *s, int level, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vlogf_(s, level, fmt, ap);
     va_end(ap);
-}
-
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t wall_ms(kv_store *s)
-{
-    if (s->opt.clock_ms) return s->opt.clock_ms(s->opt.clock_arg);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 const char *kv_fsync_name(kv_fsync_policy p)
@@ -333,2102 +80,6 @@ void kv_options_init(kv_options *o)
     o->recovery_mode = KVR_TOLERATE_TAIL;
 }
 
-static void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap)
-{
-    char name[32];
-    kv_seg_name(name, sizeof name, id);
-    snprintf(out, cap, "%s/%s", s->dir, name);
-}
-
-/* Segment table lookup by id (caller holds lock). Returns the index in
- * byid, or -1. */
-static long seg_index(const kv_store *s, uint32_t id)
-{
-    size_t lo = 0, hi = s->nsegs;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (s->byid[mid]->id == id) return (long)mid;
-        if (s->byid[mid]->id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
-}
-
-/* Takes a reference on segment id for a read (caller holds lock), or NULL. */
-static segment *seg_acquire(const kv_store *s, uint32_t id)
-{
-    long i = seg_index(s, id);
-    if (i < 0) return NULL;
-    __atomic_add_fetch(&s->byid[i]->refs, 1, __ATOMIC_ACQ_REL);
-    return s->byid[i];
-}
-
-/* Takes segment g out of both tables (caller holds the write lock) and
- * drops the table's reference; readers keep theirs. */
-static void seg_remove(kv_store *s, segment *g);
-
-static void seg_release(kv_store *s, segment *g)
-{
-    if (g && __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) == 0) {
-        if (g->map) s->io->unmap(s->io->ctx, g->map, g->map_len);
-        s->io->close(s->io->ctx, g->fd);
-        free(g);
-    }
-}
-
-/* Adds a segment to the tables (caller holds the write lock, or is
- * kv_open): at the end of the log order (front = 0), or at its front
- * (front = 1, a compaction output, which replaces the oldest segments).
- * Returns the new entry, or NULL when out of memory (nothing changed). */
-static segment *seg_insert(kv_store *s, int front, uint32_t id, uint32_t file_id, int fd)
-{
-    if (s->nsegs == s->cap_segs) {
-        size_t nc = s->cap_segs ? s->cap_segs * 2 : 16;
-        segment **ns = realloc(s->segs, nc * sizeof *ns);
-        if (!ns) return NULL;
-        s->segs = ns;
-        segment **nb = realloc(s->byid, nc * sizeof *nb);
-        if (!nb) return NULL;
-        s->byid = nb;
-        s->cap_segs = nc;
-    }
-    segment *g = malloc(sizeof *g);
-    if (!g) return NULL;
-    g->id = id;
-    g->file_id = file_id;
-    g->fd = fd;
-    g->refs = 1;
-    g->hinted = 0;
-    g->bad = 0;
-    g->map = NULL;
-    g->map_len = 0;
-    /* Reads copy records out of a mapping instead of calling pread(2):
-     * one system call fewer per GET. The mapping covers the file, and for
-     * a segment that may still grow (one at or below the rotation size)
-     * room for it to reach that size and one more group; reads beyond it
-     * use pread. Records are never rewritten or truncated while the store
-     * holds the directory, and only published records are read. */
-    uint64_t size = 0;
-    if (s->io->map && s->io->fsize(s->io->ctx, fd, &size) == 0) {
-        uint64_t len = size;
-        if (size <= s->opt.segment_max_bytes) len = s->opt.segment_max_bytes + s->opt.group_max_bytes;
-        const void *addr;
-        if (len > 0 && s->io->map(s->io->ctx, fd, len, &addr) == 0) {
-            g->map = addr;
-            g->map_len = len;
-        }
-    }
-    if (front) {
-        memmove(s->segs + 1, s->segs, s->nsegs * sizeof *s->segs);
-        s->segs[0] = g;
-    } else {
-        s->segs[s->nsegs] = g;
-    }
-    size_t at = s->nsegs;
-    while (at > 0 && s->byid[at - 1]->id > id) at--;
-    memmove(s->byid + at + 1, s->byid + at, (s->nsegs - at) * sizeof *s->byid);
-    s->byid[at] = g;
-    s->nsegs++;
-    return g;
-}
-
-/* A segment of the log, numbered as its file (open, rotation). Returns 0
- * or -ENOMEM. */
-static int seg_add(kv_store *s, uint32_t id, int fd)
-{
-    return seg_insert(s, 0, id, id, fd) ? 0 : -ENOMEM;
-}
-
-static void seg_remove(kv_store *s, segment *g)
-{
-    for (size_t i = 0; i < s->nsegs; i++)
-        if (s->segs[i] == g) {
-            memmove(s->segs + i, s->segs + i + 1, (s->nsegs - i - 1) * sizeof *s->segs);
-            break;
-        }
-    long b = seg_index(s, g->id);
-    if (b >= 0) memmove(s->byid + b, s->byid + b + 1, (s->nsegs - (size_t)b - 1) * sizeof *s->byid);
-    s->nsegs--;
-    seg_release(s, g);
-}
-
-/* Enters fail-stop (writer thread or open). Keeps the first reason. */
-static void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg)
-{
-    char path[4096];
-    seg_path(s, seg, path, sizeof path);
-    pthread_mutex_lock(&s->qmu);
-    if (!s->failstop) {
-        s->failstop = 1;
-        s->fail_status = st;
-        snprintf(s->fail_reason, sizeof s->fail_reason,
-                 "%s on %s failed: %s%s; the store refuses writes until it is restarted", what, path,
-                 kv_strerror(st), st == ENOSPC ? " (disk full)" : "");
-        pthread_mutex_unlock(&s->qmu);
-        logf_(s, KV_LOG_ERROR, "fail-stop: %s", s->fail_reason);
-        return;
-    }
-    pthread_mutex_unlock(&s->qmu);
-}
-
-/* Creates segment `id` durably: a version 2 header naming the segment
- * before it (prev_id, 0 for none) and that segment's final size in bytes,
- * its trailer included (prev_end), written and fdatasync'ed, then the
- * directory fsync'ed. Returns the fd or -errno (file may be left behind
- * with a torn header, which recovery cuts). */
-static int create_segment(kv_store *s, uint32_t id, uint32_t prev_id, uint64_t prev_end)
-{
-    char path[4096];
-    seg_path(s, id, path, sizeof path);
-    int fd = s->io->open(s->io->ctx, path, KV_O_RDWR | KV_O_CREAT | KV_O_EXCL);
-    if (fd < 0) return fd;
-    uint8_t hdr[KV_SEG_HEADER_SIZE];
-    kv_seg_header h = {KV_FORMAT_VERSION, id, 0, wall_ms(s), prev_id, (uint32_t)prev_end};
-    kv_seg_header_encode_h(hdr, &h);
-    int r = kv_io_write_full(s->io, fd, hdr, sizeof hdr, 0);
-    if (r == 0) r = s->io->fdatasync(s->io->ctx, fd);
-    if (r == 0) r = s->io->fsync_dir(s->io->ctx, s->dir);
-    if (r < 0) {
-        s->io->close(s->io->ctx, fd);
-        return r;
-    }
-    return fd;
-}
-
-/* fdatasync of the active segment with statistics. */
-static int sync_active(kv_store *s)
-{
-    uint64_t t0 = mono_us();
-    int r = s->io->fdatasync(s->io->ctx, s->active_fd);
-    uint64_t dt = mono_us() - t0;
-    pthread_mutex_lock(&s->qmu);
-    s->st_fdatasyncs++;
-    s->st_fdatasync_us += dt;
-    if (dt > s->st_fdatasync_max_us) s->st_fdatasync_max_us = dt;
-    if (r == 0) s->st_synced_writes += s->unsynced_writes;
-    pthread_mutex_unlock(&s->qmu);
-    if (r < 0) {
-        failstop(s, -r, "fdatasync", s->active_id);
-        return r;
-    }
-    s->unsynced_writes = 0;
-    s->last_sync_ms = mono_us() / 1000u;
-    return 0;
-}
-
-/* How far ahead of the log end the active segment is zero-filled. */
-#define KV_PREALLOC_BYTES (1u << 20)
-
-/* Preallocation (kv_options.preallocate): once the group of n bytes at
- * active_size is written, if it reached past the zeros written before
- * (active_end), writes zeros from its end to KV_PREALLOC_BYTES beyond it
- * (rounded down to 4 KiB, at most to segment_max_bytes), before the
- * group's sync, so that the next groups land in blocks already written.
- * An fdatasync after a write that grows the file must also write the
- * inode (and on a journaling file system commit the journal); a write
- * into blocks already written and synced needs neither, so all but one
- * group in every KV_PREALLOC_BYTES costs one device write and a flush.
- * PostgreSQL zero-fills its WAL segments for the same reason
- * (wal_init_zero). fallocate(2) would not do: its extents are marked
- * unwritten and the first write to each converts them, a metadata change
- * again. Recovery sees the unused zeros at the end of the newest segment
- * as KVR_UNWRITTEN and cuts them; sealing and closing cut them first.
- * A failure here is not an error: the group is already written, and
- * preallocation stops for this segment. */
-static void prealloc_ahead(kv_store *s, size_t n)
-{
-    static const uint8_t zeros[KV_PREALLOC_BYTES];
-    uint64_t from = s->active_size + n; /* the group's end, past active_end */
-    if (!s->opt.preallocate || from <= s->active_end || s->active_end >= s->opt.segment_max_bytes) return;
-    uint64_t to = (from + KV_PREALLOC_BYTES) & ~(uint64_t)4095;
-    if (to > s->opt.segment_max_bytes) to = s->opt.segment_max_bytes;
-    if (to <= from) return;
-    assert(to - from <= sizeof zeros);
-    int r = kv_io_write_full(s->io, s->active_fd, zeros, to - from, from);
-    if (r < 0) {
-        /* Some zeros may have landed: they are past the log end, where
-         * the next write, the seal or recovery deals with them. */
-        logf_(s, KV_LOG_WARN, "preallocating segment %u up to %" PRIu64 " bytes: %s; appending without it",
-              s->active_id, to, kv_strerror(-r));
-        s->active_end = UINT64_MAX; /* no more tries; cut at the seal */
-        return;
-    }
-    s->active_end = to;
-}
-
-/* Cuts the active segment to its log end when zeros were written past it,
- * and makes that durable (sealing, closing). Returns 0 or -errno; a
- * failed fdatasync enters fail-stop (sync_active). */
-static int cut_prealloc(kv_store *s)
-{
-    if (s->active_end <= s->active_size) return 0;
-    int r = s->io->ftruncate(s->io->ctx, s->active_fd, s->active_size);
-    if (r == 0) r = sync_active(s);
-    if (r == 0) s->active_end = s->active_size;
-    return r;
-}
-
-/* Seals the active segment and starts the next one. The order makes
- * every crash state recognisable (docs/format.md, "Sealing"): the sealed
- * segment is synced and cut to its last record; the next segment is
- * created, its header naming this one and its size with the trailer; only
- * then is the trailer appended and synced. A crash before the trailer is
- * durable leaves an empty next segment whose header recovery checks this
- * one against, and recovery writes the trailer. With trailer = 0 (a
- * version 1 segment, which has none) the next segment is created and
- * nothing is appended. */
-static int rotate_ex(kv_store *s, int trailer)
-{
-    if (s->unsynced_writes > 0 && sync_active(s) < 0) return -1;
-    /* The sealed segment ends at its trailer: recovery takes anything after
-     * one, zeros included, for damage. */
-    int c = cut_prealloc(s);
-    if (c < 0) {
-        failstop(s, -c, "cutting the preallocated space of", s->active_id);
-        return -1;
-    }
-    uint32_t id = s->active_id + 1;
-    if (id >= KV_VIRTUAL_ID_BASE - 1) { /* the same limit kv_open holds a directory to */
-        failstop(s, EOVERFLOW, "numbering a new segment (ids exhausted)", s->active_id);
-        return -1;
-    }
-    uint64_t sealed_size = s->active_size + (trailer ? KV_MARK_SIZE : 0);
-    int fd = create_segment(s, id, s->active_id, sealed_size);
-    if (fd < 0) {
-        failstop(s, -fd, "creating segment", id);
-        return -1;
-    }
-    if (trailer) {
-        uint8_t m[KV_MARK_SIZE];
-        pthread_mutex_lock(&s->qmu);
-        uint64_t seq = s->last_seq;
-        pthread_mutex_unlock(&s->qmu);
-        kv_mark_encode(m, KV_REC_SEAL, seq, s->active_size, (uint32_t)s->active_records);
-        int w = kv_io_write_full(s->io, s->active_fd, m, sizeof m, s->active_size);
-        if (w < 0) {
-            s->io->close(s->io->ctx, fd);
-            failstop(s, -w, "write", s->active_id);
-            return -1;
-        }
-        if (sync_active(s) < 0) {
-            s->io->close(s->io->ctx, fd);
-            return -1;
-        }
-        s->active_size = sealed_size;
-        s->active_end = sealed_size;
-        pthread_rwlock_wrlock(&s->lock);
-        s->log_bytes += KV_MARK_SIZE;
-        s->dead_bytes += KV_MARK_SIZE; /* like a group's mark: no key's record */
-        pthread_rwlock_unlock(&s->lock);
-    }
-    pthread_rwlock_wrlock(&s->lock);
-    int r = seg_add(s, id, fd);
-    if (r == 0) {
-        s->log_bytes += KV_SEG_HEADER_SIZE;
-        s->header_bytes += KV_SEG_HEADER_SIZE;
-    }
-    pthread_rwlock_unlock(&s->lock);
-    if (r < 0) {
-        s->io->close(s->io->ctx, fd);
-        failstop(s, -r, "adding segment", id);
-        return -1;
-    }
-    logf_(s, KV_LOG_INFO, "sealed segment %u at %" PRIu64 " bytes, appending to segment %u", s->active_id,
-          s->active_size, id);
-    s->active_fd = fd;
-    s->active_id = id;
-    s->active_size = KV_SEG_HEADER_SIZE;
-    s->active_end = KV_SEG_HEADER_SIZE;
-    s->active_records = 0;
-    s->active_version = KV_FORMAT_VERSION;
-    s->writeback_off = 0;
-    return 0;
-}
-
-static int rotate(kv_store *s)
-{
-    return rotate_ex(s, s->active_version >= 2);
-}
-
-static int ensure_gbuf(kv_store *s, size_t need)
-{
-    if (need <= s->gbuf_cap) return 0;
-    size_t nc = s->gbuf_cap ? s->gbuf_cap : 65536;
-    while (nc < need) nc *= 2;
-    uint8_t *nb = realloc(s->gbuf, nc);
-    if (!nb) return -ENOMEM;
-    s->gbuf = nb;
-    s->gbuf_cap = nc;
-    return 0;
-}
-
-static int ensure_gops(kv_store *s, size_t need)
-{
-    if (need <= s->gops_cap) return 0;
-    size_t nc = s->gops_cap ? s->gops_cap : 256;
-    while (nc < need) nc *= 2;
-    group_op *ng = realloc(s->gops, nc * sizeof *ng);
-    if (!ng) return -ENOMEM;
-    s->gops = ng;
-    s->gops_cap = nc;
-    return 0;
-}
-
-/* The group overlay: for each key written in the group being built, the
- * index of its newest op in s->gops. Lets a transaction read what earlier
- * requests of its group wrote, in O(1) per read. */
-static uint64_t key_hash(const kv_store *s, const void *key, size_t klen)
-{
-    return kv_keydir_hash(s->kd, key, klen); /* the same hash publish() reuses */
-}
-
-static void ovl_insert(kv_store *s, size_t idx)
-{
-    const group_op *g = &s->gops[idx];
-    size_t mask = s->ovl_cap - 1;
-    for (size_t i = (size_t)g->hash & mask;; i = (i + 1) & mask) {
-        uint32_t e = s->ovl[i];
-        if (e == 0) {
-            s->ovl[i] = (uint32_t)idx + 1;
-            return;
-        }
-        const group_op *o = &s->gops[e - 1];
-        if (o->hash == g->hash && o->klen == g->klen && keys_equal(o->key, g->key, g->klen)) {
-            s->ovl[i] = (uint32_t)idx + 1;
-            return;
-        }
-    }
-}
-
-/* Makes room for n ops in the overlay (rebuilding it when it grows).
- * Returns 0 or -ENOMEM. */
-static int ovl_reserve(kv_store *s, size_t n)
-{
-    if (n * 2 <= s->ovl_cap) return 0;
-    size_t cap = s->ovl_cap ? s->ovl_cap : 1024;
-    while (cap < n * 2) cap *= 2;
-    uint32_t *t = calloc(cap, sizeof *t);
-    if (!t) return -ENOMEM;
-    free(s->ovl);
-    s->ovl = t;
-    s->ovl_cap = cap;
-    return 1; /* rebuilt empty: the caller re-inserts */
-}
-
-/* Clears the overlay for a new group. */
-static void ovl_clear(kv_store *s)
-{
-    if (s->ovl_cap > 65536) { /* do not keep a huge table after one big group */
-        free(s->ovl);
-        s->ovl = NULL;
-        s->ovl_cap = 0;
-    } else if (s->ovl) {
-        memset(s->ovl, 0, s->ovl_cap * sizeof *s->ovl);
-    }
-}
-
-/* The newest write to `key` among the first n ops of this group, or NULL. */
-static const group_op *overlay_find(const kv_store *s, size_t n, const uint8_t *key, uint32_t klen)
-{
-    if (n == 0 || !s->ovl) return NULL;
-    uint64_t h = key_hash(s, key, klen);
-    size_t mask = s->ovl_cap - 1;
-    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
-        uint32_t e = s->ovl[i];
-        if (e == 0) return NULL;
-        const group_op *g = &s->gops[e - 1];
-        if (g->hash == h && g->klen == klen && keys_equal(g->key, key, klen)) return e - 1 < n ? g : NULL;
-    }
-}
-
-/* Does `key` exist as the writer sees it: the earlier ops of this group
- * first (newest wins), then the key directory. */
-static int writer_key_exists(kv_store *s, size_t ngops, const uint8_t *key, uint32_t klen, uint64_t now)
-{
-    const group_op *g = overlay_find(s, ngops, key, klen);
-    if (g) return g->type == KV_REC_PUT && (g->expire_ms == 0 || g->expire_ms > now);
-    kv_loc loc;
-    pthread_rwlock_rdlock(&s->lock);
-    int found = kv_keydir_get(s->kd, key, klen, &loc);
-    pthread_rwlock_unlock(&s->lock);
-    return found && (loc.expire_ms == 0 || loc.expire_ms > now);
-}
-
-static void complete(req *r, kv_status st)
-{
-    kv_write_cb cb = r->cb;
-    void *arg = r->arg;
-    int owned = r->owned;
-    if (owned) free(r);
-    cb(arg, st);
-}
-
-static void complete_all(req *head, kv_status st)
-{
-    while (head) {
-        req *n = head->next;
-        complete(head, st);
-        head = n;
-    }
-}
-
-/* Publishes a written group to the key directory (and byte counters). */
-/* Returns the number of records it could not index (out of memory). */
-static size_t publish(kv_store *s, size_t ngops, uint64_t nrecords, uint64_t bytes)
-{
-    pthread_rwlock_wrlock(&s->lock);
-    uint64_t entry_bytes = 0;
-    size_t failed = 0;
-    /* Buckets are prefetched PUBLISH_AHEAD ops ahead and their first
-     * entries half as far, as recovery does: the misses overlap, and the
-     * write lock is held for less time. */
-    enum { PUBLISH_AHEAD = 8 };
-    for (size_t i = 0; i < ngops && i < PUBLISH_AHEAD; i++) kv_keydir_prefetch(s->kd, s->gops[i].hash);
-    for (size_t i = 0; i < ngops; i++) {
-        group_op *g = &s->gops[i];
-        if (i + PUBLISH_AHEAD < ngops) kv_keydir_prefetch(s->kd, s->gops[i + PUBLISH_AHEAD].hash);
-        if (i + PUBLISH_AHEAD / 2 < ngops) kv_keydir_prefetch_entry(s->kd, s->gops[i + PUBLISH_AHEAD / 2].hash);
-        kv_loc old;
-        int had = 0;
-        entry_bytes += g->len;
-        if (g->type == KV_REC_PUT) {
-            kv_loc loc = {s->active_id, g->len, g->off, g->seq, g->expire_ms};
-            if (kv_keydir_put_hashed(s->kd, g->key, g->klen, g->hash, &loc, &old, &had) != KV_OK) {
-                /* Out of memory: the record is durable, but this process
-                 * cannot index it. Stop taking writes and do not
-                 * acknowledge the group (a restart indexes it). */
-                failstop(s, ENOMEM, "indexing a record", s->active_id);
-                failed++;
-                continue;
-            }
-            s->live_bytes += g->len;
-            if (g->expire_ms) s->expires++;
-        } else {
-            had = kv_keydir_del_hashed(s->kd, g->key, g->klen, g->hash, &old);
-            s->dead_bytes += g->len;
-        }
-        if (had) {
-            s->live_bytes -= old.len;
-            s->dead_bytes += old.len;
-            if (old.expire_ms) s->expires--;
-        }
-    }
-    s->dead_bytes += bytes - entry_bytes; /* batch record headers */
-    s->log_bytes += bytes;
-    s->records += nrecords;
-    pthread_rwlock_unlock(&s->lock);
-    return failed;
-}
-
-/* A cleared batch from the group's pool for one transaction. */
-static kv_batch *tpool_get(kv_store *s)
-{
-    if (s->tpool_len == s->tpool_cap) {
-        size_t nc = s->tpool_cap ? s->tpool_cap * 2 : 16;
-        kv_batch **np = realloc(s->tpool, nc * sizeof *np);
-        if (!np) return NULL;
-        memset(np + s->tpool_cap, 0, (nc - s->tpool_cap) * sizeof *np);
-        s->tpool = np;
-        s->tpool_cap = nc;
-    }
-    kv_batch **slot = &s->tpool[s->tpool_len];
-    if (!*slot && !(*slot = kv_batch_new())) return NULL;
-    kv_batch_clear(*slot);
-    s->tpool_len++;
-    return *slot;
-}
-
-/* Encodes batch b (one record, or one batch record) at *pos of the group
- * buffer and records its ops for publishing. Returns 0 or -ENOMEM. */
-static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngops, uint64_t *seq)
-{
-    if (ensure_gbuf(s, *pos + batch_wire_size(b)) < 0 || ensure_gops(s, *ngops + b->nops) < 0) return -ENOMEM;
-    int rebuilt = ovl_reserve(s, *ngops + b->nops);
-    if (rebuilt < 0) return -ENOMEM;
-    if (rebuilt)
-        for (size_t i = 0; i < *ngops; i++) ovl_insert(s, i);
-    size_t start = *pos, epos = b->nops == 1 ? start : start + KV_REC_HEADER_SIZE;
-    uint8_t rflags = b->nops == 1 ? 0 : KV_RF_IN_BATCH;
-    uint64_t first = *seq + 1;
-    for (size_t k = 0; k < b->nops; k++) {
-        const batch_op *op = &b->ops[k];
-        const uint8_t *key = b->data + op->data_off;
-        size_t len = kv_record_encode(s->gbuf + epos, op->type, rflags, ++*seq, op->expire_ms, op->flags, key,
-                                      op->klen, key + op->klen, op->vlen);
-        s->gops[*ngops] = (group_op){key_hash(s, key, op->klen), key, op->klen, op->vlen, op->type, (uint32_t)len,
-                                     op->flags, s->active_size + epos, *seq, op->expire_ms};
-        ovl_insert(s, (*ngops)++);
-        epos += len;
-    }
-    if (b->nops > 1)
-        kv_record_finish(s->gbuf + start, KV_REC_BATCH, 0, first, 0, (uint32_t)b->nops, 0,
-                         (uint32_t)(epos - start - KV_REC_HEADER_SIZE));
-    *pos = epos;
-    return 0;
-}
-
-/* Under everysec and no: once KV_WRITEBACK_BYTES of the active segment
- * have been written since the last hand-over, asks the kernel to start
- * writing them out (kv_io.writeback), without waiting. The once-a-second
- * sync and the sync that seals a segment then find little left to write;
- * without it they wait for up to a second's (or a whole segment's) worth
- * of dirty pages while every write waits behind them. Under always each
- * group is synced anyway. Failures are ignored: it is a hint, and the
- * next fdatasync reports any error. */
-static void start_writeback(kv_store *s)
-{
-    if (s->opt.fsync == KV_FSYNC_ALWAYS || !s->io->writeback) return;
-    if (s->active_size - s->writeback_off < KV_WRITEBACK_BYTES) return;
-    (void)s->io->writeback(s->io->ctx, s->active_fd, s->writeback_off, s->active_size - s->writeback_off);
-    s->writeback_off = s->active_size;
-}
-
-/* Encodes, writes, syncs and publishes one group of requests, then
- * completes them. Transactions run here, in queue order, each seeing the
- * writes of the requests before it. */
-static void write_group(kv_store *s, req *head)
-{
-    size_t nreqs = 0;
-    int want_sync = 0, want_seal = 0;
-    for (req *r = head; r; r = r->next) {
-        nreqs++;
-        if (!r->batch && !r->fn) want_sync = 1;
-        if (r->seal) want_seal = 1;
-    }
-    pthread_mutex_lock(&s->qmu);
-    int fs = s->failstop;
-    uint64_t seq = s->last_seq;
-    pthread_mutex_unlock(&s->qmu);
-    if (fs) {
-        complete_all(head, KV_FAILSTOP);
-        return;
-    }
-    if (s->active_size >= s->opt.segment_max_bytes && rotate(s) < 0) {
-        complete_all(head, s->fail_status); /* the errno that failed the rotation */
-        return;
-    }
-
-    /* Encode. A request's status stays KV_OK unless it is a delete of an
-     * absent key, or a transaction that returned an error. */
-    kv_status *res = calloc(nreqs ? nreqs : 1, sizeof *res);
-    if (!res) {
-        complete_all(head, ENOMEM);
-        return;
-    }
-    s->tpool_len = 0;
-    ovl_clear(s);
-    uint64_t now = wall_ms(s);
-    size_t pos = 0, ngops = 0, i = 0;
-    uint64_t nrecords = 0, nwrites = 0;
-    for (req *r = head; r; r = r->next, i++) {
-        const kv_batch *b = r->batch;
-        if (r->fn) {
-            kv_batch *tb = tpool_get(s);
-            if (!tb) {
-                res[i] = ENOMEM;
-                continue;
-            }
-            kv_txn t = {s, tb, ngops, now};
-            res[i] = r->fn(&t, r->fn_arg);
-            if (res[i] != KV_OK || tb->nops == 0) continue;
-            b = tb;
-        } else if (!b) {
-            continue;
-        } else if (b->nops == 1 && b->ops[0].type == KV_REC_TOMBSTONE &&
-                   !writer_key_exists(s, ngops, b->data + b->ops[0].data_off, b->ops[0].klen, now)) {
-            res[i] = KV_NOT_FOUND;
-            continue;
-        }
-        if (encode_batch(s, b, &pos, &ngops, &seq) < 0) {
-            res[i] = ENOMEM;
-            continue;
-        }
-        nrecords++;
-        nwrites++;
-    }
-    if (pos > 0 && s->active_version >= 2) {
-        /* The group-commit mark ends the group, in the same write: recovery
-         * knows every group before the last valid mark is complete. (A
-         * version 1 segment, appended to until it is sealed, gets none: it
-         * stays readable by the builds that wrote it.) */
-        if (ensure_gbuf(s, pos + KV_MARK_SIZE) < 0) {
-            for (i = 0; i < nreqs; i++)
-                if (res[i] == KV_OK) res[i] = ENOMEM;
-            ngops = 0;
-            nrecords = 0;
-            nwrites = 0;
-            pos = 0;
-        } else {
-            pos += kv_mark_encode(s->gbuf + pos, KV_REC_COMMIT, seq, s->active_size, (uint32_t)nrecords);
-        }
-    }
-
-    kv_status st = KV_OK;
-    if (pos > 0) {
-        int w = kv_io_write_full(s->io, s->active_fd, s->gbuf, pos, s->active_size);
-        if (w < 0) {
-            failstop(s, -w, "write", s->active_id);
-            st = -w;
-        } else {
-            prealloc_ahead(s, pos); /* after the group: its failure cannot take the group's space */
-            s->unsynced_writes += nwrites;
-            if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) st = s->fail_status;
-        }
-    }
-    if (st == KV_OK && want_sync && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
-    if (st == KV_OK && pos > 0) {
-        s->active_size += pos;
-        s->active_records += nrecords;
-        pthread_mutex_lock(&s->qmu);
-        s->last_seq = seq;
-        s->st_groups++;
-        s->st_group_writes += nwrites;
-        pthread_mutex_unlock(&s->qmu);
-        if (publish(s, ngops, nrecords, pos)) st = ENOMEM;
-        start_writeback(s);
-    }
-    if (st == KV_OK && want_seal && s->active_size > KV_SEG_HEADER_SIZE && rotate(s) < 0) st = s->fail_status;
-    i = 0;
-    while (head) {
-        req *n = head->next;
-        kv_status rs = st;
-        if (rs == KV_OK && !head->batch && !head->fn && s->failstop) rs = KV_FAILSTOP;
-        if (rs == KV_OK) rs = res[i];
-        complete(head, rs);
-        head = n;
-        i++;
-    }
-    free(res);
-}
-
-static kv_status enqueue(kv_store *s, req *r);
-
-/* ---- transactions ---- */
-
-kv_status kv_submit(kv_store *s, kv_txn_fn fn, void *fn_arg, kv_write_cb cb, void *arg)
-{
-    req *r = calloc(1, sizeof *r);
-    if (!r) return ENOMEM;
-    r->fn = fn;
-    r->fn_arg = fn_arg;
-    r->cb = cb;
-    r->arg = arg;
-    r->owned = 1;
-    kv_status st = enqueue(s, r);
-    if (st != KV_OK) free(r);
-    return st;
-}
-
-uint64_t kv_txn_now_ms(const kv_txn *t)
-{
-    return t->now;
-}
-
-/* The newest write to key in the transaction's own batch, or NULL. */
-static const batch_op *own_find(const kv_txn *t, const void *key, size_t klen)
-{
-    for (size_t i = t->b->nops; i-- > 0;) {
-        const batch_op *op = &t->b->ops[i];
-        if (op->klen == klen && keys_equal(t->b->data + op->data_off, key, klen)) return op;
-    }
-    return NULL;
-}
-
-static kv_status copy_value(kv_value *v, const uint8_t *val, size_t vlen, uint64_t expire_ms, uint32_t flags,
-                            uint64_t seq)
-{
-    uint8_t *buf = malloc(vlen ? vlen : 1);
-    if (!buf) return ENOMEM;
-    if (vlen) memcpy(buf, val, vlen);
-    v->data = buf;
-    v->len = vlen;
-    v->expire_ms = expire_ms;
-    v->flags = flags;
-    v->seq = seq;
-    v->buf_ = buf;
-    return KV_OK;
-}
-
-static int live(uint64_t expire_ms, uint64_t now)
-{
-    return expire_ms == 0 || expire_ms > now;
-}
-
-kv_status kv_txn_get(kv_txn *t, const void *key, size_t klen, kv_value *v)
-{
-    memset(v, 0, sizeof *v);
-    const batch_op *op = own_find(t, key, klen);
-    if (op) {
-        if (op->type != KV_REC_PUT || !live(op->expire_ms, t->now)) return KV_NOT_FOUND;
-        return copy_value(v, t->b->data + op->data_off + op->klen, op->vlen, op->expire_ms, op->flags, 0);
-    }
-    const group_op *g = overlay_find(t->s, t->ngops, key, (uint32_t)klen);
-    if (g) {
-        if (g->type != KV_REC_PUT || !live(g->expire_ms, t->now)) return KV_NOT_FOUND;
-        return copy_value(v, g->key + g->klen, g->vlen, g->expire_ms, g->flags, g->seq);
-    }
-    return kv_get(t->s, key, klen, v);
-}
-
-kv_status kv_txn_key_info(kv_txn *t, const void *key, size_t klen, uint64_t *expire_ms, uint64_t *seq)
-{
-    uint64_t e = 0, q = 0;
-    const batch_op *op = own_find(t, key, klen);
-    if (op) {
-        if (op->type != KV_REC_PUT || !live(op->expire_ms, t->now)) return KV_NOT_FOUND;
-        e = op->expire_ms;
-        q = UINT64_MAX; /* written by this transaction: newer than any sequence number */
-    } else {
-        const group_op *g = overlay_find(t->s, t->ngops, key, (uint32_t)klen);
-        if (g) {
-            if (g->type != KV_REC_PUT || !live(g->expire_ms, t->now)) return KV_NOT_FOUND;
-            e = g->expire_ms;
-            q = g->seq;
-        } else {
-            kv_status st = kv_key_info(t->s, key, klen, &e, &q);
-            if (st != KV_OK) return st;
-        }
-    }
-    if (expire_ms) *expire_ms = e;
-    if (seq) *seq = q;
-    return KV_OK;
-}
-
-kv_status kv_txn_put(kv_txn *t, const void *key, size_t klen, const void *val, size_t vlen, uint64_t expire_ms,
-                     uint32_t flags)
-{
-    return kv_batch_put(t->b, key, klen, val, vlen, expire_ms, flags);
-}
-
-kv_status kv_txn_delete(kv_txn *t, const void *key, size_t klen)
-{
-    if (kv_txn_key_info(t, key, klen, NULL, NULL) != KV_OK) return KV_NOT_FOUND;
-    kv_status st = kv_batch_delete(t->b, key, klen);
-    return st;
-}
-
-typedef struct keylist {
-    kv_batch *b;
-    kv_status st;
-    size_t n;
-} keylist;
-
-static int add_tombstone(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
-{
-    (void)loc;
-    keylist *l = arg;
-    if (l->st == KV_OK) l->st = kv_batch_delete(l->b, key, klen);
-    l->n++;
-    return 0;
-}
-
-kv_status kv_txn_delete_all(kv_txn *t, size_t *deleted)
-{
-    /* Tombstones for every key in the key directory and every key this
-     * group or transaction has put; a key may get two, which is harmless. */
-    keylist l = {t->b, KV_OK, 0};
-    size_t own = t->b->nops;
-    for (size_t i = 0; i < t->ngops && l.st == KV_OK; i++)
-        if (t->s->gops[i].type == KV_REC_PUT) l.st = kv_batch_delete(t->b, t->s->gops[i].key, t->s->gops[i].klen);
-    for (size_t i = 0; i < own && l.st == KV_OK; i++)
-        if (t->b->ops[i].type == KV_REC_PUT)
-            l.st = kv_batch_delete(t->b, t->b->data + t->b->ops[i].data_off, t->b->ops[i].klen);
-    pthread_rwlock_rdlock(&t->s->lock);
-    if (l.st == KV_OK) kv_keydir_foreach(t->s->kd, add_tombstone, &l);
-    pthread_rwlock_unlock(&t->s->lock);
-    if (deleted) *deleted = l.n;
-    return l.st;
-}
-
-static void *writer_main(void *arg)
-{
-    kv_store *s = arg;
-    pthread_setname_np(pthread_self(), "kv-writer");
-    pthread_mutex_lock(&s->qmu);
-    for (;;) {
-        while (!s->qhead && !s->closing) {
-            if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->unsynced_writes > 0 && !s->failstop) {
-                /* Sleep until one second after the last sync, not after
-                 * the last write. */
-                uint64_t due_ms = s->last_sync_ms + 1000u;
-                struct timespec ts = {(time_t)(due_ms / 1000u), (long)(due_ms % 1000u) * 1000000L};
-                if (mono_us() / 1000u >= due_ms) break;
-                s->writer_idle = 1;
-                int r = pthread_cond_timedwait(&s->qcv, &s->qmu, &ts);
-                s->writer_idle = 0;
-                if (r == ETIMEDOUT) break;
-            } else {
-                s->writer_idle = 1;
-                pthread_cond_wait(&s->qcv, &s->qmu);
-                s->writer_idle = 0;
-            }
-        }
-        if (!s->qhead && s->closing) break;
-        /* Take up to group_max_bytes of requests (always at least one). */
-        req *head = s->qhead, *tail = head;
-        uint64_t bytes = head ? (head->batch ? batch_wire_size(head->batch) : 0) : 0;
-        size_t nreq = 1;
-        while (tail && tail->next) {
-            uint64_t nb = tail->next->batch ? batch_wire_size(tail->next->batch) : 0;
-            if (bytes + nb > s->opt.group_max_bytes || nreq >= KV_GROUP_MAX_REQUESTS) break;
-            nreq++;
-            bytes += nb;
-            tail = tail->next;
-        }
-        if (tail) {
-            s->qhead = tail->next;
-            if (!s->qhead) s->qtail = NULL;
-            tail->next = NULL;
-        }
-        pthread_mutex_unlock(&s->qmu);
-        if (head) write_group(s, head);
-        if (s->opt.fsync == KV_FSYNC_EVERYSEC && s->unsynced_writes > 0 && !s->failstop &&
-            mono_us() / 1000u - s->last_sync_ms >= 1000u)
-            sync_active(s);
-        pthread_mutex_lock(&s->qmu);
-    }
-    pthread_mutex_unlock(&s->qmu);
-    return NULL;
-}
-
-static kv_status enqueue(kv_store *s, req *r)
-{
-    pthread_mutex_lock(&s->qmu);
-    if (s->closing) {
-        pthread_mutex_unlock(&s->qmu);
-        return KV_CLOSED;
-    }
-    r->next = NULL;
-    if (s->qtail)
-        s->qtail->next = r;
-    else
-        s->qhead = r;
-    s->qtail = r;
-    /* Wake the writer only if it sleeps, once, and after the unlock: a
-     * signal under the mutex wakes it straight into that mutex, and one
-     * per request while it is busy writing a group only costs system
-     * calls. The writer looks at the queue under the mutex before it
-     * sleeps again, so no request waits for a wake-up that was skipped. */
-    int wake = s->writer_idle;
-    s->writer_idle = 0;
-    pthread_mutex_unlock(&s->qmu);
-    if (wake) pthread_cond_signal(&s->qcv);
-    return KV_OK;
-}
-
-kv_status kv_write_async(kv_store *s, const kv_batch *b, kv_write_cb cb, void *arg)
-{
-    if (!b || b->nops == 0) return KV_INVALID;
-    req *r = calloc(1, sizeof *r);
-    if (!r) return ENOMEM;
-    r->batch = b;
-    r->cb = cb;
-    r->arg = arg;
-    r->owned = 1;
-    kv_status st = enqueue(s, r);
-    if (st != KV_OK) free(r);
-    return st;
-}
-
-typedef struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-    kv_status st;
-} waiter;
-
-static void wake(void *arg, kv_status st)
-{
-    waiter *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->st = st;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static kv_status submit_wait(kv_store *s, const kv_batch *b)
-{
-    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    req r = {.batch = b, .cb = wake, .arg = &w};
-    kv_status st = enqueue(s, &r);
-    if (st != KV_OK) return st;
-    pthread_mutex_lock(&w.mu);
-    while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    return w.st;
-}
-
-kv_status kv_write(kv_store *s, const kv_batch *b)
-{
-    if (!b || b->nops == 0) return KV_INVALID;
-    return submit_wait(s, b);
-}
-
-kv_status kv_sync(kv_store *s)
-{
-    return submit_wait(s, NULL);
-}
-
-kv_status kv_seal(kv_store *s)
-{
-    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    req r = {.cb = wake, .arg = &w, .seal = 1};
-    kv_status st = enqueue(s, &r);
-    if (st != KV_OK) return st;
-    pthread_mutex_lock(&w.mu);
-    while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    return w.st;
-}
-
-/* One-op batch on the stack for kv_put / kv_delete, without copying. */
-static kv_status write_one(kv_store *s, uint8_t type, const void *key, size_t klen, const void *val, size_t vlen,
-                           uint64_t expire_ms, uint32_t flags)
-{
-    if (kv_record_check_sizes(klen, vlen) != KV_OK) return KV_INVALID;
-    kv_batch b;
-    batch_op op;
-    kv_status st;
-    uint8_t small[256];
-    uint8_t *data = klen + vlen <= sizeof small ? small : malloc(klen + vlen);
-    if (!data) return ENOMEM;
-    if (klen) memcpy(data, key, klen);
-    if (vlen) memcpy(data + klen, val, vlen);
-    op = (batch_op){type, (uint32_t)klen, (uint32_t)vlen, 0, expire_ms, flags};
-    b = (kv_batch){&op, 1, 1, data, klen + vlen, klen + vlen, kv_record_size(klen, vlen)};
-    st = submit_wait(s, &b);
-    if (data != small) free(data);
-    return st;
-}
-
-kv_status kv_put(kv_store *s, const void *key, size_t klen, const void *val, size_t vlen, uint64_t expire_ms,
-                 uint32_t flags)
-{
-    return write_one(s, KV_REC_PUT, key, klen, val, vlen, expire_ms, flags);
-}
-
-kv_status kv_delete(kv_store *s, const void *key, size_t klen)
-{
-    return write_one(s, KV_REC_TOMBSTONE, key, klen, NULL, 0, 0, 0);
-}
-
-/* ---- durable expiry ----
- *
- * Reads compare a key's expiry with the wall clock, so an expired key is
- * gone for every reader at once; but its put stays in the log, and after a
- * restart with the clock set back it would be live again. So, as Redis
- * logs a DEL to its AOF when it expires a key, the store logs a tombstone
- * for every key it finds expired. Readers (kv_get, kv_mget, kv_exists,
- * kv_key_info) and the sweep note the key and its put's sequence number
- * here and go on without waiting; one expiry transaction at a time
- * (kv_submit, so in the group commit with every other write, under the
- * fsync policy) takes what was noted and writes the tombstones. It writes
- * a key's tombstone only if the writer's own view holds no newer record
- * of it: no write to the key earlier in the group, and in the key
- * directory either the noted put (same sequence number: compaction moves
- * records but keeps it) or nothing (the sweep dropped it from memory, or
- * it was deleted: a second tombstone changes nothing). A key written
- * meanwhile keeps its new value.
- * A read storm on one expired key notes it once (xnoted) and costs one
- * tombstone. Readers note at most KV_EXPIRE_NOTED_MAX keys at a time
- * (beyond that the sweep finds them later). The sweep's keys are always
- * queued: it drops a key from memory only together with queueing its
- * tombstone, and leaves keys a reader noted to that reader's tombstone
- * (so each key is counted once, in expired_swept or expired_on_access).
- * In fail-stop nothing is noted (no write could take it), reads still
- * answer absent, and the sweep drops expired keys from memory only.
- * Lock order: s->lock before xmu. xmu is never held while taking s->lock
- * or qmu, or queueing.
- */
-#define KV_EXPIRE_NOTED_MAX 4096
-
-static size_t seqset_slot(const seqset *t, uint64_t seq)
-{
-    return (size_t)((seq * 0x9E3779B97F4A7C15ull) >> 17) & (t->cap - 1);
-}
-
-static int seqset_has(const seqset *t, uint64_t seq)
-{
-    if (t->cap == 0) return 0;
-    for (size_t i = seqset_slot(t, seq);; i = (i + 1) & (t->cap - 1)) {
-        if (t->v[i] == seq) return 1;
-        if (t->v[i] == 0) return 0;
-    }
-}
-
-/* Adds seq (not 0). Returns 0 or -ENOMEM (nothing added). */
-static int seqset_add(seqset *t, uint64_t seq)
-{
-    if ((t->n + 1) * 2 > t->cap) {
-        size_t nc = t->cap ? t->cap * 2 : 64;
-        uint64_t *nv = calloc(nc, sizeof *nv);
-        if (!nv) return -ENOMEM;
-        seqset old = *t;
-        t->v = nv;
-        t->cap = nc;
-        t->n = 0;
-        for (size_t i = 0; i < old.cap; i++)
-            if (old.v[i]) seqset_add(t, old.v[i]); /* room: cannot fail */
-        free(old.v);
-    }
-    size_t i = seqset_slot(t, seq);
-    while (t->v[i] != 0 && t->v[i] != seq) i = (i + 1) & (t->cap - 1);
-    if (t->v[i] == 0) {
-        t->v[i] = seq;
-        t->n++;
-    }
-    return 0;
-}
-
-static void seqset_clear(seqset *t)
-{
-    if (t->cap > 4 * KV_EXPIRE_NOTED_MAX) { /* do not keep a huge table after one big sweep */
-        free(t->v);
-        t->v = NULL;
-        t->cap = 0;
-    } else if (t->v) {
-        memset(t->v, 0, t->cap * sizeof *t->v);
-    }
-    t->n = 0;
-}
-
-static void xkeys_free(expired_key *v, size_t *n)
-{
-    for (size_t i = 0; i < *n; i++) free(v[i].key);
-    *n = 0;
-}
-
-/* Appends an entry to xpend, taking ownership of key (xmu held). Returns
- * 0 or -ENOMEM (key freed). */
-static int xpend_add(kv_store *s, uint8_t *key, size_t klen, uint64_t seq)
-{
-    if (s->nxpend == s->cap_xpend) {
-        size_t nc = s->cap_xpend ? s->cap_xpend * 2 : 64;
-        expired_key *nv = realloc(s->xpend, nc * sizeof *nv);
-        if (!nv) {
-            free(key);
-            return -ENOMEM;
-        }
-        s->xpend = nv;
-        s->cap_xpend = nc;
-    }
-    if (seqset_add(&s->xnoted, seq) < 0) {
-        free(key);
-        return -ENOMEM;
-    }
-    s->xpend[s->nxpend++] = (expired_key){seq, (uint32_t)klen, key};
-    return 0;
-}
-
-/* Rebuilds xnoted from xpend and xtaken (xmu held). */
-static void xnoted_rebuild(kv_store *s)
-{
-    seqset_clear(&s->xnoted);
-    for (size_t i = 0; i < s->nxpend; i++) seqset_add(&s->xnoted, s->xpend[i].seq);
-    for (size_t i = 0; i < s->nxtaken; i++) seqset_add(&s->xnoted, s->xtaken[i].seq);
-}
-
-static int is_failstop(kv_store *s)
-{
-    pthread_mutex_lock(&s->qmu);
-    int fs = s->failstop;
-    pthread_mutex_unlock(&s->qmu);
-    return fs;
-}
-
-static kv_status expiry_txn(kv_txn *t, void *arg);
-static void expiry_done(void *arg, kv_status st);
-
-/* Queues the expiry transaction if keys are waiting and none is queued
- * (called without xmu). */
-static void expiry_kick(kv_store *s)
-{
-    pthread_mutex_lock(&s->xmu);
-    int go = s->nxpend > 0 && !s->xqueued;
-    if (go) s->xqueued = 1;
-    pthread_mutex_unlock(&s->xmu);
-    if (go && kv_submit(s, expiry_txn, s, expiry_done, s) != KV_OK) {
-        /* Closing, or out of memory: these tombstones are not written.
-         * The keys read as absent all the same, and the next open drops
-         * them unless the clock went back. */
-        pthread_mutex_lock(&s->xmu);
-        s->xqueued = 0;
-        xkeys_free(s->xpend, &s->nxpend);
-        xnoted_rebuild(s);
-        pthread_mutex_unlock(&s->xmu);
-    }
-}
-
-/* A reader found the put `seq` of key expired: hands its tombstone to the
- * writer, without waiting. */
-static void note_expired(kv_store *s, const void *key, size_t klen, uint64_t seq)
-{
-    /* The common case in a read storm: noted already, its tombstone queued. */
-    pthread_mutex_lock(&s->xmu);
-    int noted = seqset_has(&s->xnoted, seq);
-    pthread_mutex_unlock(&s->xmu);
-    if (noted || is_failstop(s)) return;
-    pthread_mutex_lock(&s->xmu);
-    if (!seqset_has(&s->xnoted, seq) && s->nxpend + s->nxtaken < KV_EXPIRE_NOTED_MAX) {
-        uint8_t *k = malloc(klen ? klen : 1);
-        if (k) {
-            if (klen) memcpy(k, key, klen);
-            xpend_add(s, k, klen, seq);
-        }
-    }
-    pthread_mutex_unlock(&s->xmu);
-    expiry_kick(s);
-}
-
-/* The expiry transaction (writer thread): a tombstone for every noted key
- * whose put is still the writer's newest record of it. */
-static kv_status expiry_txn(kv_txn *t, void *arg)
-{
-    kv_store *s = arg;
-    pthread_mutex_lock(&s->xmu);
-    /* xtaken is empty: one transaction at a time. */
-    expired_key *tv = s->xtaken;
-    size_t tcap = s->cap_xtaken;
-    s->xtaken = s->xpend;
-    s->cap_xtaken = s->cap_xpend;
-    s->nxtaken = s->nxpend;
-    s->xpend = tv;
-    s->cap_xpend = tcap;
-    s->nxpend = 0;
-    size_t n = s->nxtaken;
-    pthread_mutex_unlock(&s->xmu);
-
-    /* Only this thread changes xtaken until expiry_done; readers of
-     * xnoted do not look at it. */
-    size_t removing = 0, i;
-    pthread_rwlock_rdlock(&s->lock);
-    for (i = 0; i < n; i++) {
-        const expired_key *x = &s->xtaken[i];
-        if (overlay_find(s, t->ngops, x->key, x->klen)) continue; /* written earlier in this group */
-        kv_loc loc;
-        int found = kv_keydir_get(s->kd, x->key, x->klen, &loc);
-        if (found && loc.seq != x->seq) continue; /* written since it expired */
-        if (kv_batch_delete(t->b, x->key, x->klen) != KV_OK) break; /* the batch is full */
-        if (found) removing++;
-    }
-    pthread_rwlock_unlock(&s->lock);
-    s->xremoving = removing;
-    s->xwriting = t->b->nops;
-    if (i < n) {
-        /* The rest waits for the next transaction. */
-        pthread_mutex_lock(&s->xmu);
-        for (size_t j = i; j < n; j++) {
-            const expired_key *x = &s->xtaken[j];
-            if (xpend_add(s, x->key, x->klen, x->seq) < 0) continue; /* key freed: dropped */
-        }
-        s->nxtaken = i;
-        pthread_mutex_unlock(&s->xmu);
-    }
-    return KV_OK;
-}
-
-/* Completion of the expiry transaction (writer thread). */
-static void expiry_done(void *arg, kv_status st)
-{
-    kv_store *s = arg;
-    pthread_mutex_lock(&s->xmu);
-    xkeys_free(s->xtaken, &s->nxtaken);
-    if (st == KV_OK) {
-        s->expired_on_access += s->xremoving;
-        s->expiry_tombstones += s->xwriting;
-    } else {
-        /* Fail-stop (or out of memory): nothing more can be logged. */
-        xkeys_free(s->xpend, &s->nxpend);
-    }
-    s->xremoving = s->xwriting = 0;
-    xnoted_rebuild(s);
-    s->xqueued = 0;
-    pthread_mutex_unlock(&s->xmu);
-    if (st == KV_OK) expiry_kick(s);
-}
-
-void kv_expire_flush(kv_store *s)
-{
-    expiry_kick(s);
-    for (;;) {
-        pthread_mutex_lock(&s->xmu);
-        int busy = s->nxpend > 0 || s->xqueued;
-        pthread_mutex_unlock(&s->xmu);
-        /* The barrier queues behind the transaction in flight; its
-         * completion queues the next one first if more keys wait. */
-        if (!busy || kv_sync(s) == KV_CLOSED) return;
-    }
-}
-
-/* ---- media errors ---- */
-
-/* A read of [off, off + len) of segment g failed with a media error: EIO
- * (from pread, or a SIGBUS under its mapping) or -ENODATA (the file is
- * shorter than its records). Marks the segment bad (counted and logged
- * once per segment) and remembers where, for INFO. */
-static void mark_bad(kv_store *s, segment *g, uint64_t off, uint32_t len, int err)
-{
-    int first = __atomic_exchange_n(&g->bad, 1, __ATOMIC_ACQ_REL) == 0;
-    pthread_mutex_lock(&s->qmu);
-    if (first) s->segs_bad++;
-    s->bad_seg = g->file_id;
-    s->bad_off = off;
-    pthread_mutex_unlock(&s->qmu);
-    if (!first) return;
-    char path[4096];
-    seg_path(s, g->file_id, path, sizeof path);
-    logf_(s, KV_LOG_ERROR,
-          "media error reading %s at offset %" PRIu64 " (%u bytes): %s; the segment is marked bad and reads of "
-          "its damaged records answer an I/O error. Check the disk, then stop the server and run: kvfsck %s",
-          path, off, len, err == -ENODATA ? "the file is shorter than its records" : kv_strerror(-err), s->dir);
-}
-
-/* ---- reads ---- */
-
-void kv_value_free(kv_value *v)
-{
-    if (!v) return;
-    free(v->buf_);
-    v->buf_ = NULL;
-    v->data = NULL;
-    v->len = 0;
-}
-
-/* Reads the record at loc from segment descriptor fd and verifies that it
- * is the put of `key` the key directory expects. */
-static kv_status read_verified(kv_store *s, const kv_loc *loc, segment *g, const void *key, size_t klen,
-                               kv_value *v)
-{
-    /* The caller holds a reference on g (so a compaction cannot close or
-     * unmap it meanwhile), and records are never rewritten in place, so
-     * the read needs no lock. */
-    uint8_t *buf = malloc(loc->len);
-    int r = 0;
-    if (!buf)
-        r = -ENOMEM;
-    else if (!g)
-        r = -EBADF;
-    else if (g->map && loc->off + loc->len <= g->map_len)
-        r = kv_io_copy_mapped(buf, g->map + loc->off, loc->len);
-    else
-        r = kv_io_read_full(s->io, g->fd, buf, loc->len, loc->off);
-    if (r < 0) {
-        free(buf);
-        if (g && (r == -EIO || r == -ENODATA)) mark_bad(s, g, loc->off, loc->len, r);
-        if (r == -ENODATA) goto corrupt; /* the record is shorter on disk */
-        return -r;
-    }
-    kv_record rec;
-    if (kv_record_decode(buf, loc->len, &rec) != KV_OK || rec.type != KV_REC_PUT || rec.len != loc->len ||
-        rec.seq != loc->seq || rec.klen != klen || !keys_equal(rec.key, key, klen)) {
-        free(buf);
-        goto corrupt;
-    }
-    v->data = rec.val;
-    v->len = rec.vlen;
-    v->expire_ms = rec.expire_ms;
-    v->flags = rec.flags;
-    v->seq = rec.seq;
-    v->buf_ = buf;
-    return KV_OK;
-corrupt:
-    logf_(s, KV_LOG_ERROR, "corrupt record for a key in segment %u at offset %" PRIu64 " (%u bytes); run kvfsck %s",
-          g ? g->file_id : loc->seg, loc->off, loc->len, s->dir);
-    return KV_CORRUPT_BKPT;
-}
-
-kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
-{
-    memset(v, 0, sizeof *v);
-    kv_loc loc;
-    uint64_t now = wall_ms(s);
-    pthread_rwlock_rdlock(&s->lock);
-    int found = kv_keydir_get(s->kd, key, klen, &loc);
-    if (!found || !live(loc.expire_ms, now)) {
-        pthread_rwlock_unlock(&s->lock);
-        if (found) note_expired(s, key, klen, loc.seq);
-        return KV_NOT_FOUND;
-    }
-    segment *g = seg_acquire(s, loc.seg);
-    pthread_rwlock_unlock(&s->lock);
-    kv_status st = read_verified(s, &loc, g, key, klen, v);
-    seg_release(s, g);
-    return st;
-}
-
-kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_t *klens, kv_value *vals,
-                  kv_status *sts)
-{
-    kv_loc *locs = calloc(n ? n : 1, sizeof *locs);
-    segment **gs = calloc(n ? n : 1, sizeof *gs);
-    if (!locs || !gs) {
-        free(locs);
-        free(gs);
-        return ENOMEM;
-    }
-    uint64_t now = wall_ms(s);
-    /* One lock for every lookup: a group is published under the write
-     * lock, so all keys are seen as of one moment between two groups. */
-    pthread_rwlock_rdlock(&s->lock);
-    for (size_t i = 0; i < n; i++) {
-        int found = kv_keydir_get(s->kd, keys[i], klens[i], &locs[i]);
-        if (!found) locs[i].seq = 0; /* sequence numbers start at 1: 0 marks "absent" */
-        sts[i] = found && (locs[i].expire_ms == 0 || locs[i].expire_ms > now) ? KV_OK : KV_NOT_FOUND;
-        gs[i] = sts[i] == KV_OK && vals ? seg_acquire(s, locs[i].seg) : NULL;
-    }
-    pthread_rwlock_unlock(&s->lock);
-    for (size_t i = 0; i < n; i++)
-        if (sts[i] == KV_NOT_FOUND && locs[i].seq != 0) note_expired(s, keys[i], klens[i], locs[i].seq);
-    for (size_t i = 0; i < n; i++) {
-        if (!vals) continue;
-        memset(&vals[i], 0, sizeof vals[i]);
-        if (sts[i] == KV_OK)
-            sts[i] = read_verified(s, &locs[i], gs[i], keys[i], klens[i], &vals[i]);
-        seg_release(s, gs[i]);
-    }
-    free(locs);
-    free(gs);
-    return KV_OK;
-}
-
-kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms)
-{
-    kv_loc loc;
-    uint64_t now = wall_ms(s);
-    pthread_rwlock_rdlock(&s->lock);
-    int found = kv_keydir_get(s->kd, key, klen, &loc);
-    pthread_rwlock_unlock(&s->lock);
-    if (found && !live(loc.expire_ms, now)) note_expired(s, key, klen, loc.seq);
-    if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
-    if (expire_ms) *expire_ms = loc.expire_ms;
-    return KV_OK;
-}
-
-kv_status kv_key_info(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms, uint64_t *seq)
-{
-    kv_loc loc;
-    uint64_t now = wall_ms(s);
-    pthread_rwlock_rdlock(&s->lock);
-    int found = kv_keydir_get(s->kd, key, klen, &loc);
-    pthread_rwlock_unlock(&s->lock);
-    if (found && !live(loc.expire_ms, now)) note_expired(s, key, klen, loc.seq);
-    if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
-    if (expire_ms) *expire_ms = loc.expire_ms;
-    if (seq) *seq = loc.seq;
-    return KV_OK;
-}
-
-typedef struct scan_ctx {
-    kv_scan_fn fn;
-    void *arg;
-    uint64_t now;
-} scan_ctx;
-
-static int scan_one(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
-{
-    scan_ctx *c = arg;
-    if (loc->expire_ms == 0 || loc->expire_ms > c->now) c->fn(c->arg, key, klen, loc->expire_ms);
-    return 0;
-}
-
-kv_status kv_scan(kv_store *s, uint64_t cursor, size_t count, kv_scan_fn fn, void *arg, uint64_t *next)
-{
-    scan_ctx c = {fn, arg, wall_ms(s)};
-    pthread_rwlock_rdlock(&s->lock);
-    *next = kv_keydir_scan(s->kd, cursor, count, scan_one, &c);
-    pthread_rwlock_unlock(&s->lock);
-    return KV_OK;
-}
-
-typedef struct sweep_ctx {
-    uint64_t now;
-    uint8_t **keys;
-    size_t *klens;
-    uint64_t *seqs;
-    size_t n, cap;
-} sweep_ctx;
-
-static int sweep_collect(void *arg, const uint8_t *key, size_t klen, const kv_loc *loc)
-{
-    sweep_ctx *c = arg;
-    if (live(loc->expire_ms, c->now) || c->n == c->cap) return 0;
-    uint8_t *k = malloc(klen ? klen : 1);
-    if (!k) return 0;
-    memcpy(k, key, klen);
-    c->keys[c->n] = k;
-    c->klens[c->n] = klen;
-    c->seqs[c->n] = loc->seq;
-    c->n++;
-    return 0;
-}
-
-size_t kv_expire_sweep(kv_store *s, size_t max_keys)
-{
-    if (max_keys == 0) return 0;
-    sweep_ctx c = {wall_ms(s), calloc(max_keys, sizeof(uint8_t *)), calloc(max_keys, sizeof(size_t)),
-                   calloc(max_keys, sizeof(uint64_t)), 0, max_keys};
-    size_t removed = 0;
-    if (!c.keys || !c.klens || !c.seqs) goto out;
-    int fs = is_failstop(s);
-    pthread_rwlock_wrlock(&s->lock);
-    /* Look at up to 8x as many keys as may be removed, then stop. */
-    uint64_t cur = s->sweep_cursor;
-    size_t budget = max_keys * 8;
-    do {
-        cur = kv_keydir_scan(s->kd, cur, 16, sweep_collect, &c);
-        budget = budget > 16 ? budget - 16 : 0;
-    } while (cur != 0 && c.n < c.cap && budget > 0);
-    s->sweep_cursor = cur;
-    /* A key leaves memory only once its tombstone is queued (in
-     * fail-stop, where none can be written, at once). Keys noted by a
-     * reader are left to that reader's tombstone, which removes them. */
-    pthread_mutex_lock(&s->xmu);
-    for (size_t i = 0; i < c.n; i++) {
-        if (!fs && seqset_has(&s->xnoted, c.seqs[i])) continue;
-        if (!fs) {
-            if (xpend_add(s, c.keys[i], c.klens[i], c.seqs[i]) < 0) {
-                c.keys[i] = NULL; /* freed */
-                continue;
-            }
-            /* xpend owns the key bytes now; the lookup below copies nothing. */
-        }
-        kv_loc old;
-        if (kv_keydir_del(s->kd, c.keys[i], c.klens[i], &old)) {
-            s->live_bytes -= old.len;
-            s->dead_bytes += old.len;
-            if (old.expire_ms) s->expires--;
-            removed++;
-        }
-        if (!fs) c.keys[i] = NULL;
-    }
-    pthread_mutex_unlock(&s->xmu);
-    s->expired_swept += removed;
-    pthread_rwlock_unlock(&s->lock);
-    if (!fs) expiry_kick(s);
-out:
-    for (size_t i = 0; i < c.n; i++) free(c.keys[i]);
-    free(c.keys);
-    free(c.klens);
-    free(c.seqs);
-    return removed;
-}
-
-/* ---- compaction ---- */
-
-/* A live record copied by a compaction: where it was and where it is. */
-typedef struct moved {
-    uint8_t *key;
-    uint32_t klen;
-    uint32_t len;     /* record bytes (unchanged by the copy) */
-    uint32_t old_seg;
-    uint64_t old_off, new_off;
-    uint64_t seq;
-    int expired;      /* dropped: to remove from the key directory */
-} moved;
-
-typedef struct compaction {
-    kv_store *s;
-    kv_compact_report *rep;
-    int out_fd;
-    uint64_t out_off;  /* bytes of output so far, those in buf included */
-    uint64_t max_seq;  /* highest sequence number of the records read */
-    uint8_t *buf;      /* output not written yet: the last `pend` bytes */
-    size_t buf_cap, pend;
-    uint64_t synced;   /* output bytes made durable so far */
-    moved *mv;
-    size_t nmv, cap_mv;
-    uint64_t now;
-    uint64_t records_in;
-    int damaged;
-    kv_status err;
-    uint32_t cur_id; /* key-directory id of the input being copied */
-} compaction;
-
-/* Writes the buffered output, and every KV_COMPACT_SYNC_BYTES makes it
- * durable: syncing as it goes keeps the final fdatasync short, which
- * would otherwise hold up the writer's own syncs of the active segment
- * behind hundreds of megabytes of writeback. Returns KV_OK or an errno. */
-static kv_status compact_flush(compaction *c)
-{
-    if (c->pend > 0) {
-        int w = kv_io_write_full(c->s->io, c->out_fd, c->buf, c->pend, c->out_off - c->pend);
-        if (w < 0) return -w;
-        c->pend = 0;
-    }
-    if (c->out_off - c->synced >= KV_COMPACT_SYNC_BYTES) {
-        int r = c->s->io->fdatasync(c->s->io->ctx, c->out_fd);
-        if (r < 0) return -r;
-        c->synced = c->out_off;
-    }
-    return KV_OK;
-}
-
-static void compact_problem(void *arg, const kvr_problem *p)
-{
-    (void)p;
-    ((compaction *)arg)->damaged = 1;
-}
-
-/* One put or tombstone at (seg, off) of an input. */
-static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_record *r)
-{
-    kv_compact_report *rep = c->rep;
-    if (r->type == KV_REC_TOMBSTONE) {
-        rep->tombstones_dropped++;
-        return;
-    }
-    kv_loc loc;
-    pthread_rwlock_rdlock(&c->s->lock);
-    int found = kv_keydir_get(c->s->kd, r->key, r->klen, &loc);
-    pthread_rwlock_unlock(&c->s->lock);
-    (void)seg; /* the file's id; the key directory knows the input by cur_id */
-    if (!found || loc.seg != c->cur_id || loc.off != off || loc.seq != r->seq) {
-        rep->dead_dropped++;
-        return;
-    }
-    int expired = r->expire_ms != 0 && r->expire_ms <= c->now;
-    size_t len = kv_record_size(r->klen, r->vlen);
-    if (!expired) {
-        if (c->pend > 0 && c->pend + len > KV_COMPACT_WRITE_BYTES && (c->err = compact_flush(c)) != KV_OK) return;
-        if (c->pend + len > c->buf_cap) {
-            size_t nc = c->pend + len > KV_COMPACT_WRITE_BYTES ? c->pend + len : KV_COMPACT_WRITE_BYTES;
-            uint8_t *nb = realloc(c->buf, nc);
-            if (!nb) {
-                c->err = ENOMEM;
-                return;
-            }
-            c->buf = nb;
-            c->buf_cap = nc;
-        }
-        /* A batch entry becomes a record of its own: its batch was applied
-         * whole, and the output appears whole or not at all. */
-        kv_record_encode(c->buf + c->pend, KV_REC_PUT, 0, r->seq, r->expire_ms, r->flags, r->key, r->klen, r->val,
-                         r->vlen);
-        c->pend += len;
-    }
-    if (c->nmv == c->cap_mv) {
-        size_t nc = c->cap_mv ? c->cap_mv * 2 : 1024;
-        moved *nm = realloc(c->mv, nc * sizeof *nm);
-        if (!nm) {
-            c->err = ENOMEM;
-            return;
-        }
-        c->mv = nm;
-        c->cap_mv = nc;
-    }
-    moved *m = &c->mv[c->nmv];
-    m->key = malloc(r->klen ? r->klen : 1);
-    if (!m->key) {
-        c->err = ENOMEM;
-        return;
-    }
-    if (r->klen) memcpy(m->key, r->key, r->klen);
-    m->klen = r->klen;
-    m->len = (uint32_t)len;
-    m->old_seg = c->cur_id;
-    m->old_off = off;
-    m->new_off = c->out_off;
-    m->seq = r->seq;
-    m->expired = expired;
-    c->nmv++;
-    if (expired) {
-        rep->expired_dropped++;
-    } else {
-        rep->records_copied++;
-        c->out_off += len;
-    }
-}
-
-static int compact_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
-{
-    compaction *c = arg;
-    if (kv_record_is_mark(r)) return 0; /* the output gets marks of its own */
-    c->records_in++;
-    uint64_t last = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
-    if (last > c->max_seq) c->max_seq = last;
-    if (r->type == KV_REC_BATCH) {
-        size_t pos = 0, before = 0;
-        kv_record e;
-        while (c->err == KV_OK && kv_batch_next(r, &pos, &e) == KV_OK) {
-            compact_entry(c, seg, off + KV_REC_HEADER_SIZE + before, &e);
-            before = pos;
-        }
-    } else {
-        compact_entry(c, seg, off, r);
-    }
-    return c->err != KV_OK;
-}
-
-void kv_compact_progress_get(kv_store *s, kv_compact_progress *p)
-{
-    pthread_mutex_lock(&s->qmu);
-    *p = s->cprog;
-    pthread_mutex_unlock(&s->qmu);
-}
-
-static kv_status write_segment_hint(kv_store *s, segment *g);
-
-kv_status kv_compact(kv_store *s, kv_compact_report *rep)
-{
-    memset(rep, 0, sizeof *rep);
-    uint64_t t0 = mono_us();
-    pthread_mutex_lock(&s->compact_mu);
-    char why[512];
-    if (kv_failstop_reason(s, why, sizeof why)) {
-        snprintf(rep->message, sizeof rep->message, "not compacting: %s", why);
-        pthread_mutex_unlock(&s->compact_mu);
-        return KV_FAILSTOP;
-    }
-
-    /* The inputs: every sealed segment (all but the newest, which the
-     * writer appends to), oldest first, at most KV_MAX_SEGMENT_MAX bytes. */
-    pthread_rwlock_rdlock(&s->lock);
-    size_t n = s->nsegs > 0 ? s->nsegs - 1 : 0;
-    segment **in = calloc(n ? n : 1, sizeof *in);
-    uint64_t *sizes = calloc(n ? n : 1, sizeof *sizes);
-    size_t k = 0;
-    uint64_t total = 0;
-    for (size_t i = 0; in && sizes && i < n; i++) {
-        uint64_t sz = 0;
-        /* A segment with a media error is left alone: what it lost would
-         * look like dead records. kvfsck deals with it. */
-        if (__atomic_load_n(&s->segs[i]->bad, __ATOMIC_ACQUIRE)) break;
-        if (s->io->fsize(s->io->ctx, s->segs[i]->fd, &sz) < 0) break;
-        if (k > 0 && total + sz > KV_MAX_SEGMENT_MAX) break;
-        __atomic_add_fetch(&s->segs[i]->refs, 1, __ATOMIC_ACQ_REL);
-        in[k] = s->segs[i];
-        sizes[k++] = sz;
-        total += sz;
-    }
-    pthread_rwlock_unlock(&s->lock);
-    kv_status st = KV_OK;
-    int r;
-    compaction c = {.s = s, .rep = rep, .out_fd = -1, .now = wall_ms(s)};
-    char tmp[4200], path[4096];
-    uint32_t lo = k ? in[0]->file_id : 0, hi = k ? in[k - 1]->file_id : 0;
-    if (!in || !sizes) {
-        st = ENOMEM;
-        goto out;
-    }
-    if (k == 0) {
-        snprintf(rep->message, sizeof rep->message, "nothing to compact: no sealed segment");
-        goto out;
-    }
-    pthread_mutex_lock(&s->qmu);
-    s->cprog.running = 1;
-    s->cprog.bytes_total = total;
-    s->cprog.bytes_done = 0;
-    pthread_mutex_unlock(&s->qmu);
-    logf_(s, KV_LOG_INFO, "compaction started: segments %u..%u (%zu segments, %" PRIu64 " bytes)", lo, hi, k, total);
-
-    /* Disk-full safety: the output can be as large as the live bytes of
-     * the inputs (at most all live bytes); refuse to start without room. */
-    if (s->io->free_space) {
-        uint64_t free_b = 0;
-        pthread_rwlock_rdlock(&s->lock);
-        uint64_t need = (s->live_bytes < total ? s->live_bytes : total) + KV_SEG_HEADER_SIZE;
-        pthread_rwlock_unlock(&s->lock);
-        r = s->io->free_space(s->io->ctx, s->dir, &free_b);
-        if (r == 0 && free_b < need) {
-            st = ENOSPC;
-            snprintf(rep->message, sizeof rep->message,
-                     "not enough free space to compact: need up to %" PRIu64 " bytes, %" PRIu64 " free", need, free_b);
-            goto out;
-        }
-    }
-    /* Write the output beside the inputs. */
-    seg_path(s, hi, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.compact", path);
-    c.out_fd = s->io->open(s->io->ctx, tmp, KV_O_RDWR | KV_O_CREAT | KV_O_TRUNC);
-    if (c.out_fd < 0) {
-        st = -c.out_fd;
-        snprintf(rep->message, sizeof rep->message, "cannot create %s: %s", tmp, kv_strerror(st));
-        goto out;
-    }
-    uint8_t hdr[KV_SEG_HEADER_SIZE];
-    /* The inputs are the oldest segments: nothing precedes the output. */
-    kv_seg_header ch = {KV_FORMAT_VERSION, hi, lo, wall_ms(s), 0, 0};
-    kv_seg_header_encode_h(hdr, &ch);
-    r = kv_io_write_full(s->io, c.out_fd, hdr, sizeof hdr, 0);
-    if (r < 0) {
-        st = -r;
-        snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", tmp, kv_strerror(st));
-        goto out;
-    }
-    c.out_off = KV_SEG_HEADER_SIZE;
-    for (size_t i = 0; i < k && st == KV_OK; i++) {
-        char ip[4096];
-        seg_path(s, in[i]->file_id, ip, sizeof ip);
-        c.cur_id = in[i]->id;
-        uint8_t *buf = malloc(sizes[i] ? sizes[i] : 1);
-        r = buf ? kv_io_read_full(s->io, in[i]->fd, buf, sizes[i], 0) : -ENOMEM;
-        if (r == -EIO) mark_bad(s, in[i], 0, sizes[i] > UINT32_MAX ? UINT32_MAX : (uint32_t)sizes[i], r);
-        if (r < 0) {
-            st = -r;
-            snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", ip, kv_strerror(st));
-        } else {
-            st = kvr_scan_buffer(buf, sizes[i], in[i]->file_id, ip, compact_record, compact_problem, &c, NULL);
-            if (st == KV_OK && c.err != KV_OK) {
-                st = c.err;
-                snprintf(rep->message, sizeof rep->message, "compaction failed while copying %s: %s", ip,
-                         kv_strerror(st));
-            }
-            if (st == KV_OK && c.damaged) {
-                st = KV_CORRUPT;
-                snprintf(rep->message, sizeof rep->message,
-                         "%s has damage; not compacting it. Inspect with: kvfsck %s", ip, s->dir);
-            }
-        }
-        free(buf);
-        pthread_mutex_lock(&s->qmu);
-        s->cprog.bytes_done += sizes[i];
-        pthread_mutex_unlock(&s->qmu);
-    }
-    if (st == KV_OK) {
-        /* The output is sealed like any segment: its trailer counts its
-         * records and carries the last sequence number of its inputs. */
-        if (c.pend + KV_MARK_SIZE > c.buf_cap) {
-            uint8_t *nb = realloc(c.buf, c.pend + KV_MARK_SIZE);
-            if (!nb) st = ENOMEM;
-            else {
-                c.buf = nb;
-                c.buf_cap = c.pend + KV_MARK_SIZE;
-            }
-        }
-        if (st == KV_OK) {
-            kv_mark_encode(c.buf + c.pend, KV_REC_SEAL, c.max_seq, c.out_off, (uint32_t)rep->records_copied);
-            c.pend += KV_MARK_SIZE;
-            c.out_off += KV_MARK_SIZE;
-            st = compact_flush(&c);
-        }
-        if (st != KV_OK)
-            snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", tmp, kv_strerror(st));
-    }
-    if (st == KV_OK) {
-        r = s->io->fdatasync(s->io->ctx, c.out_fd);
-        if (r < 0) {
-            st = -r;
-            snprintf(rep->message, sizeof rep->message, "cannot fdatasync %s: %s", tmp, kv_strerror(st));
-        }
-    }
-    s->io->close(s->io->ctx, c.out_fd);
-    c.out_fd = -1;
-    if (st != KV_OK) {
-        s->io->unlink(s->io->ctx, tmp); /* the inputs are untouched */
-        goto out;
-    }
-
-    /* The switch: from the rename on, the output is the log. */
-    r = s->io->rename(s->io->ctx, tmp, path);
-    if (r == 0) {
-        /* The hint of the old segment `hi` no longer describes that name
-         * (it would be rejected as stale anyway: the header differs). Only
-         * now: if the rename failed, `hi` and its hint stay as they were. */
-        char hname[32], hpath[4200];
-        kvh_name(hname, sizeof hname, hi);
-        snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
-        s->io->unlink(s->io->ctx, hpath);
-        r = s->io->fsync_dir(s->io->ctx, s->dir);
-    }
-    int nfd = r == 0 ? s->io->open(s->io->ctx, path, KV_O_RDONLY) : r;
-    if (nfd < 0) {
-        /* The rename may or may not be durable: either way the directory
-         * recovers to the same keys. This process keeps reading the
-         * inputs through their open descriptors. */
-        st = -nfd;
-        snprintf(rep->message, sizeof rep->message, "cannot install %s: %s", path, kv_strerror(st));
-        goto out;
-    }
-    /* The output joins the table under a fresh id, beside its inputs;
-     * then the keys move over in steps of KV_SWITCH_STEP, each under the
-     * write lock, so readers and writers wait for one step at a time, not
-     * for the whole key set. Between steps a key is found either at its
-     * old place or at its new one, both readable; a key written meanwhile
-     * keeps its newer record. Last, the inputs leave the table. */
-    pthread_rwlock_wrlock(&s->lock);
-    uint32_t vid = s->next_vid++;
-    segment *out_g = seg_insert(s, 1, vid, hi, nfd);
-    pthread_rwlock_unlock(&s->lock);
-    if (!out_g) {
-        /* The output is the log on disk now, but this process cannot
-         * serve it: stop taking writes rather than diverge from it. */
-        s->io->close(s->io->ctx, nfd);
-        failstop(s, ENOMEM, "installing compaction output", hi);
-        st = ENOMEM;
-        goto out;
-    }
-    uint64_t longest = 0;
-    for (size_t i0 = 0; i0 < c.nmv; i0 += KV_SWITCH_STEP) {
-        size_t i1 = i0 + KV_SWITCH_STEP < c.nmv ? i0 + KV_SWITCH_STEP : c.nmv;
-        uint64_t step0 = mono_us();
-        pthread_rwlock_wrlock(&s->lock);
-        for (size_t i = i0; i < i1; i++) {
-            moved *m = &c.mv[i];
-            kv_loc loc;
-            if (!kv_keydir_get(s->kd, m->key, m->klen, &loc) || loc.seg != m->old_seg || loc.off != m->old_off ||
-                loc.seq != m->seq)
-                continue; /* written again meanwhile: the newer record stays */
-            if (m->expired) {
-                kv_keydir_del(s->kd, m->key, m->klen, NULL);
-                s->live_bytes -= loc.len;
-                if (loc.expire_ms) s->expires--;
-                continue;
-            }
-            loc.seg = vid;
-            loc.off = m->new_off;
-            kv_keydir_put(s->kd, m->key, m->klen, &loc, NULL, NULL); /* key present: no allocation */
-        }
-        pthread_rwlock_unlock(&s->lock);
-        uint64_t t = mono_us() - step0;
-        if (t > longest) longest = t;
-    }
-    uint64_t last0 = mono_us();
-    pthread_rwlock_wrlock(&s->lock);
-    for (size_t i = 0; i < k; i++) seg_remove(s, in[i]); /* readers keep their references */
-    s->log_bytes = s->log_bytes - total + c.out_off;
-    s->header_bytes -= (uint64_t)KV_SEG_HEADER_SIZE * (k - 1);
-    s->records = s->records - c.records_in + rep->records_copied;
-    s->dead_bytes = s->log_bytes - s->header_bytes - s->live_bytes;
-    pthread_rwlock_unlock(&s->lock);
-    if (mono_us() - last0 > longest) longest = mono_us() - last0;
-    rep->switch_us = longest;
-
-    /* The other inputs are superseded: remove them. */
-    for (size_t i = 0; i + 1 < k; i++) {
-        char ip[4096], hname[32], hpath[4200];
-        seg_path(s, in[i]->file_id, ip, sizeof ip);
-        s->io->unlink(s->io->ctx, ip);
-        kvh_name(hname, sizeof hname, in[i]->file_id);
-        snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
-        s->io->unlink(s->io->ctx, hpath);
-    }
-    /* The output gets its hint file now (a failure only means the next
-     * start scans it; kv_write_hints tries again). */
-    if (s->opt.hint_files) {
-        pthread_rwlock_rdlock(&s->lock);
-        segment *g = seg_acquire(s, vid);
-        pthread_rwlock_unlock(&s->lock);
-        kv_status hs = g ? write_segment_hint(s, g) : KV_OK;
-        if (g && hs == KV_OK) {
-            pthread_rwlock_wrlock(&s->lock);
-            g->hinted = 1;
-            s->hints_written++;
-            pthread_rwlock_unlock(&s->lock);
-        } else if (g) {
-            logf_(s, KV_LOG_WARN, "no hint file for compaction output %u: %s", hi, kv_strerror(hs));
-        }
-        seg_release(s, g);
-    }
-    s->io->fsync_dir(s->io->ctx, s->dir); /* if this fails, recovery removes the inputs */
-    rep->segments_in = (uint32_t)k;
-    rep->output_segment = hi;
-    rep->bytes_before = total;
-    rep->bytes_after = c.out_off;
-    logf_(s, KV_LOG_INFO,
-          "compaction done: segments %u..%u -> %u, %" PRIu64 " -> %" PRIu64 " bytes, %" PRIu64
-          " records kept, key directory switched in %.1f ms",
-          lo, hi, hi, total, c.out_off, rep->records_copied, rep->switch_us / 1000.0);
-out:
-    if (c.out_fd >= 0) s->io->close(s->io->ctx, c.out_fd);
-    for (size_t i = 0; i < k; i++) seg_release(s, in[i]);
-    for (size_t i = 0; i < c.nmv; i++) free(c.mv[i].key);
-    free(c.mv);
-    free(c.buf);
-    free(in);
-    free(sizes);
-    rep->elapsed_us = mono_us() - t0;
-    pthread_mutex_lock(&s->qmu);
-    s->cprog.running = 0;
-    s->cprog.last_status = st;
-    if (st == KV_OK && rep->segments_in) {
-        s->cprog.last_switch_us = rep->switch_us;
-        s->cprog.runs++;
-        s->cprog.bytes_reclaimed += rep->bytes_before - rep->bytes_after;
-    }
-    pthread_mutex_unlock(&s->qmu);
-    if (st != KV_OK) logf_(s, KV_LOG_WARN, "compaction failed: %s", rep->message);
-    pthread_mutex_unlock(&s->compact_mu);
-    return st;
-}
-
-/* ---- hint files ---- */
-
-/* Builds and writes the hint file of sealed segment g (a reference held by
- * the caller, who also holds compact_mu) without a directory fsync.
- * Returns KV_OK, KV_CORRUPT (damage: no hint), an errno, ENOMEM. */
-static kv_status write_segment_hint(kv_store *s, segment *g)
-{
-    uint64_t size = 0;
-    int r = s->io->fsize(s->io->ctx, g->fd, &size);
-    if (r < 0) return -r;
-    if (size > KVR_MAX_SEGMENT_BYTES) return EFBIG;
-    uint8_t *buf = malloc(size ? size : 1);
-    if (!buf) return ENOMEM;
-    r = kv_io_read_full(s->io, g->fd, buf, size, 0);
-    if (r < 0) {
-        free(buf);
-        if (r == -EIO) mark_bad(s, g, 0, size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, r);
-        return -r;
-    }
-    uint8_t *hint = NULL;
-    size_t hlen = 0;
-    kv_status st = kvh_build(buf, size, g->file_id, &hint, &hlen);
-    free(buf);
-    if (st != KV_OK) return st;
-    r = kvh_write_file(s->io, s->dir, g->file_id, hint, hlen);
-    free(hint);
-    return r < 0 ? -r : KV_OK;
-}
-
-kv_status kv_write_hints(kv_store *s, uint32_t *written)
-{
-    if (written) *written = 0;
-    if (!s->opt.hint_files) return KV_OK;
-    pthread_mutex_lock(&s->compact_mu);
-    pthread_rwlock_rdlock(&s->lock);
-    size_t n = 0, cap = s->nsegs;
-    segment **todo = calloc(cap ? cap : 1, sizeof *todo);
-    for (size_t i = 0; todo && i + 1 < s->nsegs; i++) {
-        if (s->segs[i]->hinted) continue;
-        __atomic_add_fetch(&s->segs[i]->refs, 1, __ATOMIC_ACQ_REL);
-        todo[n++] = s->segs[i];
-    }
-    pthread_rwlock_unlock(&s->lock);
-    if (!todo) {
-        pthread_mutex_unlock(&s->compact_mu);
-        return ENOMEM;
-    }
-    kv_status first = KV_OK;
-    uint32_t done = 0;
-    for (size_t i = 0; i < n; i++) {
-        kv_status st = write_segment_hint(s, todo[i]);
-        if (st == KV_OK) {
-            done++;
-            pthread_rwlock_wrlock(&s->lock);
-            todo[i]->hinted = 1;
-            s->hints_written++;
-            pthread_rwlock_unlock(&s->lock);
-        } else {
-            if (first == KV_OK) first = st;
-            logf_(s, KV_LOG_WARN, "no hint file for segment %u: %s", todo[i]->file_id,
-                  st == KV_CORRUPT ? "the segment has damage (run kvfsck)" : kv_strerror(st));
-        }
-    }
-    if (done > 0) {
-        int r = s->io->fsync_dir(s->io->ctx, s->dir);
-        if (r < 0) {
-            /* The hints may not survive a power cut; the next start then
-             * scans those segments and writes them again. */
-            if (first == KV_OK) first = -r;
-            logf_(s, KV_LOG_WARN, "cannot fsync %s after writing hint files: %s", s->dir, kv_strerror(-r));
-        }
-        logf_(s, KV_LOG_INFO, "wrote %u hint file%s", done, done == 1 ? "" : "s");
-    }
-    for (size_t i = 0; i < n; i++) seg_release(s, todo[i]);
-    free(todo);
-    pthread_mutex_unlock(&s->compact_mu);
-    if (written) *written = done;
-    return first;
-}
-
-uint32_t kv_hints_pending(kv_store *s)
-{
-    if (!s->opt.hint_files) return 0;
-    uint32_t n = 0;
-    pthread_rwlock_rdlock(&s->lock);
-    for (size_t i = 0; i + 1 < s->nsegs; i++)
-        if (!s->segs[i]->hinted) n++;
-    pthread_rwlock_unlock(&s->lock);
-    return n;
-}
-
-/* ---- sealed segments, for the scrub ---- */
-
-size_t kv_sealed_list(kv_store *s, uint32_t *ids, size_t cap)
-{
-    pthread_rwlock_rdlock(&s->lock);
-    size_t n = s->nsegs > 0 ? s->nsegs - 1 : 0;
-    for (size_t i = 0; i < n && i < cap; i++) ids[i] = s->segs[i]->id;
-    pthread_rwlock_unlock(&s->lock);
-    return n;
-}
-
-/* 1 if g is in the segment table (caller holds lock). */
-static int seg_in_log(const kv_store *s, const segment *g)
-{
-    long i = seg_index(s, g->id);
-    return i >= 0 && s->byid[i] == g;
-}
-
-kv_status kv_sealed_hold(kv_store *s, uint32_t id, kv_sealed *h)
-{
-    memset(h, 0, sizeof *h);
-    pthread_rwlock_rdlock(&s->lock);
-    segment *g = NULL;
-    long i = seg_index(s, id);
-    if (i >= 0 && s->byid[i] != s->segs[s->nsegs - 1]) g = seg_acquire(s, id);
-    pthread_rwlock_unlock(&s->lock);
-    if (!g) return KV_NOT_FOUND;
-    uint64_t size = 0;
-    int r = s->io->fsize(s->io->ctx, g->fd, &size);
-    if (r < 0) {
-        seg_release(s, g);
-        return -r;
-    }
-    h->id = g->id;
-    h->file_id = g->file_id;
-    h->fd = g->fd;
-    h->map = g->map && g->map_len >= size ? g->map : NULL;
-    h->size = size;
-    h->ref_ = g;
-    return KV_OK;
-}
-
-void kv_sealed_media_error(kv_store *s, const kv_sealed *h, uint64_t off, uint64_t len, int err)
-{
-    if (h->ref_) mark_bad(s, h->ref_, off, len > UINT32_MAX ? UINT32_MAX : (uint32_t)len, err);
-}
-
-void kv_sealed_release(kv_store *s, kv_sealed *h)
-{
-    if (h->ref_) seg_release(s, h->ref_);
-    memset(h, 0, sizeof *h);
-}
-
-int kv_sealed_retired(kv_store *s, const kv_sealed *h)
-{
-    pthread_rwlock_rdlock(&s->lock);
-    int in = seg_in_log(s, h->ref_);
-    pthread_rwlock_unlock(&s->lock);
-    return !in;
-}
-
-kv_status kv_sealed_read_hint(kv_store *s, const kv_sealed *h, uint8_t **buf, uint64_t *len)
-{
-    *buf = NULL;
-    *len = 0;
-    if (!s->opt.hint_files) return KV_NOT_FOUND;
-    /* compact_mu: no compaction renames an output over this file id, and
-     * no hint is written, while the file is read. */
-    pthread_mutex_lock(&s->compact_mu);
-    kv_status st = KV_NOT_FOUND;
-    if (!kv_sealed_retired(s, h)) {
-        char name[32], path[4200];
-        kvh_name(name, sizeof name, h->file_id);
-        snprintf(path, sizeof path, "%s/%s", s->dir, name);
-        int r = kv_io_read_file(s->io, path, KVH_MAX_FILE_BYTES, buf, len);
-        st = r == 0 ? KV_OK : r == -ENOENT ? KV_NOT_FOUND : -r;
-    }
-    pthread_mutex_unlock(&s->compact_mu);
-    return st;
-}
 
 const char *kv_store_dir(const kv_store *s)
 {
@@ -2453,52 +104,43 @@ void kv_store_log(kv_store *s, int level, const char *fmt, ...)
 void kv_get_stats(kv_store *s, kv_stats *st)
 {
     memset(st, 0, sizeof *st);
-    pthread_rwlock_rdlock(&s->lock);
-    st->keys = kv_keydir_count(s->kd);
-    st->live_bytes = s->live_bytes;
-    st->dead_bytes = s->dead_bytes;
-    st->log_bytes = s->log_bytes;
-    st->records = s->records;
-    st->segments = (uint32_t)s->nsegs;
-    st->active_segment = s->nsegs ? s->segs[s->nsegs - 1]->file_id : 0;
-    st->expired_swept = s->expired_swept;
-    st->expires = s->expires;
-    for (size_t i = 0; i + 1 < s->nsegs; i++) {
-        if (s->segs[i]->hinted)
+    pthread_rwlock_rdlock(&s->tab.lock);
+    st->keys = kv_keydir_count(s->tab.kd);
+    st->live_bytes = s->tab.live_bytes;
+    st->dead_bytes = s->tab.dead_bytes;
+    st->log_bytes = s->tab.log_bytes;
+    st->records = s->tab.records;
+    st->segments = (uint32_t)s->tab.nsegs;
+    st->active_segment = s->tab.nsegs ? s->tab.segs[s->tab.nsegs - 1]->file_id : 0;
+    st->expired_swept = s->tab.expired_swept;
+    st->expires = s->tab.expires;
+    for (size_t i = 0; i + 1 < s->tab.nsegs; i++) {
+        if (s->tab.segs[i]->hinted)
             st->hint_files++;
         else if (s->opt.hint_files)
             st->hints_pending++;
     }
-    st->hints_written = s->hints_written;
-    pthread_rwlock_unlock(&s->lock);
-    pthread_mutex_lock(&s->qmu);
-    st->last_seq = s->last_seq;
-    st->groups = s->st_groups;
-    st->group_writes = s->st_group_writes;
-    st->fdatasyncs = s->st_fdatasyncs;
-    st->fdatasync_us = s->st_fdatasync_us;
-    st->fdatasync_max_us = s->st_fdatasync_max_us;
-    st->synced_writes = s->st_synced_writes;
-    st->failstop = s->failstop;
-    st->segments_bad = s->segs_bad;
-    st->bad_segment = s->bad_seg;
-    st->bad_offset = s->bad_off;
-    pthread_mutex_unlock(&s->qmu);
-    pthread_mutex_lock(&s->xmu);
-    st->expired_on_access = s->expired_on_access;
-    st->expiry_tombstones = s->expiry_tombstones;
-    st->expiry_pending = s->nxpend + s->nxtaken;
-    pthread_mutex_unlock(&s->xmu);
+    st->hints_written = s->tab.hints_written;
+    pthread_rwlock_unlock(&s->tab.lock);
+    pthread_mutex_lock(&s->q.mu);
+    st->last_seq = s->q.last_seq;
+    st->groups = s->q.st_groups;
+    st->group_writes = s->q.st_group_writes;
+    st->fdatasyncs = s->q.st_fdatasyncs;
+    st->fdatasync_us = s->q.st_fdatasync_us;
+    st->fdatasync_max_us = s->q.st_fdatasync_max_us;
+    st->synced_writes = s->q.st_synced_writes;
+    st->failstop = s->q.failstop;
+    st->segments_bad = s->q.segs_bad;
+    st->bad_segment = s->q.bad_seg;
+    st->bad_offset = s->q.bad_off;
+    pthread_mutex_unlock(&s->q.mu);
+    pthread_mutex_lock(&s->x.mu);
+    st->expired_on_access = s->x.expired_on_access;
+    st->expiry_tombstones = s->x.expiry_tombstones;
+    st->expiry_pending = s->x.nxpend + s->x.nxtaken;
+    pthread_mutex_unlock(&s->x.mu);
     st->fsync = s->opt.fsync;
-}
-
-int kv_failstop_reason(kv_store *s, char *buf, size_t cap)
-{
-    pthread_mutex_lock(&s->qmu);
-    int fs = s->failstop;
-    snprintf(buf, cap, "%s", fs ? s->fail_reason : "");
-    pthread_mutex_unlock(&s->qmu);
-    return fs;
 }
 
 const kvr_report *kv_recovery_report(kv_store *s)
@@ -2510,27 +152,27 @@ const kvr_report *kv_recovery_report(kv_store *s)
 
 static void free_store(kv_store *s)
 {
-    for (size_t i = 0; i < s->nsegs; i++) seg_release(s, s->segs[i]);
-    pthread_mutex_destroy(&s->compact_mu);
+    for (size_t i = 0; i < s->tab.nsegs; i++) seg_release(s, s->tab.segs[i]);
+    pthread_mutex_destroy(&s->cmp.mu);
     kv_io_unlock_dir(s->io, &s->dlock);
-    xkeys_free(s->xpend, &s->nxpend);
-    xkeys_free(s->xtaken, &s->nxtaken);
-    free(s->xpend);
-    free(s->xtaken);
-    free(s->xnoted.v);
-    pthread_mutex_destroy(&s->xmu);
-    kv_keydir_free(s->kd);
+    xkeys_free(s->x.xpend, &s->x.nxpend);
+    xkeys_free(s->x.xtaken, &s->x.nxtaken);
+    free(s->x.xpend);
+    free(s->x.xtaken);
+    free(s->x.xnoted.v);
+    pthread_mutex_destroy(&s->x.mu);
+    kv_keydir_free(s->tab.kd);
     kvr_report_free(&s->rep);
-    pthread_rwlock_destroy(&s->lock);
-    pthread_mutex_destroy(&s->qmu);
-    pthread_cond_destroy(&s->qcv);
-    free(s->segs);
-    free(s->byid);
-    free(s->gbuf);
-    free(s->gops);
-    free(s->ovl);
-    for (size_t i = 0; i < s->tpool_cap; i++) kv_batch_free(s->tpool[i]);
-    free(s->tpool);
+    pthread_rwlock_destroy(&s->tab.lock);
+    pthread_mutex_destroy(&s->q.mu);
+    pthread_cond_destroy(&s->q.cv);
+    free(s->tab.segs);
+    free(s->tab.byid);
+    free(s->wr.gbuf);
+    free(s->wr.gops);
+    free(s->wr.ovl);
+    for (size_t i = 0; i < s->wr.tpool_cap; i++) kv_batch_free(s->wr.tpool[i]);
+    free(s->wr.tpool);
     free(s->dir);
     free(s);
 }
@@ -2590,25 +232,25 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     s->io = o.io;
     s->opt = o;
     s->dlock.dir_fd = s->dlock.file_fd = -1;
-    s->active_fd = -1;
-    s->next_vid = KV_VIRTUAL_ID_BASE;
+    s->wr.active_fd = -1;
+    s->tab.next_vid = KV_VIRTUAL_ID_BASE;
     pthread_rwlockattr_t ra;
     pthread_rwlockattr_init(&ra);
     pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&s->lock, &ra);
+    pthread_rwlock_init(&s->tab.lock, &ra);
     pthread_rwlockattr_destroy(&ra);
-    pthread_mutex_init(&s->qmu, NULL);
-    pthread_mutex_init(&s->compact_mu, NULL);
-    pthread_mutex_init(&s->xmu, NULL);
+    pthread_mutex_init(&s->q.mu, NULL);
+    pthread_mutex_init(&s->cmp.mu, NULL);
+    pthread_mutex_init(&s->x.mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* everysec must not follow wall-clock steps */
-    pthread_cond_init(&s->qcv, &ca);
+    pthread_cond_init(&s->q.cv, &ca);
     pthread_condattr_destroy(&ca);
-    s->kd = kv_keydir_new();
+    s->tab.kd = kv_keydir_new();
     kv_status st = KV_OK;
     char path[4096];
-    if (!s->dir || !s->kd) {
+    if (!s->dir || !s->tab.kd) {
         st = ENOMEM;
         goto fail;
     }
@@ -2632,7 +274,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     }
 
     st = kvr_recover(s->io, dir, o.recovery_mode, o.hint_files ? KVR_HINTS_READ | KVR_HINTS_WRITE : 0, wall_ms(s),
-                     s->kd, &s->rep);
+                     s->tab.kd, &s->rep);
     if (st != KV_OK) goto fail;
     /* A crash (or a failed directory fsync) may have left entries that are
      * not durable yet, e.g. a segment created just before: make them so
@@ -2667,39 +309,39 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         int last = i + 1 == s->rep.nsegs;
         seg_path(s, s->rep.segs[i].id, path, sizeof path);
         int fd = s->io->open(s->io->ctx, path, last ? KV_O_RDWR : KV_O_RDONLY);
-        if (fd < 0 || seg_add(s, s->rep.segs[i].id, fd) < 0) {
+        if (fd < 0 || do_seg_add(s, s->rep.segs[i].id, fd) < 0) {
             st = fd < 0 ? -fd : ENOMEM;
             if (fd >= 0) s->io->close(s->io->ctx, fd);
             snprintf(s->rep.message, sizeof s->rep.message, "cannot open %s: %s", path, kv_strerror(st));
             goto fail;
         }
-        s->segs[s->nsegs - 1]->hinted = s->rep.segs[i].hint;
-        s->log_bytes += s->rep.segs[i].size;
-        s->header_bytes += s->rep.segs[i].size >= KV_SEG_HEADER_SIZE ? KV_SEG_HEADER_SIZE : 0;
+        s->tab.segs[s->tab.nsegs - 1]->hinted = s->rep.segs[i].hint;
+        s->tab.log_bytes += s->rep.segs[i].size;
+        s->tab.header_bytes += s->rep.segs[i].size >= KV_SEG_HEADER_SIZE ? KV_SEG_HEADER_SIZE : 0;
         if (last) {
-            s->active_fd = fd;
-            s->active_id = s->rep.segs[i].id;
-            s->active_size = s->rep.segs[i].size;
-            s->active_records = s->rep.segs[i].records;
-            s->active_version = s->rep.segs[i].version ? s->rep.segs[i].version : KV_FORMAT_VERSION;
+            s->wr.active_fd = fd;
+            s->wr.active_id = s->rep.segs[i].id;
+            s->wr.active_size = s->rep.segs[i].size;
+            s->wr.active_records = s->rep.segs[i].records;
+            s->wr.active_version = s->rep.segs[i].version ? s->rep.segs[i].version : KV_FORMAT_VERSION;
         }
     }
-    if (s->active_fd < 0) {
+    if (s->wr.active_fd < 0) {
         /* Empty directory: the first segment. */
         int fd = create_segment(s, 1, 0, 0);
-        if (fd < 0 || seg_add(s, 1, fd) < 0) {
+        if (fd < 0 || do_seg_add(s, 1, fd) < 0) {
             st = fd < 0 ? -fd : ENOMEM;
             snprintf(s->rep.message, sizeof s->rep.message, "cannot create the first segment in %s: %s", dir,
                      kv_strerror(st));
             goto fail;
         }
-        s->active_fd = fd;
-        s->active_id = 1;
-        s->active_size = KV_SEG_HEADER_SIZE;
-        s->active_version = KV_FORMAT_VERSION;
-        s->log_bytes += KV_SEG_HEADER_SIZE;
-        s->header_bytes += KV_SEG_HEADER_SIZE;
-    } else if (s->active_size < KV_SEG_HEADER_SIZE) {
+        s->wr.active_fd = fd;
+        s->wr.active_id = 1;
+        s->wr.active_size = KV_SEG_HEADER_SIZE;
+        s->wr.active_version = KV_FORMAT_VERSION;
+        s->tab.log_bytes += KV_SEG_HEADER_SIZE;
+        s->tab.header_bytes += KV_SEG_HEADER_SIZE;
+    } else if (s->wr.active_size < KV_SEG_HEADER_SIZE) {
         /* The newest segment lost its header in a crash (recovery cut it
          * to zero bytes): write it again. */
         uint8_t hdr[KV_SEG_HEADER_SIZE];
@@ -2708,21 +350,21 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
          * (sealed with its trailer, or version 1); 0 says "not recorded"
          * (skip-corrupt opened past a damaged one). */
         const kvr_segment_info *pv = np > 1 ? &s->rep.segs[np - 2] : NULL;
-        kv_seg_header h = {KV_FORMAT_VERSION, s->active_id, 0, wall_ms(s), pv ? pv->id : 0,
+        kv_seg_header h = {KV_FORMAT_VERSION, s->wr.active_id, 0, wall_ms(s), pv ? pv->id : 0,
                            pv && (pv->sealed || pv->version == 1) ? (uint32_t)pv->size : 0};
         kv_seg_header_encode_h(hdr, &h);
-        r = kv_io_write_full(s->io, s->active_fd, hdr, sizeof hdr, 0);
-        if (r == 0) r = s->io->fdatasync(s->io->ctx, s->active_fd);
+        r = kv_io_write_full(s->io, s->wr.active_fd, hdr, sizeof hdr, 0);
+        if (r == 0) r = s->io->fdatasync(s->io->ctx, s->wr.active_fd);
         if (r < 0) {
             st = -r;
             snprintf(s->rep.message, sizeof s->rep.message, "cannot rewrite the header of segment %u: %s",
-                     s->active_id, kv_strerror(st));
+                     s->wr.active_id, kv_strerror(st));
             goto fail;
         }
-        s->active_size = KV_SEG_HEADER_SIZE;
-        s->log_bytes += KV_SEG_HEADER_SIZE;
-        s->header_bytes += KV_SEG_HEADER_SIZE;
-        s->active_version = KV_FORMAT_VERSION;
+        s->wr.active_size = KV_SEG_HEADER_SIZE;
+        s->tab.log_bytes += KV_SEG_HEADER_SIZE;
+        s->tab.header_bytes += KV_SEG_HEADER_SIZE;
+        s->wr.active_version = KV_FORMAT_VERSION;
     }
     /* Whatever recovery read may still be only in the page cache (a
      * previous run that crashed under everysec, or whose fdatasync failed):
@@ -2731,8 +373,8 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
      * of the segment before the newest, if the sync that sealed it failed
      * (the newest is then still empty): once records follow in the newest,
      * a lost trailer there would be damage. */
-    if (s->nsegs > 1) {
-        segment *pv = s->segs[s->nsegs - 2];
+    if (s->tab.nsegs > 1) {
+        segment *pv = s->tab.segs[s->tab.nsegs - 2];
         r = s->io->fdatasync(s->io->ctx, pv->fd);
         if (r < 0) {
             st = -r;
@@ -2741,28 +383,28 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
             goto fail;
         }
     }
-    r = s->io->fdatasync(s->io->ctx, s->active_fd);
+    r = s->io->fdatasync(s->io->ctx, s->wr.active_fd);
     if (r < 0) {
         st = -r;
-        snprintf(s->rep.message, sizeof s->rep.message, "cannot fdatasync segment %u: %s", s->active_id,
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot fdatasync segment %u: %s", s->wr.active_id,
                  kv_strerror(st));
         goto fail;
     }
-    s->live_bytes = s->rep.live_bytes;
-    s->expires = kv_keydir_expiring(s->kd);
-    s->dead_bytes = s->log_bytes - s->header_bytes >= s->live_bytes ? s->log_bytes - s->header_bytes - s->live_bytes : 0;
-    s->records = s->rep.records;
-    s->last_seq = s->rep.max_seq;
-    s->hints_written = s->rep.hints_written;
-    s->last_sync_ms = mono_us() / 1000u;
-    s->active_end = s->active_size; /* recovery cut any zeros past the log end */
+    s->tab.live_bytes = s->rep.live_bytes;
+    s->tab.expires = kv_keydir_expiring(s->tab.kd);
+    s->tab.dead_bytes = s->tab.log_bytes - s->tab.header_bytes >= s->tab.live_bytes ? s->tab.log_bytes - s->tab.header_bytes - s->tab.live_bytes : 0;
+    s->tab.records = s->rep.records;
+    s->q.last_seq = s->rep.max_seq;
+    s->tab.hints_written = s->rep.hints_written;
+    s->wr.last_sync_ms = mono_us() / 1000u;
+    s->wr.active_end = s->wr.active_size; /* recovery cut any zeros past the log end */
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         st = EAGAIN;
         snprintf(s->rep.message, sizeof s->rep.message, "cannot start the writer thread");
         goto fail;
     }
     copy_report(report, &s->rep);
-    kvr_report_free(&s->rep); /* the segment list is now in s->segs */
+    kvr_report_free(&s->rep); /* the segment list is now in s->tab.segs */
     *out = s;
     return KV_OK;
 fail:
@@ -2775,14 +417,14 @@ kv_status kv_close(kv_store *s)
 {
     if (!s) return KV_OK;
     kv_expire_flush(s); /* the tombstones of keys found expired so far */
-    pthread_mutex_lock(&s->qmu);
-    s->closing = 1;
-    pthread_cond_signal(&s->qcv);
-    pthread_mutex_unlock(&s->qmu);
+    pthread_mutex_lock(&s->q.mu);
+    s->q.closing = 1;
+    pthread_cond_signal(&s->q.cv);
+    pthread_mutex_unlock(&s->q.mu);
     pthread_join(s->writer, NULL);
     kv_status st = KV_OK;
-    if (!s->failstop && s->unsynced_writes > 0 && sync_active(s) < 0) st = s->fail_status;
-    if (!s->failstop && st == KV_OK && s->active_version >= 2 && s->active_size > KV_SEG_HEADER_SIZE) {
+    if (!is_failstop(s) && s->wr.unsynced_writes > 0 && sync_active(s) < 0) st = failstop_status(s);
+    if (!is_failstop(s) && st == KV_OK && s->wr.active_version >= 2 && s->wr.active_size > KV_SEG_HEADER_SIZE) {
         /* A clean shutdown seals the newest segment and leaves an empty
          * one after it, so that every record written is in a sealed
          * segment, proven whole by its trailer: after it, no damage can
@@ -2790,13 +432,13 @@ kv_status kv_close(kv_store *s)
          * recovery finds the directory as a crash left it. */
         if (rotate(s) < 0)
             logf_(s, KV_LOG_WARN, "sealing segment %u at shutdown failed; the next start recovers it as after a crash",
-                  s->active_id);
+                  s->wr.active_id);
         else if (s->opt.hint_files)
             (void)kv_write_hints(s, NULL); /* the next start then reads hints only; failures are logged */
-    } else if (!s->failstop) {
+    } else if (!is_failstop(s)) {
         int r = cut_prealloc(s);
         if (r < 0)
-            logf_(s, KV_LOG_WARN, "cutting the preallocated space of segment %u: %s", s->active_id,
+            logf_(s, KV_LOG_WARN, "cutting the preallocated space of segment %u: %s", s->wr.active_id,
                   kv_strerror(-r));
     }
     free_store(s);

@@ -6,6 +6,7 @@
  * number of writes per fdatasync is reported, and with a disk that takes
  * a while to sync it must be well above one.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,6 +284,106 @@ START_TEST(concurrent_read_modify_write_transactions_lose_no_update)
 }
 END_TEST
 
+/* ---- fail-stop while a compaction runs ---- */
+
+/* Writers and a compaction loop share a disk that starts failing (EIO on
+ * every call from the Nth on). Whichever thread meets the error first,
+ * the fail-stop state is one: once kv_failstop_reason reports it, every
+ * later write and sync fails and the reason is there to read. Under
+ * ThreadSanitizer this also checks that the state is published with a
+ * lock or an atomic, never read bare by the writer thread while another
+ * thread sets it. */
+typedef struct fs_worker {
+    kv_store *s;
+    int id;
+    int stop;            /* atomic */
+    int acked_after;     /* writes acknowledged after fail-stop was seen */
+    int without_reason;  /* errors while kv_failstop_reason said nothing */
+    int compactions_after; /* kv_compact runs that did not refuse after it */
+} fs_worker;
+
+static void *fs_write(void *arg)
+{
+    fs_worker *w = arg;
+    char k[32], v[64], why[512];
+    for (int i = 0; !__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE); i++) {
+        int kn = snprintf(k, sizeof k, "w%d:%d", w->id, i % 50);
+        int vn = snprintf(v, sizeof v, "value-%d-%d", w->id, i);
+        int before = kv_failstop_reason(w->s, why, sizeof why);
+        kv_status st = i % 7 == 6 ? kv_sync(w->s) : kv_put(w->s, k, (size_t)kn, v, (size_t)vn, 0, 0);
+        if (before && st == KV_OK) w->acked_after++;
+        if (st != KV_OK && (!kv_failstop_reason(w->s, why, sizeof why) || !why[0])) w->without_reason++;
+    }
+    return NULL;
+}
+
+static void *fs_compact(void *arg)
+{
+    fs_worker *w = arg;
+    char why[512];
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        int before = kv_failstop_reason(w->s, why, sizeof why);
+        kv_compact_report rep;
+        kv_status st = kv_compact(w->s, &rep);
+        if (before && st != KV_FAILSTOP) w->compactions_after++;
+        if (st != KV_OK) usleep(100);
+    }
+    return NULL;
+}
+
+START_TEST(failstop_from_any_thread_refuses_every_later_write)
+{
+    enum { WRITERS = 4 };
+    for (int round = 0; round < 12; round++) {
+        kv_memfs *fs = kv_memfs_new();
+        kv_faultio *f = kv_faultio_new(kv_memfs_io(fs));
+        kv_options o;
+        kv_options_init(&o);
+        o.io = kv_faultio_io(f);
+        o.segment_max_bytes = 4096; /* many sealed segments to compact */
+        kv_store *s;
+        ck_assert_int_eq(kv_open("db", &o, &s, NULL), KV_OK);
+        char k[32], v[200];
+        for (int i = 0; i < 300; i++) {
+            int kn = snprintf(k, sizeof k, "pre:%d", i % 40);
+            memset(v, 'a' + i % 26, sizeof v);
+            ck_assert_int_eq(kv_put(s, k, (size_t)kn, v, sizeof v, 0, 0), KV_OK);
+        }
+        ck_assert_int_eq(kv_seal(s), KV_OK);
+        fs_worker ws[WRITERS + 1];
+        pthread_t th[WRITERS + 1];
+        for (int t = 0; t <= WRITERS; t++) {
+            ws[t] = (fs_worker){.s = s, .id = t};
+            ck_assert_int_eq(pthread_create(&th[t], NULL, t < WRITERS ? fs_write : fs_compact, &ws[t]), 0);
+        }
+        /* The fault lands in a compaction's reads and writes as often as
+         * in the writer's. */
+        kv_faultio_arm(f, 20 + (uint64_t)round * 37, EIO, 1);
+        char why[512];
+        for (int i = 0; i < 2000 && !kv_failstop_reason(s, why, sizeof why); i++) usleep(1000);
+        ck_assert_msg(kv_failstop_reason(s, why, sizeof why), "round %d: no fail-stop", round);
+        ck_assert(why[0] != 0);
+        usleep(20000); /* writes and compactions go on against the stopped store */
+        for (int t = 0; t <= WRITERS; t++) __atomic_store_n(&ws[t].stop, 1, __ATOMIC_RELEASE);
+        for (int t = 0; t <= WRITERS; t++) pthread_join(th[t], NULL);
+        for (int t = 0; t <= WRITERS; t++) {
+            ck_assert_msg(ws[t].acked_after == 0, "round %d: %d writes acknowledged after fail-stop", round,
+                          ws[t].acked_after);
+            ck_assert_msg(ws[t].without_reason == 0, "round %d: %d failed writes without a reason", round,
+                          ws[t].without_reason);
+            ck_assert_msg(ws[t].compactions_after == 0, "round %d: a compaction ran after fail-stop", round);
+        }
+        kv_stats st;
+        kv_get_stats(s, &st);
+        ck_assert_int_eq(st.failstop, 1);
+        ck_assert_int_eq(kv_put(s, "late", 4, "x", 1, 0, 0), KV_FAILSTOP);
+        kv_close(s);
+        kv_faultio_free(f);
+        kv_memfs_free(fs);
+    }
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("threads");
@@ -291,6 +392,7 @@ int main(void)
     tcase_add_test(tc, eight_threads_agree_with_model_on_posix_under_always);
     tcase_add_test(tc, group_commit_shares_one_fdatasync_among_waiting_writers);
     tcase_add_test(tc, concurrent_read_modify_write_transactions_lose_no_update);
+    tcase_add_test(tc, failstop_from_any_thread_refuses_every_later_write);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
