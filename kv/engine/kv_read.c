@@ -80,7 +80,7 @@ kv_status kv_get(kv_store *s, const void *key, size_t klen, kv_value *v)
     int found = kv_keydir_get(s->tab.kd, key, klen, &loc);
     if (!found || !live(loc.expire_ms, now)) {
         pthread_rwlock_unlock(&s->tab.lock);
-        if (found) note_expired(s, key, klen, loc.seq);
+        if (found) s->on_expired(s, key, klen, loc.seq);
         return KV_NOT_FOUND;
     }
     segment *g = do_seg_acquire(s, loc.seg);
@@ -112,7 +112,7 @@ kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_
     }
     pthread_rwlock_unlock(&s->tab.lock);
     for (size_t i = 0; i < n; i++)
-        if (sts[i] == KV_NOT_FOUND && locs[i].seq != 0) note_expired(s, keys[i], klens[i], locs[i].seq);
+        if (sts[i] == KV_NOT_FOUND && locs[i].seq != 0) s->on_expired(s, keys[i], klens[i], locs[i].seq);
     for (size_t i = 0; i < n; i++) {
         if (!vals) continue;
         memset(&vals[i], 0, sizeof vals[i]);
@@ -132,7 +132,7 @@ kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_
     pthread_rwlock_rdlock(&s->tab.lock);
     int found = kv_keydir_get(s->tab.kd, key, klen, &loc);
     pthread_rwlock_unlock(&s->tab.lock);
-    if (found && !live(loc.expire_ms, now)) note_expired(s, key, klen, loc.seq);
+    if (found && !live(loc.expire_ms, now)) s->on_expired(s, key, klen, loc.seq);
     if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
     if (expire_ms) *expire_ms = loc.expire_ms;
     return KV_OK;
@@ -145,7 +145,7 @@ kv_status kv_key_info(kv_store *s, const void *key, size_t klen, uint64_t *expir
     pthread_rwlock_rdlock(&s->tab.lock);
     int found = kv_keydir_get(s->tab.kd, key, klen, &loc);
     pthread_rwlock_unlock(&s->tab.lock);
-    if (found && !live(loc.expire_ms, now)) note_expired(s, key, klen, loc.seq);
+    if (found && !live(loc.expire_ms, now)) s->on_expired(s, key, klen, loc.seq);
     if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
     if (expire_ms) *expire_ms = loc.expire_ms;
     if (seq) *seq = loc.seq;

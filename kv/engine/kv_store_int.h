@@ -169,6 +169,11 @@ struct kv_store {
     kv_dir_lock dlock; /* the directory and DIR/LOCK (kv_io_lock_dir) */
     pthread_t writer;
     kvr_report rep;
+    /* Where a read reports a key it found expired: note_expired
+     * (kv_expiry.c), set by kv_open. A pointer, not a call, because the
+     * read path sits below expiry, which writes the tombstone through a
+     * transaction, and a transaction reads through the read path. */
+    void (*on_expired)(kv_store *s, const void *key, size_t klen, uint64_t seq);
 
     /* Under tab.lock: key directory, segment table, byte counters. */
     struct {
@@ -247,7 +252,7 @@ struct kv_store {
 
 /* ---- shared between the engine's modules ---- */
 
-/* kv_store.c: logs one line through kv_options.log (level KV_LOG_*). */
+/* kv_log.c: logs one line through kv_options.log (level KV_LOG_*). */
 void logf_(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* kv_segtab.c: the segment table. */

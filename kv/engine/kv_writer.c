@@ -259,9 +259,99 @@ static void start_writeback(kv_store *s)
     s->wr.writeback_off = s->wr.active_size;
 }
 
+/* What one group encoded: gbuf[0, pos) holds its records (and its commit
+ * mark), ngops overlay entries, seq its last sequence number. */
+typedef struct group_enc {
+    size_t pos, ngops;
+    uint64_t nrecords, nwrites, seq;
+} group_enc;
+
+/* Writer thread: runs the transactions and encodes the batches of the
+ * requests from head into gbuf, in queue order, each seeing the writes of
+ * the requests before it. res[i] stays KV_OK unless request i is a delete
+ * of an absent key, a transaction that returned an error, or ran out of
+ * memory. */
+static void encode_group(kv_store *s, req *head, kv_status *res, size_t nreqs, group_enc *g)
+{
+    s->wr.tpool_len = 0;
+    ovl_clear(s);
+    uint64_t now = wall_ms(s);
+    size_t i = 0;
+    for (req *r = head; r; r = r->next, i++) {
+        const kv_batch *b = r->batch;
+        if (r->fn) {
+            kv_batch *tb = tpool_get(s);
+            if (!tb) {
+                res[i] = ENOMEM;
+                continue;
+            }
+            kv_txn t = {s, tb, g->ngops, now};
+            res[i] = r->fn(&t, r->fn_arg);
+            if (res[i] != KV_OK || tb->nops == 0) continue;
+            b = tb;
+        } else if (!b) {
+            continue;
+        } else if (b->nops == 1 && b->ops[0].type == KV_REC_TOMBSTONE &&
+                   !writer_key_exists(s, g->ngops, b->data + b->ops[0].data_off, b->ops[0].klen, now)) {
+            res[i] = KV_NOT_FOUND;
+            continue;
+        }
+        if (encode_batch(s, b, &g->pos, &g->ngops, &g->seq) < 0) {
+            res[i] = ENOMEM;
+            continue;
+        }
+        g->nrecords++;
+        g->nwrites++;
+    }
+    if (g->pos > 0 && s->wr.active_version >= 2) {
+        /* The group-commit mark ends the group, in the same write: recovery
+         * knows every group before the last valid mark is complete. (A
+         * version 1 segment, appended to until it is sealed, gets none: it
+         * stays readable by the builds that wrote it.) */
+        if (ensure_gbuf(s, g->pos + KV_MARK_SIZE) < 0) {
+            for (i = 0; i < nreqs; i++)
+                if (res[i] == KV_OK) res[i] = ENOMEM;
+            g->ngops = g->nrecords = g->nwrites = g->pos = 0;
+        } else {
+            g->pos += kv_mark_encode(s->wr.gbuf + g->pos, KV_REC_COMMIT, g->seq, s->wr.active_size,
+                                     (uint32_t)g->nrecords);
+        }
+    }
+}
+
+/* Writer thread: writes the encoded group, syncs it as the fsync policy
+ * (or a kv_sync request) asks, and publishes it to readers. Returns
+ * KV_OK, or the status every request of the group gets (fail-stop set). */
+static kv_status commit_group(kv_store *s, const group_enc *g, int want_sync)
+{
+    kv_status st = KV_OK;
+    if (g->pos > 0) {
+        int w = kv_io_write_full(s->io, s->wr.active_fd, s->wr.gbuf, g->pos, s->wr.active_size);
+        if (w < 0) {
+            failstop(s, -w, "write", s->wr.active_id);
+            return -w;
+        }
+        prealloc_ahead(s, g->pos); /* after the group: its failure cannot take the group's space */
+        s->wr.unsynced_writes += g->nwrites;
+        if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) return failstop_status(s);
+    }
+    if (want_sync && s->wr.unsynced_writes > 0 && sync_active(s) < 0) return failstop_status(s);
+    if (g->pos > 0) {
+        s->wr.active_size += g->pos;
+        s->wr.active_records += g->nrecords;
+        pthread_mutex_lock(&s->q.mu);
+        s->q.last_seq = g->seq;
+        s->q.st_groups++;
+        s->q.st_group_writes += g->nwrites;
+        pthread_mutex_unlock(&s->q.mu);
+        if (publish(s, g->ngops, g->nrecords, g->pos)) st = ENOMEM;
+        start_writeback(s);
+    }
+    return st;
+}
+
 /* Encodes, writes, syncs and publishes one group of requests, then
- * completes them. Transactions run here, in queue order, each seeing the
- * writes of the requests before it. */
+ * completes them. */
 static void write_group(kv_store *s, req *head)
 {
     size_t nreqs = 0;
@@ -273,7 +363,7 @@ static void write_group(kv_store *s, req *head)
     }
     pthread_mutex_lock(&s->q.mu);
     int fs = s->q.failstop;
-    uint64_t seq = s->q.last_seq;
+    group_enc g = {.seq = s->q.last_seq};
     pthread_mutex_unlock(&s->q.mu);
     if (fs) {
         complete_all(head, KV_FAILSTOP);
@@ -283,96 +373,21 @@ static void write_group(kv_store *s, req *head)
         complete_all(head, failstop_status(s)); /* the errno that failed the rotation */
         return;
     }
-
-    /* Encode. A request's status stays KV_OK unless it is a delete of an
-     * absent key, or a transaction that returned an error. */
     kv_status *res = calloc(nreqs ? nreqs : 1, sizeof *res);
     if (!res) {
         complete_all(head, ENOMEM);
         return;
     }
-    s->wr.tpool_len = 0;
-    ovl_clear(s);
-    uint64_t now = wall_ms(s);
-    size_t pos = 0, ngops = 0, i = 0;
-    uint64_t nrecords = 0, nwrites = 0;
-    for (req *r = head; r; r = r->next, i++) {
-        const kv_batch *b = r->batch;
-        if (r->fn) {
-            kv_batch *tb = tpool_get(s);
-            if (!tb) {
-                res[i] = ENOMEM;
-                continue;
-            }
-            kv_txn t = {s, tb, ngops, now};
-            res[i] = r->fn(&t, r->fn_arg);
-            if (res[i] != KV_OK || tb->nops == 0) continue;
-            b = tb;
-        } else if (!b) {
-            continue;
-        } else if (b->nops == 1 && b->ops[0].type == KV_REC_TOMBSTONE &&
-                   !writer_key_exists(s, ngops, b->data + b->ops[0].data_off, b->ops[0].klen, now)) {
-            res[i] = KV_NOT_FOUND;
-            continue;
-        }
-        if (encode_batch(s, b, &pos, &ngops, &seq) < 0) {
-            res[i] = ENOMEM;
-            continue;
-        }
-        nrecords++;
-        nwrites++;
-    }
-    if (pos > 0 && s->wr.active_version >= 2) {
-        /* The group-commit mark ends the group, in the same write: recovery
-         * knows every group before the last valid mark is complete. (A
-         * version 1 segment, appended to until it is sealed, gets none: it
-         * stays readable by the builds that wrote it.) */
-        if (ensure_gbuf(s, pos + KV_MARK_SIZE) < 0) {
-            for (i = 0; i < nreqs; i++)
-                if (res[i] == KV_OK) res[i] = ENOMEM;
-            ngops = 0;
-            nrecords = 0;
-            nwrites = 0;
-            pos = 0;
-        } else {
-            pos += kv_mark_encode(s->wr.gbuf + pos, KV_REC_COMMIT, seq, s->wr.active_size, (uint32_t)nrecords);
-        }
-    }
-
-    kv_status st = KV_OK;
-    if (pos > 0) {
-        int w = kv_io_write_full(s->io, s->wr.active_fd, s->wr.gbuf, pos, s->wr.active_size);
-        if (w < 0) {
-            failstop(s, -w, "write", s->wr.active_id);
-            st = -w;
-        } else {
-            prealloc_ahead(s, pos); /* after the group: its failure cannot take the group's space */
-            s->wr.unsynced_writes += nwrites;
-            if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) st = failstop_status(s);
-        }
-    }
-    if (st == KV_OK && want_sync && s->wr.unsynced_writes > 0 && sync_active(s) < 0) st = failstop_status(s);
-    if (st == KV_OK && pos > 0) {
-        s->wr.active_size += pos;
-        s->wr.active_records += nrecords;
-        pthread_mutex_lock(&s->q.mu);
-        s->q.last_seq = seq;
-        s->q.st_groups++;
-        s->q.st_group_writes += nwrites;
-        pthread_mutex_unlock(&s->q.mu);
-        if (publish(s, ngops, nrecords, pos)) st = ENOMEM;
-        start_writeback(s);
-    }
+    encode_group(s, head, res, nreqs, &g);
+    kv_status st = commit_group(s, &g, want_sync);
     if (st == KV_OK && want_seal && s->wr.active_size > KV_SEG_HEADER_SIZE && rotate(s) < 0) st = failstop_status(s);
-    i = 0;
-    while (head) {
+    for (size_t i = 0; head; i++) {
         req *n = head->next;
         kv_status rs = st;
         if (rs == KV_OK && !head->batch && !head->fn && is_failstop(s)) rs = KV_FAILSTOP;
         if (rs == KV_OK) rs = res[i];
         complete(head, rs);
         head = n;
-        i++;
     }
     free(res);
 }

@@ -140,7 +140,7 @@ def check_layers(root, files, table, findings):
             tmod = os.path.splitext(target)[0]
             if tmod != mod:
                 deps[mod].add(tmod)
-    # Calls: a word in m.c that names a function n.c defines (not static).
+    # Calls: name( in m.c, where n.c defines name (not static).
     defined = {}
     for rel in files:
         if rel.endswith(".c"):
@@ -148,13 +148,14 @@ def check_layers(root, files, table, findings):
             for name, first, _ in functions(lines):
                 if not lines[first].startswith("static") and name != "main":
                     defined.setdefault(name, os.path.splitext(rel)[0])
-    word = re.compile(r"\b[A-Za-z_]\w*\b")
+    word = re.compile(r"\b([A-Za-z_]\w*)\s*\(")
     for rel in files:
         if not rel.endswith(".c"):
             continue
         mod = os.path.splitext(rel)[0]
         code = strip_comments_and_strings(read(os.path.join(root, rel)))
-        for w in set(word.findall(code)):
+        own = {name for name, _, _ in functions(code.splitlines())}
+        for w in set(word.findall(code)) - own:
             n = defined.get(w)
             if n and n != mod:
                 deps[mod].add(n)

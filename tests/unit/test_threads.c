@@ -384,6 +384,144 @@ START_TEST(failstop_from_any_thread_refuses_every_later_write)
 }
 END_TEST
 
+/* ---- a compaction out of memory ----
+ *
+ * Allocation failures on demand, for this suite only: tests/CMakeLists.txt
+ * links it with -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc, so every
+ * allocation of the engine's code comes here. While a thread's
+ * alloc_countdown is positive each of its allocations counts it down, and
+ * the one that brings it to zero fails. */
+static __thread long alloc_countdown;
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+
+static int alloc_fails(void)
+{
+    return alloc_countdown > 0 && --alloc_countdown == 0;
+}
+
+void *__wrap_malloc(size_t n)
+{
+    return alloc_fails() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return alloc_fails() ? NULL : __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    return alloc_fails() ? NULL : __real_realloc(p, n);
+}
+
+/* Holds tab.lock shared most of the time (kv_scan calls back under it),
+ * so the writer thread's publication of a group and a compaction's
+ * install queue up behind it and then run back to back. */
+static void slow_key(void *arg, const uint8_t *key, size_t klen, uint64_t expire_ms)
+{
+    (void)arg;
+    (void)key;
+    (void)klen;
+    (void)expire_ms;
+    usleep(300);
+}
+
+static void *hold_reads(void *arg)
+{
+    fs_worker *w = arg;
+    uint64_t cursor = 0;
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) kv_scan(w->s, cursor, 4, slow_key, NULL, &cursor);
+    return NULL;
+}
+
+/* A compaction on this thread fails its 1st allocation, then its 2nd, ...
+ * until one runs through, while writer threads write. Each failure either
+ * leaves the store serving (the compaction refused, nothing lost) or, for
+ * the allocation that installs the output in the segment table, puts the
+ * store in fail-stop from this thread while the writer thread runs: then
+ * no later write is acknowledged. Under ThreadSanitizer this is the test
+ * that the fail-stop state is shared safely between the compaction's
+ * thread and the writer's: before it was, the writer read it bare. */
+START_TEST(compaction_out_of_memory_at_any_allocation_refuses_or_stops_writes)
+{
+    enum { WRITERS = 2 };
+    int failstops = 0, done = 0, repeats = 0;
+    long k = 1;
+    while (k < 5000 && !done) {
+        kv_memfs *fs = kv_memfs_new();
+        kv_options o;
+        kv_options_init(&o);
+        o.io = kv_memfs_io(fs);
+        o.segment_max_bytes = 4096;
+        /* Under everysec the writer thread checks fail-stop after every
+         * group, to decide whether a sync is due: many chances a second
+         * for a fail-stop set on this thread to meet that check. */
+        o.fsync = KV_FSYNC_EVERYSEC;
+        kv_store *s;
+        ck_assert_int_eq(kv_open("db", &o, &s, NULL), KV_OK);
+        char key[32], v[200];
+        for (int i = 0; i < 120; i++) {
+            int kn = snprintf(key, sizeof key, "pre:%d", i % 30);
+            memset(v, 'a' + i % 26, sizeof v);
+            ck_assert_int_eq(kv_put(s, key, (size_t)kn, v, sizeof v, 0, 0), KV_OK);
+        }
+        ck_assert_int_eq(kv_seal(s), KV_OK);
+        fs_worker ws[WRITERS + 1];
+        pthread_t th[WRITERS + 1];
+        for (int t = 0; t <= WRITERS; t++) {
+            ws[t] = (fs_worker){.s = s, .id = t};
+            ck_assert_int_eq(pthread_create(&th[t], NULL, t < WRITERS ? fs_write : hold_reads, &ws[t]), 0);
+        }
+        kv_compact_report rep;
+        alloc_countdown = k;
+        kv_status st = kv_compact(s, &rep);
+        int reached = alloc_countdown == 0;
+        alloc_countdown = 0;
+        char why[512];
+        int stopped = kv_failstop_reason(s, why, sizeof why);
+        if (!reached) {
+            ck_assert_int_eq(st, KV_OK); /* every allocation succeeded */
+            done = 1;
+        } else if (stopped) {
+            /* The allocation that installs the output: again, a few
+             * times, for the race detector's sake. */
+            if (repeats++ == 0) failstops++;
+            ck_assert_int_ne(st, KV_OK);
+            ck_assert_msg(strstr(why, "installing compaction output"), "fail-stop reason: %s", why);
+        }
+        usleep(2000); /* writes go on against the store as it now is */
+        for (int t = 0; t <= WRITERS; t++) __atomic_store_n(&ws[t].stop, 1, __ATOMIC_RELEASE);
+        for (int t = 0; t <= WRITERS; t++) pthread_join(th[t], NULL);
+        for (int t = 0; t < WRITERS; t++) {
+            ck_assert_msg(ws[t].acked_after == 0, "allocation %ld: %d writes acknowledged after fail-stop", k,
+                          ws[t].acked_after);
+            ck_assert_msg(ws[t].without_reason == 0, "allocation %ld: %d failed writes without a reason", k,
+                          ws[t].without_reason);
+        }
+        kv_status late = kv_put(s, "late", 4, "x", 1, 0, 0);
+        ck_assert_int_eq(late, stopped ? KV_FAILSTOP : KV_OK);
+        kv_value got;
+        ck_assert_int_eq(kv_get(s, "pre:29", 6, &got), KV_OK); /* never lost */
+        ck_assert_uint_eq(got.len, sizeof v);
+        kv_value_free(&got);
+        kv_close(s);
+        kv_memfs_free(fs);
+        if (!stopped || repeats >= 20) {
+            repeats = 0;
+            k++;
+        }
+    }
+    ck_assert_msg(done, "no compaction ran through in 5000 allocations");
+    printf("compaction out of memory: %d allocation%s put the store in fail-stop\n", failstops, failstops == 1 ? "" : "s");
+    ck_assert_msg(failstops >= 1, "no allocation put the store in fail-stop");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("threads");
@@ -393,6 +531,7 @@ int main(void)
     tcase_add_test(tc, group_commit_shares_one_fdatasync_among_waiting_writers);
     tcase_add_test(tc, concurrent_read_modify_write_transactions_lose_no_update);
     tcase_add_test(tc, failstop_from_any_thread_refuses_every_later_write);
+    tcase_add_test(tc, compaction_out_of_memory_at_any_allocation_refuses_or_stops_writes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

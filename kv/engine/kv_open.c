@@ -1,5 +1,5 @@
 /*
- * kv_store — the store as a whole: options, kv_open (recovery, then the
+ * kv_open — the store as a whole: options, kv_open (recovery, then the
  * segment table, the active segment and the writer thread), kv_close,
  * statistics, and the accessors other modules beside the store use.
  * The jobs themselves live in the other kv_*.c files of this directory;
@@ -32,23 +32,6 @@
 
 /* ---- the store ---- */
 
-static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
-static void vlogf_(kv_store *s, int level, const char *fmt, va_list ap)
-{
-    if (!s->opt.log) return;
-    char msg[1024];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    s->opt.log(s->opt.log_arg, level, msg);
-}
-
-void logf_(kv_store *s, int level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf_(s, level, fmt, ap);
-    va_end(ap);
-}
-
 const char *kv_fsync_name(kv_fsync_policy p)
 {
     switch (p) {
@@ -80,24 +63,6 @@ void kv_options_init(kv_options *o)
     o->recovery_mode = KVR_TOLERATE_TAIL;
 }
 
-
-const char *kv_store_dir(const kv_store *s)
-{
-    return s->dir;
-}
-
-const kv_io *kv_store_io(const kv_store *s)
-{
-    return s->io;
-}
-
-void kv_store_log(kv_store *s, int level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vlogf_(s, level, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- state ---- */
 
@@ -210,27 +175,16 @@ static void copy_report(kvr_report *dst, kvr_report *src)
     src->nfound = 0;
 }
 
-kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_report *report)
+/* Step 1: a store with its locks and an empty key directory, not yet
+ * tied to the directory. NULL when memory runs out. */
+static kv_store *new_store(const char *dir, const kv_options *o)
 {
-    *out = NULL;
-    if (report) memset(report, 0, sizeof *report);
-    kv_options o;
-    if (opt)
-        o = *opt;
-    else
-        kv_options_init(&o);
-    if (!o.io) o.io = kv_io_posix();
-    if (o.segment_max_bytes < KV_MIN_SEGMENT_MAX || o.segment_max_bytes > KV_MAX_SEGMENT_MAX ||
-        o.group_max_bytes == 0 || o.fsync > KV_FSYNC_NO ||
-        o.recovery_mode > KVR_SKIP_CORRUPT || strlen(dir) > 3900) {
-        if (report) snprintf(report->message, sizeof report->message, "invalid options");
-        return KV_INVALID;
-    }
     kv_store *s = calloc(1, sizeof *s);
-    if (!s) return ENOMEM;
+    if (!s) return NULL;
     s->dir = strdup(dir);
-    s->io = o.io;
-    s->opt = o;
+    s->io = o->io;
+    s->opt = *o;
+    s->on_expired = note_expired;
     s->dlock.dir_fd = s->dlock.file_fd = -1;
     s->wr.active_fd = -1;
     s->tab.next_vid = KV_VIRTUAL_ID_BASE;
@@ -248,42 +202,45 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     pthread_cond_init(&s->q.cv, &ca);
     pthread_condattr_destroy(&ca);
     s->tab.kd = kv_keydir_new();
-    kv_status st = KV_OK;
-    char path[4096];
     if (!s->dir || !s->tab.kd) {
-        st = ENOMEM;
-        goto fail;
+        free_store(s);
+        return NULL;
     }
+    return s;
+}
 
+/* Step 2: the directory exists, is ours alone (its lock), and recovery
+ * has rebuilt the key directory from it; what recovery changed is durable.
+ * Returns KV_OK, or the error with s->rep.message set. */
+static kv_status lock_and_recover(kv_store *s)
+{
+    const char *dir = s->dir;
     int r = make_dir(s->io, dir);
     if (r < 0) {
-        st = -r;
-        snprintf(s->rep.message, sizeof s->rep.message, "cannot create data directory %s: %s", dir, kv_strerror(st));
-        goto fail;
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot create data directory %s: %s", dir, kv_strerror(-r));
+        return -r;
     }
     r = kv_io_lock_dir(s->io, dir, &s->dlock);
-    if (r < 0) {
-        st = r == -EWOULDBLOCK ? KV_LOCKED : -r;
-        if (st == KV_LOCKED)
-            snprintf(s->rep.message, sizeof s->rep.message,
-                     "data directory is in use by another process (it holds the directory's lock): %s", dir);
-        else
-            snprintf(s->rep.message, sizeof s->rep.message, "cannot lock data directory %s: %s", dir,
-                     kv_strerror(st));
-        goto fail;
+    if (r == -EWOULDBLOCK) {
+        snprintf(s->rep.message, sizeof s->rep.message,
+                 "data directory is in use by another process (it holds the directory's lock): %s", dir);
+        return KV_LOCKED;
     }
-
-    st = kvr_recover(s->io, dir, o.recovery_mode, o.hint_files ? KVR_HINTS_READ | KVR_HINTS_WRITE : 0, wall_ms(s),
-                     s->tab.kd, &s->rep);
-    if (st != KV_OK) goto fail;
+    if (r < 0) {
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot lock data directory %s: %s", dir, kv_strerror(-r));
+        return -r;
+    }
+    kv_status st = kvr_recover(s->io, dir, s->opt.recovery_mode,
+                               s->opt.hint_files ? KVR_HINTS_READ | KVR_HINTS_WRITE : 0, wall_ms(s), s->tab.kd,
+                               &s->rep);
+    if (st != KV_OK) return st;
     /* A crash (or a failed directory fsync) may have left entries that are
      * not durable yet, e.g. a segment created just before: make them so
      * before any write is acknowledged into them. */
     r = s->io->fsync_dir(s->io->ctx, dir);
     if (r < 0) {
-        st = -r;
-        snprintf(s->rep.message, sizeof s->rep.message, "cannot fsync data directory %s: %s", dir, kv_strerror(st));
-        goto fail;
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot fsync data directory %s: %s", dir, kv_strerror(-r));
+        return -r;
     }
     if (s->rep.torn_bytes)
         logf_(s, KV_LOG_WARN, "cut %" PRIu64 " torn bytes at offset %" PRIu64 " of segment %u (saved beside it)",
@@ -296,24 +253,30 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     if (s->rep.compact_leftovers)
         logf_(s, KV_LOG_INFO, "removed %u unfinished compaction output%s (.seg.compact) a crash left",
               s->rep.compact_leftovers, s->rep.compact_leftovers == 1 ? "" : "s");
+    return KV_OK;
+}
 
-    /* Open the segments: older ones read-only, the newest read-write. */
+/* Step 3: the segment table from recovery's list: older segments
+ * read-only, the newest read-write and active. Returns KV_OK, or the
+ * error with s->rep.message set. */
+static kv_status open_segments(kv_store *s)
+{
     if (s->rep.nsegs > 0 && s->rep.segs[s->rep.nsegs - 1].id >= KV_VIRTUAL_ID_BASE - 1) {
-        st = KV_INVALID;
         snprintf(s->rep.message, sizeof s->rep.message,
-                 "segment ids in %s reach %u; this build numbers segments below %u", dir,
+                 "segment ids in %s reach %u; this build numbers segments below %u", s->dir,
                  s->rep.segs[s->rep.nsegs - 1].id, KV_VIRTUAL_ID_BASE - 1);
-        goto fail;
+        return KV_INVALID;
     }
+    char path[4096];
     for (size_t i = 0; i < s->rep.nsegs; i++) {
         int last = i + 1 == s->rep.nsegs;
         seg_path(s, s->rep.segs[i].id, path, sizeof path);
         int fd = s->io->open(s->io->ctx, path, last ? KV_O_RDWR : KV_O_RDONLY);
         if (fd < 0 || do_seg_add(s, s->rep.segs[i].id, fd) < 0) {
-            st = fd < 0 ? -fd : ENOMEM;
+            kv_status st = fd < 0 ? -fd : ENOMEM;
             if (fd >= 0) s->io->close(s->io->ctx, fd);
             snprintf(s->rep.message, sizeof s->rep.message, "cannot open %s: %s", path, kv_strerror(st));
-            goto fail;
+            return st;
         }
         s->tab.segs[s->tab.nsegs - 1]->hinted = s->rep.segs[i].hint;
         s->tab.log_bytes += s->rep.segs[i].size;
@@ -326,24 +289,26 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
             s->wr.active_version = s->rep.segs[i].version ? s->rep.segs[i].version : KV_FORMAT_VERSION;
         }
     }
+    return KV_OK;
+}
+
+/* Step 4: an active segment with a header: the first segment of an empty
+ * directory, or the header again of a newest segment a crash left empty
+ * (recovery cut it to zero bytes). Returns KV_OK, or the error with
+ * s->rep.message set. */
+static kv_status ensure_active_header(kv_store *s)
+{
     if (s->wr.active_fd < 0) {
-        /* Empty directory: the first segment. */
         int fd = create_segment(s, 1, 0, 0);
         if (fd < 0 || do_seg_add(s, 1, fd) < 0) {
-            st = fd < 0 ? -fd : ENOMEM;
-            snprintf(s->rep.message, sizeof s->rep.message, "cannot create the first segment in %s: %s", dir,
+            kv_status st = fd < 0 ? -fd : ENOMEM;
+            snprintf(s->rep.message, sizeof s->rep.message, "cannot create the first segment in %s: %s", s->dir,
                      kv_strerror(st));
-            goto fail;
+            return st;
         }
         s->wr.active_fd = fd;
         s->wr.active_id = 1;
-        s->wr.active_size = KV_SEG_HEADER_SIZE;
-        s->wr.active_version = KV_FORMAT_VERSION;
-        s->tab.log_bytes += KV_SEG_HEADER_SIZE;
-        s->tab.header_bytes += KV_SEG_HEADER_SIZE;
     } else if (s->wr.active_size < KV_SEG_HEADER_SIZE) {
-        /* The newest segment lost its header in a crash (recovery cut it
-         * to zero bytes): write it again. */
         uint8_t hdr[KV_SEG_HEADER_SIZE];
         size_t np = s->rep.nsegs;
         /* Its predecessor's size is recorded only for a segment proven whole
@@ -353,64 +318,98 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
         kv_seg_header h = {KV_FORMAT_VERSION, s->wr.active_id, 0, wall_ms(s), pv ? pv->id : 0,
                            pv && (pv->sealed || pv->version == 1) ? (uint32_t)pv->size : 0};
         kv_seg_header_encode_h(hdr, &h);
-        r = kv_io_write_full(s->io, s->wr.active_fd, hdr, sizeof hdr, 0);
+        int r = kv_io_write_full(s->io, s->wr.active_fd, hdr, sizeof hdr, 0);
         if (r == 0) r = s->io->fdatasync(s->io->ctx, s->wr.active_fd);
         if (r < 0) {
-            st = -r;
             snprintf(s->rep.message, sizeof s->rep.message, "cannot rewrite the header of segment %u: %s",
-                     s->wr.active_id, kv_strerror(st));
-            goto fail;
+                     s->wr.active_id, kv_strerror(-r));
+            return -r;
         }
-        s->wr.active_size = KV_SEG_HEADER_SIZE;
-        s->tab.log_bytes += KV_SEG_HEADER_SIZE;
-        s->tab.header_bytes += KV_SEG_HEADER_SIZE;
-        s->wr.active_version = KV_FORMAT_VERSION;
+    } else {
+        return KV_OK;
     }
-    /* Whatever recovery read may still be only in the page cache (a
-     * previous run that crashed under everysec, or whose fdatasync failed):
-     * make it durable before any of it is served, or a power cut could
-     * take back what a reader has already seen. That includes the trailer
-     * of the segment before the newest, if the sync that sealed it failed
-     * (the newest is then still empty): once records follow in the newest,
-     * a lost trailer there would be damage. */
-    if (s->tab.nsegs > 1) {
-        segment *pv = s->tab.segs[s->tab.nsegs - 2];
-        r = s->io->fdatasync(s->io->ctx, pv->fd);
-        if (r < 0) {
-            st = -r;
-            snprintf(s->rep.message, sizeof s->rep.message, "cannot fdatasync segment %u: %s", pv->file_id,
-                     kv_strerror(st));
-            goto fail;
-        }
+    s->wr.active_size = KV_SEG_HEADER_SIZE;
+    s->wr.active_version = KV_FORMAT_VERSION;
+    s->tab.log_bytes += KV_SEG_HEADER_SIZE;
+    s->tab.header_bytes += KV_SEG_HEADER_SIZE;
+    return KV_OK;
+}
+
+/* Step 5: whatever recovery read may still be only in the page cache (a
+ * previous run that crashed under everysec, or whose fdatasync failed):
+ * make it durable before any of it is served, or a power cut could take
+ * back what a reader has already seen. That includes the trailer of the
+ * segment before the newest, if the sync that sealed it failed (the
+ * newest is then still empty): once records follow in the newest, a lost
+ * trailer there would be damage. Returns KV_OK, or the error with
+ * s->rep.message set. */
+static kv_status sync_recovered(kv_store *s)
+{
+    segment *pv = s->tab.nsegs > 1 ? s->tab.segs[s->tab.nsegs - 2] : NULL;
+    int r = pv ? s->io->fdatasync(s->io->ctx, pv->fd) : 0;
+    uint32_t id = pv ? pv->file_id : 0;
+    if (r == 0) {
+        r = s->io->fdatasync(s->io->ctx, s->wr.active_fd);
+        id = s->wr.active_id;
     }
-    r = s->io->fdatasync(s->io->ctx, s->wr.active_fd);
     if (r < 0) {
-        st = -r;
-        snprintf(s->rep.message, sizeof s->rep.message, "cannot fdatasync segment %u: %s", s->wr.active_id,
-                 kv_strerror(st));
-        goto fail;
+        snprintf(s->rep.message, sizeof s->rep.message, "cannot fdatasync segment %u: %s", id, kv_strerror(-r));
+        return -r;
     }
+    return KV_OK;
+}
+
+/* Step 6: the counters from recovery's figures, then the writer thread.
+ * Returns KV_OK, or EAGAIN with s->rep.message set. */
+static kv_status start_writer(kv_store *s)
+{
     s->tab.live_bytes = s->rep.live_bytes;
     s->tab.expires = kv_keydir_expiring(s->tab.kd);
-    s->tab.dead_bytes = s->tab.log_bytes - s->tab.header_bytes >= s->tab.live_bytes ? s->tab.log_bytes - s->tab.header_bytes - s->tab.live_bytes : 0;
+    uint64_t data_bytes = s->tab.log_bytes - s->tab.header_bytes;
+    s->tab.dead_bytes = data_bytes >= s->tab.live_bytes ? data_bytes - s->tab.live_bytes : 0;
     s->tab.records = s->rep.records;
     s->q.last_seq = s->rep.max_seq;
     s->tab.hints_written = s->rep.hints_written;
     s->wr.last_sync_ms = mono_us() / 1000u;
     s->wr.active_end = s->wr.active_size; /* recovery cut any zeros past the log end */
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
-        st = EAGAIN;
         snprintf(s->rep.message, sizeof s->rep.message, "cannot start the writer thread");
-        goto fail;
+        return EAGAIN;
     }
+    return KV_OK;
+}
+
+kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_report *report)
+{
+    *out = NULL;
+    if (report) memset(report, 0, sizeof *report);
+    kv_options o;
+    if (opt)
+        o = *opt;
+    else
+        kv_options_init(&o);
+    if (!o.io) o.io = kv_io_posix();
+    if (o.segment_max_bytes < KV_MIN_SEGMENT_MAX || o.segment_max_bytes > KV_MAX_SEGMENT_MAX ||
+        o.group_max_bytes == 0 || o.fsync > KV_FSYNC_NO ||
+        o.recovery_mode > KVR_SKIP_CORRUPT || strlen(dir) > 3900) {
+        if (report) snprintf(report->message, sizeof report->message, "invalid options");
+        return KV_INVALID;
+    }
+    kv_store *s = new_store(dir, &o);
+    if (!s) return ENOMEM;
+    kv_status st = lock_and_recover(s);
+    if (st == KV_OK) st = open_segments(s);
+    if (st == KV_OK) st = ensure_active_header(s);
+    if (st == KV_OK) st = sync_recovered(s);
+    if (st == KV_OK) st = start_writer(s);
     copy_report(report, &s->rep);
+    if (st != KV_OK) {
+        free_store(s);
+        return st;
+    }
     kvr_report_free(&s->rep); /* the segment list is now in s->tab.segs */
     *out = s;
     return KV_OK;
-fail:
-    copy_report(report, &s->rep);
-    free_store(s);
-    return st;
 }
 
 kv_status kv_close(kv_store *s)
