@@ -23,34 +23,15 @@
 
 #include "kv_store.h"
 #include "kvd_config.h"
+#include "clock.h"
 #include "kvd_limits.h"
+#include "reply.h"
 #include "resp.h"
 
 struct event_base;
 struct event;
 struct bufferevent;
 struct evconnlistener;
-
-/* A growable byte buffer for replies. */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-
-void sb_add(sbuf *b, const void *p, size_t n);
-void sb_free(sbuf *b);
-
-/* RESP2 reply encoders. */
-void rp_ok(sbuf *b);
-void rp_status(sbuf *b, const char *s);
-void rp_error(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3))); /* "-" + text + CRLF */
-void rp_int(sbuf *b, long long v);
-void rp_bulk(sbuf *b, const void *p, size_t n);
-void rp_bulk_str(sbuf *b, const char *s);
-void rp_nil(sbuf *b);
-void rp_array(sbuf *b, long long n);
-void rp_null_array(sbuf *b);
 
 struct kvd_client;
 struct kvd_worker;
@@ -213,6 +194,5 @@ int kvd_server_start_compaction(struct kvd_server *srv, const char *why);
  * started, 0 if one is already running, -1 if there is no scrub thread. */
 int kvd_server_start_scrub(struct kvd_server *srv);
 void kvd_server_info(struct kvd_server *srv, const char *section, sbuf *out);
-long long kvd_mstime(void);
 
 #endif

@@ -48,16 +48,6 @@ static uint64_t atomic_get(const uint64_t *p)
     return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
-/* Milliseconds on the monotonic clock: for intervals (the soft output
- * limit, the accept-error log), which a wall-clock step must not cut
- * short or stretch. */
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void store_log(void *arg, int level, const char *msg)
 {
     (void)arg;
@@ -242,7 +232,7 @@ static int obuf_enforce(kvd_client *c)
     uint64_t used = obuf_used(c);
     if (used > c->w->obuf_peak) c->w->obuf_peak = used;
     kvd_obuf_limit lim = kvd_obuf_limit_load(&srv->cfg->obuf_limits[KVD_OBUF_NORMAL]);
-    long long now = (lim.soft && used >= lim.soft) ? mono_ms() : 0;
+    long long now = (lim.soft && used >= lim.soft) ? kvd_mono_ms() : 0;
     kvd_obuf_verdict v = kvd_obuf_check(&lim, used, now, &c->obuf_soft_since);
     if (v == KVD_OBUF_OK) return 0;
     kvd_log(KVD_LOG_WARNING,
@@ -1237,7 +1227,7 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     struct timeval tv = {0, KVD_ACCEPT_PAUSE_MS * 1000};
     event_add(srv->ev_accept_resume, &tv);
     uint64_t held;
-    if (kvd_ratelimit_allow(&srv->accept_log, mono_ms(), 1000, &held))
+    if (kvd_ratelimit_allow(&srv->accept_log, kvd_mono_ms(), 1000, &held))
         kvd_log(KVD_LOG_WARNING,
                 "Accepting client connection: accept: %s (%" PRIu64 " more since the last such line); new "
                 "connections paused for %d ms, %u waiting refused with 'max number of clients reached'",
