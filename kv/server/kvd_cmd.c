@@ -93,12 +93,12 @@ static int arg_is(cmdctx *x, size_t i, const char *word)
 
 static kv_status db_get(cmdctx *x, const uint8_t *k, size_t kl, kv_value *v)
 {
-    return x->txn ? kv_txn_get(x->txn, k, kl, v) : kv_get(x->srv->store, k, kl, v);
+    return x->txn ? kv_txn_get(x->txn, k, kl, v) : kv_get(x->env->store, k, kl, v);
 }
 
 static kv_status db_info(cmdctx *x, const uint8_t *k, size_t kl, uint64_t *expire, uint64_t *seq)
 {
-    return x->txn ? kv_txn_key_info(x->txn, k, kl, expire, seq) : kv_key_info(x->srv->store, k, kl, expire, seq);
+    return x->txn ? kv_txn_key_info(x->txn, k, kl, expire, seq) : kv_key_info(x->env->store, k, kl, expire, seq);
 }
 
 static uint64_t db_now(cmdctx *x)
@@ -119,7 +119,7 @@ static kv_status db_del(cmdctx *x, const uint8_t *k, size_t kl)
 
 static void count_hit(cmdctx *x, int hit)
 {
-    __atomic_add_fetch(hit ? &x->srv->hits : &x->srv->misses, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(hit ? &x->env->n.hits : &x->env->n.misses, 1, __ATOMIC_RELAXED);
 }
 
 /* A put failed inside a transaction: the only possible causes are sizes
@@ -164,7 +164,7 @@ static void cmd_time(cmdctx *x)
 static void cmd_dbsize(cmdctx *x)
 {
     kv_stats st;
-    kv_get_stats(x->srv->store, &st);
+    kv_get_stats(x->env->store, &st);
     rp_int(x->out, (long long)st.keys);
 }
 
@@ -213,7 +213,7 @@ static void cmd_mget(cmdctx *x)
     }
     if (x->txn) {
         for (size_t i = 0; i < n; i++) sts[i] = kv_txn_get(x->txn, KEY(i + 1), &vals[i]);
-    } else if (kv_mget(x->srv->store, n, x->argv + 1, x->argvlen + 1, vals, sts) != KV_OK) {
+    } else if (kv_mget(x->env->store, n, x->argv + 1, x->argvlen + 1, vals, sts) != KV_OK) {
         free(vals);
         free(sts);
         rp_error(x->out, "ERR out of memory");
@@ -480,7 +480,7 @@ static void cmd_append(cmdctx *x)
     }
     size_t oldlen = st == KV_OK ? v.len : 0;
     size_t total = oldlen + x->argvlen[2];
-    if (total > KV_MAX_VALUE_LEN || total > x->srv->cfg->max_bulk_len) {
+    if (total > KV_MAX_VALUE_LEN || total > x->env->cfg->max_bulk_len) {
         rp_error(x->out, "ERR string exceeds maximum allowed size (proto-max-bulk-len)");
         if (st == KV_OK) kv_value_free(&v);
         return;
@@ -576,7 +576,7 @@ static void cmd_exists(cmdctx *x)
     }
     if (x->txn) {
         for (size_t i = 0; i < n; i++) sts[i] = kv_txn_key_info(x->txn, KEY(i + 1), NULL, NULL);
-    } else if (kv_mget(x->srv->store, n, x->argv + 1, x->argvlen + 1, NULL, sts) != KV_OK) {
+    } else if (kv_mget(x->env->store, n, x->argv + 1, x->argvlen + 1, NULL, sts) != KV_OK) {
         free(sts);
         rp_error(x->out, "ERR out of memory");
         return;
@@ -775,7 +775,7 @@ static void cmd_keys(cmdctx *x)
 {
     keys_acc a = {x->argv[1], x->argvlen[1], x->argvlen[1] == 1 && x->argv[1][0] == '*', {0}, 0};
     uint64_t cur = 0;
-    do kv_scan(x->srv->store, cur, 1024, keys_one, &a, &cur);
+    do kv_scan(x->env->store, cur, 1024, keys_one, &a, &cur);
     while (cur != 0);
     rp_array(x->out, a.n);
     sb_add(x->out, a.body.p, a.body.len);
@@ -819,7 +819,7 @@ static void cmd_scan(cmdctx *x)
         }
     }
     uint64_t next = 0;
-    kv_scan(x->srv->store, cursor, (size_t)count, keys_one, &a, &next);
+    kv_scan(x->env->store, cursor, (size_t)count, keys_one, &a, &next);
     char cbuf[32];
     snprintf(cbuf, sizeof cbuf, "%" PRIu64, next);
     rp_array(x->out, 2);
@@ -851,7 +851,7 @@ static void cmd_flushall(cmdctx *x)
 
 static void cmd_compact(cmdctx *x)
 {
-    int r = kvd_server_start_compaction(x->srv, x->argv[0][0] == 'b' || x->argv[0][0] == 'B' ? "BGREWRITEAOF"
+    int r = x->env->hooks.start_compaction(x->env->hooks.srv, x->argv[0][0] == 'b' || x->argv[0][0] == 'B' ? "BGREWRITEAOF"
                                                                                            : "COMPACT");
     if (r > 0)
         rp_status(x->out, "Background compaction started");
@@ -865,7 +865,7 @@ static void cmd_compact(cmdctx *x)
  * background (kv/engine/kv_scrub.h); INFO persistence shows the progress. */
 static void cmd_scrub(cmdctx *x)
 {
-    int r = kvd_server_start_scrub(x->srv);
+    int r = x->env->hooks.start_scrub(x->env->hooks.srv);
     if (r > 0)
         rp_status(x->out, "Background scrub started");
     else if (r == 0)
@@ -879,7 +879,7 @@ static void cmd_info(cmdctx *x)
     sbuf body = {0};
     char section[64];
     if (x->argc > 1) snprintf(section, sizeof section, "%.*s", (int)x->argvlen[1], (const char *)x->argv[1]);
-    kvd_server_info(x->srv, x->argc > 1 ? section : NULL, &body);
+    x->env->hooks.info(x->env->hooks.srv, x->argc > 1 ? section : NULL, &body);
     rp_bulk(x->out, body.p ? body.p : "", body.len);
     sb_free(&body);
 }
@@ -891,7 +891,7 @@ static void cmd_local(cmdctx *x) { (void)x; }
 
 /* ---- EXEC on the writer thread ---- */
 
-kv_status kvd_exec_txn(kv_txn *t, kvd_job *job, struct kvd_server *srv)
+kv_status kvd_exec_txn(kv_txn *t, kvd_job *job, kvd_env *env)
 {
     for (size_t i = 0; i < job->nwatch; i++) {
         uint64_t seq = 0;
@@ -905,7 +905,7 @@ kv_status kvd_exec_txn(kv_txn *t, kvd_job *job, struct kvd_server *srv)
     for (kvd_job *q = job->mq; q; q = q->next) n++;
     rp_array(&job->reply, (long long)n);
     for (kvd_job *q = job->mq; q; q = q->next) {
-        cmdctx x = {srv, NULL, q->argc, (const uint8_t *const *)q->argv, q->argvlen, t, &job->reply};
+        cmdctx x = {env, NULL, q->argc, (const uint8_t *const *)q->argv, q->argvlen, t, &job->reply};
         q->cmd->fn(&x);
     }
     return job->reply.oom ? ENOMEM : KV_OK;

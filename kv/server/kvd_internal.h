@@ -24,6 +24,7 @@
 #include "kv_store.h"
 #include "kvd_config.h"
 #include "clock.h"
+#include "hooks.h"
 #include "kvd_limits.h"
 #include "reply.h"
 #include "resp.h"
@@ -106,10 +107,7 @@ typedef struct kvd_worker {
 } kvd_worker;
 
 struct kvd_server {
-    kvd_config *cfg;
-    pthread_mutex_t cfg_mu;
-    kv_store *store;
-    resp_limits limits;
+    kvd_env env; /* store, config, counters, hooks: what commands see */
     struct event_base *base;
     struct evconnlistener *listener;
     struct event *sig_term, *sig_int, *sig_usr1, *ev_shutdown, *ev_cron;
@@ -119,12 +117,6 @@ struct kvd_server {
     int port;
     long long start_ms;
     int pidfile_written;
-    /* counters (atomic) */
-    uint64_t next_client_id;
-    int64_t connected_clients;
-    uint64_t total_connections, rejected_connections, total_commands, hits, misses, expired_active;
-    uint64_t expired_access_base; /* the store's expired_on_access at the last CONFIG RESETSTAT */
-    uint64_t ops_sec, last_cmds;
     /* background compaction (COMPACT, SIGUSR1, or dead bytes over the
      * configured share): one thread at a time */
     pthread_mutex_t compact_mu;
@@ -140,7 +132,6 @@ struct kvd_server {
     long long last_cron_ms;
     int cron_hz; /* the rate ev_cron runs at now (main thread only) */
     /* resource limits (kvd_limits.h) */
-    uint64_t obuf_disconnections; /* clients closed for output-buffer limits (atomic) */
     uint64_t nofile_limit;        /* the soft RLIMIT_NOFILE after start */
     uint64_t fd_reserved;         /* descriptors kept beside maxclients' */
     int spare_fd;                 /* /dev/null, given up to refuse a client at EMFILE; -1 none */
@@ -159,7 +150,7 @@ enum {
 
 /* What a command handler sees. txn is non-NULL on the writer thread. */
 typedef struct cmdctx {
-    struct kvd_server *srv;
+    kvd_env *env;
     kvd_client *c; /* NULL on the writer thread: client state is off limits there */
     size_t argc;
     const uint8_t *const *argv;
@@ -183,16 +174,6 @@ const kvd_cmd *kvd_cmd_table(size_t *n);
 
 /* Runs a queued MULTI as one transaction on the writer thread (EXEC's
  * job). */
-kv_status kvd_exec_txn(kv_txn *t, kvd_job *job, struct kvd_server *srv);
-
-/* Server hooks the commands use. */
-void kvd_server_request_shutdown(struct kvd_server *srv);
-/* Starts a background compaction. Returns 1 if started, 0 if one is
- * already running, -1 if the thread could not be started. */
-int kvd_server_start_compaction(struct kvd_server *srv, const char *why);
-/* Starts a background scrub pass now (kv/engine/kv_scrub.h). Returns 1 if
- * started, 0 if one is already running, -1 if there is no scrub thread. */
-int kvd_server_start_scrub(struct kvd_server *srv);
-void kvd_server_info(struct kvd_server *srv, const char *section, sbuf *out);
+kv_status kvd_exec_txn(kv_txn *t, kvd_job *job, kvd_env *env);
 
 #endif

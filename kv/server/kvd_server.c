@@ -146,7 +146,7 @@ static void client_free(kvd_client *c)
     watch_clear(c);
     free(c->name);
     sb_free(&c->out);
-    __atomic_sub_fetch(&w->srv->connected_clients, 1, __ATOMIC_RELAXED);
+    __atomic_sub_fetch(&w->srv->env.n.connected_clients, 1, __ATOMIC_RELAXED);
     free(c);
 }
 
@@ -195,6 +195,8 @@ static void flush_out(kvd_client *c)
 }
 
 static void process_input(kvd_client *c);
+static void kvd_server_request_shutdown(kvd_server *srv);
+static int kvd_server_start_compaction(kvd_server *srv, const char *why);
 
 /* ---- output-buffer limits and backpressure (kvd_limits.h) ---- */
 
@@ -231,7 +233,7 @@ static int obuf_enforce(kvd_client *c)
     kvd_server *srv = c->w->srv;
     uint64_t used = obuf_used(c);
     if (used > c->w->obuf_peak) c->w->obuf_peak = used;
-    kvd_obuf_limit lim = kvd_obuf_limit_load(&srv->cfg->obuf_limits[KVD_OBUF_NORMAL]);
+    kvd_obuf_limit lim = kvd_obuf_limit_load(&srv->env.cfg->obuf_limits[KVD_OBUF_NORMAL]);
     long long now = (lim.soft && used >= lim.soft) ? kvd_mono_ms() : 0;
     kvd_obuf_verdict v = kvd_obuf_check(&lim, used, now, &c->obuf_soft_since);
     if (v == KVD_OBUF_OK) return 0;
@@ -240,7 +242,7 @@ static int obuf_enforce(kvd_client *c)
             "scheduled to be closed ASAP for overcoming of output buffer limits.",
             c->id, c->addr, c->name ? c->name : "", (kvd_mstime() - c->ctime) / 1000, used,
             v == KVD_OBUF_HARD ? "hard" : "soft");
-    atomic_inc(&srv->obuf_disconnections);
+    atomic_inc(&srv->env.n.obuf_disconnections);
     c->out.len = 0;
     c->close_after_reply = 1;
     client_gone(c);
@@ -339,8 +341,8 @@ static kv_status job_txn(kv_txn *t, void *arg)
 {
     kvd_job *j = arg;
     kvd_server *srv = j->c->w->srv; /* immutable pointers: safe to read here */
-    if (j->is_exec) return kvd_exec_txn(t, j, srv);
-    cmdctx x = {srv, NULL, j->argc, (const uint8_t *const *)j->argv, j->argvlen, t, &j->reply};
+    if (j->is_exec) return kvd_exec_txn(t, j, &srv->env);
+    cmdctx x = {&srv->env, NULL, j->argc, (const uint8_t *const *)j->argv, j->argvlen, t, &j->reply};
     j->cmd->fn(&x);
     return j->reply.oom ? ENOMEM : KV_OK;
 }
@@ -364,7 +366,7 @@ static void job_done(void *arg, kv_status st)
 static void submit_job(kvd_client *c, kvd_job *j)
 {
     kvd_server *srv = c->w->srv;
-    kv_status st = kv_submit(srv->store, job_txn, j, job_done, j);
+    kv_status st = kv_submit(srv->env.store, job_txn, j, job_done, j);
     if (st != KV_OK) {
         rp_error(&c->out, "ERR cannot queue the write: %s", kv_strerror(st));
         job_free(j);
@@ -380,7 +382,7 @@ static void reply_job(kvd_client *c, kvd_job *j)
         return;
     }
     char why[512];
-    int fs = kv_failstop_reason(c->w->srv->store, why, sizeof why);
+    int fs = kv_failstop_reason(c->w->srv->env.store, why, sizeof why);
     if (j->st == KV_FAILSTOP && fs)
         rp_error(&c->out, "IOERR write refused: %s", why);
     else if (fs)
@@ -424,8 +426,8 @@ static int arity_ok(const kvd_cmd *cmd, size_t argc)
 
 static int check_password(kvd_server *srv, const uint8_t *p, size_t n)
 {
-    pthread_mutex_lock(&srv->cfg_mu);
-    const char *want = srv->cfg->requirepass;
+    pthread_mutex_lock(&srv->env.cfg_mu);
+    const char *want = srv->env.cfg->requirepass;
     int ok = 0;
     if (want && *want) {
         size_t wn = strlen(want);
@@ -433,15 +435,15 @@ static int check_password(kvd_server *srv, const uint8_t *p, size_t n)
         for (size_t i = 0; i < n; i++) diff |= (unsigned)(p[i] ^ (uint8_t)want[i % (wn ? wn : 1)]);
         ok = diff == 0;
     }
-    pthread_mutex_unlock(&srv->cfg_mu);
+    pthread_mutex_unlock(&srv->env.cfg_mu);
     return ok;
 }
 
 static int password_set(kvd_server *srv)
 {
-    pthread_mutex_lock(&srv->cfg_mu);
-    int set = srv->cfg->requirepass && *srv->cfg->requirepass;
-    pthread_mutex_unlock(&srv->cfg_mu);
+    pthread_mutex_lock(&srv->env.cfg_mu);
+    int set = srv->env.cfg->requirepass && *srv->env.cfg->requirepass;
+    pthread_mutex_unlock(&srv->env.cfg_mu);
     return set;
 }
 
@@ -672,16 +674,16 @@ static void cmd_config(kvd_client *c)
         for (size_t a = 2; a < c->args.argc; a++) {
             char pat[256];
             snprintf(pat, sizeof pat, "%.*s", (int)c->args.argvlen[a], (const char *)c->args.argv[a]);
-            pthread_mutex_lock(&srv->cfg_mu);
+            pthread_mutex_lock(&srv->env.cfg_mu);
             for (size_t i = 0; kvd_config_names[i]; i++) {
                 if (fnmatch(pat, kvd_config_names[i], FNM_CASEFOLD) != 0) continue;
                 char val[4096];
-                if (kvd_config_get(srv->cfg, kvd_config_names[i], val, sizeof val) != 0) continue;
+                if (kvd_config_get(srv->env.cfg, kvd_config_names[i], val, sizeof val) != 0) continue;
                 rp_bulk_str(&body, kvd_config_names[i]);
                 rp_bulk_str(&body, val);
                 n++;
             }
-            pthread_mutex_unlock(&srv->cfg_mu);
+            pthread_mutex_unlock(&srv->env.cfg_mu);
             for (size_t i = 0; i < sizeof compat / sizeof compat[0]; i++)
                 if (fnmatch(pat, compat[i][0], FNM_CASEFOLD) == 0) {
                     rp_bulk_str(&body, compat[i][0]);
@@ -698,24 +700,24 @@ static void cmd_config(kvd_client *c)
             snprintf(name, sizeof name, "%.*s", (int)c->args.argvlen[a], (const char *)c->args.argv[a]);
             snprintf(val, sizeof val, "%.*s", (int)c->args.argvlen[a + 1], (const char *)c->args.argv[a + 1]);
             char cur[4096];
-            pthread_mutex_lock(&srv->cfg_mu);
-            int known = kvd_config_get(srv->cfg, name, cur, sizeof cur) == 0;
+            pthread_mutex_lock(&srv->env.cfg_mu);
+            int known = kvd_config_get(srv->env.cfg, name, cur, sizeof cur) == 0;
             int r = -1;
             if (known && config_mutable(name)) {
-                int old_max = srv->cfg->maxclients;
-                r = kvd_config_set(srv->cfg, name, val, err, sizeof err);
+                int old_max = srv->env.cfg->maxclients;
+                r = kvd_config_set(srv->env.cfg, name, val, err, sizeof err);
                 /* As Redis's updateMaxclients: no more clients than the
                  * open-file limit holds beside the reserved descriptors. */
-                int fits = kvd_nofile_fit(srv->nofile_limit, srv->fd_reserved, srv->cfg->maxclients);
-                if (r == 0 && !strcasecmp(name, "maxclients") && fits < srv->cfg->maxclients) {
-                    __atomic_store_n(&srv->cfg->maxclients, old_max, __ATOMIC_RELAXED);
+                int fits = srv->env.hooks.maxclients_fit(srv, srv->env.cfg->maxclients);
+                if (r == 0 && !strcasecmp(name, "maxclients") && fits < srv->env.cfg->maxclients) {
+                    __atomic_store_n(&srv->env.cfg->maxclients, old_max, __ATOMIC_RELAXED);
                     snprintf(err, sizeof err,
                              "The operating system is not able to handle the specified number of clients, try with %d",
                              fits);
                     r = -1;
                 }
             }
-            pthread_mutex_unlock(&srv->cfg_mu);
+            pthread_mutex_unlock(&srv->env.cfg_mu);
             if (!known) {
                 rp_error(&c->out, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
                 return;
@@ -729,28 +731,22 @@ static void cmd_config(kvd_client *c)
                 rp_error(&c->out, "ERR CONFIG SET failed (possibly related to argument '%s') - %s", name, err);
                 return;
             }
-            if (!strcasecmp(name, "loglevel")) kvd_log_set_level(srv->cfg->log_level);
-            if (srv->scrub && (!strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate"))) {
-                pthread_mutex_lock(&srv->cfg_mu);
-                uint64_t interval = (uint64_t)srv->cfg->scrub_interval, rate = srv->cfg->scrub_rate;
-                pthread_mutex_unlock(&srv->cfg_mu);
-                kv_scrub_set_schedule(srv->scrub, interval, rate);
-            }
+            srv->env.hooks.config_changed(srv, name);
         }
         rp_ok(&c->out);
     } else if (arg_eq(c, 1, "resetstat") && c->args.argc == 2) {
-        __atomic_store_n(&srv->total_commands, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->hits, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->misses, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->total_connections, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->rejected_connections, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->expired_active, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->obuf_disconnections, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->env.n.total_commands, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->env.n.hits, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->env.n.misses, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->env.n.total_connections, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->env.n.rejected_connections, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->env.n.expired_active, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->env.n.obuf_disconnections, 0, __ATOMIC_RELAXED);
         kv_stats kst;
-        kv_get_stats(srv->store, &kst);
-        __atomic_store_n(&srv->expired_access_base, kst.expired_on_access, __ATOMIC_RELAXED);
-        srv->last_cmds = 0;
-        srv->ops_sec = 0;
+        kv_get_stats(srv->env.store, &kst);
+        __atomic_store_n(&srv->env.n.expired_access_base, kst.expired_on_access, __ATOMIC_RELAXED);
+        srv->env.n.last_cmds = 0;
+        srv->env.n.ops_sec = 0;
         rp_ok(&c->out);
     } else {
         rp_error(&c->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
@@ -781,7 +777,7 @@ static void cmd_watch(kvd_client *c)
         }
         memcpy(wt->key, c->args.argv[i], wt->klen);
         wt->seq = 0;
-        if (kv_key_info(srv->store, wt->key, wt->klen, NULL, &wt->seq) != KV_OK) wt->seq = 0;
+        if (kv_key_info(srv->env.store, wt->key, wt->klen, NULL, &wt->seq) != KV_OK) wt->seq = 0;
         c->nwatch++;
     }
     rp_ok(&c->out);
@@ -900,7 +896,7 @@ static int goes_to_writer(const kvd_client *c, const kvd_cmd *cmd)
 static void dispatch(kvd_client *c, const kvd_cmd *cmd)
 {
     kvd_server *srv = c->w->srv;
-    atomic_inc(&srv->total_commands);
+    atomic_inc(&srv->env.n.total_commands);
     if (!cmd) {
         reply_unknown(c);
         if (c->in_multi) c->multi_error = 1;
@@ -946,7 +942,7 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
         else
             submit_job(c, j);
     } else {
-        cmdctx x = {srv, c, c->args.argc, c->args.argv, c->args.argvlen, NULL, &c->out};
+        cmdctx x = {&srv->env, c, c->args.argc, c->args.argv, c->args.argvlen, NULL, &c->out};
         cmd->fn(&x);
     }
 }
@@ -964,7 +960,7 @@ again:
             pause_input(c);
             break;
         }
-        if (avail > srv->cfg->max_query_buffer) {
+        if (avail > srv->env.cfg->max_query_buffer) {
             /* Also when complete requests wait behind in-flight writes. */
             kvd_log(KVD_LOG_WARNING, "closing client id=%" PRIu64 " addr=%s that reached max query buffer "
                                      "length (%zu bytes)", c->id, c->addr, avail);
@@ -977,9 +973,9 @@ again:
         const uint8_t *buf = c->in + c->in_off;
         size_t consumed = 0;
         const char *err = NULL;
-        resp_result rr = resp_parse(buf, avail, &srv->limits, &c->args, &consumed, &err);
+        resp_result rr = resp_parse(buf, avail, &srv->env.limits, &c->args, &consumed, &err);
         if (rr == RESP_NEED_MORE) {
-            if (avail > srv->cfg->max_query_buffer) {
+            if (avail > srv->env.cfg->max_query_buffer) {
                 kvd_log(KVD_LOG_WARNING, "closing client id=%" PRIu64 " addr=%s that reached max query buffer "
                                          "length (%zu bytes)", c->id, c->addr, avail);
                 c->close_after_reply = 1;
@@ -1035,13 +1031,13 @@ static void new_client(kvd_worker *w, int fd)
     if (!bev) {
         free(c);
         close(fd);
-        __atomic_sub_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&srv->env.n.connected_clients, 1, __ATOMIC_RELAXED);
         kvd_log(KVD_LOG_WARNING, "out of memory accepting a client");
         return;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    c->id = atomic_inc(&srv->next_client_id);
+    c->id = atomic_inc(&srv->env.n.next_client_id);
     c->w = w;
     c->bev = bev;
     c->ctime = kvd_mstime();
@@ -1087,7 +1083,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     for (size_t i = 0; i < nfds; i++) {
         if (w->stopping) {
             close(fds[i]);
-            __atomic_sub_fetch(&w->srv->connected_clients, 1, __ATOMIC_RELAXED);
+            __atomic_sub_fetch(&w->srv->env.n.connected_clients, 1, __ATOMIC_RELAXED);
         } else {
             new_client(w, fds[i]);
         }
@@ -1145,7 +1141,7 @@ static void refuse_client(kvd_server *srv, int fd)
     ssize_t r = send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)r;
     close(fd);
-    atomic_inc(&srv->rejected_connections);
+    atomic_inc(&srv->env.n.rejected_connections);
 }
 
 /* At the descriptor limit (EMFILE, ENFILE) the connections waiting in the
@@ -1186,13 +1182,13 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)sa;
     (void)salen;
     kvd_server *srv = arg;
-    int64_t now = __atomic_add_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
-    if (now > __atomic_load_n(&srv->cfg->maxclients, __ATOMIC_RELAXED)) {
+    int64_t now = __atomic_add_fetch(&srv->env.n.connected_clients, 1, __ATOMIC_RELAXED);
+    if (now > __atomic_load_n(&srv->env.cfg->maxclients, __ATOMIC_RELAXED)) {
         refuse_client(srv, fd);
-        __atomic_sub_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&srv->env.n.connected_clients, 1, __ATOMIC_RELAXED);
         return;
     }
-    atomic_inc(&srv->total_connections);
+    atomic_inc(&srv->env.n.total_connections);
     kvd_worker *w = &srv->workers[srv->next_worker++ % (unsigned)srv->nworkers];
     pthread_mutex_lock(&w->mu);
     if (w->nnew == w->cap_new) {
@@ -1201,7 +1197,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         if (!nf) {
             pthread_mutex_unlock(&w->mu);
             close(fd);
-            __atomic_sub_fetch(&srv->connected_clients, 1, __ATOMIC_RELAXED);
+            __atomic_sub_fetch(&srv->env.n.connected_clients, 1, __ATOMIC_RELAXED);
             return;
         }
         w->newfds = nf;
@@ -1280,7 +1276,7 @@ static void *hints_main(void *arg)
     pthread_setname_np(pthread_self(), "kvd-hints");
     kvd_lower_thread_priority();
     uint32_t n = 0;
-    kv_status st = kv_write_hints(srv->store, &n);
+    kv_status st = kv_write_hints(srv->env.store, &n);
     /* Building a hint allocates a table per segment in this thread's
      * malloc arena; give those pages back, or they stay resident. */
     malloc_trim(0);
@@ -1314,27 +1310,27 @@ static void on_cron(evutil_socket_t fd, short what, void *arg)
     kvd_server *srv = arg;
     /* Active expiry: remove expired keys a batch at a time so they do
      * not pile up in memory. */
-    size_t n = kv_expire_sweep(srv->store, 200);
-    if (n) __atomic_add_fetch(&srv->expired_active, n, __ATOMIC_RELAXED);
+    size_t n = kv_expire_sweep(srv->env.store, 200);
+    if (n) __atomic_add_fetch(&srv->env.n.expired_active, n, __ATOMIC_RELAXED);
     long long now = kvd_mstime();
-    int pct = __atomic_load_n(&srv->cfg->compact_dead_pct, __ATOMIC_RELAXED);
+    int pct = __atomic_load_n(&srv->env.cfg->compact_dead_pct, __ATOMIC_RELAXED);
     if (pct > 0 && !__atomic_load_n(&srv->compacting, __ATOMIC_ACQUIRE)) {
         kv_stats st;
-        kv_get_stats(srv->store, &st);
-        if (st.dead_bytes >= srv->cfg->compact_min_dead && st.dead_bytes * 100 > st.log_bytes * (uint64_t)pct &&
+        kv_get_stats(srv->env.store, &st);
+        if (st.dead_bytes >= srv->env.cfg->compact_min_dead && st.dead_bytes * 100 > st.log_bytes * (uint64_t)pct &&
             st.segments > 1 && !st.failstop)
             kvd_server_start_compaction(srv, "dead bytes over the configured share");
     }
-    if (!__atomic_load_n(&srv->hinting, __ATOMIC_ACQUIRE) && kv_hints_pending(srv->store) > 0)
+    if (!__atomic_load_n(&srv->hinting, __ATOMIC_ACQUIRE) && kv_hints_pending(srv->env.store) > 0)
         start_hints(srv);
     if (now - srv->last_cron_ms >= 1000) {
-        uint64_t cmds = atomic_get(&srv->total_commands);
-        srv->ops_sec = (cmds - srv->last_cmds) * 1000 / (uint64_t)(now - srv->last_cron_ms);
-        srv->last_cmds = cmds;
+        uint64_t cmds = atomic_get(&srv->env.n.total_commands);
+        srv->env.n.ops_sec = (cmds - srv->env.n.last_cmds) * 1000 / (uint64_t)(now - srv->last_cron_ms);
+        srv->env.n.last_cmds = cmds;
         srv->last_cron_ms = now;
     }
     /* CONFIG SET hz: go on at the new rate. */
-    int hz = __atomic_load_n(&srv->cfg->expire_hz, __ATOMIC_RELAXED);
+    int hz = __atomic_load_n(&srv->env.cfg->expire_hz, __ATOMIC_RELAXED);
     if (hz > 0 && hz != srv->cron_hz) {
         struct timeval tv = cron_interval(hz);
         event_add(srv->ev_cron, &tv);
@@ -1363,7 +1359,7 @@ static void on_shutdown_request(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(srv->base);
 }
 
-void kvd_server_request_shutdown(kvd_server *srv)
+static void kvd_server_request_shutdown(kvd_server *srv)
 {
     event_active(srv->ev_shutdown, EV_READ, 0);
 }
@@ -1377,7 +1373,7 @@ static void scrub_thread_init(void *arg)
     kvd_lower_thread_priority();
 }
 
-int kvd_server_start_scrub(kvd_server *srv)
+static int kvd_server_start_scrub(kvd_server *srv)
 {
     if (!srv->scrub) return -1;
     int r = kv_scrub_request(srv->scrub);
@@ -1400,7 +1396,7 @@ static void *compact_main(void *arg)
     pthread_setname_np(pthread_self(), "kvd-compact");
     kvd_lower_thread_priority();
     kv_compact_report rep;
-    kv_status st = kv_compact(srv->store, &rep);
+    kv_status st = kv_compact(srv->env.store, &rep);
     malloc_trim(0); /* the input buffers and moved-key list: as above */
     if (st == KV_OK && rep.segments_in)
         kvd_log(KVD_LOG_NOTICE,
@@ -1418,7 +1414,7 @@ static void *compact_main(void *arg)
     return NULL;
 }
 
-int kvd_server_start_compaction(kvd_server *srv, const char *why)
+static int kvd_server_start_compaction(kvd_server *srv, const char *why)
 {
     pthread_mutex_lock(&srv->compact_mu);
     if (__atomic_load_n(&srv->compacting, __ATOMIC_ACQUIRE)) {
@@ -1472,7 +1468,7 @@ static int want(const char *section, const char *name)
            !strcasecmp(section, "everything") || !strcasecmp(section, name);
 }
 
-void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
+static void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
 {
     char sec[64] = {0};
     if (section) {
@@ -1480,7 +1476,7 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
         section = sec;
     }
     kv_stats st;
-    kv_get_stats(srv->store, &st);
+    kv_get_stats(srv->env.store, &st);
     char line[1024];
     int n;
 #define LINE(...)                                              \
@@ -1498,12 +1494,12 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
         LINE("process_id:%ld\r\ntcp_port:%d\r\n", (long)getpid(), srv->port);
         LINE("uptime_in_seconds:%lld\r\nuptime_in_days:%lld\r\n", (now - srv->start_ms) / 1000,
              (now - srv->start_ms) / 86400000);
-        LINE("hz:%d\r\nio_threads:%d\r\n", srv->cfg->expire_hz, srv->nworkers);
-        LINE("data_dir:%s\r\nconfig_file:%s\r\n\r\n", srv->cfg->dir, srv->cfg->config_file ? srv->cfg->config_file : "");
+        LINE("hz:%d\r\nio_threads:%d\r\n", srv->env.cfg->expire_hz, srv->nworkers);
+        LINE("data_dir:%s\r\nconfig_file:%s\r\n\r\n", srv->env.cfg->dir, srv->env.cfg->config_file ? srv->env.cfg->config_file : "");
     }
     if (want(section, "clients")) {
         LINE("# Clients\r\nconnected_clients:%lld\r\nmaxclients:%d\r\n",
-             (long long)__atomic_load_n(&srv->connected_clients, __ATOMIC_RELAXED), srv->cfg->maxclients);
+             (long long)__atomic_load_n(&srv->env.n.connected_clients, __ATOMIC_RELAXED), srv->env.cfg->maxclients);
         uint64_t obuf_max = 0;
         for (int i = 0; i < srv->nworkers; i++) {
             uint64_t m = __atomic_load_n(&srv->workers[i].obuf_recent_max, __ATOMIC_RELAXED);
@@ -1513,8 +1509,8 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
     }
     if (want(section, "persistence")) {
         char reason[512];
-        int fs = kv_failstop_reason(srv->store, reason, sizeof reason);
-        const kvr_report *r = kv_recovery_report(srv->store);
+        int fs = kv_failstop_reason(srv->env.store, reason, sizeof reason);
+        const kvr_report *r = kv_recovery_report(srv->env.store);
         LINE("# Persistence\r\n");
         LINE("loading:0\r\naof_enabled:1\r\nfsync_policy:%s\r\n", kv_fsync_name(st.fsync));
         LINE("log_bytes:%" PRIu64 "\r\nlive_bytes:%" PRIu64 "\r\ndead_bytes:%" PRIu64 "\r\n", st.log_bytes,
@@ -1534,7 +1530,7 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
         LINE("expiry_tombstones:%" PRIu64 "\r\nexpiry_tombstones_pending:%" PRIu64 "\r\n", st.expiry_tombstones,
              st.expiry_pending);
         kv_compact_progress cp;
-        kv_compact_progress_get(srv->store, &cp);
+        kv_compact_progress_get(srv->env.store, &cp);
         LINE("compaction_in_progress:%d\r\ncompaction_progress_pct:%.1f\r\ncompactions:%" PRIu64
              "\r\ncompaction_bytes_reclaimed:%" PRIu64 "\r\ncompaction_last_status:%s\r\n"
              "compaction_last_switch_ms:%.1f\r\n",
@@ -1563,14 +1559,14 @@ void kvd_server_info(kvd_server *srv, const char *section, sbuf *o)
         LINE("# Stats\r\n");
         LINE("total_connections_received:%" PRIu64 "\r\ntotal_commands_processed:%" PRIu64
              "\r\ninstantaneous_ops_per_sec:%" PRIu64 "\r\n",
-             atomic_get(&srv->total_connections), atomic_get(&srv->total_commands), srv->ops_sec);
+             atomic_get(&srv->env.n.total_connections), atomic_get(&srv->env.n.total_commands), srv->env.n.ops_sec);
         LINE("rejected_connections:%" PRIu64 "\r\nexpired_keys:%" PRIu64 "\r\nkeyspace_hits:%" PRIu64
              "\r\nkeyspace_misses:%" PRIu64 "\r\n",
-             atomic_get(&srv->rejected_connections),
-             atomic_get(&srv->expired_active) + st.expired_on_access - atomic_get(&srv->expired_access_base),
-             atomic_get(&srv->hits),
-             atomic_get(&srv->misses));
-        LINE("client_output_buffer_limit_disconnections:%" PRIu64 "\r\n\r\n", atomic_get(&srv->obuf_disconnections));
+             atomic_get(&srv->env.n.rejected_connections),
+             atomic_get(&srv->env.n.expired_active) + st.expired_on_access - atomic_get(&srv->env.n.expired_access_base),
+             atomic_get(&srv->env.n.hits),
+             atomic_get(&srv->env.n.misses));
+        LINE("client_output_buffer_limit_disconnections:%" PRIu64 "\r\n\r\n", atomic_get(&srv->env.n.obuf_disconnections));
     }
     if (want(section, "keyspace")) {
         LINE("# Keyspace\r\n");
@@ -1588,7 +1584,7 @@ int kvd_server_port(const kvd_server *srv)
 
 static void remove_pidfile(kvd_server *srv)
 {
-    if (srv->pidfile_written && srv->cfg->pidfile) unlink(srv->cfg->pidfile);
+    if (srv->pidfile_written && srv->env.cfg->pidfile) unlink(srv->env.cfg->pidfile);
 }
 
 /*
@@ -1599,7 +1595,7 @@ static void remove_pidfile(kvd_server *srv)
  */
 static int fit_open_files(kvd_server *srv, char *err, size_t errcap)
 {
-    kvd_config *cfg = srv->cfg;
+    kvd_config *cfg = srv->env.cfg;
     srv->fd_reserved = kvd_reserved_fds(cfg->io_threads, kvd_count_segment_files(cfg->dir));
     kvd_nofile_result nf;
     kvd_nofile_adjust(cfg->maxclients, srv->fd_reserved, &nf);
@@ -1628,6 +1624,25 @@ static int fit_open_files(kvd_server *srv, char *err, size_t errcap)
     return 0;
 }
 
+/* kvd_hooks.maxclients_fit: as Redis's updateMaxclients, no more clients
+ * than the open-file limit holds beside the reserved descriptors. */
+static int maxclients_fit(kvd_server *srv, int wanted)
+{
+    return kvd_nofile_fit(srv->nofile_limit, srv->fd_reserved, wanted);
+}
+
+/* kvd_hooks.config_changed: settings that live outside cfg once applied. */
+static void config_changed(kvd_server *srv, const char *name)
+{
+    if (!strcasecmp(name, "loglevel")) kvd_log_set_level(srv->env.cfg->log_level);
+    if (srv->scrub && (!strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate"))) {
+        pthread_mutex_lock(&srv->env.cfg_mu);
+        uint64_t interval = (uint64_t)srv->env.cfg->scrub_interval, rate = srv->env.cfg->scrub_rate;
+        pthread_mutex_unlock(&srv->env.cfg_mu);
+        kv_scrub_set_schedule(srv->scrub, interval, rate);
+    }
+}
+
 kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
 {
     static int threads_ready;
@@ -1645,12 +1660,21 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return NULL;
     }
-    srv->cfg = cfg;
-    pthread_mutex_init(&srv->cfg_mu, NULL);
+    srv->env.cfg = cfg;
+    srv->env.hooks = (kvd_hooks){
+        .srv = srv,
+        .request_shutdown = kvd_server_request_shutdown,
+        .start_compaction = kvd_server_start_compaction,
+        .start_scrub = kvd_server_start_scrub,
+        .info = kvd_server_info,
+        .maxclients_fit = maxclients_fit,
+        .config_changed = config_changed,
+    };
+    pthread_mutex_init(&srv->env.cfg_mu, NULL);
     pthread_mutex_init(&srv->compact_mu, NULL);
-    resp_limits_default(&srv->limits);
-    srv->limits.max_bulk_len = cfg->max_bulk_len;
-    srv->limits.max_args = cfg->max_args;
+    resp_limits_default(&srv->env.limits);
+    srv->env.limits.max_bulk_len = cfg->max_bulk_len;
+    srv->env.limits.max_args = cfg->max_args;
     srv->start_ms = srv->last_cron_ms = kvd_mstime();
     srv->spare_fd = -1;
     if (fit_open_files(srv, err, errcap) < 0) {
@@ -1684,7 +1708,7 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
                 v);
     }
     kvr_report rep;
-    kv_status st = kv_open(cfg->dir, &o, &srv->store, &rep);
+    kv_status st = kv_open(cfg->dir, &o, &srv->env.store, &rep);
     if (st != KV_OK) {
         snprintf(err, errcap, "cannot open data directory %s: %s", cfg->dir, rep.message[0] ? rep.message : kv_strerror(st));
         kvr_report_free(&rep);
@@ -1785,7 +1809,7 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
     so.rate = cfg->scrub_rate;
     so.thread_name = "kvd-scrub";
     so.thread_init = scrub_thread_init;
-    srv->scrub = kv_scrub_new(srv->store, &so);
+    srv->scrub = kv_scrub_new(srv->env.store, &so);
     kv_status sst = srv->scrub ? kv_scrub_start(srv->scrub) : ENOMEM;
     if (sst != KV_OK) {
         kvd_log(KVD_LOG_WARNING, "cannot start the background scrub: %s", kv_strerror(sst));
@@ -1818,7 +1842,7 @@ fail:
     }
     free(srv->workers);
     if (srv->base) event_base_free(srv->base);
-    kv_close(srv->store);
+    kv_close(srv->env.store);
     free(srv);
     return NULL;
 }
@@ -1894,7 +1918,7 @@ int kvd_server_run(kvd_server *srv)
     srv->listener = NULL;
     on_all_workers(srv, stop_reading, 1);
     /* Every write sent so far is queued before this barrier. */
-    kv_status sync_st = kv_sync(srv->store);
+    kv_status sync_st = kv_sync(srv->env.store);
     on_all_workers(srv, finish_worker, 0);
     for (int i = 0; i < srv->nworkers; i++) pthread_join(srv->workers[i].thread, NULL);
     for (int i = 0; i < srv->nworkers; i++) {
@@ -1916,7 +1940,7 @@ int kvd_server_run(kvd_server *srv)
     srv->scrub = NULL;
     if (srv->hints_started) pthread_join(srv->hints_thread, NULL);
     srv->hints_started = 0;
-    kv_status close_st = kv_close(srv->store);
+    kv_status close_st = kv_close(srv->env.store);
     event_free(srv->sig_term);
     event_free(srv->sig_int);
     event_free(srv->sig_usr1);
@@ -1931,7 +1955,7 @@ int kvd_server_run(kvd_server *srv)
         kvd_log(KVD_LOG_WARNING, "final sync failed: %s", kv_strerror(sync_st != KV_OK ? sync_st : close_st));
         rc = 1;
     }
-    pthread_mutex_destroy(&srv->cfg_mu);
+    pthread_mutex_destroy(&srv->env.cfg_mu);
     free(srv);
     kvd_log(KVD_LOG_NOTICE, "kvd is now ready to exit, bye bye...");
     return rc;
