@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -884,11 +885,6 @@ static void cmd_info(cmdctx *x)
     sb_free(&body);
 }
 
-/* Connection and server commands that touch client or server state are
- * run by kvd_server.c; their table entries point here only so COMMAND can
- * list them. */
-static void cmd_local(cmdctx *x) { (void)x; }
-
 /* ---- EXEC on the writer thread ---- */
 
 kv_status kvd_exec_txn(kv_txn *t, kvd_job *job, kvd_env *env)
@@ -915,25 +911,25 @@ kv_status kvd_exec_txn(kv_txn *t, kvd_job *job, kvd_env *env)
 
 #define W CMD_WRITE
 #define R CMD_READ
-#define L CMD_LOCAL
+#define L CMD_CONN
 static const kvd_cmd table[] = {
     /* connection */
     {"ping", -1, R | CMD_NOAUTH, cmd_ping, 0, 0, 0},
     {"echo", 2, R, cmd_echo, 0, 0, 0},
-    {"quit", -1, L | CMD_NOAUTH | CMD_NOMULTI, cmd_local, 0, 0, 0},
-    {"select", 2, L, cmd_local, 0, 0, 0},
-    {"auth", -2, L | CMD_NOAUTH | CMD_NOMULTI, cmd_local, 0, 0, 0},
-    {"hello", -1, L | CMD_NOAUTH | CMD_NOMULTI, cmd_local, 0, 0, 0},
-    {"client", -2, L, cmd_local, 0, 0, 0},
-    {"command", -1, L, cmd_local, 0, 0, 0},
+    {"quit", -1, L | CMD_NOAUTH | CMD_NOMULTI, cmd_quit, 0, 0, 0},
+    {"select", 2, L, cmd_select, 0, 0, 0},
+    {"auth", -2, L | CMD_NOAUTH | CMD_NOMULTI, cmd_auth, 0, 0, 0},
+    {"hello", -1, L | CMD_NOAUTH | CMD_NOMULTI, cmd_hello, 0, 0, 0},
+    {"client", -2, L, cmd_client, 0, 0, 0},
+    {"command", -1, L, cmd_command, 0, 0, 0},
     {"time", 1, R, cmd_time, 0, 0, 0},
     /* server */
     {"info", -1, R, cmd_info, 0, 0, 0},
     {"dbsize", 1, R, cmd_dbsize, 0, 0, 0},
-    {"config", -2, L, cmd_local, 0, 0, 0},
+    {"config", -2, L, cmd_config, 0, 0, 0},
     {"flushdb", -1, W, cmd_flushall, 0, 0, 0},
     {"flushall", -1, W, cmd_flushall, 0, 0, 0},
-    {"shutdown", -1, L | CMD_NOMULTI, cmd_local, 0, 0, 0},
+    {"shutdown", -1, L | CMD_NOMULTI, cmd_shutdown, 0, 0, 0},
     {"compact", 1, R, cmd_compact, 0, 0, 0},
     {"bgrewriteaof", 1, R, cmd_compact, 0, 0, 0},
     {"scrub", 1, R, cmd_scrub, 0, 0, 0},
@@ -969,12 +965,12 @@ static const kvd_cmd table[] = {
     {"ttl", 2, R, cmd_ttl, 1, 1, 1},
     {"pttl", 2, R, cmd_pttl, 1, 1, 1},
     {"persist", 2, W, cmd_persist, 1, 1, 1},
-    /* transactions (run by kvd_server.c) */
-    {"multi", 1, L | CMD_NOMULTI, cmd_local, 0, 0, 0},
-    {"exec", 1, L | CMD_NOMULTI, cmd_local, 0, 0, 0},
-    {"discard", 1, L | CMD_NOMULTI, cmd_local, 0, 0, 0},
-    {"watch", -2, L | CMD_NOMULTI, cmd_local, 1, -1, 1},
-    {"unwatch", 1, L | CMD_NOMULTI, cmd_local, 0, 0, 0},
+    /* transactions */
+    {"multi", 1, L | CMD_NOMULTI, cmd_multi, 0, 0, 0},
+    {"exec", 1, L | CMD_NOMULTI | CMD_RUNS_MULTI, cmd_exec, 0, 0, 0},
+    {"discard", 1, L | CMD_NOMULTI, cmd_discard, 0, 0, 0},
+    {"watch", -2, L | CMD_NOMULTI, cmd_watch, 1, -1, 1},
+    {"unwatch", 1, L | CMD_NOMULTI, cmd_unwatch, 0, 0, 0},
 };
 #undef W
 #undef R
@@ -986,10 +982,50 @@ const kvd_cmd *kvd_cmd_table(size_t *n)
     return table;
 }
 
+/*
+ * Lookup: a static open-addressing table of indexes into `table`, built
+ * once (pthread_once) on first use. The hash is FNV-1a over the name's
+ * bytes folded to lower case, so a request's name is hashed as sent,
+ * without a copy. Linear probing; the table is at least twice the
+ * number of commands, so a probe sequence is short and always ends at
+ * an empty slot.
+ */
+#define NCMDS (sizeof table / sizeof table[0])
+#define LOOKUP_SLOTS 256 /* a power of two, over 2 * NCMDS */
+#define MAX_NAME_LEN 16  /* longer than any command name */
+_Static_assert(LOOKUP_SLOTS >= 2 * NCMDS, "lookup table too small for the commands");
+
+static uint8_t lookup_slot[LOOKUP_SLOTS]; /* index + 1 into table; 0 empty */
+static pthread_once_t lookup_once = PTHREAD_ONCE_INIT;
+
+static uint32_t name_hash(const uint8_t *name, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)tolower(name[i]);
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static void lookup_build(void)
+{
+    for (size_t i = 0; i < NCMDS; i++) {
+        size_t len = strlen(table[i].name);
+        uint32_t h = name_hash((const uint8_t *)table[i].name, len) & (LOOKUP_SLOTS - 1);
+        while (lookup_slot[h]) h = (h + 1) & (LOOKUP_SLOTS - 1);
+        lookup_slot[h] = (uint8_t)(i + 1);
+    }
+}
+
 const kvd_cmd *kvd_cmd_lookup(const uint8_t *name, size_t len)
 {
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (strlen(table[i].name) == len && strncasecmp(table[i].name, (const char *)name, len) == 0)
-            return &table[i];
+    if (len == 0 || len > MAX_NAME_LEN) return NULL;
+    pthread_once(&lookup_once, lookup_build);
+    uint32_t h = name_hash(name, len) & (LOOKUP_SLOTS - 1);
+    for (; lookup_slot[h]; h = (h + 1) & (LOOKUP_SLOTS - 1)) {
+        const kvd_cmd *cmd = &table[lookup_slot[h] - 1];
+        if (strlen(cmd->name) == len && strncasecmp(cmd->name, (const char *)name, len) == 0) return cmd;
+    }
     return NULL;
 }

@@ -139,13 +139,15 @@ struct kvd_server {
     kvd_ratelimit accept_log;     /* accept errors: one log line a second (main thread) */
 };
 
-/* Command flags. */
+/* Command flags: where a command runs and what MULTI does with it. */
 enum {
-    CMD_WRITE = 1 << 0,   /* may write: runs as a transaction on the writer thread */
-    CMD_READ = 1 << 1,    /* reads the store on the I/O thread */
-    CMD_NOAUTH = 1 << 2,  /* allowed before AUTH */
-    CMD_LOCAL = 1 << 3,   /* connection/server command run on the I/O thread */
-    CMD_NOMULTI = 1 << 4, /* runs at once even inside MULTI (EXEC, DISCARD, ...) */
+    CMD_WRITE = 1 << 0,      /* may write: runs as a transaction on the writer thread */
+    CMD_READ = 1 << 1,       /* reads the store on the I/O thread (inside EXEC: on the writer) */
+    CMD_NOAUTH = 1 << 2,     /* allowed before AUTH */
+    CMD_CONN = 1 << 3,       /* needs the connection (x->c): runs on the I/O thread at once;
+                                refused inside MULTI unless CMD_NOMULTI */
+    CMD_NOMULTI = 1 << 4,    /* runs at once even inside MULTI (EXEC, DISCARD, ...) */
+    CMD_RUNS_MULTI = 1 << 5, /* sends the queued MULTI to the writer thread (EXEC) */
 };
 
 /* What a command handler sees. txn is non-NULL on the writer thread. */
@@ -171,6 +173,21 @@ typedef struct kvd_cmd {
 const kvd_cmd *kvd_cmd_lookup(const uint8_t *name, size_t len);
 /* The table, and its length. */
 const kvd_cmd *kvd_cmd_table(size_t *n);
+
+/* Handlers of the CMD_CONN commands (kvd_server.c). */
+void cmd_quit(cmdctx *x);
+void cmd_select(cmdctx *x);
+void cmd_auth(cmdctx *x);
+void cmd_hello(cmdctx *x);
+void cmd_client(cmdctx *x);
+void cmd_command(cmdctx *x);
+void cmd_config(cmdctx *x);
+void cmd_shutdown(cmdctx *x);
+void cmd_multi(cmdctx *x);
+void cmd_exec(cmdctx *x);
+void cmd_discard(cmdctx *x);
+void cmd_watch(cmdctx *x);
+void cmd_unwatch(cmdctx *x);
 
 /* Runs a queued MULTI as one transaction on the writer thread (EXEC's
  * job). */

@@ -394,10 +394,10 @@ static void reply_job(kvd_client *c, kvd_job *j)
 
 /* ---- command dispatch ---- */
 
-static int arg_eq(const kvd_client *c, size_t i, const char *word)
+static int arg_eq(const cmdctx *x, size_t i, const char *word)
 {
     size_t n = strlen(word);
-    return c->args.argvlen[i] == n && strncasecmp((const char *)c->args.argv[i], word, n) == 0;
+    return x->argvlen[i] == n && strncasecmp((const char *)x->argv[i], word, n) == 0;
 }
 
 static void reply_unknown(kvd_client *c)
@@ -424,10 +424,10 @@ static int arity_ok(const kvd_cmd *cmd, size_t argc)
     return cmd->arity > 0 ? argc == (size_t)cmd->arity : argc >= (size_t)-cmd->arity;
 }
 
-static int check_password(kvd_server *srv, const uint8_t *p, size_t n)
+static int check_password(kvd_env *env, const uint8_t *p, size_t n)
 {
-    pthread_mutex_lock(&srv->env.cfg_mu);
-    const char *want = srv->env.cfg->requirepass;
+    pthread_mutex_lock(&env->cfg_mu);
+    const char *want = env->cfg->requirepass;
     int ok = 0;
     if (want && *want) {
         size_t wn = strlen(want);
@@ -435,41 +435,41 @@ static int check_password(kvd_server *srv, const uint8_t *p, size_t n)
         for (size_t i = 0; i < n; i++) diff |= (unsigned)(p[i] ^ (uint8_t)want[i % (wn ? wn : 1)]);
         ok = diff == 0;
     }
-    pthread_mutex_unlock(&srv->env.cfg_mu);
+    pthread_mutex_unlock(&env->cfg_mu);
     return ok;
 }
 
-static int password_set(kvd_server *srv)
+static int password_set(kvd_env *env)
 {
-    pthread_mutex_lock(&srv->env.cfg_mu);
-    int set = srv->env.cfg->requirepass && *srv->env.cfg->requirepass;
-    pthread_mutex_unlock(&srv->env.cfg_mu);
+    pthread_mutex_lock(&env->cfg_mu);
+    int set = env->cfg->requirepass && *env->cfg->requirepass;
+    pthread_mutex_unlock(&env->cfg_mu);
     return set;
 }
 
-static void cmd_auth(kvd_client *c)
+void cmd_auth(cmdctx *x)
 {
-    kvd_server *srv = c->w->srv;
-    if (c->args.argc > 3) {
-        rp_error(&c->out, "ERR syntax error");
+    kvd_client *c = x->c;
+    if (x->argc > 3) {
+        rp_error(x->out, "ERR syntax error");
         return;
     }
     /* Redis 7: only the one-argument form is an error without a
      * password; "AUTH default <anything>" succeeds, as the default user
      * then has nopass. */
-    if (!password_set(srv) && c->args.argc == 2) {
-        rp_error(&c->out, "ERR AUTH <password> called without any password configured for the default user. "
+    if (!password_set(x->env) && x->argc == 2) {
+        rp_error(x->out, "ERR AUTH <password> called without any password configured for the default user. "
                           "Are you sure your configuration is correct?");
         return;
     }
-    size_t pi = c->args.argc == 3 ? 2 : 1;
-    if ((c->args.argc == 3 && !arg_eq(c, 1, "default")) ||
-        (password_set(srv) && !check_password(srv, c->args.argv[pi], c->args.argvlen[pi]))) {
-        rp_error(&c->out, "WRONGPASS invalid username-password pair or user is disabled.");
+    size_t pi = x->argc == 3 ? 2 : 1;
+    if ((x->argc == 3 && !arg_eq(x, 1, "default")) ||
+        (password_set(x->env) && !check_password(x->env, x->argv[pi], x->argvlen[pi]))) {
+        rp_error(x->out, "WRONGPASS invalid username-password pair or user is disabled.");
         return;
     }
     c->authenticated = 1;
-    rp_ok(&c->out);
+    rp_ok(x->out);
 }
 
 static int valid_client_name(const uint8_t *p, size_t n)
@@ -493,13 +493,13 @@ static void set_name(kvd_client *c, const uint8_t *p, size_t n)
 }
 
 /* HELLO [protover [AUTH username password] [SETNAME clientname]] */
-static void cmd_hello(kvd_client *c)
+void cmd_hello(cmdctx *x)
 {
-    kvd_server *srv = c->w->srv;
+    kvd_client *c = x->c;
     size_t i = 1;
-    if (c->args.argc >= 2) {
-        const uint8_t *v = c->args.argv[1];
-        size_t n = c->args.argvlen[1];
+    if (x->argc >= 2) {
+        const uint8_t *v = x->argv[1];
+        size_t n = x->argvlen[1];
         long long ver = 0;
         int ok = n > 0 && n < 19;
         for (size_t k = 0; ok && k < n; k++) {
@@ -507,92 +507,93 @@ static void cmd_hello(kvd_client *c)
             ver = ver * 10 + (v[k] - '0');
         }
         if (!ok) {
-            rp_error(&c->out, "ERR Protocol version is not an integer or out of range");
+            rp_error(x->out, "ERR Protocol version is not an integer or out of range");
             return;
         }
         if (ver != 2) {
-            rp_error(&c->out, "NOPROTO unsupported protocol version");
+            rp_error(x->out, "NOPROTO unsupported protocol version");
             return;
         }
         i = 2;
     }
     const uint8_t *name = NULL;
     size_t name_len = 0;
-    for (; i < c->args.argc; i++) {
-        if (arg_eq(c, i, "auth") && i + 2 < c->args.argc) {
-            if (!arg_eq(c, i + 1, "default") ||
-                (password_set(srv) && !check_password(srv, c->args.argv[i + 2], c->args.argvlen[i + 2]))) {
-                rp_error(&c->out, "WRONGPASS invalid username-password pair or user is disabled.");
+    for (; i < x->argc; i++) {
+        if (arg_eq(x, i, "auth") && i + 2 < x->argc) {
+            if (!arg_eq(x, i + 1, "default") ||
+                (password_set(x->env) && !check_password(x->env, x->argv[i + 2], x->argvlen[i + 2]))) {
+                rp_error(x->out, "WRONGPASS invalid username-password pair or user is disabled.");
                 return;
             }
             c->authenticated = 1;
             i += 2;
-        } else if (arg_eq(c, i, "setname") && i + 1 < c->args.argc) {
-            name = c->args.argv[i + 1];
-            name_len = c->args.argvlen[i + 1];
+        } else if (arg_eq(x, i, "setname") && i + 1 < x->argc) {
+            name = x->argv[i + 1];
+            name_len = x->argvlen[i + 1];
             if (!valid_client_name(name, name_len)) {
-                rp_error(&c->out, "ERR Client names cannot contain spaces, newlines or special characters.");
+                rp_error(x->out, "ERR Client names cannot contain spaces, newlines or special characters.");
                 return;
             }
             i++;
         } else {
-            rp_error(&c->out, "ERR Syntax error in HELLO option '%.*s'", (int)c->args.argvlen[i],
-                     (const char *)c->args.argv[i]);
+            rp_error(x->out, "ERR Syntax error in HELLO option '%.*s'", (int)x->argvlen[i],
+                     (const char *)x->argv[i]);
             return;
         }
     }
-    if (password_set(srv) && !c->authenticated) {
-        rp_error(&c->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    if (password_set(x->env) && !c->authenticated) {
+        rp_error(x->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
                           "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
                           "select the RESP protocol version at the same time");
         return;
     }
     if (name) set_name(c, name, name_len);
-    rp_array(&c->out, 14);
-    rp_bulk_str(&c->out, "server");
-    rp_bulk_str(&c->out, "kvd");
-    rp_bulk_str(&c->out, "version");
-    rp_bulk_str(&c->out, KVD_VERSION);
-    rp_bulk_str(&c->out, "proto");
-    rp_int(&c->out, 2);
-    rp_bulk_str(&c->out, "id");
-    rp_int(&c->out, (long long)c->id);
-    rp_bulk_str(&c->out, "mode");
-    rp_bulk_str(&c->out, "standalone");
-    rp_bulk_str(&c->out, "role");
-    rp_bulk_str(&c->out, "master");
-    rp_bulk_str(&c->out, "modules");
-    rp_array(&c->out, 0);
+    rp_array(x->out, 14);
+    rp_bulk_str(x->out, "server");
+    rp_bulk_str(x->out, "kvd");
+    rp_bulk_str(x->out, "version");
+    rp_bulk_str(x->out, KVD_VERSION);
+    rp_bulk_str(x->out, "proto");
+    rp_int(x->out, 2);
+    rp_bulk_str(x->out, "id");
+    rp_int(x->out, (long long)c->id);
+    rp_bulk_str(x->out, "mode");
+    rp_bulk_str(x->out, "standalone");
+    rp_bulk_str(x->out, "role");
+    rp_bulk_str(x->out, "master");
+    rp_bulk_str(x->out, "modules");
+    rp_array(x->out, 0);
 }
 
-static void cmd_client(kvd_client *c)
+void cmd_client(cmdctx *x)
 {
-    if (arg_eq(c, 1, "id") && c->args.argc == 2) {
-        rp_int(&c->out, (long long)c->id);
-    } else if (arg_eq(c, 1, "setname") && c->args.argc == 3) {
-        if (!valid_client_name(c->args.argv[2], c->args.argvlen[2])) {
-            rp_error(&c->out, "ERR Client names cannot contain spaces, newlines or special characters.");
+    kvd_client *c = x->c;
+    if (arg_eq(x, 1, "id") && x->argc == 2) {
+        rp_int(x->out, (long long)c->id);
+    } else if (arg_eq(x, 1, "setname") && x->argc == 3) {
+        if (!valid_client_name(x->argv[2], x->argvlen[2])) {
+            rp_error(x->out, "ERR Client names cannot contain spaces, newlines or special characters.");
             return;
         }
-        set_name(c, c->args.argv[2], c->args.argvlen[2]);
-        rp_ok(&c->out);
-    } else if (arg_eq(c, 1, "getname") && c->args.argc == 2) {
+        set_name(c, x->argv[2], x->argvlen[2]);
+        rp_ok(x->out);
+    } else if (arg_eq(x, 1, "getname") && x->argc == 2) {
         if (c->name)
-            rp_bulk_str(&c->out, c->name);
+            rp_bulk_str(x->out, c->name);
         else
-            rp_nil(&c->out);
-    } else if (arg_eq(c, 1, "setinfo") && c->args.argc == 4) {
-        if (!arg_eq(c, 2, "lib-name") && !arg_eq(c, 2, "lib-ver")) {
-            rp_error(&c->out, "ERR Unrecognized option '%.*s'", (int)c->args.argvlen[2], (const char *)c->args.argv[2]);
+            rp_nil(x->out);
+    } else if (arg_eq(x, 1, "setinfo") && x->argc == 4) {
+        if (!arg_eq(x, 2, "lib-name") && !arg_eq(x, 2, "lib-ver")) {
+            rp_error(x->out, "ERR Unrecognized option '%.*s'", (int)x->argvlen[2], (const char *)x->argv[2]);
             return;
         }
-        rp_ok(&c->out);
-    } else if (arg_eq(c, 1, "info") && c->args.argc == 2) {
+        rp_ok(x->out);
+    } else if (arg_eq(x, 1, "info") && x->argc == 2) {
         char line[512];
         snprintf(line, sizeof line, "id=%" PRIu64 " addr=%s name=%s age=%lld\n", c->id, c->addr,
                  c->name ? c->name : "", (kvd_mstime() - c->ctime) / 1000);
-        rp_bulk_str(&c->out, line);
-    } else if (arg_eq(c, 1, "list") && c->args.argc == 2) {
+        rp_bulk_str(x->out, line);
+    } else if (arg_eq(x, 1, "list") && x->argc == 2) {
         /* Only this I/O thread's clients are visible without locking;
          * list those (documented in docs/protocol.md). */
         sbuf b = {0};
@@ -602,11 +603,11 @@ static void cmd_client(kvd_client *c)
                              o->name ? o->name : "", (kvd_mstime() - o->ctime) / 1000);
             sb_add(&b, line, (size_t)n);
         }
-        rp_bulk(&c->out, b.p ? b.p : "", b.len);
+        rp_bulk(x->out, b.p ? b.p : "", b.len);
         sb_free(&b);
     } else {
-        rp_error(&c->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
-                 (int)c->args.argvlen[1], (const char *)c->args.argv[1]);
+        rp_error(x->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
+                 (int)x->argvlen[1], (const char *)x->argv[1]);
     }
 }
 
@@ -620,7 +621,7 @@ static void command_info(sbuf *b, const kvd_cmd *cmd)
     if (cmd->flags & CMD_WRITE) flags[nflags++] = "write";
     if (cmd->flags & CMD_READ) flags[nflags++] = "readonly";
     if (cmd->flags & CMD_NOAUTH) flags[nflags++] = "no_auth";
-    if (cmd->flags & CMD_LOCAL) flags[nflags++] = "fast";
+    if (cmd->flags & CMD_CONN) flags[nflags++] = "fast";
     rp_array(b, nflags);
     for (int i = 0; i < nflags; i++) rp_status(b, flags[i]);
     rp_int(b, cmd->first_key);
@@ -628,29 +629,29 @@ static void command_info(sbuf *b, const kvd_cmd *cmd)
     rp_int(b, cmd->key_step);
 }
 
-static void cmd_command(kvd_client *c)
+void cmd_command(cmdctx *x)
 {
     size_t n;
     const kvd_cmd *t = kvd_cmd_table(&n);
-    if (c->args.argc == 1) {
-        rp_array(&c->out, (long long)n);
-        for (size_t i = 0; i < n; i++) command_info(&c->out, &t[i]);
-    } else if (arg_eq(c, 1, "count") && c->args.argc == 2) {
-        rp_int(&c->out, (long long)n);
-    } else if (arg_eq(c, 1, "docs")) {
-        rp_array(&c->out, 0); /* no docs: clients fall back to their own */
-    } else if (arg_eq(c, 1, "info")) {
-        rp_array(&c->out, (long long)c->args.argc - 2);
-        for (size_t i = 2; i < c->args.argc; i++) {
-            const kvd_cmd *cmd = kvd_cmd_lookup(c->args.argv[i], c->args.argvlen[i]);
+    if (x->argc == 1) {
+        rp_array(x->out, (long long)n);
+        for (size_t i = 0; i < n; i++) command_info(x->out, &t[i]);
+    } else if (arg_eq(x, 1, "count") && x->argc == 2) {
+        rp_int(x->out, (long long)n);
+    } else if (arg_eq(x, 1, "docs")) {
+        rp_array(x->out, 0); /* no docs: clients fall back to their own */
+    } else if (arg_eq(x, 1, "info")) {
+        rp_array(x->out, (long long)x->argc - 2);
+        for (size_t i = 2; i < x->argc; i++) {
+            const kvd_cmd *cmd = kvd_cmd_lookup(x->argv[i], x->argvlen[i]);
             if (cmd)
-                command_info(&c->out, cmd);
+                command_info(x->out, cmd);
             else
-                rp_null_array(&c->out);
+                rp_null_array(x->out);
         }
     } else {
-        rp_error(&c->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try COMMAND HELP.",
-                 (int)c->args.argvlen[1], (const char *)c->args.argv[1]);
+        rp_error(x->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try COMMAND HELP.",
+                 (int)x->argvlen[1], (const char *)x->argv[1]);
     }
 }
 
@@ -663,27 +664,27 @@ static int config_mutable(const char *name)
            !strcasecmp(name, "client-output-buffer-limit");
 }
 
-static void cmd_config(kvd_client *c)
+void cmd_config(cmdctx *x)
 {
-    kvd_server *srv = c->w->srv;
-    if (arg_eq(c, 1, "get") && c->args.argc >= 3) {
+    kvd_env *env = x->env;
+    if (arg_eq(x, 1, "get") && x->argc >= 3) {
         sbuf body = {0};
         long long n = 0;
         /* Compatibility values some clients ask for (redis-benchmark). */
         static const char *const compat[][2] = {{"save", ""}, {"appendonly", "yes"}};
-        for (size_t a = 2; a < c->args.argc; a++) {
+        for (size_t a = 2; a < x->argc; a++) {
             char pat[256];
-            snprintf(pat, sizeof pat, "%.*s", (int)c->args.argvlen[a], (const char *)c->args.argv[a]);
-            pthread_mutex_lock(&srv->env.cfg_mu);
+            snprintf(pat, sizeof pat, "%.*s", (int)x->argvlen[a], (const char *)x->argv[a]);
+            pthread_mutex_lock(&env->cfg_mu);
             for (size_t i = 0; kvd_config_names[i]; i++) {
                 if (fnmatch(pat, kvd_config_names[i], FNM_CASEFOLD) != 0) continue;
                 char val[4096];
-                if (kvd_config_get(srv->env.cfg, kvd_config_names[i], val, sizeof val) != 0) continue;
+                if (kvd_config_get(env->cfg, kvd_config_names[i], val, sizeof val) != 0) continue;
                 rp_bulk_str(&body, kvd_config_names[i]);
                 rp_bulk_str(&body, val);
                 n++;
             }
-            pthread_mutex_unlock(&srv->env.cfg_mu);
+            pthread_mutex_unlock(&env->cfg_mu);
             for (size_t i = 0; i < sizeof compat / sizeof compat[0]; i++)
                 if (fnmatch(pat, compat[i][0], FNM_CASEFOLD) == 0) {
                     rp_bulk_str(&body, compat[i][0]);
@@ -691,113 +692,114 @@ static void cmd_config(kvd_client *c)
                     n++;
                 }
         }
-        rp_array(&c->out, n * 2);
-        sb_add(&c->out, body.p, body.len);
+        rp_array(x->out, n * 2);
+        sb_add(x->out, body.p, body.len);
         sb_free(&body);
-    } else if (arg_eq(c, 1, "set") && c->args.argc >= 4 && c->args.argc % 2 == 0) {
-        for (size_t a = 2; a + 1 < c->args.argc; a += 2) {
+    } else if (arg_eq(x, 1, "set") && x->argc >= 4 && x->argc % 2 == 0) {
+        for (size_t a = 2; a + 1 < x->argc; a += 2) {
             char name[128], val[4096], err[512];
-            snprintf(name, sizeof name, "%.*s", (int)c->args.argvlen[a], (const char *)c->args.argv[a]);
-            snprintf(val, sizeof val, "%.*s", (int)c->args.argvlen[a + 1], (const char *)c->args.argv[a + 1]);
+            snprintf(name, sizeof name, "%.*s", (int)x->argvlen[a], (const char *)x->argv[a]);
+            snprintf(val, sizeof val, "%.*s", (int)x->argvlen[a + 1], (const char *)x->argv[a + 1]);
             char cur[4096];
-            pthread_mutex_lock(&srv->env.cfg_mu);
-            int known = kvd_config_get(srv->env.cfg, name, cur, sizeof cur) == 0;
+            pthread_mutex_lock(&env->cfg_mu);
+            int known = kvd_config_get(env->cfg, name, cur, sizeof cur) == 0;
             int r = -1;
             if (known && config_mutable(name)) {
-                int old_max = srv->env.cfg->maxclients;
-                r = kvd_config_set(srv->env.cfg, name, val, err, sizeof err);
+                int old_max = env->cfg->maxclients;
+                r = kvd_config_set(env->cfg, name, val, err, sizeof err);
                 /* As Redis's updateMaxclients: no more clients than the
                  * open-file limit holds beside the reserved descriptors. */
-                int fits = srv->env.hooks.maxclients_fit(srv, srv->env.cfg->maxclients);
-                if (r == 0 && !strcasecmp(name, "maxclients") && fits < srv->env.cfg->maxclients) {
-                    __atomic_store_n(&srv->env.cfg->maxclients, old_max, __ATOMIC_RELAXED);
+                int fits = env->hooks.maxclients_fit(env->hooks.srv, env->cfg->maxclients);
+                if (r == 0 && !strcasecmp(name, "maxclients") && fits < env->cfg->maxclients) {
+                    __atomic_store_n(&env->cfg->maxclients, old_max, __ATOMIC_RELAXED);
                     snprintf(err, sizeof err,
                              "The operating system is not able to handle the specified number of clients, try with %d",
                              fits);
                     r = -1;
                 }
             }
-            pthread_mutex_unlock(&srv->env.cfg_mu);
+            pthread_mutex_unlock(&env->cfg_mu);
             if (!known) {
-                rp_error(&c->out, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
+                rp_error(x->out, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
                 return;
             }
             if (!config_mutable(name)) {
-                rp_error(&c->out, "ERR CONFIG SET failed (possibly related to argument '%s') - can't set "
+                rp_error(x->out, "ERR CONFIG SET failed (possibly related to argument '%s') - can't set "
                                   "immutable config", name);
                 return;
             }
             if (r != 0) {
-                rp_error(&c->out, "ERR CONFIG SET failed (possibly related to argument '%s') - %s", name, err);
+                rp_error(x->out, "ERR CONFIG SET failed (possibly related to argument '%s') - %s", name, err);
                 return;
             }
-            srv->env.hooks.config_changed(srv, name);
+            env->hooks.config_changed(env->hooks.srv, name);
         }
-        rp_ok(&c->out);
-    } else if (arg_eq(c, 1, "resetstat") && c->args.argc == 2) {
-        __atomic_store_n(&srv->env.n.total_commands, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->env.n.hits, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->env.n.misses, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->env.n.total_connections, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->env.n.rejected_connections, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->env.n.expired_active, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&srv->env.n.obuf_disconnections, 0, __ATOMIC_RELAXED);
+        rp_ok(x->out);
+    } else if (arg_eq(x, 1, "resetstat") && x->argc == 2) {
+        __atomic_store_n(&env->n.total_commands, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&env->n.hits, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&env->n.misses, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&env->n.total_connections, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&env->n.rejected_connections, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&env->n.expired_active, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&env->n.obuf_disconnections, 0, __ATOMIC_RELAXED);
         kv_stats kst;
-        kv_get_stats(srv->env.store, &kst);
-        __atomic_store_n(&srv->env.n.expired_access_base, kst.expired_on_access, __ATOMIC_RELAXED);
-        srv->env.n.last_cmds = 0;
-        srv->env.n.ops_sec = 0;
-        rp_ok(&c->out);
+        kv_get_stats(env->store, &kst);
+        __atomic_store_n(&env->n.expired_access_base, kst.expired_on_access, __ATOMIC_RELAXED);
+        env->n.last_cmds = 0;
+        env->n.ops_sec = 0;
+        rp_ok(x->out);
     } else {
-        rp_error(&c->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
-                 (int)c->args.argvlen[1], (const char *)c->args.argv[1]);
+        rp_error(x->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
+                 (int)x->argvlen[1], (const char *)x->argv[1]);
     }
 }
 
-static void cmd_watch(kvd_client *c)
+static void watch_keys(cmdctx *x)
 {
-    kvd_server *srv = c->w->srv;
-    for (size_t i = 1; i < c->args.argc; i++) {
+    kvd_client *c = x->c;
+    for (size_t i = 1; i < x->argc; i++) {
         if (c->nwatch == c->cap_watch) {
             size_t nc = c->cap_watch ? c->cap_watch * 2 : 8;
             kvd_watch *nw = realloc(c->watch, nc * sizeof *nw);
             if (!nw) {
-                rp_error(&c->out, "ERR out of memory");
+                rp_error(x->out, "ERR out of memory");
                 return;
             }
             c->watch = nw;
             c->cap_watch = nc;
         }
         kvd_watch *wt = &c->watch[c->nwatch];
-        wt->klen = c->args.argvlen[i];
+        wt->klen = x->argvlen[i];
         wt->key = malloc(wt->klen ? wt->klen : 1);
         if (!wt->key) {
-            rp_error(&c->out, "ERR out of memory");
+            rp_error(x->out, "ERR out of memory");
             return;
         }
-        memcpy(wt->key, c->args.argv[i], wt->klen);
+        memcpy(wt->key, x->argv[i], wt->klen);
         wt->seq = 0;
-        if (kv_key_info(srv->env.store, wt->key, wt->klen, NULL, &wt->seq) != KV_OK) wt->seq = 0;
+        if (kv_key_info(x->env->store, wt->key, wt->klen, NULL, &wt->seq) != KV_OK) wt->seq = 0;
         c->nwatch++;
     }
-    rp_ok(&c->out);
+    rp_ok(x->out);
 }
 
-static void cmd_exec(kvd_client *c)
+void cmd_exec(cmdctx *x)
 {
+    kvd_client *c = x->c;
     if (!c->in_multi) {
-        rp_error(&c->out, "ERR EXEC without MULTI");
+        rp_error(x->out, "ERR EXEC without MULTI");
         return;
     }
     if (c->multi_error) {
-        rp_error(&c->out, "EXECABORT Transaction discarded because of previous errors.");
+        rp_error(x->out, "EXECABORT Transaction discarded because of previous errors.");
         multi_reset(c);
         watch_clear(c);
         return;
     }
     kvd_job *j = calloc(1, sizeof *j);
     if (!j) {
-        rp_error(&c->out, "ERR out of memory");
+        rp_error(x->out, "ERR out of memory");
         multi_reset(c);
         watch_clear(c);
         return;
@@ -815,72 +817,75 @@ static void cmd_exec(kvd_client *c)
     submit_job(c, j);
 }
 
-static void run_local(kvd_client *c, const kvd_cmd *cmd)
+void cmd_quit(cmdctx *x)
 {
-    const char *n = cmd->name;
-    if (!strcmp(n, "quit")) {
-        rp_ok(&c->out);
-        c->close_after_reply = 1;
-    } else if (!strcmp(n, "select")) {
-        long long db;
-        const uint8_t *p = c->args.argv[1];
-        size_t len = c->args.argvlen[1];
-        char tmp[32];
-        if (len == 0 || len >= sizeof tmp) {
-            rp_error(&c->out, "ERR value is not an integer or out of range");
-            return;
-        }
-        memcpy(tmp, p, len);
-        tmp[len] = 0;
-        char *end;
-        errno = 0;
-        db = strtoll(tmp, &end, 10);
-        if (errno || *end || end == tmp)
-            rp_error(&c->out, "ERR value is not an integer or out of range");
-        else if (db != 0)
-            rp_error(&c->out, "ERR DB index is out of range");
-        else
-            rp_ok(&c->out);
-    } else if (!strcmp(n, "auth")) {
-        cmd_auth(c);
-    } else if (!strcmp(n, "hello")) {
-        cmd_hello(c);
-    } else if (!strcmp(n, "client")) {
-        cmd_client(c);
-    } else if (!strcmp(n, "command")) {
-        cmd_command(c);
-    } else if (!strcmp(n, "config")) {
-        cmd_config(c);
-    } else if (!strcmp(n, "shutdown")) {
-        kvd_log(KVD_LOG_WARNING, "user requested shutdown (client id=%" PRIu64 " addr=%s)", c->id, c->addr);
-        kvd_server_request_shutdown(c->w->srv);
-    } else if (!strcmp(n, "multi")) {
-        if (c->in_multi) {
-            rp_error(&c->out, "ERR MULTI calls can not be nested");
-            return;
-        }
-        c->in_multi = 1;
-        rp_ok(&c->out);
-    } else if (!strcmp(n, "exec")) {
-        cmd_exec(c);
-    } else if (!strcmp(n, "discard")) {
-        if (!c->in_multi) {
-            rp_error(&c->out, "ERR DISCARD without MULTI");
-            return;
-        }
-        multi_reset(c);
-        watch_clear(c);
-        rp_ok(&c->out);
-    } else if (!strcmp(n, "watch")) {
-        if (c->in_multi) {
-            rp_error(&c->out, "ERR WATCH inside MULTI is not allowed");
-            return;
-        }
-        cmd_watch(c);
-    } else if (!strcmp(n, "unwatch")) {
-        watch_clear(c);
-        rp_ok(&c->out);
+    rp_ok(x->out);
+    x->c->close_after_reply = 1;
+}
+
+void cmd_select(cmdctx *x)
+{
+    long long db;
+    const uint8_t *p = x->argv[1];
+    size_t len = x->argvlen[1];
+    char tmp[32];
+    if (len == 0 || len >= sizeof tmp) {
+        rp_error(x->out, "ERR value is not an integer or out of range");
+        return;
     }
+    memcpy(tmp, p, len);
+    tmp[len] = 0;
+    char *end;
+    errno = 0;
+    db = strtoll(tmp, &end, 10);
+    if (errno || *end || end == tmp)
+        rp_error(x->out, "ERR value is not an integer or out of range");
+    else if (db != 0)
+        rp_error(x->out, "ERR DB index is out of range");
+    else
+        rp_ok(x->out);
+}
+
+void cmd_shutdown(cmdctx *x)
+{
+    kvd_log(KVD_LOG_WARNING, "user requested shutdown (client id=%" PRIu64 " addr=%s)", x->c->id, x->c->addr);
+    x->env->hooks.request_shutdown(x->env->hooks.srv);
+}
+
+void cmd_multi(cmdctx *x)
+{
+    if (x->c->in_multi) {
+        rp_error(x->out, "ERR MULTI calls can not be nested");
+        return;
+    }
+    x->c->in_multi = 1;
+    rp_ok(x->out);
+}
+
+void cmd_discard(cmdctx *x)
+{
+    if (!x->c->in_multi) {
+        rp_error(x->out, "ERR DISCARD without MULTI");
+        return;
+    }
+    multi_reset(x->c);
+    watch_clear(x->c);
+    rp_ok(x->out);
+}
+
+void cmd_watch(cmdctx *x)
+{
+    if (x->c->in_multi) {
+        rp_error(x->out, "ERR WATCH inside MULTI is not allowed");
+        return;
+    }
+    watch_keys(x);
+}
+
+void cmd_unwatch(cmdctx *x)
+{
+    watch_clear(x->c);
+    rp_ok(x->out);
 }
 
 /* Would this request be sent to the writer thread (so it may be queued
@@ -888,7 +893,7 @@ static void run_local(kvd_client *c, const kvd_cmd *cmd)
 static int goes_to_writer(const kvd_client *c, const kvd_cmd *cmd)
 {
     if (!cmd || !arity_ok(cmd, c->args.argc)) return 0;
-    if (c->in_multi) return !strcmp(cmd->name, "exec") && !c->multi_error;
+    if (c->in_multi) return (cmd->flags & CMD_RUNS_MULTI) && !c->multi_error;
     return (cmd->flags & CMD_WRITE) != 0;
 }
 
@@ -907,13 +912,13 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
         if (c->in_multi) c->multi_error = 1;
         return;
     }
-    if (!c->authenticated && !(cmd->flags & CMD_NOAUTH) && password_set(srv)) {
+    if (!c->authenticated && !(cmd->flags & CMD_NOAUTH) && password_set(&srv->env)) {
         rp_error(&c->out, "NOAUTH Authentication required.");
         if (c->in_multi) c->multi_error = 1;
         return;
     }
     if (c->in_multi && !(cmd->flags & CMD_NOMULTI)) {
-        if (cmd->flags & CMD_LOCAL) {
+        if (cmd->flags & CMD_CONN) {
             rp_error(&c->out, "ERR Command not allowed inside a transaction");
             c->multi_error = 1;
             return;
@@ -933,9 +938,7 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
         rp_status(&c->out, "QUEUED");
         return;
     }
-    if (cmd->flags & CMD_LOCAL) {
-        run_local(c, cmd);
-    } else if (cmd->flags & CMD_WRITE) {
+    if (cmd->flags & CMD_WRITE) {
         kvd_job *j = job_new(c, cmd);
         if (!j)
             rp_error(&c->out, "ERR out of memory");
@@ -1045,7 +1048,7 @@ static void new_client(kvd_worker *w, int fd)
     /* As in Redis 7 (the default user is "nopass" while no password is
      * set): a client that connected before CONFIG SET requirepass stays
      * authenticated, so it can still use, or undo, the setting. */
-    c->authenticated = !password_set(srv);
+    c->authenticated = !password_set(&srv->env);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
