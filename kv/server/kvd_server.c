@@ -57,70 +57,6 @@ static void store_log(void *arg, int level, const char *msg)
 
 /* ---- clients ---- */
 
-static void job_free(kvd_job *j)
-{
-    if (!j) return;
-    for (size_t i = 0; i < j->argc; i++) free(j->argv[i]);
-    free(j->argv);
-    free(j->argvlen);
-    sb_free(&j->reply);
-    kvd_job *q = j->mq;
-    while (q) {
-        kvd_job *n = q->next;
-        job_free(q);
-        q = n;
-    }
-    for (size_t i = 0; i < j->nwatch; i++) free(j->watch[i].key);
-    free(j->watch);
-    free(j);
-}
-
-/* A job holding a copy of the current request's arguments. */
-static kvd_job *job_new(kvd_client *c, const kvd_cmd *cmd)
-{
-    kvd_job *j = calloc(1, sizeof *j);
-    if (!j) return NULL;
-    j->c = c;
-    j->cmd = cmd;
-    j->argc = c->args.argc;
-    j->argv = calloc(j->argc ? j->argc : 1, sizeof *j->argv);
-    j->argvlen = calloc(j->argc ? j->argc : 1, sizeof *j->argvlen);
-    if (!j->argv || !j->argvlen) goto oom;
-    for (size_t i = 0; i < j->argc; i++) {
-        size_t n = c->args.argvlen[i];
-        j->argv[i] = malloc(n ? n : 1);
-        if (!j->argv[i]) goto oom;
-        memcpy(j->argv[i], c->args.argv[i], n);
-        j->argvlen[i] = n;
-    }
-    return j;
-oom:
-    job_free(j);
-    return NULL;
-}
-
-static void watch_clear(kvd_client *c)
-{
-    for (size_t i = 0; i < c->nwatch; i++) free(c->watch[i].key);
-    free(c->watch);
-    c->watch = NULL;
-    c->nwatch = c->cap_watch = 0;
-}
-
-static void multi_reset(kvd_client *c)
-{
-    kvd_job *q = c->mq;
-    while (q) {
-        kvd_job *n = q->next;
-        job_free(q);
-        q = n;
-    }
-    c->mq = c->mq_tail = NULL;
-    c->mq_len = 0;
-    c->in_multi = 0;
-    c->multi_error = 0;
-}
-
 /* Stops reading the connection for good (the input event is freed). */
 static void stop_input(kvd_client *c)
 {
@@ -142,8 +78,7 @@ static void client_free(kvd_client *c)
         w->clients = c->next;
     if (c->next) c->next->prev = c->prev;
     resp_args_free(&c->args);
-    multi_reset(c);
-    watch_clear(c);
+    multi_client_free(c);
     free(c->name);
     sb_free(&c->out);
     __atomic_sub_fetch(&w->srv->env.n.connected_clients, 1, __ATOMIC_RELAXED);
@@ -337,68 +272,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 
 /* ---- write jobs ---- */
 
-static kv_status job_txn(kv_txn *t, void *arg)
-{
-    kvd_job *j = arg;
-    kvd_server *srv = j->c->w->srv; /* immutable pointers: safe to read here */
-    if (j->is_exec) return kvd_exec_txn(t, j, &srv->env);
-    cmdctx x = {&srv->env, NULL, j->argc, (const uint8_t *const *)j->argv, j->argvlen, t, &j->reply};
-    j->cmd->fn(&x);
-    return j->reply.oom ? ENOMEM : KV_OK;
-}
-
-/* Writer thread: hand the finished job back to its client's I/O thread. */
-static void job_done(void *arg, kv_status st)
-{
-    kvd_job *j = arg;
-    kvd_worker *w = j->c->w;
-    j->st = st;
-    pthread_mutex_lock(&w->mu);
-    if (w->done_tail)
-        w->done_tail->next = j;
-    else
-        w->done_head = j;
-    w->done_tail = j;
-    pthread_mutex_unlock(&w->mu);
-    event_active(w->wake, EV_READ, 0);
-}
-
-static void submit_job(kvd_client *c, kvd_job *j)
-{
-    kvd_server *srv = c->w->srv;
-    kv_status st = kv_submit(srv->env.store, job_txn, j, job_done, j);
-    if (st != KV_OK) {
-        rp_error(&c->out, "ERR cannot queue the write: %s", kv_strerror(st));
-        job_free(j);
-        return;
-    }
-    c->pending++;
-}
-
-static void reply_job(kvd_client *c, kvd_job *j)
-{
-    if (j->st == KV_OK) {
-        sb_add(&c->out, j->reply.p, j->reply.len);
-        return;
-    }
-    char why[512];
-    int fs = kv_failstop_reason(c->w->srv->env.store, why, sizeof why);
-    if (j->st == KV_FAILSTOP && fs)
-        rp_error(&c->out, "IOERR write refused: %s", why);
-    else if (fs)
-        rp_error(&c->out, "IOERR write failed: %s; the store now refuses writes until restarted",
-                 kv_strerror(j->st));
-    else
-        rp_error(&c->out, "ERR write not done: %s", kv_strerror(j->st));
-}
-
 /* ---- command dispatch ---- */
-
-static int arg_eq(const cmdctx *x, size_t i, const char *word)
-{
-    size_t n = strlen(word);
-    return x->argvlen[i] == n && strncasecmp((const char *)x->argv[i], word, n) == 0;
-}
 
 static void reply_unknown(kvd_client *c)
 {
@@ -422,470 +296,6 @@ static void reply_unknown(kvd_client *c)
 static int arity_ok(const kvd_cmd *cmd, size_t argc)
 {
     return cmd->arity > 0 ? argc == (size_t)cmd->arity : argc >= (size_t)-cmd->arity;
-}
-
-static int check_password(kvd_env *env, const uint8_t *p, size_t n)
-{
-    pthread_mutex_lock(&env->cfg_mu);
-    const char *want = env->cfg->requirepass;
-    int ok = 0;
-    if (want && *want) {
-        size_t wn = strlen(want);
-        unsigned diff = (unsigned)(wn ^ n);
-        for (size_t i = 0; i < n; i++) diff |= (unsigned)(p[i] ^ (uint8_t)want[i % (wn ? wn : 1)]);
-        ok = diff == 0;
-    }
-    pthread_mutex_unlock(&env->cfg_mu);
-    return ok;
-}
-
-static int password_set(kvd_env *env)
-{
-    pthread_mutex_lock(&env->cfg_mu);
-    int set = env->cfg->requirepass && *env->cfg->requirepass;
-    pthread_mutex_unlock(&env->cfg_mu);
-    return set;
-}
-
-void cmd_auth(cmdctx *x)
-{
-    kvd_client *c = x->c;
-    if (x->argc > 3) {
-        rp_error(x->out, "ERR syntax error");
-        return;
-    }
-    /* Redis 7: only the one-argument form is an error without a
-     * password; "AUTH default <anything>" succeeds, as the default user
-     * then has nopass. */
-    if (!password_set(x->env) && x->argc == 2) {
-        rp_error(x->out, "ERR AUTH <password> called without any password configured for the default user. "
-                          "Are you sure your configuration is correct?");
-        return;
-    }
-    size_t pi = x->argc == 3 ? 2 : 1;
-    if ((x->argc == 3 && !arg_eq(x, 1, "default")) ||
-        (password_set(x->env) && !check_password(x->env, x->argv[pi], x->argvlen[pi]))) {
-        rp_error(x->out, "WRONGPASS invalid username-password pair or user is disabled.");
-        return;
-    }
-    c->authenticated = 1;
-    rp_ok(x->out);
-}
-
-static int valid_client_name(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] < '!' || p[i] > '~') return 0;
-    return 1;
-}
-
-static void set_name(kvd_client *c, const uint8_t *p, size_t n)
-{
-    free(c->name);
-    c->name = NULL;
-    if (n) {
-        c->name = malloc(n + 1);
-        if (c->name) {
-            memcpy(c->name, p, n);
-            c->name[n] = 0;
-        }
-    }
-}
-
-/* HELLO [protover [AUTH username password] [SETNAME clientname]] */
-void cmd_hello(cmdctx *x)
-{
-    kvd_client *c = x->c;
-    size_t i = 1;
-    if (x->argc >= 2) {
-        const uint8_t *v = x->argv[1];
-        size_t n = x->argvlen[1];
-        long long ver = 0;
-        int ok = n > 0 && n < 19;
-        for (size_t k = 0; ok && k < n; k++) {
-            ok = v[k] >= '0' && v[k] <= '9';
-            ver = ver * 10 + (v[k] - '0');
-        }
-        if (!ok) {
-            rp_error(x->out, "ERR Protocol version is not an integer or out of range");
-            return;
-        }
-        if (ver != 2) {
-            rp_error(x->out, "NOPROTO unsupported protocol version");
-            return;
-        }
-        i = 2;
-    }
-    const uint8_t *name = NULL;
-    size_t name_len = 0;
-    for (; i < x->argc; i++) {
-        if (arg_eq(x, i, "auth") && i + 2 < x->argc) {
-            if (!arg_eq(x, i + 1, "default") ||
-                (password_set(x->env) && !check_password(x->env, x->argv[i + 2], x->argvlen[i + 2]))) {
-                rp_error(x->out, "WRONGPASS invalid username-password pair or user is disabled.");
-                return;
-            }
-            c->authenticated = 1;
-            i += 2;
-        } else if (arg_eq(x, i, "setname") && i + 1 < x->argc) {
-            name = x->argv[i + 1];
-            name_len = x->argvlen[i + 1];
-            if (!valid_client_name(name, name_len)) {
-                rp_error(x->out, "ERR Client names cannot contain spaces, newlines or special characters.");
-                return;
-            }
-            i++;
-        } else {
-            rp_error(x->out, "ERR Syntax error in HELLO option '%.*s'", (int)x->argvlen[i],
-                     (const char *)x->argv[i]);
-            return;
-        }
-    }
-    if (password_set(x->env) && !c->authenticated) {
-        rp_error(x->out, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
-                          "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
-                          "select the RESP protocol version at the same time");
-        return;
-    }
-    if (name) set_name(c, name, name_len);
-    rp_array(x->out, 14);
-    rp_bulk_str(x->out, "server");
-    rp_bulk_str(x->out, "kvd");
-    rp_bulk_str(x->out, "version");
-    rp_bulk_str(x->out, KVD_VERSION);
-    rp_bulk_str(x->out, "proto");
-    rp_int(x->out, 2);
-    rp_bulk_str(x->out, "id");
-    rp_int(x->out, (long long)c->id);
-    rp_bulk_str(x->out, "mode");
-    rp_bulk_str(x->out, "standalone");
-    rp_bulk_str(x->out, "role");
-    rp_bulk_str(x->out, "master");
-    rp_bulk_str(x->out, "modules");
-    rp_array(x->out, 0);
-}
-
-void cmd_client(cmdctx *x)
-{
-    kvd_client *c = x->c;
-    if (arg_eq(x, 1, "id") && x->argc == 2) {
-        rp_int(x->out, (long long)c->id);
-    } else if (arg_eq(x, 1, "setname") && x->argc == 3) {
-        if (!valid_client_name(x->argv[2], x->argvlen[2])) {
-            rp_error(x->out, "ERR Client names cannot contain spaces, newlines or special characters.");
-            return;
-        }
-        set_name(c, x->argv[2], x->argvlen[2]);
-        rp_ok(x->out);
-    } else if (arg_eq(x, 1, "getname") && x->argc == 2) {
-        if (c->name)
-            rp_bulk_str(x->out, c->name);
-        else
-            rp_nil(x->out);
-    } else if (arg_eq(x, 1, "setinfo") && x->argc == 4) {
-        if (!arg_eq(x, 2, "lib-name") && !arg_eq(x, 2, "lib-ver")) {
-            rp_error(x->out, "ERR Unrecognized option '%.*s'", (int)x->argvlen[2], (const char *)x->argv[2]);
-            return;
-        }
-        rp_ok(x->out);
-    } else if (arg_eq(x, 1, "info") && x->argc == 2) {
-        char line[512];
-        snprintf(line, sizeof line, "id=%" PRIu64 " addr=%s name=%s age=%lld\n", c->id, c->addr,
-                 c->name ? c->name : "", (kvd_mstime() - c->ctime) / 1000);
-        rp_bulk_str(x->out, line);
-    } else if (arg_eq(x, 1, "list") && x->argc == 2) {
-        /* Only this I/O thread's clients are visible without locking;
-         * list those (documented in docs/protocol.md). */
-        sbuf b = {0};
-        for (kvd_client *o = c->w->clients; o; o = o->next) {
-            char line[512];
-            int n = snprintf(line, sizeof line, "id=%" PRIu64 " addr=%s name=%s age=%lld\n", o->id, o->addr,
-                             o->name ? o->name : "", (kvd_mstime() - o->ctime) / 1000);
-            sb_add(&b, line, (size_t)n);
-        }
-        rp_bulk(x->out, b.p ? b.p : "", b.len);
-        sb_free(&b);
-    } else {
-        rp_error(x->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
-                 (int)x->argvlen[1], (const char *)x->argv[1]);
-    }
-}
-
-static void command_info(sbuf *b, const kvd_cmd *cmd)
-{
-    rp_array(b, 6);
-    rp_bulk_str(b, cmd->name);
-    rp_int(b, cmd->arity);
-    int nflags = 0;
-    const char *flags[4];
-    if (cmd->flags & CMD_WRITE) flags[nflags++] = "write";
-    if (cmd->flags & CMD_READ) flags[nflags++] = "readonly";
-    if (cmd->flags & CMD_NOAUTH) flags[nflags++] = "no_auth";
-    if (cmd->flags & CMD_CONN) flags[nflags++] = "fast";
-    rp_array(b, nflags);
-    for (int i = 0; i < nflags; i++) rp_status(b, flags[i]);
-    rp_int(b, cmd->first_key);
-    rp_int(b, cmd->last_key);
-    rp_int(b, cmd->key_step);
-}
-
-void cmd_command(cmdctx *x)
-{
-    size_t n;
-    const kvd_cmd *t = kvd_cmd_table(&n);
-    if (x->argc == 1) {
-        rp_array(x->out, (long long)n);
-        for (size_t i = 0; i < n; i++) command_info(x->out, &t[i]);
-    } else if (arg_eq(x, 1, "count") && x->argc == 2) {
-        rp_int(x->out, (long long)n);
-    } else if (arg_eq(x, 1, "docs")) {
-        rp_array(x->out, 0); /* no docs: clients fall back to their own */
-    } else if (arg_eq(x, 1, "info")) {
-        rp_array(x->out, (long long)x->argc - 2);
-        for (size_t i = 2; i < x->argc; i++) {
-            const kvd_cmd *cmd = kvd_cmd_lookup(x->argv[i], x->argvlen[i]);
-            if (cmd)
-                command_info(x->out, cmd);
-            else
-                rp_null_array(x->out);
-        }
-    } else {
-        rp_error(x->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try COMMAND HELP.",
-                 (int)x->argvlen[1], (const char *)x->argv[1]);
-    }
-}
-
-/* Settings CONFIG SET may change while kvd runs. */
-static int config_mutable(const char *name)
-{
-    return !strcasecmp(name, "loglevel") || !strcasecmp(name, "requirepass") || !strcasecmp(name, "maxclients") ||
-           !strcasecmp(name, "hz") || !strcasecmp(name, "compact-dead-ratio") || !strcasecmp(name, "compact-min-dead") ||
-           !strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate") ||
-           !strcasecmp(name, "client-output-buffer-limit");
-}
-
-void cmd_config(cmdctx *x)
-{
-    kvd_env *env = x->env;
-    if (arg_eq(x, 1, "get") && x->argc >= 3) {
-        sbuf body = {0};
-        long long n = 0;
-        /* Compatibility values some clients ask for (redis-benchmark). */
-        static const char *const compat[][2] = {{"save", ""}, {"appendonly", "yes"}};
-        for (size_t a = 2; a < x->argc; a++) {
-            char pat[256];
-            snprintf(pat, sizeof pat, "%.*s", (int)x->argvlen[a], (const char *)x->argv[a]);
-            pthread_mutex_lock(&env->cfg_mu);
-            for (size_t i = 0; kvd_config_names[i]; i++) {
-                if (fnmatch(pat, kvd_config_names[i], FNM_CASEFOLD) != 0) continue;
-                char val[4096];
-                if (kvd_config_get(env->cfg, kvd_config_names[i], val, sizeof val) != 0) continue;
-                rp_bulk_str(&body, kvd_config_names[i]);
-                rp_bulk_str(&body, val);
-                n++;
-            }
-            pthread_mutex_unlock(&env->cfg_mu);
-            for (size_t i = 0; i < sizeof compat / sizeof compat[0]; i++)
-                if (fnmatch(pat, compat[i][0], FNM_CASEFOLD) == 0) {
-                    rp_bulk_str(&body, compat[i][0]);
-                    rp_bulk_str(&body, compat[i][1]);
-                    n++;
-                }
-        }
-        rp_array(x->out, n * 2);
-        sb_add(x->out, body.p, body.len);
-        sb_free(&body);
-    } else if (arg_eq(x, 1, "set") && x->argc >= 4 && x->argc % 2 == 0) {
-        for (size_t a = 2; a + 1 < x->argc; a += 2) {
-            char name[128], val[4096], err[512];
-            snprintf(name, sizeof name, "%.*s", (int)x->argvlen[a], (const char *)x->argv[a]);
-            snprintf(val, sizeof val, "%.*s", (int)x->argvlen[a + 1], (const char *)x->argv[a + 1]);
-            char cur[4096];
-            pthread_mutex_lock(&env->cfg_mu);
-            int known = kvd_config_get(env->cfg, name, cur, sizeof cur) == 0;
-            int r = -1;
-            if (known && config_mutable(name)) {
-                int old_max = env->cfg->maxclients;
-                r = kvd_config_set(env->cfg, name, val, err, sizeof err);
-                /* As Redis's updateMaxclients: no more clients than the
-                 * open-file limit holds beside the reserved descriptors. */
-                int fits = env->hooks.maxclients_fit(env->hooks.srv, env->cfg->maxclients);
-                if (r == 0 && !strcasecmp(name, "maxclients") && fits < env->cfg->maxclients) {
-                    __atomic_store_n(&env->cfg->maxclients, old_max, __ATOMIC_RELAXED);
-                    snprintf(err, sizeof err,
-                             "The operating system is not able to handle the specified number of clients, try with %d",
-                             fits);
-                    r = -1;
-                }
-            }
-            pthread_mutex_unlock(&env->cfg_mu);
-            if (!known) {
-                rp_error(x->out, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
-                return;
-            }
-            if (!config_mutable(name)) {
-                rp_error(x->out, "ERR CONFIG SET failed (possibly related to argument '%s') - can't set "
-                                  "immutable config", name);
-                return;
-            }
-            if (r != 0) {
-                rp_error(x->out, "ERR CONFIG SET failed (possibly related to argument '%s') - %s", name, err);
-                return;
-            }
-            env->hooks.config_changed(env->hooks.srv, name);
-        }
-        rp_ok(x->out);
-    } else if (arg_eq(x, 1, "resetstat") && x->argc == 2) {
-        __atomic_store_n(&env->n.total_commands, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.hits, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.misses, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.total_connections, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.rejected_connections, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.expired_active, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.obuf_disconnections, 0, __ATOMIC_RELAXED);
-        kv_stats kst;
-        kv_get_stats(env->store, &kst);
-        __atomic_store_n(&env->n.expired_access_base, kst.expired_on_access, __ATOMIC_RELAXED);
-        env->n.last_cmds = 0;
-        env->n.ops_sec = 0;
-        rp_ok(x->out);
-    } else {
-        rp_error(x->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
-                 (int)x->argvlen[1], (const char *)x->argv[1]);
-    }
-}
-
-static void watch_keys(cmdctx *x)
-{
-    kvd_client *c = x->c;
-    for (size_t i = 1; i < x->argc; i++) {
-        if (c->nwatch == c->cap_watch) {
-            size_t nc = c->cap_watch ? c->cap_watch * 2 : 8;
-            kvd_watch *nw = realloc(c->watch, nc * sizeof *nw);
-            if (!nw) {
-                rp_error(x->out, "ERR out of memory");
-                return;
-            }
-            c->watch = nw;
-            c->cap_watch = nc;
-        }
-        kvd_watch *wt = &c->watch[c->nwatch];
-        wt->klen = x->argvlen[i];
-        wt->key = malloc(wt->klen ? wt->klen : 1);
-        if (!wt->key) {
-            rp_error(x->out, "ERR out of memory");
-            return;
-        }
-        memcpy(wt->key, x->argv[i], wt->klen);
-        wt->seq = 0;
-        if (kv_key_info(x->env->store, wt->key, wt->klen, NULL, &wt->seq) != KV_OK) wt->seq = 0;
-        c->nwatch++;
-    }
-    rp_ok(x->out);
-}
-
-void cmd_exec(cmdctx *x)
-{
-    kvd_client *c = x->c;
-    if (!c->in_multi) {
-        rp_error(x->out, "ERR EXEC without MULTI");
-        return;
-    }
-    if (c->multi_error) {
-        rp_error(x->out, "EXECABORT Transaction discarded because of previous errors.");
-        multi_reset(c);
-        watch_clear(c);
-        return;
-    }
-    kvd_job *j = calloc(1, sizeof *j);
-    if (!j) {
-        rp_error(x->out, "ERR out of memory");
-        multi_reset(c);
-        watch_clear(c);
-        return;
-    }
-    j->c = c;
-    j->is_exec = 1;
-    j->mq = c->mq;
-    j->watch = c->watch;
-    j->nwatch = c->nwatch;
-    c->mq = c->mq_tail = NULL;
-    c->mq_len = 0;
-    c->watch = NULL;
-    c->nwatch = c->cap_watch = 0;
-    multi_reset(c);
-    submit_job(c, j);
-}
-
-void cmd_quit(cmdctx *x)
-{
-    rp_ok(x->out);
-    x->c->close_after_reply = 1;
-}
-
-void cmd_select(cmdctx *x)
-{
-    long long db;
-    const uint8_t *p = x->argv[1];
-    size_t len = x->argvlen[1];
-    char tmp[32];
-    if (len == 0 || len >= sizeof tmp) {
-        rp_error(x->out, "ERR value is not an integer or out of range");
-        return;
-    }
-    memcpy(tmp, p, len);
-    tmp[len] = 0;
-    char *end;
-    errno = 0;
-    db = strtoll(tmp, &end, 10);
-    if (errno || *end || end == tmp)
-        rp_error(x->out, "ERR value is not an integer or out of range");
-    else if (db != 0)
-        rp_error(x->out, "ERR DB index is out of range");
-    else
-        rp_ok(x->out);
-}
-
-void cmd_shutdown(cmdctx *x)
-{
-    kvd_log(KVD_LOG_WARNING, "user requested shutdown (client id=%" PRIu64 " addr=%s)", x->c->id, x->c->addr);
-    x->env->hooks.request_shutdown(x->env->hooks.srv);
-}
-
-void cmd_multi(cmdctx *x)
-{
-    if (x->c->in_multi) {
-        rp_error(x->out, "ERR MULTI calls can not be nested");
-        return;
-    }
-    x->c->in_multi = 1;
-    rp_ok(x->out);
-}
-
-void cmd_discard(cmdctx *x)
-{
-    if (!x->c->in_multi) {
-        rp_error(x->out, "ERR DISCARD without MULTI");
-        return;
-    }
-    multi_reset(x->c);
-    watch_clear(x->c);
-    rp_ok(x->out);
-}
-
-void cmd_watch(cmdctx *x)
-{
-    if (x->c->in_multi) {
-        rp_error(x->out, "ERR WATCH inside MULTI is not allowed");
-        return;
-    }
-    watch_keys(x);
-}
-
-void cmd_unwatch(cmdctx *x)
-{
-    watch_clear(x->c);
-    rp_ok(x->out);
 }
 
 /* Would this request be sent to the writer thread (so it may be queued
@@ -912,7 +322,7 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
         if (c->in_multi) c->multi_error = 1;
         return;
     }
-    if (!c->authenticated && !(cmd->flags & CMD_NOAUTH) && password_set(&srv->env)) {
+    if (!c->authenticated && !(cmd->flags & CMD_NOAUTH) && kvd_password_set(&srv->env)) {
         rp_error(&c->out, "NOAUTH Authentication required.");
         if (c->in_multi) c->multi_error = 1;
         return;
@@ -923,19 +333,7 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
             c->multi_error = 1;
             return;
         }
-        kvd_job *q = job_new(c, cmd);
-        if (!q) {
-            rp_error(&c->out, "ERR out of memory");
-            c->multi_error = 1;
-            return;
-        }
-        if (c->mq_tail)
-            c->mq_tail->next = q;
-        else
-            c->mq = q;
-        c->mq_tail = q;
-        c->mq_len++;
-        rp_status(&c->out, "QUEUED");
+        multi_queue(c, cmd);
         return;
     }
     if (cmd->flags & CMD_WRITE) {
@@ -943,7 +341,7 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
         if (!j)
             rp_error(&c->out, "ERR out of memory");
         else
-            submit_job(c, j);
+            job_submit(c, j);
     } else {
         cmdctx x = {&srv->env, c, c->args.argc, c->args.argv, c->args.argvlen, NULL, &c->out};
         cmd->fn(&x);
@@ -1041,14 +439,16 @@ static void new_client(kvd_worker *w, int fd)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->id = atomic_inc(&srv->env.n.next_client_id);
+    c->env = &srv->env;
     c->w = w;
+    c->handoff = &w->ho;
     c->bev = bev;
     c->ctime = kvd_mstime();
     resp_args_init(&c->args);
     /* As in Redis 7 (the default user is "nopass" while no password is
      * set): a client that connected before CONFIG SET requirepass stays
      * authenticated, so it can still use, or undo, the setting. */
-    c->authenticated = !password_set(&srv->env);
+    c->authenticated = !kvd_password_set(&srv->env);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
@@ -1075,14 +475,14 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     kvd_worker *w = arg;
-    pthread_mutex_lock(&w->mu);
+    pthread_mutex_lock(&w->ho.mu);
     int *fds = w->newfds;
     size_t nfds = w->nnew;
     w->newfds = NULL;
     w->nnew = w->cap_new = 0;
-    kvd_job *done = w->done_head;
-    w->done_head = w->done_tail = NULL;
-    pthread_mutex_unlock(&w->mu);
+    kvd_job *done = w->ho.head;
+    w->ho.head = w->ho.tail = NULL;
+    pthread_mutex_unlock(&w->ho.mu);
     for (size_t i = 0; i < nfds; i++) {
         if (w->stopping) {
             close(fds[i]);
@@ -1098,7 +498,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         done = j->next;
         kvd_client *c = j->c;
         c->pending--;
-        if (!c->gone) reply_job(c, j);
+        if (!c->gone) job_reply(c, j);
         job_free(j);
         if (c->gone) {
             if (c->pending == 0) client_free(c);
@@ -1193,12 +593,12 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     atomic_inc(&srv->env.n.total_connections);
     kvd_worker *w = &srv->workers[srv->next_worker++ % (unsigned)srv->nworkers];
-    pthread_mutex_lock(&w->mu);
+    pthread_mutex_lock(&w->ho.mu);
     if (w->nnew == w->cap_new) {
         size_t nc = w->cap_new ? w->cap_new * 2 : 16;
         int *nf = realloc(w->newfds, nc * sizeof *nf);
         if (!nf) {
-            pthread_mutex_unlock(&w->mu);
+            pthread_mutex_unlock(&w->ho.mu);
             close(fd);
             __atomic_sub_fetch(&srv->env.n.connected_clients, 1, __ATOMIC_RELAXED);
             return;
@@ -1207,8 +607,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         w->cap_new = nc;
     }
     w->newfds[w->nnew++] = fd;
-    pthread_mutex_unlock(&w->mu);
-    event_active(w->wake, EV_READ, 0);
+    pthread_mutex_unlock(&w->ho.mu);
+    event_active(w->ho.wake, EV_READ, 0);
 }
 
 /* accept(2) failed with an error that is not retriable at once (libevent
@@ -1770,12 +1170,12 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
         kvd_worker *w = &srv->workers[i];
         w->srv = srv;
         w->idx = i;
-        pthread_mutex_init(&w->mu, NULL);
+        pthread_mutex_init(&w->ho.mu, NULL);
         w->base = event_base_new();
-        w->wake = w->base ? event_new(w->base, -1, EV_PERSIST, on_wake, w) : NULL;
+        w->ho.wake = w->base ? event_new(w->base, -1, EV_PERSIST, on_wake, w) : NULL;
         w->ev_clients_cron = w->base ? event_new(w->base, -1, EV_PERSIST, on_clients_cron, w) : NULL;
         struct timeval second = {1, 0};
-        if (!w->wake || event_add(w->wake, NULL) != 0 || !w->ev_clients_cron ||
+        if (!w->ho.wake || event_add(w->ho.wake, NULL) != 0 || !w->ev_clients_cron ||
             event_add(w->ev_clients_cron, &second) != 0) {
             snprintf(err, errcap, "cannot create the event loop of I/O thread %d", i);
             goto fail;
@@ -1840,7 +1240,7 @@ fail:
     if (srv->spare_fd >= 0) close(srv->spare_fd);
     for (int i = 0; srv->workers && i < srv->nworkers; i++) {
         if (srv->workers[i].ev_clients_cron) event_free(srv->workers[i].ev_clients_cron);
-        if (srv->workers[i].wake) event_free(srv->workers[i].wake);
+        if (srv->workers[i].ho.wake) event_free(srv->workers[i].ho.wake);
         if (srv->workers[i].base) event_base_free(srv->workers[i].base);
     }
     free(srv->workers);
@@ -1931,11 +1331,11 @@ int kvd_server_run(kvd_server *srv)
             c->pending = 0;
             client_free(c);
         }
-        event_free(w->wake);
+        event_free(w->ho.wake);
         event_free(w->ev_clients_cron);
         event_base_free(w->base);
         free(w->newfds);
-        pthread_mutex_destroy(&w->mu);
+        pthread_mutex_destroy(&w->ho.mu);
     }
     free(srv->workers);
     join_compaction(srv); /* a compaction in progress finishes (or fails cleanly) first */
