@@ -23,7 +23,7 @@ struct bufferevent;
 struct event;
 struct kvd_job;
 struct kvd_handoff;
-struct kvd_worker;
+struct kvd_io;
 
 /* A key WATCHed by a client, with its sequence number when watched. */
 typedef struct kvd_watch {
@@ -35,7 +35,7 @@ typedef struct kvd_watch {
 typedef struct kvd_client {
     uint64_t id;
     kvd_env *env;                   /* the server as commands see it */
-    struct kvd_worker *w;           /* its I/O thread */
+    struct kvd_io *io;              /* its I/O thread's connections (conn.h) */
     struct kvd_handoff *handoff;    /* where finished jobs come back (jobs.h) */
     struct bufferevent *bev;        /* output (and the descriptor) */
     struct event *rev;              /* input: readable, read(2) into `in` */

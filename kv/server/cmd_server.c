@@ -95,91 +95,112 @@ static int config_mutable(const char *name)
            !strcasecmp(name, "client-output-buffer-limit");
 }
 
-void cmd_config(cmdctx *x)
+/* CONFIG GET pattern...: the matching settings, then the compatibility
+ * values some clients ask for. */
+static void config_get(cmdctx *x)
 {
     kvd_env *env = x->env;
-    if (arg_is(x, 1, "get") && x->argc >= 3) {
-        sbuf body = {0};
-        long long n = 0;
-        /* Compatibility values some clients ask for (redis-benchmark). */
-        static const char *const compat[][2] = {{"save", ""}, {"appendonly", "yes"}};
-        for (size_t a = 2; a < x->argc; a++) {
-            char pat[256];
-            snprintf(pat, sizeof pat, "%.*s", (int)x->argvlen[a], (const char *)x->argv[a]);
-            pthread_mutex_lock(&env->cfg_mu);
-            for (size_t i = 0; kvd_config_names[i]; i++) {
-                if (fnmatch(pat, kvd_config_names[i], FNM_CASEFOLD) != 0) continue;
-                char val[4096];
-                if (kvd_config_get(env->cfg, kvd_config_names[i], val, sizeof val) != 0) continue;
-                rp_bulk_str(&body, kvd_config_names[i]);
-                rp_bulk_str(&body, val);
+    sbuf body = {0};
+    long long n = 0;
+    /* Compatibility values some clients ask for (redis-benchmark). */
+    static const char *const compat[][2] = {{"save", ""}, {"appendonly", "yes"}};
+    for (size_t a = 2; a < x->argc; a++) {
+        char pat[256];
+        snprintf(pat, sizeof pat, "%.*s", (int)x->argvlen[a], (const char *)x->argv[a]);
+        pthread_mutex_lock(&env->cfg_mu);
+        for (size_t i = 0; kvd_config_names[i]; i++) {
+            if (fnmatch(pat, kvd_config_names[i], FNM_CASEFOLD) != 0) continue;
+            char val[4096];
+            if (kvd_config_get(env->cfg, kvd_config_names[i], val, sizeof val) != 0) continue;
+            rp_bulk_str(&body, kvd_config_names[i]);
+            rp_bulk_str(&body, val);
+            n++;
+        }
+        pthread_mutex_unlock(&env->cfg_mu);
+        for (size_t i = 0; i < sizeof compat / sizeof compat[0]; i++)
+            if (fnmatch(pat, compat[i][0], FNM_CASEFOLD) == 0) {
+                rp_bulk_str(&body, compat[i][0]);
+                rp_bulk_str(&body, compat[i][1]);
                 n++;
             }
-            pthread_mutex_unlock(&env->cfg_mu);
-            for (size_t i = 0; i < sizeof compat / sizeof compat[0]; i++)
-                if (fnmatch(pat, compat[i][0], FNM_CASEFOLD) == 0) {
-                    rp_bulk_str(&body, compat[i][0]);
-                    rp_bulk_str(&body, compat[i][1]);
-                    n++;
-                }
+    }
+    rp_array(x->out, n * 2);
+    sb_add(x->out, body.p, body.len);
+    sb_free(&body);
+}
+
+/* CONFIG SET name value [name value ...]: each is applied in turn; the
+ * first refused one stops with its error. */
+static void config_set(cmdctx *x)
+{
+    kvd_env *env = x->env;
+    for (size_t a = 2; a + 1 < x->argc; a += 2) {
+        char name[128], val[4096], err[512];
+        snprintf(name, sizeof name, "%.*s", (int)x->argvlen[a], (const char *)x->argv[a]);
+        snprintf(val, sizeof val, "%.*s", (int)x->argvlen[a + 1], (const char *)x->argv[a + 1]);
+        char cur[4096];
+        pthread_mutex_lock(&env->cfg_mu);
+        int known = kvd_config_get(env->cfg, name, cur, sizeof cur) == 0;
+        int r = -1;
+        if (known && config_mutable(name)) {
+            int old_max = env->cfg->maxclients;
+            r = kvd_config_set(env->cfg, name, val, err, sizeof err);
+            /* As Redis's updateMaxclients: no more clients than the
+             * open-file limit holds beside the reserved descriptors. */
+            int fits = env->hooks.maxclients_fit(env->hooks.srv, env->cfg->maxclients);
+            if (r == 0 && !strcasecmp(name, "maxclients") && fits < env->cfg->maxclients) {
+                __atomic_store_n(&env->cfg->maxclients, old_max, __ATOMIC_RELAXED);
+                snprintf(err, sizeof err,
+                         "The operating system is not able to handle the specified number of clients, try with %d",
+                         fits);
+                r = -1;
+            }
         }
-        rp_array(x->out, n * 2);
-        sb_add(x->out, body.p, body.len);
-        sb_free(&body);
+        pthread_mutex_unlock(&env->cfg_mu);
+        if (!known) {
+            rp_error(x->out, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
+            return;
+        }
+        if (!config_mutable(name)) {
+            rp_error(x->out, "ERR CONFIG SET failed (possibly related to argument '%s') - can't set "
+                              "immutable config", name);
+            return;
+        }
+        if (r != 0) {
+            rp_error(x->out, "ERR CONFIG SET failed (possibly related to argument '%s') - %s", name, err);
+            return;
+        }
+        env->hooks.config_changed(env->hooks.srv, name);
+    }
+    rp_ok(x->out);
+}
+
+static void config_resetstat(cmdctx *x)
+{
+    kvd_env *env = x->env;
+    __atomic_store_n(&env->n.total_commands, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&env->n.hits, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&env->n.misses, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&env->n.total_connections, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&env->n.rejected_connections, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&env->n.expired_active, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&env->n.obuf_disconnections, 0, __ATOMIC_RELAXED);
+    kv_stats kst;
+    kv_get_stats(env->store, &kst);
+    __atomic_store_n(&env->n.expired_access_base, kst.expired_on_access, __ATOMIC_RELAXED);
+    env->n.last_cmds = 0;
+    env->n.ops_sec = 0;
+    rp_ok(x->out);
+}
+
+void cmd_config(cmdctx *x)
+{
+    if (arg_is(x, 1, "get") && x->argc >= 3) {
+        config_get(x);
     } else if (arg_is(x, 1, "set") && x->argc >= 4 && x->argc % 2 == 0) {
-        for (size_t a = 2; a + 1 < x->argc; a += 2) {
-            char name[128], val[4096], err[512];
-            snprintf(name, sizeof name, "%.*s", (int)x->argvlen[a], (const char *)x->argv[a]);
-            snprintf(val, sizeof val, "%.*s", (int)x->argvlen[a + 1], (const char *)x->argv[a + 1]);
-            char cur[4096];
-            pthread_mutex_lock(&env->cfg_mu);
-            int known = kvd_config_get(env->cfg, name, cur, sizeof cur) == 0;
-            int r = -1;
-            if (known && config_mutable(name)) {
-                int old_max = env->cfg->maxclients;
-                r = kvd_config_set(env->cfg, name, val, err, sizeof err);
-                /* As Redis's updateMaxclients: no more clients than the
-                 * open-file limit holds beside the reserved descriptors. */
-                int fits = env->hooks.maxclients_fit(env->hooks.srv, env->cfg->maxclients);
-                if (r == 0 && !strcasecmp(name, "maxclients") && fits < env->cfg->maxclients) {
-                    __atomic_store_n(&env->cfg->maxclients, old_max, __ATOMIC_RELAXED);
-                    snprintf(err, sizeof err,
-                             "The operating system is not able to handle the specified number of clients, try with %d",
-                             fits);
-                    r = -1;
-                }
-            }
-            pthread_mutex_unlock(&env->cfg_mu);
-            if (!known) {
-                rp_error(x->out, "ERR Unknown option or number of arguments for CONFIG SET - '%s'", name);
-                return;
-            }
-            if (!config_mutable(name)) {
-                rp_error(x->out, "ERR CONFIG SET failed (possibly related to argument '%s') - can't set "
-                                  "immutable config", name);
-                return;
-            }
-            if (r != 0) {
-                rp_error(x->out, "ERR CONFIG SET failed (possibly related to argument '%s') - %s", name, err);
-                return;
-            }
-            env->hooks.config_changed(env->hooks.srv, name);
-        }
-        rp_ok(x->out);
+        config_set(x);
     } else if (arg_is(x, 1, "resetstat") && x->argc == 2) {
-        __atomic_store_n(&env->n.total_commands, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.hits, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.misses, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.total_connections, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.rejected_connections, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.expired_active, 0, __ATOMIC_RELAXED);
-        __atomic_store_n(&env->n.obuf_disconnections, 0, __ATOMIC_RELAXED);
-        kv_stats kst;
-        kv_get_stats(env->store, &kst);
-        __atomic_store_n(&env->n.expired_access_base, kst.expired_on_access, __ATOMIC_RELAXED);
-        env->n.last_cmds = 0;
-        env->n.ops_sec = 0;
-        rp_ok(x->out);
+        config_resetstat(x);
     } else {
         rp_error(x->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
                  (int)x->argvlen[1], (const char *)x->argv[1]);

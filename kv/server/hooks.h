@@ -12,21 +12,24 @@
  * include headers below them and the shell is the only file that knows
  * both sides.
  *
- * The include graph inside kv/server, a DAG from top to bottom (a file
- * includes only headers listed below its own line; kvd_main.c and tests
- * use only kvd_server.h, kvd_config.h, kvd_log.h, kvd_limits.h, resp.h):
+ * The include graph inside kv/server, a DAG (an arrow: "includes";
+ * kvd_main.c and the tests use only kvd_server.h, kvd_config.h,
+ * kvd_log.h, kvd_limits.h and resp.h):
  *
- *   server.c                          the start/run/stop shell
- *   listener.c bg.c info.c            server-level parts (server_state.h)
- *   worker.c                          I/O threads, hand-off of fds and jobs
- *   conn.c                            connection I/O, input, dispatch
- *   cmd_table.c                       the table, lookup, COMMAND
- *   cmd_conn.c cmd_string.c cmd_keys.c cmd_server.c multi.c
- *   jobs.c                            write jobs for the engine's writer
- *   cmd_common.c                      argument parsing, store access
- *   --- headers: server_state.h > worker.h > conn.h > multi.h, jobs.h >
- *       cmd.h > client.h > hooks.h > reply.h, clock.h, resp.h,
- *       kvd_config.h, kvd_limits.h, kvd_log.h (leaves)
+ *   server.c listener.c bg.c info.c -> server_state.h
+ *   server_state.h -> kvd_server.h, worker.h, hooks.h
+ *   worker.c -> worker.h -> conn.h
+ *   conn.c -> conn.h, multi.h, cmd.h
+ *   conn.h -> jobs.h, client.h, hooks.h
+ *   multi.c -> multi.h, jobs.h;  jobs.c -> jobs.h
+ *   multi.h, jobs.h -> cmd.h, client.h
+ *   cmd_table.c cmd_conn.c cmd_string.c cmd_keys.c cmd_server.c
+ *     cmd_common.c -> cmd.h -> client.h -> hooks.h
+ *   hooks.h -> reply.h, resp.h, kvd_config.h (-> kvd_log.h)
+ *   leaves: reply.h, resp.h, clock.h, kvd_log.h, kvd_limits.h
+ *
+ * So command files sit below the connection code and the server shell,
+ * and no file below server_state.h sees the kvd_server struct.
  *
  * Locking: the counters are read and written with __atomic builtins by
  * any thread. cfg strings are read and changed under cfg_mu; cfg integers
@@ -55,6 +58,17 @@ typedef struct kvd_counters {
     uint64_t ops_sec, last_cmds;  /* instantaneous_ops_per_sec, computed by the cron */
     uint64_t obuf_disconnections; /* clients closed for output-buffer limits */
 } kvd_counters;
+
+/* Counter updates and reads (relaxed: they are statistics). */
+static inline uint64_t counter_inc(uint64_t *p)
+{
+    return __atomic_add_fetch(p, 1, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t counter_get(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
 
 /* What commands ask of the server shell. Each gets hooks.srv back. */
 typedef struct kvd_hooks {
