@@ -1,0 +1,106 @@
+/*
+ * jobs — write jobs for the engine's writer thread and their hand-back
+ * (jobs.h).
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobs.h"
+
+void job_free(kvd_job *j)
+{
+    if (!j) return;
+    for (size_t i = 0; i < j->argc; i++) free(j->argv[i]);
+    free(j->argv);
+    free(j->argvlen);
+    sb_free(&j->reply);
+    kvd_job *q = j->mq;
+    while (q) {
+        kvd_job *n = q->next;
+        job_free(q);
+        q = n;
+    }
+    for (size_t i = 0; i < j->nwatch; i++) free(j->watch[i].key);
+    free(j->watch);
+    free(j);
+}
+
+/* A job holding a copy of the current request's arguments. */
+kvd_job *job_new(kvd_client *c, const kvd_cmd *cmd)
+{
+    kvd_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->c = c;
+    j->cmd = cmd;
+    j->argc = c->args.argc;
+    j->argv = calloc(j->argc ? j->argc : 1, sizeof *j->argv);
+    j->argvlen = calloc(j->argc ? j->argc : 1, sizeof *j->argvlen);
+    if (!j->argv || !j->argvlen) goto oom;
+    for (size_t i = 0; i < j->argc; i++) {
+        size_t n = c->args.argvlen[i];
+        j->argv[i] = malloc(n ? n : 1);
+        if (!j->argv[i]) goto oom;
+        memcpy(j->argv[i], c->args.argv[i], n);
+        j->argvlen[i] = n;
+    }
+    return j;
+oom:
+    job_free(j);
+    return NULL;
+}
+
+static kv_status job_txn(kv_txn *t, void *arg)
+{
+    kvd_job *j = arg;
+    kvd_env *env = j->c->env; /* set at creation: safe to read here */
+    if (j->run) return j->run(t, j, env);
+    cmdctx x = {env, NULL, j->argc, (const uint8_t *const *)j->argv, j->argvlen, t, &j->reply};
+    j->cmd->fn(&x);
+    return j->reply.oom ? ENOMEM : KV_OK;
+}
+
+/* Writer thread: hand the finished job back to its client's I/O thread. */
+static void job_done(void *arg, kv_status st)
+{
+    kvd_job *j = arg;
+    kvd_handoff *h = j->c->handoff;
+    j->st = st;
+    pthread_mutex_lock(&h->mu);
+    if (h->tail)
+        h->tail->next = j;
+    else
+        h->head = j;
+    h->tail = j;
+    pthread_mutex_unlock(&h->mu);
+    event_active(h->wake, EV_READ, 0);
+}
+
+void job_submit(kvd_client *c, kvd_job *j)
+{
+    kv_status st = kv_submit(c->env->store, job_txn, j, job_done, j);
+    if (st != KV_OK) {
+        rp_error(&c->out, "ERR cannot queue the write: %s", kv_strerror(st));
+        job_free(j);
+        return;
+    }
+    c->pending++;
+}
+
+void job_reply(kvd_client *c, const kvd_job *j)
+{
+    if (j->st == KV_OK) {
+        sb_add(&c->out, j->reply.p, j->reply.len);
+        return;
+    }
+    char why[512];
+    int fs = kv_failstop_reason(c->env->store, why, sizeof why);
+    if (j->st == KV_FAILSTOP && fs)
+        rp_error(&c->out, "IOERR write refused: %s", why);
+    else if (fs)
+        rp_error(&c->out, "IOERR write failed: %s; the store now refuses writes until restarted",
+                 kv_strerror(j->st));
+    else
+        rp_error(&c->out, "ERR write not done: %s", kv_strerror(j->st));
+}

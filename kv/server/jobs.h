@@ -1,0 +1,69 @@
+/*
+ * jobs — write commands (and EXEC) sent to the engine's writer thread as
+ * transactions (kv_submit), and their way back to the client's I/O
+ * thread.
+ *
+ * Owns: each job and its copies of the request's arguments; the hand-off
+ *   queue of finished jobs (one per I/O thread, kvd_handoff).
+ * Guarantees: a job's handler runs on the writer thread inside its
+ *   transaction, with x->c NULL; the job is queued back to the I/O thread
+ *   of its client in the order the writer finished them, and the thread
+ *   is woken (kvd_handoff.wake).
+ * Never: touches a client's state on the writer thread.
+ * Locking: kvd_handoff.mu guards head/tail (the worker also keeps its
+ *   list of new connections under it).
+ */
+#ifndef KVD_JOBS_H
+#define KVD_JOBS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client.h"
+#include "cmd.h"
+
+struct event;
+
+/* A write command (or EXEC) sent to the writer thread. */
+typedef struct kvd_job {
+    struct kvd_job *next;
+    kvd_client *c;
+    const kvd_cmd *cmd; /* NULL when run is set */
+    /* When set, runs instead of cmd->fn on the writer thread (EXEC:
+     * multi.c). Returns the transaction's status. */
+    kv_status (*run)(kv_txn *t, struct kvd_job *j, kvd_env *env);
+    size_t argc;
+    uint8_t **argv; /* copies: the input buffer moves on */
+    size_t *argvlen;
+    sbuf reply;
+    kv_status st;
+    struct kvd_job *mq;      /* EXEC: the queued commands, in order */
+    kvd_watch *watch;        /* EXEC: the watched keys */
+    size_t nwatch;
+} kvd_job;
+
+/* Finished jobs on their way back to one I/O thread. */
+typedef struct kvd_handoff {
+    pthread_mutex_t mu;
+    kvd_job *head, *tail;
+    struct event *wake; /* made active (event_active) after each job */
+} kvd_handoff;
+
+/* A job holding a copy of c's current request (c->args) for cmd.
+ * Returns NULL when out of memory. */
+kvd_job *job_new(kvd_client *c, const kvd_cmd *cmd);
+
+/* Frees j, its queued commands and watched keys. NULL is fine. */
+void job_free(kvd_job *j);
+
+/* Sends j to the writer thread; c->pending counts it until it comes back
+ * through c->handoff. If the engine refuses it, an error reply goes to
+ * c->out and j is freed. */
+void job_submit(kvd_client *c, kvd_job *j);
+
+/* Appends the reply of finished job j to c->out: its own reply, or the
+ * error that explains why the write was not done (fail-stop). */
+void job_reply(kvd_client *c, const kvd_job *j);
+
+#endif
