@@ -228,7 +228,7 @@ static void apply_entry(cctx *c, uint32_t seg, uint64_t off, const kv_record *r)
         kv_keydir_del(c->kd, r->key, r->klen, NULL);
         return;
     }
-    if (r->expire_ms != 0 && r->expire_ms <= c->now_ms) {
+    if (kv_expired(r->expire_ms, c->now_ms)) {
         c->rep->expired++; /* still hides any older value of the key */
         kv_keydir_del(c->kd, r->key, r->klen, NULL);
         return;
@@ -254,7 +254,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
         add_problem(c, &p);
         return c->err != 0;
     }
-    c->rep->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    c->rep->max_seq = kv_record_last_seq(r);
     c->rep->records++;
     c->seg->records++;
     if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
@@ -263,7 +263,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
         size_t pos = 0, before = 0;
         kv_record e;
         while (kv_batch_next(r, &pos, &e) == KV_OK) {
-            apply_entry(c, seg, off + KV_REC_HEADER_SIZE + before, &e);
+            apply_entry(c, seg, kv_batch_entry_off(off, before), &e);
             before = pos;
         }
     } else {

@@ -30,7 +30,7 @@ static int keep_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r
         k->dropped++;
         return 0;
     }
-    k->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    k->max_seq = kv_record_last_seq(r);
     /* Copied byte for byte, so both CRCs stay valid. */
     memcpy(k->out + k->len, k->in + off, r->len);
     k->len += r->len;

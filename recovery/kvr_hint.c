@@ -68,7 +68,7 @@ kv_status kvh_decode(const uint8_t *buf, size_t len, uint32_t expect_seg, kvh_he
             kv_record_decode_header(h->last_header, &last) != KV_OK || last.rflags != 0 ||
             h->last_off + last.len != h->seg_size)
             return KV_CORRUPT;
-        uint64_t last_seq = last.type == KV_REC_BATCH ? last.seq + last.flags - 1 : last.seq;
+        uint64_t last_seq = kv_record_last_seq(&last);
         /* A trailer repeats the last sequence number assigned, which for
          * a compaction's output is its inputs' last: above its own last
          * record's when the inputs ended in records it dropped
@@ -232,14 +232,14 @@ kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r)
     }
     b->records++;
     if (b->min_seq == 0) b->min_seq = r->seq;
-    b->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    b->max_seq = kv_record_last_seq(r);
     b->last_off = off;
     if (r->type == KV_REC_BATCH) {
         b->batches++;
         size_t pos = 0, before = 0;
         kv_record e;
         while (kv_batch_next(r, &pos, &e) == KV_OK) {
-            add_entry(b, off + KV_REC_HEADER_SIZE + before, &e);
+            add_entry(b, kv_batch_entry_off(off, before), &e);
             before = pos;
         }
     } else {

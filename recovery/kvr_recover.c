@@ -224,7 +224,7 @@ static void apply_kv(rctx *c, uint8_t type, const uint8_t *key, uint32_t klen, c
 {
     if (type == KV_REC_TOMBSTONE) {
         queue_op(c, key, klen, 1, NULL);
-    } else if (loc->expire_ms != 0 && loc->expire_ms <= c->now_ms) {
+    } else if (kv_expired(loc->expire_ms, c->now_ms)) {
         c->rep->expired++;
         queue_op(c, key, klen, 1, NULL);
     } else {
@@ -253,7 +253,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     /* Records of the interrupted group after the first torn byte are cut
      * with it, so they are not applied. */
     if (c->have_cut && off >= c->cut_off) return 0;
-    uint64_t last = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    uint64_t last = kv_record_last_seq(r);
     if (c->rep->max_seq != 0 && r->seq <= c->rep->max_seq) {
         /* The reader checks order within a segment; this catches a
          * segment whose records go back behind an earlier segment's. */
@@ -267,12 +267,10 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
     if (r->type == KV_REC_BATCH) {
         c->rep->batches++;
-        size_t pos = 0;
+        size_t pos = 0, before = 0;
         kv_record e;
-        uint64_t at = off + KV_REC_HEADER_SIZE;
-        size_t before = pos;
         while (kv_batch_next(r, &pos, &e) == KV_OK) {
-            apply_entry(c, seg, at + before, &e);
+            apply_entry(c, seg, kv_batch_entry_off(off, before), &e);
             before = pos;
         }
     } else {

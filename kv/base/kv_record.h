@@ -118,6 +118,31 @@ static inline int kv_record_is_mark(const kv_record *r)
     return r->type == KV_REC_COMMIT || r->type == KV_REC_SEAL;
 }
 
+/* The last sequence number a top-level data record carries: seq for a put
+ * or tombstone, seq + count - 1 for a batch, whose entries carry seq,
+ * seq + 1, ... (docs/format.md, "Sequence numbers"). The next top-level
+ * record's seq must be greater. */
+static inline uint64_t kv_record_last_seq(const kv_record *r)
+{
+    return r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+}
+
+/* Byte offset in the segment of the batch entry that kv_batch_next
+ * returned from payload position pos (the *pos it had before the call),
+ * the batch itself being at batch_off: the entry follows the batch's
+ * 44-byte header and the entries before it. */
+static inline uint64_t kv_batch_entry_off(uint64_t batch_off, size_t pos)
+{
+    return batch_off + KV_REC_HEADER_SIZE + pos;
+}
+
+/* 1 if a record with absolute expiry expire_ms (ms since the epoch, 0 =
+ * never) has expired at now_ms: its expiry is not later than now. */
+static inline int kv_expired(uint64_t expire_ms, uint64_t now_ms)
+{
+    return expire_ms != 0 && expire_ms <= now_ms;
+}
+
 /* CRC32 (zlib, IEEE) of n bytes, continuing from crc (start with 0). */
 uint32_t kv_crc32(uint32_t crc, const void *p, size_t n);
 
