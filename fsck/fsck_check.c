@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv_dir.h"
 #include "kv_keydir.h"
 #include "kv_record.h"
 #include "kvr_hint.h"
@@ -82,39 +83,6 @@ static void names_sort(fsck_names *l)
     if (l->n > 1) qsort(l->v, l->n, sizeof *l->v, cmp_str);
 }
 
-/* 1 if name is "NNNNNNNNNN.seg" followed by `suffix`. */
-static int seg_with_suffix(const char *name, const char *suffix)
-{
-    uint32_t id;
-    char seg[16];
-    size_t sl = strlen(suffix);
-    if (strlen(name) < 14 + sl || strncmp(name + 14, suffix, sl) != 0) return 0;
-    memcpy(seg, name, 14);
-    seg[14] = '\0';
-    return kv_seg_parse_name(seg, &id);
-}
-
-/* 1 if s is "" or ".N" with N decimal digits (the suffix recovery adds
- * when a name is taken). */
-static int copy_suffix(const char *s)
-{
-    if (*s == '\0') return 1;
-    if (*s++ != '.' || *s == '\0') return 0;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9') return 0;
-    return 1;
-}
-
-/* "NNNNNNNNNN.seg.<offset>.torn[.N]" */
-static int is_torn_name(const char *name)
-{
-    if (!seg_with_suffix(name, ".")) return 0;
-    const char *p = name + 15;
-    if (*p < '0' || *p > '9') return 0;
-    while (*p >= '0' && *p <= '9') p++;
-    return strncmp(p, ".torn", 5) == 0 && copy_suffix(p + 5);
-}
-
 /* ---- the check ---- */
 
 typedef struct listing {
@@ -124,41 +92,41 @@ typedef struct listing {
     int oom;
 } listing;
 
+/* Files by kind (kv_dir.h); segments are listed by kvr_list_segments. */
 static int list_entry(void *arg, const char *name)
 {
     listing *l = arg;
     fsck_report *rep = l->rep;
     uint32_t id;
     int r = 0;
-    if (kv_seg_parse_name(name, &id)) {
-        /* a segment: listed by kvr_list_segments */
-    } else if (kvh_parse_name(name, &id)) {
-        fsck_report *rp = rep;
-        if (rp->nhints % 16 == 0) {
-            fsck_hint *nh = realloc(rp->hints, (rp->nhints + 16) * sizeof *nh);
+    switch (kv_dir_parse(name, &id, NULL)) {
+    case KV_FILE_SEG: break;
+    case KV_FILE_HINT:
+        if (rep->nhints % 16 == 0) {
+            fsck_hint *nh = realloc(rep->hints, (rep->nhints + 16) * sizeof *nh);
             if (!nh) {
                 l->oom = 1;
                 return 1;
             }
-            rp->hints = nh;
+            rep->hints = nh;
         }
-        fsck_hint *h = &rp->hints[rp->nhints++];
+        fsck_hint *h = &rep->hints[rep->nhints++];
         memset(h, 0, sizeof *h);
         snprintf(h->name, sizeof h->name, "%s", name);
         h->seg = id;
         h->state = FSCK_HINT_SUPERSEDED; /* until its segment is found (or recovery calls it an orphan) */
-    } else if (!strcmp(name, "LOCK")) {
-        rep->lock_file = 1;
-    } else if (is_torn_name(name)) {
-        r = names_add(&rep->torn_files, name);
-    } else if (seg_with_suffix(name, ".discarded") && copy_suffix(name + 24)) {
-        r = names_add(&rep->discarded_files, name);
-    } else if (seg_with_suffix(name, ".orig") && copy_suffix(name + 19)) {
-        r = names_add(&rep->orig_files, name);
-    } else if (seg_with_suffix(name, ".salvage") && name[22] == '\0') {
-        r = names_add(&rep->salvage_files, name);
-    } else {
-        r = names_add(&rep->other_files, name);
+        break;
+    case KV_FILE_LOCK: rep->lock_file = 1; break;
+    case KV_FILE_SEG_TORN: r = names_add(&rep->torn_files, name); break;
+    case KV_FILE_SEG_DISCARDED:
+    case KV_FILE_HINT_DISCARDED: r = names_add(&rep->discarded_files, name); break;
+    case KV_FILE_SEG_ORIG: r = names_add(&rep->orig_files, name); break;
+    case KV_FILE_SEG_SALVAGE: r = names_add(&rep->salvage_files, name); break;
+    case KV_FILE_SEG_COMPACT: r = names_add(&rep->compact_files, name); break;
+    case KV_FILE_HINT_ORPHAN: r = names_add(&rep->orphan_files, name); break;
+    case KV_FILE_HINT_TMP: /* an unfinished hint file: recovery removes it */
+    case KV_FILE_OTHER:
+    case KV_FILE_NKINDS: r = names_add(&rep->other_files, name); break;
     }
     if (r < 0) l->oom = 1;
     return l->oom;
@@ -463,6 +431,8 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     names_sort(&rep->discarded_files);
     names_sort(&rep->orig_files);
     names_sort(&rep->salvage_files);
+    names_sort(&rep->compact_files);
+    names_sort(&rep->orphan_files);
     names_sort(&rep->other_files);
     if (rep->nhints > 1) qsort(rep->hints, rep->nhints, sizeof *rep->hints, cmp_hint);
 
@@ -562,6 +532,8 @@ void fsck_report_free(fsck_report *rep)
     names_free(&rep->discarded_files);
     names_free(&rep->orig_files);
     names_free(&rep->salvage_files);
+    names_free(&rep->compact_files);
+    names_free(&rep->orphan_files);
     names_free(&rep->other_files);
     free(rep->hints);
     rep->hints = NULL;

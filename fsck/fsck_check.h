@@ -133,10 +133,15 @@ typedef struct fsck_report {
     uint64_t problems;
     uint64_t by_kind[FSCK_NKINDS];
     fsck_names torn_files;      /* "<segment>.<offset>.torn[.N]" */
-    fsck_names discarded_files; /* "<segment>.discarded[.N]" */
+    fsck_names discarded_files; /* "<segment>.discarded[.N]", "<hint>.discarded[.N]" */
     fsck_names orig_files;      /* "<segment>.orig[.N]": originals kept by a salvage */
     fsck_names salvage_files;   /* "<segment>.salvage": a salvage that did not finish */
-    fsck_names other_files;     /* anything else but LOCK */
+    fsck_names compact_files;   /* "<segment>.compact": a compaction that did not finish
+                                   (kvd removes it at start) */
+    fsck_names orphan_files;    /* "<hint>.orphan[.N]": hints of missing segments that a
+                                   repair set aside */
+    fsck_names other_files;     /* anything else but LOCK (kv_dir.h's KV_FILE_OTHER, an
+                                   unfinished ".hint.tmp", a superseded segment) */
     fsck_hint *hints;           /* every NNNNNNNNNN.hint file, by name */
     size_t nhints;
     uint32_t sealed_without_hint; /* sealed segments recovery must scan */

@@ -5,7 +5,7 @@
  * recovery's own (kvr_recover in tolerate-tail mode).
  *
  * Read-only unless --repair: then it takes the directory's lock first
- * (kv_io_lock_dir: the directory and DIR/LOCK), so kvd, kvcompact and a
+ * (kv_dir_lock_acquire: the directory and DIR/LOCK), so kvd, kvcompact and a
  * repairing kvfsck exclude each other, and asks before it
  * changes anything (as redis-check-aof does).
  *
@@ -25,6 +25,7 @@
 
 #include "fsck_check.h"
 #include "fsck_salvage.h"
+#include "kv_dir.h"
 #include "kv_io.h"
 #include "kv_keydir.h"
 #include "kvr_recover.h"
@@ -235,6 +236,10 @@ static void json_summary(FILE *f, const fsck_report *rep)
     json_names(f, &rep->orig_files);
     fputs(",\"salvage_files\":", f);
     json_names(f, &rep->salvage_files);
+    fputs(",\"compact_files\":", f);
+    json_names(f, &rep->compact_files);
+    fputs(",\"orphan_files\":", f);
+    json_names(f, &rep->orphan_files);
     fputs(",\"other_files\":", f);
     json_names(f, &rep->other_files);
     fputs(",\"error\":", f);
@@ -304,6 +309,8 @@ static void text_summary(FILE *f, const fsck_report *rep, int locked)
     text_names(f, ".discarded:", &rep->discarded_files);
     if (rep->orig_files.n) text_names(f, ".orig:", &rep->orig_files);
     if (rep->salvage_files.n) text_names(f, ".salvage:", &rep->salvage_files);
+    if (rep->compact_files.n) text_names(f, ".compact:", &rep->compact_files);
+    if (rep->orphan_files.n) text_names(f, ".orphan:", &rep->orphan_files);
     if (rep->other_files.n) text_names(f, "other files:", &rep->other_files);
     size_t by_state[FSCK_HINT_ORPHAN + 1] = {0};
     for (size_t i = 0; i < rep->nhints; i++) by_state[rep->hints[i].state]++;
@@ -744,7 +751,7 @@ int main(int argc, char **argv)
 
     const kv_io *io = kv_io_posix();
     FILE *out = o.json ? stderr : stdout; /* human text */
-    char lock_path[4200];
+    kv_path lock_path = {""};
     kv_dir_lock dlock = {-1, -1};
     if (o.repair) {
         int r = io->list_dir(io->ctx, o.dir, ignore_entry, NULL);
@@ -753,17 +760,19 @@ int main(int argc, char **argv)
             snprintf(m, sizeof m, "cannot read data directory %s: %s", o.dir, kv_strerror(-r));
             return early_error(&o, m);
         }
-        snprintf(lock_path, sizeof lock_path, "%s/LOCK", o.dir);
-        /* The same two locks kvd and kvcompact take (kv_io_lock_dir): the
-         * directory's own lock still excludes them if LOCK was deleted. */
-        int r2 = kv_io_lock_dir(io, o.dir, &dlock);
+        /* The same two locks kvd and kvcompact take (kv_dir_lock_acquire):
+         * the directory's own lock still excludes them if LOCK was deleted. */
+        int r2 = kv_dir_path(&lock_path, o.dir, KV_FILE_LOCK, 0, 0);
+        if (r2 == 0) r2 = kv_dir_lock_acquire(io, o.dir, &dlock);
         if (r2 < 0) {
             char m[4400];
             if (r2 == -EWOULDBLOCK)
                 snprintf(m, sizeof m, "%s is in use (kvd or another tool holds %s); stop it first", o.dir,
-                         lock_path);
+                         lock_path.s);
+            else if (r2 == -ENAMETOOLONG)
+                snprintf(m, sizeof m, "cannot lock %s: %s", o.dir, kv_strerror(-r2));
             else
-                snprintf(m, sizeof m, "cannot lock %s: %s", lock_path, kv_strerror(-r2));
+                snprintf(m, sizeof m, "cannot lock %s: %s", lock_path.s, kv_strerror(-r2));
             return early_error(&o, m);
         }
     }
@@ -773,7 +782,7 @@ int main(int argc, char **argv)
     memset(&after, 0, sizeof after);
     if (!o.json) {
         if (o.repair)
-            fprintf(out, "kvfsck %s: checking %s (repair: %s held)\n", KVFSCK_VERSION, o.dir, lock_path);
+            fprintf(out, "kvfsck %s: checking %s (repair: %s held)\n", KVFSCK_VERSION, o.dir, lock_path.s);
         else
             fprintf(out, "kvfsck %s: checking %s (read-only)\n", KVFSCK_VERSION, o.dir);
     }
@@ -851,6 +860,6 @@ int main(int argc, char **argv)
     free(salvaged);
     fsck_report_free(&after);
     fsck_report_free(&rep);
-    kv_io_unlock_dir(io, &dlock);
+    kv_dir_lock_release(io, &dlock);
     return rc;
 }

@@ -249,15 +249,16 @@ uint32_t kv_seg_header_replaces(const uint8_t in[KV_SEG_HEADER_SIZE]);
  * (valid header of a format version this build does not read). */
 kv_status kv_seg_header_decode(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t expect_id, uint32_t *id);
 
-/* Segment file naming: "%010u.seg". kv_seg_name writes the name (at least
- * 16 bytes of room); kv_seg_parse_name returns 1 and the id for a segment
- * file name, 0 for any other name. */
+/* Segment file naming: "%010u.seg" (the directory's vocabulary is
+ * kv_dir.h, which defines these; they stay here for their callers).
+ * kv_seg_name writes the name (at least 16 bytes of room); kv_seg_parse_name
+ * returns 1 and the id for a segment file name, 0 for any other name. */
 void kv_seg_name(char *out, size_t cap, uint32_t id);
 int kv_seg_parse_name(const char *name, uint32_t *id);
 
-/* The parser behind kv_seg_parse_name: returns 1 and the id for a name of
- * exactly ten decimal digits (an id in 1..4294967295) followed by
- * `suffix` (".seg", ".hint"), 0 for any other name. */
+/* The parser behind kv_seg_parse_name and kv_dir_parse: returns 1 and the
+ * id for a name of exactly ten decimal digits (an id in 1..4294967295)
+ * followed by `suffix` (".seg", ".hint"), 0 for any other name. */
 int kv_parse_id_name(const char *name, const char *suffix, uint32_t *id);
 
 #endif
