@@ -85,7 +85,7 @@ typedef struct fsck_segment {
     size_t nproblems, cap;
 } fsck_segment;
 
-/* What the check found about one hint file (recovery/kvr_hint.h). */
+/* What the check found about one hint file (kv/base/kv_hint.h). */
 typedef enum fsck_hint_state {
     FSCK_HINT_VALID = 0,    /* decodes, matches its segment, equals a rebuild */
     FSCK_HINT_UNCHECKED,    /* its segment has damage or could not be read */
