@@ -11,6 +11,7 @@
 #include "kv_keydir.h"
 #include "kv_record.h"
 #include "kvr_hint.h"
+#include "kvr_replay.h"
 
 const char *fsck_kind_name(fsck_kind k)
 {
@@ -40,14 +41,22 @@ const char *fsck_hint_state_name(fsck_hint_state s)
     return "unknown";
 }
 
+/* kvr_replay's kind as kvfsck names it (FSCK_HINT is kvfsck's own). */
+static fsck_kind fsck_kind_of(kvr_kind k)
+{
+    switch (k) {
+    case KVR_KIND_TORN_TAIL: return FSCK_TORN_TAIL;
+    case KVR_KIND_MID_LOG: return FSCK_MID_LOG;
+    case KVR_KIND_SEALED: return FSCK_SEALED;
+    case KVR_KIND_SEQ_BACK: return FSCK_SEQ_BACK;
+    case KVR_KIND_MISSING: return FSCK_MISSING;
+    }
+    return FSCK_MISSING;
+}
+
 fsck_kind fsck_classify(const kvr_problem *p, int newest)
 {
-    /* The order of recovery's refusal message (recovery/kvr_recover.c). */
-    if (p->reason == KVR_SEQ_ORDER) return FSCK_SEQ_BACK;
-    if (kvr_reason_is_missing_data(p->reason))
-        return FSCK_MISSING;
-    if (!newest) return FSCK_SEALED;
-    return p->valid_after ? FSCK_MID_LOG : FSCK_TORN_TAIL;
+    return fsck_kind_of(kvr_classify(p, newest, newest && !p->valid_after));
 }
 
 /* ---- names ---- */
@@ -136,8 +145,7 @@ static int list_entry(void *arg, const char *name)
 typedef struct cctx {
     fsck_report *rep;
     fsck_segment *seg;
-    kv_keydir *kd;
-    uint64_t now_ms;
+    kvr_replay rp;       /* recovery's apply rule; rp.err: ENOMEM while applying */
     kv_status err;       /* ENOMEM while recording */
     fsck_progress_fn progress;
     void *parg;
@@ -186,25 +194,6 @@ static void on_problem(void *arg, const kvr_problem *p)
     add_problem(arg, p);
 }
 
-/* Applies one put or tombstone as recovery does (kvr_recover.c). */
-static void apply_entry(cctx *c, uint32_t seg, uint64_t off, const kv_record *r)
-{
-    c->rep->entries++;
-    c->seg->entries++;
-    if (r->type == KV_REC_TOMBSTONE) {
-        c->rep->tombstones++;
-        kv_keydir_del(c->kd, r->key, r->klen, NULL);
-        return;
-    }
-    if (kv_expired(r->expire_ms, c->now_ms)) {
-        c->rep->expired++; /* still hides any older value of the key */
-        kv_keydir_del(c->kd, r->key, r->klen, NULL);
-        return;
-    }
-    kv_loc loc = {seg, r->len, off, r->seq, r->expire_ms};
-    if (kv_keydir_put(c->kd, r->key, r->klen, &loc, NULL, NULL) != KV_OK) c->err = ENOMEM;
-}
-
 static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     cctx *c = arg;
@@ -215,28 +204,19 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
         if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
         return 0;
     }
-    /* The reader checks the order within a segment; this compares with
-     * every earlier segment too, exactly as recovery does. */
-    if (c->rep->max_seq != 0 && r->seq <= c->rep->max_seq) {
+    /* Applied exactly as recovery applies it (kvr_replay), which compares
+     * the order with every earlier segment too. */
+    uint64_t entries = c->rp.entries;
+    kv_status st = kvr_replay_record(&c->rp, seg, off, r);
+    if (st == KV_CORRUPT) {
         kvr_problem p = {NULL, seg, off, r->len, KVR_SEQ_ORDER, 1};
         add_problem(c, &p);
         return c->err != 0;
     }
-    c->rep->max_seq = kv_record_last_seq(r);
-    c->rep->records++;
+    if (st != KV_OK) c->err = st;
     c->seg->records++;
+    c->seg->entries += c->rp.entries - entries;
     if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
-    if (r->type == KV_REC_BATCH) {
-        c->rep->batches++;
-        size_t pos = 0, before = 0;
-        kv_record e;
-        while (kv_batch_next(r, &pos, &e) == KV_OK) {
-            apply_entry(c, seg, kv_batch_entry_off(off, before), &e);
-            before = pos;
-        }
-    } else {
-        apply_entry(c, seg, off, r);
-    }
     return c->err != 0;
 }
 
@@ -355,8 +335,7 @@ static void agree_with_recovery(const kv_io *io, const char *dir, uint64_t now_m
         for (size_t j = 0; j < s->nproblems; j++) {
             fsck_problem *q = &s->problems[j];
             if (q->offset != f->p.offset || q->reason != f->p.reason || q->kind == FSCK_SEQ_BACK) continue;
-            fsck_kind want = f->torn ? FSCK_TORN_TAIL : f->newest ? FSCK_MID_LOG : FSCK_SEALED;
-            if (!f->torn && !f->newest && q->kind == FSCK_TORN_TAIL) want = FSCK_SEALED;
+            fsck_kind want = fsck_kind_of(kvr_classify(&f->p, f->newest, f->torn));
             rep->by_kind[q->kind]--;
             q->kind = want;
             rep->by_kind[want]++;
@@ -464,21 +443,26 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     }
     free(l.ids);
 
-    cctx c = {.rep = rep, .kd = kd, .now_ms = now_ms, .progress = progress, .parg = parg, .total = total};
+    cctx c = {.rep = rep, .progress = progress, .parg = parg, .total = total};
+    kvr_replay_init(&c.rp, kd, now_ms);
     uint64_t headers = 0;
     for (size_t i = 0; i < rep->nsegs; i++) {
         fsck_segment *s = &rep->segs[i];
         snprintf(path, sizeof path, "%s/%s", dir, s->name);
         c.seg = s;
         c.seg_index = i;
-        s->seq_before = rep->max_seq;
+        s->seq_before = c.rp.max_seq;
         if (progress) progress(parg, i, rep->nsegs, c.done_before, total);
         kvr_scan_result res = {0};
         fsck_hint *hint = find_hint(rep, s->id);
         uint8_t *segbuf = NULL;
         c.hb = hint ? kvh_builder_new(s->id) : NULL; /* the hint is rebuilt by this same scan */
         c.hb_err = 0;
-        kv_status st = kvr_scan_file(io, path, s->id, on_record, on_problem, &c, &res, hint ? &segbuf : NULL);
+        /* The buffer is kept until the queued puts and deletes, which point
+         * into it, are applied. */
+        kv_status st = kvr_scan_file(io, path, s->id, on_record, on_problem, &c, &res, &segbuf);
+        kvr_replay_flush(&c.rp);
+        if (st == KV_OK && c.rp.err) c.err = c.rp.err;
         if (st == KV_OK && c.err) st = c.err;
         if (hint)
             hint->state = check_hint(io, dir, rep, hint, s, st == KV_OK ? segbuf : NULL, res.file_size,
@@ -515,6 +499,12 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
             rep->by_kind[FSCK_HINT]++;
         }
     }
+    rep->records = c.rp.records;
+    rep->batches = c.rp.batches;
+    rep->entries = c.rp.entries;
+    rep->tombstones = c.rp.tombstones;
+    rep->expired = c.rp.expired;
+    rep->max_seq = c.rp.max_seq;
     rep->live_keys = kv_keydir_count(kd);
     rep->live_bytes = kv_keydir_loc_bytes(kd);
     kv_keydir_free(kd);

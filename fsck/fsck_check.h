@@ -2,9 +2,9 @@
  * fsck_check — the checks and the salvage behind kvfsck.
  *
  * Owns: the check of a data directory (every segment read with the log
- * reader recovery uses, recovery/kvr_reader.h, every problem classified as
- * recovery classifies it, the records applied to a key directory as
- * recovery applies them) and the salvage rewrite of damaged segments.
+ * reader recovery uses, recovery/kvr_reader.h; every problem classified
+ * and every record applied to a key directory by recovery's own rules,
+ * recovery/kvr_replay.h).
  *
  * Guarantees:
  *  - fsck_check() only reads: it opens files read-only and never creates,
@@ -57,7 +57,9 @@ typedef enum fsck_kind {
  * "sequence going back", "bad hint file", "missing data". */
 const char *fsck_kind_name(fsck_kind k);
 
-/* Recovery's classification of a problem the reader reported. */
+/* Recovery's classification (kvr_classify) of a problem the reader
+ * reported, with the reader's view alone: in the newest segment, a torn
+ * tail when nothing valid follows it. */
 fsck_kind fsck_classify(const kvr_problem *p, int newest);
 
 typedef struct fsck_problem {

@@ -8,14 +8,15 @@
 
 #include "kv_record.h"
 #include "kvr_recover.h"
+#include "kvr_replay.h"
 
 /* Collects the records of one segment that the check applied. */
 typedef struct keep {
     const uint8_t *in;  /* the original segment */
     uint8_t *out;       /* the new segment: header, then kept records */
     uint64_t len;
-    uint64_t max_seq;   /* highest sequence number kept so far, log-wide */
-    uint64_t records;
+    kvr_replay rp;      /* recovery's order rule, log-wide (no key directory):
+                           rp.records are the records kept */
     uint64_t dropped;   /* records dropped for going back */
     uint64_t problems;  /* problems seen again, to compare with the check */
     int newest;         /* the newest segment: trailing zeros are no problem */
@@ -23,18 +24,15 @@ typedef struct keep {
 
 static int keep_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
-    (void)seg;
     keep *k = arg;
     if (kv_record_is_mark(r)) return 0; /* the rewrite gets no marks: offsets change */
-    if (k->max_seq != 0 && r->seq <= k->max_seq) {
+    if (kvr_replay_record(&k->rp, seg, off, r) == KV_CORRUPT) { /* goes back */
         k->dropped++;
         return 0;
     }
-    k->max_seq = kv_record_last_seq(r);
     /* Copied byte for byte, so both CRCs stay valid. */
     memcpy(k->out + k->len, k->in + off, r->len);
     k->len += r->len;
-    k->records++;
     return 0;
 }
 
@@ -97,7 +95,9 @@ static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segmen
     }
     /* The kept records are never longer than the file; the segment
      * header is written anew (the old one may be the damage). */
-    keep k = {.in = buf, .max_seq = s->seq_before, .newest = s->newest};
+    keep k = {.in = buf, .newest = s->newest};
+    kvr_replay_init(&k.rp, NULL, now_ms);
+    k.rp.max_seq = s->seq_before; /* what the check applied before this segment */
     k.out = malloc(res.file_size + KV_SEG_HEADER_SIZE + KV_MARK_SIZE);
     if (!k.out) {
         free(buf);
@@ -116,20 +116,20 @@ static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segmen
     k.len = KV_SEG_HEADER_SIZE;
     uint64_t old_bytes = res.file_size;
     st = kvr_scan_buffer(buf, old_bytes, s->id, path, keep_record, count_problem, &k, &res);
-    if (st == KV_OK && (k.records != s->records || k.problems + k.dropped != reader_problems(s))) {
+    if (st == KV_OK && (k.rp.records != s->records || k.problems + k.dropped != reader_problems(s))) {
         snprintf(msg, msgcap,
                  "%s changed since it was checked (%" PRIu64 " records and %" PRIu64 " problems now, %" PRIu64
                  " and %zu before)",
-                 path, k.records, k.problems + k.dropped, s->records, reader_problems(s));
+                 path, k.rp.records, k.problems + k.dropped, s->records, reader_problems(s));
         st = KV_CORRUPT;
     }
     if (st == KV_OK && !s->newest)
-        k.len += kv_mark_encode(k.out + k.len, KV_REC_SEAL, k.max_seq, k.len, (uint32_t)k.records);
+        k.len += kv_mark_encode(k.out + k.len, KV_REC_SEAL, k.rp.max_seq, k.len, (uint32_t)k.rp.records);
     /* The rewrite must read back clean, with every kept record. */
     kvr_scan_result again;
     if (st == KV_OK &&
         (kvr_scan_buffer(k.out, k.len, s->id, tmp, NULL, NULL, NULL, &again) != KV_OK || again.problems != 0 ||
-         again.records != k.records)) {
+         again.records != k.rp.records)) {
         snprintf(msg, msgcap, "the rewrite of %s does not read back clean", path);
         st = KV_CORRUPT;
     }
@@ -148,7 +148,7 @@ static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segmen
     if (st == KV_OK && r < 0) st = -r;
     done->old_bytes = old_bytes;
     done->new_bytes = k.len;
-    done->records = k.records;
+    done->records = k.rp.records;
     free(buf);
     free(k.out);
     return st;

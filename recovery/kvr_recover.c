@@ -9,6 +9,7 @@
 
 #include "kv_record.h"
 #include "kvr_hint.h"
+#include "kvr_replay.h"
 
 const char *kvr_mode_name(kvr_mode m)
 {
@@ -136,25 +137,14 @@ kv_status kvr_list_superseded(const kv_io *io, const char *dir, uint32_t **ids, 
 }
 
 /* State of one recovery while segments are scanned. */
-/* Puts and deletes queued ahead of their application (see rctx.ring). */
-enum { APPLY_AHEAD = 16 };
-
 typedef struct rctx {
     kvr_mode mode;
     kv_keydir *kd;
     kvr_report *rep;
-    uint64_t now_ms;
-    int newest;          /* scanning the newest segment */
-    int marked;          /* the newest segment is of version 2: its torn tail starts
-                            at or after torn_from, whatever follows it */
-    uint64_t torn_from;  /* the end of its last complete group (see classify_tail), or
-                            for the window segment where its trailer belongs */
-    int window;          /* the segment before an empty newest one whose header
-                            names it: a rotation a crash interrupted may have
-                            left its trailer missing or torn (see seal_window) */
+    kvr_replay rp;       /* the apply rule; rp.err: ENOMEM while applying */
+    kvr_tail tail;       /* the segment being scanned, for the classification */
     int stop;            /* point-in-time stop or refusal: apply nothing more */
     int fatal;           /* refusal */
-    kv_status err;       /* ENOMEM while applying */
     int have_cut;        /* this segment gets cut at cut_off */
     uint64_t cut_off;
     int have_unwritten;  /* the newest segment ends in zeros from unwritten_off */
@@ -166,86 +156,14 @@ typedef struct rctx {
     uint64_t seg_records;  /* data records applied from it */
     int newest_hinted;     /* the newest segment has a hint file: it was sealed,
                               so a segment after it is missing */
-    /* Puts and deletes waiting to be applied, oldest at ring_head: each is
-     * hashed and its bucket prefetched APPLY_AHEAD entries before it is
-     * applied, and the bucket's first entry half way there. A key
-     * directory of millions of keys misses the cache on almost every
-     * bucket; this lets those misses overlap. Flushed at the end of every
-     * segment and hint file. */
-    struct pending_op {
-        const uint8_t *key; /* into the segment's buffer */
-        uint32_t klen;
-        int del;
-        kv_loc loc;
-        uint64_t hash;
-    } ring[APPLY_AHEAD];
-    size_t ring_head, ring_n;
 } rctx;
-
-
-static void apply_op(rctx *c, const struct pending_op *p)
-{
-    if (p->del)
-        kv_keydir_del_hashed(c->kd, p->key, p->klen, p->hash, NULL);
-    else if (kv_keydir_put_hashed(c->kd, p->key, p->klen, p->hash, &p->loc, NULL, NULL) != KV_OK)
-        c->err = ENOMEM;
-}
-
-/* Queues a put (del == 0) or delete; applies the oldest queued one when
- * the ring is full. Order is kept. */
-static void queue_op(rctx *c, const uint8_t *key, uint32_t klen, int del, const kv_loc *loc)
-{
-    struct pending_op p = {key, klen, del, {0}, kv_keydir_hash(c->kd, key, klen)};
-    if (loc) p.loc = *loc;
-    kv_keydir_prefetch(c->kd, p.hash);
-    if (c->ring_n < APPLY_AHEAD) {
-        c->ring[(c->ring_head + c->ring_n++) % APPLY_AHEAD] = p;
-        return;
-    }
-    apply_op(c, &c->ring[c->ring_head]);
-    c->ring[c->ring_head] = p;
-    c->ring_head = (c->ring_head + 1) % APPLY_AHEAD;
-    kv_keydir_prefetch_entry(c->kd, c->ring[(c->ring_head + APPLY_AHEAD / 2) % APPLY_AHEAD].hash);
-}
-
-static void flush_ops(rctx *c)
-{
-    for (; c->ring_n > 0; c->ring_n--) {
-        apply_op(c, &c->ring[c->ring_head]);
-        c->ring_head = (c->ring_head + 1) % APPLY_AHEAD;
-    }
-    c->ring_head = 0;
-}
-
-/* One put or tombstone, from a scanned record or a hint entry: a
- * tombstone or an expired put removes the key (an expired put still
- * shadows any older value of it); any other put points the key at loc. */
-static void apply_kv(rctx *c, uint8_t type, const uint8_t *key, uint32_t klen, const kv_loc *loc)
-{
-    if (type == KV_REC_TOMBSTONE) {
-        queue_op(c, key, klen, 1, NULL);
-    } else if (kv_expired(loc->expire_ms, c->now_ms)) {
-        c->rep->expired++;
-        queue_op(c, key, klen, 1, NULL);
-    } else {
-        queue_op(c, key, klen, 0, loc);
-    }
-}
-
-static void apply_entry(rctx *c, uint32_t seg, uint64_t off, const kv_record *r)
-{
-    c->rep->entries++;
-    if (r->type == KV_REC_TOMBSTONE) c->rep->tombstones++;
-    kv_loc loc = {seg, r->len, off, r->seq, r->expire_ms};
-    apply_kv(c, r->type, r->key, r->klen, &loc);
-}
 
 static void on_problem(void *arg, const kvr_problem *p);
 
 static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     rctx *c = arg;
-    if (c->stop || c->err) return 1;
+    if (c->stop || c->rp.err) return 1;
     if (kv_record_is_mark(r)) {
         if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
         return 0;
@@ -253,35 +171,14 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     /* Records of the interrupted group after the first torn byte are cut
      * with it, so they are not applied. */
     if (c->have_cut && off >= c->cut_off) return 0;
-    uint64_t last = kv_record_last_seq(r);
-    if (c->rep->max_seq != 0 && r->seq <= c->rep->max_seq) {
-        /* The reader checks order within a segment; this catches a
-         * segment whose records go back behind an earlier segment's. */
+    if (kvr_replay_record(&c->rp, seg, off, r) == KV_CORRUPT) {
         kvr_problem p = {NULL, seg, off, r->len, KVR_SEQ_ORDER, 1};
         on_problem(c, &p);
         return c->stop;
     }
-    c->rep->max_seq = last;
-    c->rep->records++;
     c->seg_records++;
     if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
-    if (r->type == KV_REC_BATCH) {
-        c->rep->batches++;
-        size_t pos = 0, before = 0;
-        kv_record e;
-        while (kv_batch_next(r, &pos, &e) == KV_OK) {
-            apply_entry(c, seg, kv_batch_entry_off(off, before), &e);
-            before = pos;
-        }
-    } else {
-        apply_entry(c, seg, off, r);
-    }
-    return c->err != 0;
-}
-
-int kvr_is_unwritten_space(const kvr_problem *p, int newest)
-{
-    return p->reason == KVR_UNWRITTEN && newest;
+    return c->rp.err != 0;
 }
 
 /* Keeps a copy of problem p in the report's list. */
@@ -297,31 +194,19 @@ static void note_problem(rctx *c, const kvr_problem *p, int torn)
     kvr_found *f = &rep->found[rep->nfound++];
     f->p = *p;
     f->p.path = NULL;
-    f->newest = c->newest;
+    f->newest = c->tail.newest;
     f->torn = torn;
-}
-
-/* Whether problem p, not unwritten space, is a torn tail: the part of the
- * newest segment's last, interrupted group. Version 1: nothing valid
- * follows it. Version 2: it lies at or after the end of the last complete
- * group (torn_from), whatever follows (see docs/format.md, "Evidence"). */
-static int is_torn(const rctx *c, const kvr_problem *p)
-{
-    if ((!c->newest && !c->window) || p->reason == KVR_SEQ_ORDER || kvr_reason_is_missing_data(p->reason))
-        return 0;
-    if (c->window) return p->offset >= c->torn_from;
-    return c->marked ? p->offset >= c->torn_from : !p->valid_after;
 }
 
 static void on_problem(void *arg, const kvr_problem *p)
 {
     rctx *c = arg;
-    if (kvr_is_unwritten_space(p, c->newest || (c->window && p->offset >= c->torn_from))) {
+    if (kvr_tail_unwritten(&c->tail, p)) {
         c->have_unwritten = 1;
         c->unwritten_off = p->offset;
         return;
     }
-    int torn = is_torn(c, p);
+    int torn = kvr_is_torn(&c->tail, p);
     c->rep->problems++;
     c->seg_problems++;
     note_problem(c, p, torn);
@@ -537,29 +422,13 @@ static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uin
         if (st == KV_OK) st = check_trailer(io, fd, id, &h);
         if (fd >= 0) io->close(io->ctx, fd);
     }
-    if (st == KV_OK && h.records && c->rep->max_seq != 0 && h.min_seq <= c->rep->max_seq)
-        st = KV_CORRUPT; /* the scan reports where the order breaks */
-    if (st != KV_OK) {
-        free(buf);
+    if (st == KV_OK) st = kvr_replay_hint(&c->rp, id, buf, len, &h);
+    free(buf);
+    if (c->rp.err) return 1; /* out of memory while applying: the caller stops */
+    if (st != KV_OK) { /* KV_CORRUPT: out of order; the scan reports where */
         c->rep->hints_rejected++;
         return 0;
     }
-    /* Applied in order, as the scan applies records (queue_op: hashed and
-     * prefetched a few entries ahead); flushed before buf, which the keys
-     * point into, is freed. */
-    size_t pos = 0;
-    kvh_entry e;
-    while (!c->err && kvh_next(buf, len, &pos, &e)) {
-        kv_loc loc = {id, e.len, e.off, e.seq, e.expire_ms};
-        apply_kv(c, e.type, e.key, e.klen, &loc);
-    }
-    flush_ops(c);
-    free(buf);
-    c->rep->records += h.records;
-    c->rep->batches += h.batches;
-    c->rep->entries += h.entries;
-    c->rep->tombstones += h.tombstones;
-    if (h.records) c->rep->max_seq = h.max_seq;
     c->rep->hints_used++;
     *size = h.seg_size;
     return 1;
@@ -644,64 +513,6 @@ static void peek_segment(const kv_io *io, const char *path, uint32_t id, seg_pee
         kv_io_read_full(io, fd, h, sizeof h, 0) == 0 && kv_seg_header_parse(h, id, &pk->hdr) == KV_OK)
         pk->header_ok = 1;
     io->close(io->ctx, fd);
-}
-
-/* The newest segment of version 2: where its torn tail may start. A group
- * the writer completed ends with a commit mark (written in the same
- * write(2) as the group, made durable by the same fdatasync before any of
- * it is acknowledged), so the bytes after the last valid mark are the only
- * ones a crash can have left incomplete. Damage before that mark is
- * corruption, with one exception that the pages of the last group prove:
- * if every bad region before the mark is zero-filled and inside the last
- * group, the disk persisted that unsynced group's pages out of order (a
- * page never written reads as zeros; a flipped bit never makes a zero-filled
- * region), and the whole group is torn. Sets c->torn_from, and c->have_cut
- * at the group's start in that case. */
-typedef struct tail_scan {
-    int pending;         /* problems reported since the last mark */
-    int pending_zero;    /* ... all of them KVR_ZERO_FILL */
-    uint64_t pending_lo; /* ... the first one's offset */
-    int all_zero_fill;   /* every problem before the last mark is KVR_ZERO_FILL */
-    uint64_t lo;         /* the first problem before the last mark, UINT64_MAX if none */
-} tail_scan;
-
-/* The reader reports a problem before it yields the record that follows
- * it, so the problems pending when a mark arrives lie before that mark. */
-static void tail_problem(void *arg, const kvr_problem *p)
-{
-    tail_scan *t = arg;
-    if (p->reason == KVR_UNWRITTEN) return;
-    if (!t->pending) {
-        t->pending = t->pending_zero = 1;
-        t->pending_lo = p->offset;
-    }
-    if (p->reason != KVR_ZERO_FILL) t->pending_zero = 0;
-}
-
-static int tail_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
-{
-    (void)seg;
-    (void)off;
-    tail_scan *t = arg;
-    if (kv_record_is_mark(r) && t->pending) {
-        if (t->lo == UINT64_MAX) t->lo = t->pending_lo;
-        if (!t->pending_zero) t->all_zero_fill = 0;
-        t->pending = 0;
-    }
-    return 0;
-}
-
-static void classify_tail(rctx *c, const uint8_t *buf, uint64_t len, uint32_t id)
-{
-    kvr_scan_result res;
-    tail_scan t = {0, 0, 0, 1, UINT64_MAX};
-    if (kvr_scan_buffer(buf, len, id, NULL, tail_record, tail_problem, &t, &res) != KV_OK) return;
-    c->torn_from = res.mark_end ? res.mark_end : KV_SEG_HEADER_SIZE;
-    if (res.mark_end && res.group_start && t.lo != UINT64_MAX && t.all_zero_fill && t.lo >= res.group_start) {
-        c->torn_from = res.group_start;
-        c->have_cut = 1;
-        c->cut_off = res.group_start;
-    }
 }
 
 /* Appends the trailer a crash in the middle of a rotation left unwritten
@@ -814,12 +625,17 @@ static void refuse_message(kvr_report *rep, const rctx *c, const char *dir, cons
                  path, name, kvr_mode_name(c->mode), dir);
         return;
     }
-    const char *kind = p->reason == KVR_SEQ_ORDER                                     ? "out-of-order record"
-                       : p->reason == KVR_PREV_MISSING || p->reason == KVR_NO_SUCCESSOR ? "missing segment"
-                       : p->reason == KVR_NO_TRAILER || p->reason == KVR_PREV_SIZE    ? "truncated sealed segment"
-                       : !c->newest                                                   ? "corruption in sealed segment"
-                       : p->valid_after || c->marked ? "mid-log corruption"
-                                                     : "torn tail";
+    const char *kind = "torn tail";
+    switch (kvr_classify(p, c->tail.newest, c->tail.newest && !p->valid_after && !c->tail.marked)) {
+    case KVR_KIND_SEQ_BACK: kind = "out-of-order record"; break;
+    case KVR_KIND_MISSING:
+        kind = p->reason == KVR_NO_TRAILER || p->reason == KVR_PREV_SIZE ? "truncated sealed segment"
+                                                                          : "missing segment";
+        break;
+    case KVR_KIND_SEALED: kind = "corruption in sealed segment"; break;
+    case KVR_KIND_MID_LOG: kind = "mid-log corruption"; break;
+    case KVR_KIND_TORN_TAIL: break;
+    }
     snprintf(rep->message, sizeof rep->message,
              "%s in %s at byte offset %" PRIu64 " (%" PRIu64 " bytes: %s%s); refusing to open in "
              "recovery mode %s so that no valid data is dropped. Inspect with: kvfsck %s",
@@ -847,7 +663,8 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         free(ids);
         return ENOMEM;
     }
-    rctx c = {.mode = mode, .kd = kd, .rep = rep, .now_ms = now_ms};
+    rctx c = {.mode = mode, .kd = kd, .rep = rep};
+    kvr_replay_init(&c.rp, kd, now_ms);
     /* Hint files of scanned segments are written as .hint.tmp and renamed
      * only once recovery knows it opens: a refused start changes nothing. */
     uint32_t *pending = calloc(n ? n : 1, sizeof *pending);
@@ -881,7 +698,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             free(l.v[k]);
         }
         free(l.v);
-        c.newest = 0;
+        c.tail.newest = 0;
         if (c.fatal) {
             free(ids);
             free(pending);
@@ -896,10 +713,10 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         char name[32], path[4096];
         kv_seg_name(name, sizeof name, ids[i]);
         snprintf(path, sizeof path, "%s/%s", dir, name);
-        c.newest = (i + 1 == n);
-        c.marked = 0;
-        c.window = 0;
-        c.torn_from = 0;
+        c.tail.newest = (i + 1 == n);
+        c.tail.marked = 0;
+        c.tail.window = 0;
+        c.tail.torn_from = 0;
         c.have_cut = 0;
         c.have_unwritten = 0;
         c.seg_problems = 0;
@@ -948,7 +765,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
          * newest has no valid header, the crash came before the trailer
          * was begun. */
         int window = 0, window_no_end = 0;
-        if (!c.newest && i + 2 == n && pk.header_ok && pk.hdr.version >= 2) {
+        if (!c.tail.newest && i + 2 == n && pk.header_ok && pk.hdr.version >= 2) {
             char nname[32], npath[4096];
             kv_seg_name(nname, sizeof nname, ids[i + 1]);
             snprintf(npath, sizeof npath, "%s/%s", dir, nname);
@@ -959,14 +776,14 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             } else if (nx.size == KV_SEG_HEADER_SIZE && nx.hdr.version >= 2 && nx.hdr.prev_id == ids[i] &&
                        nx.hdr.prev_end >= KV_SEG_HEADER_SIZE + KV_MARK_SIZE) {
                 window = 1;
-                c.window = 1;
-                c.torn_from = nx.hdr.prev_end - KV_MARK_SIZE;
+                c.tail.window = 1;
+                c.tail.torn_from = nx.hdr.prev_end - KV_MARK_SIZE;
             }
         }
         uint64_t hsize = 0;
-        if (!c.newest && (flags & KVR_HINTS_READ) && load_hint(io, dir, ids[i], &c, &hsize)) {
-            if (c.err) {
-                st = c.err;
+        if (!c.tail.newest && (flags & KVR_HINTS_READ) && load_hint(io, dir, ids[i], &c, &hsize)) {
+            if (c.rp.err) {
+                st = c.rp.err;
                 snprintf(rep->message, sizeof rep->message, "out of memory while loading %s", path);
                 break;
             }
@@ -983,32 +800,34 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         kvr_scan_result res;
         memset(&res, 0, sizeof res);
         c.hb_failed = 0;
-        c.hb = !c.newest && !dry && (flags & KVR_HINTS_WRITE) ? kvh_builder_new(ids[i]) : NULL;
+        c.hb = !c.tail.newest && !dry && (flags & KVR_HINTS_WRITE) ? kvh_builder_new(ids[i]) : NULL;
         int rr = kv_io_read_file(io, path, KVR_MAX_SEGMENT_BYTES, &buf, &blen);
         st = rr < 0 ? -rr : KV_OK;
-        if (st == KV_OK && c.newest && pk.header_ok && pk.hdr.version >= 2) {
-            c.marked = 1;
-            classify_tail(&c, buf, blen, ids[i]);
+        if (st == KV_OK && c.tail.newest && pk.header_ok && pk.hdr.version >= 2) {
+            if (kvr_tail_find(&c.tail, buf, blen, ids[i])) { /* the whole last group is torn */
+                c.have_cut = 1;
+                c.cut_off = c.tail.torn_from;
+            }
         }
         if (st == KV_OK) st = kvr_scan_buffer(buf, blen, ids[i], path, on_record, on_problem, &c, &res);
-        flush_ops(&c); /* before buf, which the queued keys point into, goes */
+        kvr_replay_flush(&c.rp); /* before buf, which the queued keys point into, goes */
         si->records = c.seg_records;
         si->sealed = res.sealed;
         /* Version 2: a sealed segment ends with its trailer; the newest
          * never does (a rotation writes the trailer only once the next
          * segment exists). */
-        if (res.sealed || !(window_no_end ? c.seg_problems == 0 : res.valid_end == c.torn_from)) window = 0;
+        if (res.sealed || !(window_no_end ? c.seg_problems == 0 : res.valid_end == c.tail.torn_from)) window = 0;
         /* No more than the trailer's 44 bytes may follow: the write of a
          * trailer is all the rotation had begun. What they hold does not
          * matter (a torn write can leave any bytes, and a trailer carries no
          * data): they are saved beside the segment, and the trailer written
          * whole. */
-        if (window && !window_no_end && blen > (uint64_t)c.torn_from + KV_MARK_SIZE) window = 0;
-        if (st == KV_OK && !c.stop && !c.err && pk.header_ok && pk.hdr.version >= 2) {
-            if (!c.newest && !res.sealed && !window) {
+        if (window && !window_no_end && blen > (uint64_t)c.tail.torn_from + KV_MARK_SIZE) window = 0;
+        if (st == KV_OK && !c.stop && !c.rp.err && pk.header_ok && pk.hdr.version >= 2) {
+            if (!c.tail.newest && !res.sealed && !window) {
                 kvr_problem p = {path, ids[i], blen, 0, KVR_NO_TRAILER, 0};
                 on_problem(&c, &p);
-            } else if (c.newest && (res.sealed || c.newest_hinted)) {
+            } else if (c.tail.newest && (res.sealed || c.newest_hinted)) {
                 /* At its trailer; or, without one, at its start (its hint). */
                 kvr_problem p = {path, ids[i], res.sealed ? blen : 0, 0, KVR_NO_SUCCESSOR, 0};
                 on_problem(&c, &p);
@@ -1017,7 +836,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         /* Only a segment proven whole gets a hint: version 1 scanned
          * cleanly, or version 2 with its trailer. */
         int whole = pk.header_ok && (pk.hdr.version == 1 || res.sealed);
-        if (c.hb && whole && st == KV_OK && !c.err && !c.hb_failed && !c.seg_problems && !c.stop && !window) {
+        if (c.hb && whole && st == KV_OK && !c.rp.err && !c.hb_failed && !c.seg_problems && !c.stop && !window) {
             uint8_t *hint;
             size_t hlen;
             int r = kvh_builder_finish(c.hb, buf, res.file_size, &hint, &hlen) == KV_OK
@@ -1046,9 +865,9 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
             snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", path, kv_strerror(st));
             break;
         }
-        if (c.err) {
+        if (c.rp.err) {
             free(buf);
-            st = c.err;
+            st = c.rp.err;
             snprintf(rep->message, sizeof rep->message, "out of memory while loading %s", path);
             break;
         }
@@ -1070,7 +889,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
          * point-in-time stop ends the scan early, before the reader could
          * report them: find them here. */
         uint64_t end = c.have_unwritten ? c.unwritten_off : res.file_size;
-        if ((c.newest || c.window) && c.have_cut && !c.have_unwritten && buf && c.cut_off < res.file_size) {
+        if ((c.tail.newest || c.tail.window) && c.have_cut && !c.have_unwritten && buf && c.cut_off < res.file_size) {
             end = kvr_zero_tail(buf, c.cut_off, res.file_size);
             c.have_unwritten = end < res.file_size;
         }
@@ -1096,7 +915,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         if (c.have_unwritten) rep->unwritten_bytes += res.file_size - end;
         if (window) { /* the torn trailer is cut and saved above; write it whole */
             if (!dry) {
-                st = complete_rotation(io, dir, ids[i], size, rep->max_seq, c.seg_records, rep->message,
+                st = complete_rotation(io, dir, ids[i], size, c.rp.max_seq, c.seg_records, rep->message,
                                        sizeof rep->message);
                 if (st != KV_OK) {
                     free(buf);
@@ -1134,6 +953,12 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
     free(pending);
     if (st == KV_OK && !dry) st = remove_superseded(io, dir, rep);
     if (st == KV_OK && !dry) st = remove_compact_leftovers(io, dir, rep);
+    rep->records = c.rp.records;
+    rep->batches = c.rp.batches;
+    rep->entries = c.rp.entries;
+    rep->tombstones = c.rp.tombstones;
+    rep->expired = c.rp.expired;
+    rep->max_seq = c.rp.max_seq;
     rep->keys = kv_keydir_count(kd);
     rep->live_bytes = kv_keydir_loc_bytes(kd);
     rep->elapsed_us = now_us() - t0;

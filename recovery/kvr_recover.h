@@ -39,6 +39,7 @@
 #include "kv_keydir.h"
 #include "kv_status.h"
 #include "kvr_reader.h"
+#include "kvr_replay.h" /* kvr_is_unwritten_space, for the callers of old */
 
 typedef enum kvr_mode {
     KVR_TOLERATE_TAIL = 0,
@@ -49,12 +50,6 @@ typedef enum kvr_mode {
 
 /* "tolerate-tail", "absolute", "point-in-time", "skip-corrupt". */
 const char *kvr_mode_name(kvr_mode m);
-
-/* 1 if problem p, in a segment that is (newest = 1) or is not the newest,
- * is unwritten space rather than a problem: zeros ending the newest
- * segment (KVR_UNWRITTEN), which recovery cuts without saving and kvfsck
- * does not count. At the end of a sealed segment they are damage. */
-int kvr_is_unwritten_space(const kvr_problem *p, int newest);
 
 /* Parses a mode name. Returns KV_OK or KV_INVALID. */
 kv_status kvr_mode_parse(const char *s, kvr_mode *m);
