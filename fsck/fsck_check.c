@@ -253,8 +253,9 @@ static fsck_hint *find_hint(fsck_report *rep, uint32_t seg)
 static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report *rep, fsck_hint *h,
                                   const fsck_segment *s, const uint8_t *seg, uint64_t len, kvh_builder *hb)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, h->name);
+    kv_path hp;
+    const char *path = hp.s;
+    kv_dir_join(&hp, dir, h->name);
     uint8_t *buf = NULL;
     uint64_t blen = 0;
     int r = kv_io_read_file(io, path, KVH_MAX_FILE_BYTES, &buf, &blen);
@@ -400,8 +401,8 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     size_t nsup = 0;
     if (kvr_list_superseded(io, dir, &sup, &nsup) == KV_OK)
         for (size_t i = 0; i < nsup; i++) {
-            char nm[32];
-            kv_seg_name(nm, sizeof nm, sup[i]);
+            char nm[KV_NAME_MAX];
+            kv_dir_name(nm, sizeof nm, KV_FILE_SEG, sup[i], 0);
             names_add(&rep->other_files, nm);
         }
     free(sup);
@@ -424,16 +425,17 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
         return rep->err;
     }
     rep->nsegs = l.n;
-    char path[4096];
+    kv_path sp;
+    const char *path = sp.s;
 
     /* Sizes first, for the progress total (a failure shows up below). */
     uint64_t total = 0;
     for (size_t i = 0; i < l.n; i++) {
         fsck_segment *s = &rep->segs[i];
         s->id = l.ids[i];
-        kv_seg_name(s->name, sizeof s->name, s->id);
+        kv_dir_name(s->name, sizeof s->name, KV_FILE_SEG, s->id, 0);
         s->newest = (i + 1 == l.n);
-        snprintf(path, sizeof path, "%s/%s", dir, s->name);
+        kv_dir_path(&sp, dir, KV_FILE_SEG, s->id, 0);
         int fd = io->open(io->ctx, path, KV_O_RDONLY);
         if (fd >= 0) {
             if (io->fsize(io->ctx, fd, &s->bytes) < 0) s->bytes = 0;
@@ -448,7 +450,7 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     uint64_t headers = 0;
     for (size_t i = 0; i < rep->nsegs; i++) {
         fsck_segment *s = &rep->segs[i];
-        snprintf(path, sizeof path, "%s/%s", dir, s->name);
+        kv_dir_path(&sp, dir, KV_FILE_SEG, s->id, 0);
         c.seg = s;
         c.seg_index = i;
         s->seq_before = c.rp.max_seq;
@@ -487,7 +489,7 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     for (size_t i = 0; i < rep->nhints; i++) {
         fsck_hint *h = &rep->hints[i];
         if (h->state == FSCK_HINT_SUPERSEDED) {
-            snprintf(path, sizeof path, "%s/%s", dir, h->name);
+            kv_dir_join(&sp, dir, h->name);
             int fd = io->open(io->ctx, path, KV_O_RDONLY);
             if (fd >= 0) {
                 if (io->fsize(io->ctx, fd, &h->bytes) < 0) h->bytes = 0;

@@ -166,15 +166,15 @@ static void json_names(FILE *f, const fsck_names *l)
 
 static void json_segments(FILE *f, const char *dir, const fsck_report *rep)
 {
-    char path[4200];
+    kv_path path;
     fputc('[', f);
     for (size_t i = 0; i < rep->nsegs; i++) {
         const fsck_segment *s = &rep->segs[i];
-        snprintf(path, sizeof path, "%s/%s", dir, s->name);
+        kv_dir_join(&path, dir, s->name);
         fprintf(f, "%s{\"file\":", i ? "," : "");
         json_str(f, s->name);
         fputs(",\"path\":", f);
-        json_str(f, path);
+        json_str(f, path.s);
         fprintf(f, ",\"id\":%" PRIu32 ",\"newest\":%s,\"bytes\":%" PRIu64 ",\"unwritten_bytes\":%" PRIu64
                    ",\"records\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"error\":",
                 s->id, s->newest ? "true" : "false", s->bytes, s->unwritten, s->records, s->entries);
@@ -584,28 +584,26 @@ static int remove_bad_hints(const kv_io *io, const char *dir, const fsck_report 
                             const fsck_salvaged *salvaged, size_t n, char *msg, size_t msgcap)
 {
     int any = 0;
-    char path[4200];
+    kv_path path;
     for (size_t i = 0; i < rep->nhints; i++) {
         const fsck_hint *h = &rep->hints[i];
         int drop = h->state >= FSCK_HINT_DAMAGED;
-        for (size_t j = 0; j < n && !drop; j++) {
-            uint32_t id;
-            drop = kv_seg_parse_name(salvaged[j].name, &id) && id == h->seg;
-        }
+        for (size_t j = 0; j < n && !drop; j++) drop = salvaged[j].id == h->seg;
         if (!drop) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, h->name);
-        int r;
-        if (h->state == FSCK_HINT_ORPHAN) {
+        int r = kv_dir_path(&path, dir, KV_FILE_HINT, h->seg, 0);
+        if (r < 0) {
+            /* cannot name it: reported below */
+        } else if (h->state == FSCK_HINT_ORPHAN) {
             /* The evidence of a lost segment is kept, out of recovery's way. */
-            char base[4300], to[4400];
-            snprintf(base, sizeof base, "%s.orphan", path);
-            r = kvr_unused_name(io, base, to, sizeof to);
-            if (r == 0) r = io->rename(io->ctx, path, to);
+            kv_path base, to;
+            r = kv_dir_path(&base, dir, KV_FILE_HINT_ORPHAN, h->seg, 0);
+            if (r == 0) r = kv_dir_unused(io, &base, &to);
+            if (r == 0) r = io->rename(io->ctx, path.s, to.s);
         } else {
-            r = io->unlink(io->ctx, path);
+            r = io->unlink(io->ctx, path.s);
         }
         if (r < 0 && r != -ENOENT) {
-            snprintf(msg, msgcap, "cannot remove %s: %s", path, kv_strerror(-r));
+            snprintf(msg, msgcap, "cannot remove %s/%s: %s", dir, h->name, kv_strerror(-r));
             return r;
         }
         any = 1;

@@ -38,6 +38,7 @@
 #include "kv_io.h"
 #include "kv_keydir.h"
 #include "kv_status.h"
+#include "kvr_dirops.h" /* kvr_list_segments, kvr_list_superseded */
 #include "kvr_reader.h"
 #include "kvr_replay.h" /* kvr_is_unwritten_space, for the callers of old */
 
@@ -149,23 +150,5 @@ void kvr_report_free(kvr_report *rep);
 /* One human-readable line summarising a report (no newline). Returns the
  * length snprintf would have written. */
 int kvr_report_format(const kvr_report *rep, char *buf, size_t cap);
-
-/*
- * Lists the ids of the live segments in dir, sorted ascending (malloc'ed
- * array in *ids, count in *n; free(*ids)): every NNNNNNNNNN.seg except
- * those a compaction output replaces (its header's replaces_from field:
- * see kv_record.h). Returns KV_OK, ENOMEM or an errno.
- */
-kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, size_t *n);
-
-/* Writes to out the name "<base>" or "<base>.N" (N = 1, 2, ...) that does
- * not exist yet, so that saved bytes are never overwritten; the caller
- * holds the LOCK, so no cooperating process creates it meanwhile.
- * Returns 0, -EEXIST after 1000 tries, or -errno. */
-int kvr_unused_name(const kv_io *io, const char *base, char *out, size_t cap);
-
-/* Lists the ids of the superseded segments (the complement of
- * kvr_list_segments); recovery unlinks them. Same returns. */
-kv_status kvr_list_superseded(const kv_io *io, const char *dir, uint32_t **ids, size_t *n);
 
 #endif
