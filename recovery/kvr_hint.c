@@ -254,3 +254,82 @@ int kvh_write_file(const kv_io *io, const char *dir, uint32_t seg, const uint8_t
     int r = kvh_write_tmp(io, dir, seg, data, len);
     return r == 0 ? kvh_commit_tmp(io, dir, seg) : r;
 }
+
+/* ---- reading a hint for its segment ---- */
+
+/* A version 2 segment that a hint describes must end with its trailer,
+ * which counts the hint's records: a hint is never trusted for a segment
+ * that lost it. kvh_matches_segment has compared the hint's copy of the
+ * last record's header with the segment's bytes at its offset, so for a
+ * segment with records the copy is checked here without reading; an empty
+ * one's trailer is read through fd. Returns KV_OK (also for version 1,
+ * which has none), KV_CORRUPT or an errno. */
+static kv_status check_trailer(const kv_io *io, int fd, uint32_t id, const kvh_header *h)
+{
+    kv_seg_header sh;
+    if (kv_seg_header_parse(h->seg_header, id, &sh) != KV_OK) return KV_CORRUPT;
+    if (sh.version < 2) return KV_OK;
+    if (h->seg_size < KV_SEG_HEADER_SIZE + KV_MARK_SIZE) return KV_CORRUPT;
+    uint64_t at = h->seg_size - KV_MARK_SIZE;
+    uint8_t m[KV_MARK_SIZE];
+    if (h->records) {
+        memcpy(m, h->last_header, sizeof m);
+    } else {
+        int r = kv_io_read_full(io, fd, m, sizeof m, at);
+        if (r == -ENODATA) return KV_CORRUPT;
+        if (r < 0) return -r;
+    }
+    kv_record t;
+    if (kv_record_decode(m, sizeof m, &t) != KV_OK || t.type != KV_REC_SEAL || t.expire_ms != at ||
+        t.flags != h->records)
+        return KV_CORRUPT;
+    return KV_OK;
+}
+
+kv_status kvh_read_for_segment(const kv_io *io, const char *dir, uint32_t id, uint8_t **buf, size_t *len,
+                               kvh_header *h)
+{
+    kv_path path;
+    uint64_t blen = 0;
+    *buf = NULL;
+    *len = 0;
+    int r = kv_dir_path(&path, dir, KV_FILE_HINT, id, 0);
+    if (r == 0) r = kv_io_read_file(io, path.s, KVH_MAX_FILE_BYTES, buf, &blen);
+    if (r < 0) return -r;
+    kv_status st = kvh_decode(*buf, blen, id, h);
+    if (st == KV_OK) {
+        kv_dir_path(&path, dir, KV_FILE_SEG, id, 0); /* it fits: the hint's did */
+        int fd = io->open(io->ctx, path.s, KV_O_RDONLY);
+        st = fd < 0 ? -fd : kvh_matches_segment(io, fd, h);
+        if (st == KV_OK) st = check_trailer(io, fd, id, h);
+        if (fd >= 0) io->close(io->ctx, fd);
+    }
+    if (st != KV_OK) {
+        free(*buf);
+        *buf = NULL;
+        return st == ENOENT ? KV_CORRUPT : st; /* ENOENT is for a missing hint only */
+    }
+    *len = (size_t)blen;
+    return KV_OK;
+}
+
+size_t kvh_estimate_keys(const kv_io *io, const char *dir, const uint32_t *ids, size_t n)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        kv_path path;
+        if (kv_dir_path(&path, dir, KV_FILE_HINT, ids[i], 0) < 0) continue;
+        int fd = io->open(io->ctx, path.s, KV_O_RDONLY);
+        if (fd < 0) continue;
+        uint8_t h[32];
+        uint64_t size = 0;
+        if (io->fsize(io->ctx, fd, &size) == 0 && kv_io_read_full(io, fd, h, sizeof h, 0) == 0 &&
+            memcmp(h, KVH_MAGIC, 4) == 0) {
+            uint64_t k = kv_get_u64(h + 24), most = size / KVH_ENTRY_SIZE;
+            total += k < most ? k : most;
+        }
+        io->close(io->ctx, fd);
+    }
+    return total > SIZE_MAX ? SIZE_MAX : (size_t)total;
+}
+

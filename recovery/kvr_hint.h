@@ -5,8 +5,9 @@
  * are kv/base/kv_hint.h, which this header includes so that its callers
  * see both.
  *
- * Owns: the builder (one op per put or tombstone, superseded ones dropped)
- * and the write of a hint file (temporary name, fdatasync, rename).
+ * Owns: the builder (one op per put or tombstone, superseded ones dropped),
+ * the write of a hint file (temporary name, fdatasync, rename), and the
+ * read of a hint file checked against its segment.
  * Guarantees: the same records always give the same bytes; a hint is only
  * made for a segment the reader found clean (kvh_build).
  * Never: fsyncs the directory (the caller does, once for several hints);
@@ -65,5 +66,26 @@ int kvh_write_file(const kv_io *io, const char *dir, uint32_t seg, const uint8_t
  * or -errno. */
 int kvh_write_tmp(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len);
 int kvh_commit_tmp(const kv_io *io, const char *dir, uint32_t seg);
+
+/*
+ * Reads the hint file of sealed segment `id` in dir and checks it against
+ * the segment as recovery must before it trusts it: kvh_decode (expecting
+ * that id), kvh_matches_segment (size, segment header, last record
+ * header), and for a version 2 segment its trailer (at the hint's end of
+ * segment, counting the hint's records). On KV_OK, *buf (malloc'ed,
+ * caller frees) holds the hint's *len bytes and *h its header.
+ * Returns KV_OK, ENOENT when there is no hint file, KV_CORRUPT (damaged
+ * or stale), KV_VERSION, or another errno (the hint or the segment could
+ * not be read; a segment that is missing is KV_CORRUPT). *buf is NULL on
+ * any failure.
+ */
+kv_status kvh_read_for_segment(const kv_io *io, const char *dir, uint32_t id, uint8_t **buf, size_t *len,
+                               kvh_header *h);
+
+/* An upper bound on the keys the hint files of the sealed segments in
+ * ids[0, n - 1) of dir hold (their entry counts, each capped by what the
+ * file's size allows), to size a key directory once. Only an estimate:
+ * the files are not checked. */
+size_t kvh_estimate_keys(const kv_io *io, const char *dir, const uint32_t *ids, size_t n);
 
 #endif

@@ -152,35 +152,6 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/* A version 2 segment that a hint describes must end with its trailer,
- * which counts the hint's records: a hint is never trusted for a segment
- * that lost it. kvh_matches_segment has compared the hint's copy of the
- * last record's header with the segment's bytes at its offset, so for a
- * segment with records the copy is checked here without reading; an empty
- * one's trailer is read through fd. Returns KV_OK (also for version 1,
- * which has none), KV_CORRUPT or an errno. */
-static kv_status check_trailer(const kv_io *io, int fd, uint32_t id, const kvh_header *h)
-{
-    kv_seg_header sh;
-    if (kv_seg_header_parse(h->seg_header, id, &sh) != KV_OK) return KV_CORRUPT;
-    if (sh.version < 2) return KV_OK;
-    if (h->seg_size < KV_SEG_HEADER_SIZE + KV_MARK_SIZE) return KV_CORRUPT;
-    uint64_t at = h->seg_size - KV_MARK_SIZE;
-    uint8_t m[KV_MARK_SIZE];
-    if (h->records) {
-        memcpy(m, h->last_header, sizeof m);
-    } else {
-        int r = kv_io_read_full(io, fd, m, sizeof m, at);
-        if (r == -ENODATA) return KV_CORRUPT;
-        if (r < 0) return -r;
-    }
-    kv_record t;
-    if (kv_record_decode(m, sizeof m, &t) != KV_OK || t.type != KV_REC_SEAL || t.expire_ms != at ||
-        t.flags != h->records)
-        return KV_CORRUPT;
-    return KV_OK;
-}
-
 /* Loads sealed segment `id` from its hint file into the key directory, as
  * scanning it would. Returns 1 when loaded (*size set), 0 when the segment
  * must be scanned instead: no hint file, or one that is damaged, stale or
@@ -188,58 +159,21 @@ static kv_status check_trailer(const kv_io *io, int fd, uint32_t id, const kvh_h
  * hint that fails any check. */
 static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uint64_t *size)
 {
-    kv_path path;
     uint8_t *buf = NULL;
-    uint64_t len = 0;
-    int r = kv_dir_path(&path, dir, KV_FILE_HINT, id, 0);
-    if (r == 0) r = kv_io_read_file(io, path.s, KVH_MAX_FILE_BYTES, &buf, &len);
-    if (r < 0) {
-        if (r != -ENOENT) c->rep->hints_rejected++;
-        return 0;
-    }
+    size_t len = 0;
     kvh_header h;
-    kv_status st = kvh_decode(buf, len, id, &h);
-    if (st == KV_OK) {
-        kv_dir_path(&path, dir, KV_FILE_SEG, id, 0); /* it fits: the hint's did */
-        int fd = io->open(io->ctx, path.s, KV_O_RDONLY);
-        st = fd < 0 ? -fd : kvh_matches_segment(io, fd, &h);
-        if (st == KV_OK) st = check_trailer(io, fd, id, &h);
-        if (fd >= 0) io->close(io->ctx, fd);
-    }
+    kv_status st = kvh_read_for_segment(io, dir, id, &buf, &len, &h);
+    if (st == ENOENT) return 0;
     if (st == KV_OK) st = kvr_replay_hint(&c->rp, id, buf, len, &h);
     free(buf);
     if (c->rp.err) return 1; /* out of memory while applying: the caller stops */
-    if (st != KV_OK) { /* KV_CORRUPT: out of order; the scan reports where */
+    if (st != KV_OK) { /* damaged, stale, unreadable, or out of order (the scan reports where) */
         c->rep->hints_rejected++;
         return 0;
     }
     c->rep->hints_used++;
     *size = h.seg_size;
     return 1;
-}
-
-/* An upper bound on the keys the hint files of the sealed segments in
- * ids[0, n - 1) hold (their entry counts, each capped by what the file's
- * size allows), to size the key directory once. Only an estimate: the
- * files are checked when they are loaded. */
-static size_t hinted_keys(const kv_io *io, const char *dir, const uint32_t *ids, size_t n)
-{
-    uint64_t total = 0;
-    for (size_t i = 0; i + 1 < n; i++) {
-        kv_path path;
-        if (kv_dir_path(&path, dir, KV_FILE_HINT, ids[i], 0) < 0) continue;
-        int fd = io->open(io->ctx, path.s, KV_O_RDONLY);
-        if (fd < 0) continue;
-        uint8_t h[32];
-        uint64_t size = 0;
-        if (io->fsize(io->ctx, fd, &size) == 0 && kv_io_read_full(io, fd, h, sizeof h, 0) == 0 &&
-            memcmp(h, KVH_MAGIC, 4) == 0) {
-            uint64_t k = kv_get_u64(h + 24), most = size / KVH_ENTRY_SIZE;
-            total += k < most ? k : most;
-        }
-        io->close(io->ctx, fd);
-    }
-    return total > SIZE_MAX ? SIZE_MAX : (size_t)total;
 }
 
 static void refuse_message(kvr_report *rep, const rctx *c, const char *dir, const char *path)
@@ -616,7 +550,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         rep->elapsed_us = now_us() - t0;
         return KV_CORRUPT;
     }
-    if (flags & KVR_HINTS_READ) kv_keydir_reserve(kd, hinted_keys(io, dir, c.ids, c.n));
+    if (flags & KVR_HINTS_READ) kv_keydir_reserve(kd, kvh_estimate_keys(io, dir, c.ids, c.n));
     int stop = 0;
     for (size_t i = 0; i < c.n && st == KV_OK && !stop; i++) st = load_segment(&c, i, &stop);
     free(c.ids);
