@@ -95,8 +95,6 @@ static void names_sort(fsck_names *l)
 /* ---- the check ---- */
 
 typedef struct listing {
-    uint32_t *ids; /* the segments to check (kvr_list_segments) */
-    size_t n;
     fsck_report *rep;
     int oom;
 } listing;
@@ -377,22 +375,21 @@ static void agree_with_recovery(const kv_io *io, const char *dir, uint64_t now_m
     kvr_report_free(&rr);
 }
 
-kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_progress_fn progress, void *parg,
-                     fsck_report *rep)
+/* Lists dir into rep: files by kind (list_entry), and in *ids the
+ * segments to check, the ones recovery loads: the same list, without
+ * those a compaction output supersedes (left by a crash between its
+ * rename and its unlinks; recovery removes them), which are listed among
+ * the other files. Returns KV_OK or rep->err. */
+static kv_status list_directory(const kv_io *io, const char *dir, fsck_report *rep, uint32_t **ids, size_t *n)
 {
-    memset(rep, 0, sizeof *rep);
     listing l = {.rep = rep};
     int r = io->list_dir(io->ctx, dir, list_entry, &l);
     if (l.oom) r = -ENOMEM;
     if (r < 0) {
-        free(l.ids);
         set_error(rep, -r, "cannot read data directory", dir);
         return rep->err;
     }
-    /* The segments to check are the ones recovery loads: the same list,
-     * without those a compaction output supersedes (left by a crash
-     * between its rename and its unlinks; recovery removes them). */
-    kv_status lst = kvr_list_segments(io, dir, &l.ids, &l.n);
+    kv_status lst = kvr_list_segments(io, dir, ids, n);
     if (lst != KV_OK) {
         set_error(rep, lst, "cannot read data directory", dir);
         return rep->err;
@@ -415,92 +412,125 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     names_sort(&rep->orphan_files);
     names_sort(&rep->other_files);
     if (rep->nhints > 1) qsort(rep->hints, rep->nhints, sizeof *rep->hints, cmp_hint);
+    return KV_OK;
+}
 
-    rep->segs = calloc(l.n ? l.n : 1, sizeof *rep->segs);
-    kv_keydir *kd = kv_keydir_new();
-    if (!rep->segs || !kd) {
-        free(l.ids);
-        kv_keydir_free(kd);
-        set_error(rep, ENOMEM, "out of memory checking", dir);
-        return rep->err;
+/* Size in bytes of dir/name, 0 if it cannot be read. */
+static uint64_t file_size(const kv_io *io, const kv_path *path)
+{
+    uint64_t size = 0;
+    int fd = io->open(io->ctx, path->s, KV_O_RDONLY);
+    if (fd >= 0) {
+        if (io->fsize(io->ctx, fd, &size) < 0) size = 0;
+        io->close(io->ctx, fd);
     }
-    rep->nsegs = l.n;
-    kv_path sp;
-    const char *path = sp.s;
+    return size;
+}
 
-    /* Sizes first, for the progress total (a failure shows up below). */
-    uint64_t total = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        fsck_segment *s = &rep->segs[i];
-        s->id = l.ids[i];
-        kv_dir_name(s->name, sizeof s->name, KV_FILE_SEG, s->id, 0);
-        s->newest = (i + 1 == l.n);
-        kv_dir_path(&sp, dir, KV_FILE_SEG, s->id, 0);
-        int fd = io->open(io->ctx, path, KV_O_RDONLY);
-        if (fd >= 0) {
-            if (io->fsize(io->ctx, fd, &s->bytes) < 0) s->bytes = 0;
-            io->close(io->ctx, fd);
-        }
-        total += s->bytes;
+/* Scans segment i (rep->segs[i]) with recovery's reader and apply rule,
+ * rebuilds and checks its hint file. Returns KV_OK, or the segment's error
+ * (also in s->err and rep->err). */
+static kv_status check_segment(const kv_io *io, const char *dir, cctx *c, size_t i)
+{
+    fsck_report *rep = c->rep;
+    fsck_segment *s = &rep->segs[i];
+    kv_path path;
+    kv_dir_path(&path, dir, KV_FILE_SEG, s->id, 0);
+    c->seg = s;
+    c->seg_index = i;
+    s->seq_before = c->rp.max_seq;
+    if (c->progress) c->progress(c->parg, i, rep->nsegs, c->done_before, c->total);
+    kvr_scan_result res = {0};
+    fsck_hint *hint = find_hint(rep, s->id);
+    uint8_t *segbuf = NULL;
+    c->hb = hint ? kvh_builder_new(s->id) : NULL; /* the hint is rebuilt by this same scan */
+    c->hb_err = 0;
+    /* The buffer is kept until the queued puts and deletes, which point
+     * into it, are applied. */
+    kv_status st = kvr_scan_file(io, path.s, s->id, on_record, on_problem, c, &res, &segbuf);
+    kvr_replay_flush(&c->rp);
+    if (st == KV_OK && c->rp.err) c->err = c->rp.err;
+    if (st == KV_OK && c->err) st = c->err;
+    if (hint)
+        hint->state = check_hint(io, dir, rep, hint, s, st == KV_OK ? segbuf : NULL, res.file_size,
+                                 c->hb_err ? NULL : c->hb);
+    else if (!s->newest)
+        rep->sealed_without_hint++;
+    kvh_builder_free(c->hb);
+    c->hb = NULL;
+    free(segbuf);
+    if (st != KV_OK) {
+        s->err = st;
+        set_error(rep, st, "cannot read", path.s);
+    } else {
+        s->bytes = res.file_size;
     }
-    free(l.ids);
+    return st;
+}
 
-    cctx c = {.rep = rep, .progress = progress, .parg = parg, .total = total};
-    kvr_replay_init(&c.rp, kd, now_ms);
-    uint64_t headers = 0;
-    for (size_t i = 0; i < rep->nsegs; i++) {
-        fsck_segment *s = &rep->segs[i];
-        kv_dir_path(&sp, dir, KV_FILE_SEG, s->id, 0);
-        c.seg = s;
-        c.seg_index = i;
-        s->seq_before = c.rp.max_seq;
-        if (progress) progress(parg, i, rep->nsegs, c.done_before, total);
-        kvr_scan_result res = {0};
-        fsck_hint *hint = find_hint(rep, s->id);
-        uint8_t *segbuf = NULL;
-        c.hb = hint ? kvh_builder_new(s->id) : NULL; /* the hint is rebuilt by this same scan */
-        c.hb_err = 0;
-        /* The buffer is kept until the queued puts and deletes, which point
-         * into it, are applied. */
-        kv_status st = kvr_scan_file(io, path, s->id, on_record, on_problem, &c, &res, &segbuf);
-        kvr_replay_flush(&c.rp);
-        if (st == KV_OK && c.rp.err) c.err = c.rp.err;
-        if (st == KV_OK && c.err) st = c.err;
-        if (hint)
-            hint->state = check_hint(io, dir, rep, hint, s, st == KV_OK ? segbuf : NULL, res.file_size,
-                                     c.hb_err ? NULL : c.hb);
-        else if (!s->newest)
-            rep->sealed_without_hint++;
-        kvh_builder_free(c.hb);
-        c.hb = NULL;
-        free(segbuf);
-        if (st != KV_OK) {
-            s->err = st;
-            set_error(rep, st, "cannot read", path);
-            if (st == ENOMEM) break;
-        } else {
-            s->bytes = res.file_size;
-        }
-        rep->log_bytes += s->bytes;
-        headers += s->bytes < KV_SEG_HEADER_SIZE ? s->bytes : KV_SEG_HEADER_SIZE;
-        c.done_before += s->bytes;
-    }
-    if (progress) progress(parg, rep->nsegs, rep->nsegs, total, total);
+/* After the scans: the size of every superseded hint file, and the bad
+ * hint files counted as problems. */
+static void count_hints(const kv_io *io, const char *dir, fsck_report *rep)
+{
     for (size_t i = 0; i < rep->nhints; i++) {
         fsck_hint *h = &rep->hints[i];
         if (h->state == FSCK_HINT_SUPERSEDED) {
-            kv_dir_join(&sp, dir, h->name);
-            int fd = io->open(io->ctx, path, KV_O_RDONLY);
-            if (fd >= 0) {
-                if (io->fsize(io->ctx, fd, &h->bytes) < 0) h->bytes = 0;
-                io->close(io->ctx, fd);
-            }
+            kv_path path;
+            kv_dir_join(&path, dir, h->name);
+            h->bytes = file_size(io, &path);
         }
         if (h->state >= FSCK_HINT_DAMAGED) {
             rep->problems++;
             rep->by_kind[FSCK_HINT]++;
         }
     }
+}
+
+kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_progress_fn progress, void *parg,
+                     fsck_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    if (list_directory(io, dir, rep, &ids, &n) != KV_OK) {
+        free(ids);
+        return rep->err;
+    }
+    rep->segs = calloc(n ? n : 1, sizeof *rep->segs);
+    kv_keydir *kd = kv_keydir_new();
+    if (!rep->segs || !kd) {
+        free(ids);
+        kv_keydir_free(kd);
+        set_error(rep, ENOMEM, "out of memory checking", dir);
+        return rep->err;
+    }
+    rep->nsegs = n;
+    /* Sizes first, for the progress total (a failure shows up below). */
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        fsck_segment *s = &rep->segs[i];
+        kv_path path;
+        s->id = ids[i];
+        kv_dir_name(s->name, sizeof s->name, KV_FILE_SEG, s->id, 0);
+        s->newest = (i + 1 == n);
+        kv_dir_path(&path, dir, KV_FILE_SEG, s->id, 0);
+        s->bytes = file_size(io, &path);
+        total += s->bytes;
+    }
+    free(ids);
+
+    cctx c = {.rep = rep, .progress = progress, .parg = parg, .total = total};
+    kvr_replay_init(&c.rp, kd, now_ms);
+    uint64_t headers = 0;
+    for (size_t i = 0; i < rep->nsegs; i++) {
+        fsck_segment *s = &rep->segs[i];
+        if (check_segment(io, dir, &c, i) == ENOMEM) break;
+        rep->log_bytes += s->bytes;
+        headers += s->bytes < KV_SEG_HEADER_SIZE ? s->bytes : KV_SEG_HEADER_SIZE;
+        c.done_before += s->bytes;
+    }
+    if (progress) progress(parg, rep->nsegs, rep->nsegs, total, total);
+    count_hints(io, dir, rep);
     rep->records = c.rp.records;
     rep->batches = c.rp.batches;
     rep->entries = c.rp.entries;
