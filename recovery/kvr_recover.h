@@ -27,6 +27,11 @@
  *  skip-corrupt (kSkipAnyCorruptedRecords): load every valid record, pass
  *      over bad regions (left in place, reported), cut a torn tail.
  *
+ * The rules it applies are written once in kvr_replay.h (the apply rule,
+ * the torn-vs-corrupt classification), shared with kvfsck; the changes it
+ * makes to the directory are kvr_dirops.h's. This module is the policy:
+ * what each mode does with each problem, and the order of the steps.
+ *
  * Never: deletes bytes without saving them, or applies part of a batch.
  */
 #ifndef KVR_RECOVER_H
