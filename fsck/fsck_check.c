@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv_dir.h"
 #include "kv_keydir.h"
 #include "kv_record.h"
 #include "kvr_hint.h"
+#include "kvr_replay.h"
 
 const char *fsck_kind_name(fsck_kind k)
 {
@@ -39,14 +41,22 @@ const char *fsck_hint_state_name(fsck_hint_state s)
     return "unknown";
 }
 
+/* kvr_replay's kind as kvfsck names it (FSCK_HINT is kvfsck's own). */
+static fsck_kind fsck_kind_of(kvr_kind k)
+{
+    switch (k) {
+    case KVR_KIND_TORN_TAIL: return FSCK_TORN_TAIL;
+    case KVR_KIND_MID_LOG: return FSCK_MID_LOG;
+    case KVR_KIND_SEALED: return FSCK_SEALED;
+    case KVR_KIND_SEQ_BACK: return FSCK_SEQ_BACK;
+    case KVR_KIND_MISSING: return FSCK_MISSING;
+    }
+    return FSCK_MISSING;
+}
+
 fsck_kind fsck_classify(const kvr_problem *p, int newest)
 {
-    /* The order of recovery's refusal message (recovery/kvr_recover.c). */
-    if (p->reason == KVR_SEQ_ORDER) return FSCK_SEQ_BACK;
-    if (kvr_reason_is_missing_data(p->reason))
-        return FSCK_MISSING;
-    if (!newest) return FSCK_SEALED;
-    return p->valid_after ? FSCK_MID_LOG : FSCK_TORN_TAIL;
+    return fsck_kind_of(kvr_classify(p, newest, newest && !p->valid_after));
 }
 
 /* ---- names ---- */
@@ -82,83 +92,48 @@ static void names_sort(fsck_names *l)
     if (l->n > 1) qsort(l->v, l->n, sizeof *l->v, cmp_str);
 }
 
-/* 1 if name is "NNNNNNNNNN.seg" followed by `suffix`. */
-static int seg_with_suffix(const char *name, const char *suffix)
-{
-    uint32_t id;
-    char seg[16];
-    size_t sl = strlen(suffix);
-    if (strlen(name) < 14 + sl || strncmp(name + 14, suffix, sl) != 0) return 0;
-    memcpy(seg, name, 14);
-    seg[14] = '\0';
-    return kv_seg_parse_name(seg, &id);
-}
-
-/* 1 if s is "" or ".N" with N decimal digits (the suffix recovery adds
- * when a name is taken). */
-static int copy_suffix(const char *s)
-{
-    if (*s == '\0') return 1;
-    if (*s++ != '.' || *s == '\0') return 0;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9') return 0;
-    return 1;
-}
-
-/* "NNNNNNNNNN.seg.<offset>.torn[.N]" */
-static int is_torn_name(const char *name)
-{
-    if (!seg_with_suffix(name, ".")) return 0;
-    const char *p = name + 15;
-    if (*p < '0' || *p > '9') return 0;
-    while (*p >= '0' && *p <= '9') p++;
-    return strncmp(p, ".torn", 5) == 0 && copy_suffix(p + 5);
-}
-
 /* ---- the check ---- */
 
 typedef struct listing {
-    uint32_t *ids; /* the segments to check (kvr_list_segments) */
-    size_t n;
     fsck_report *rep;
     int oom;
 } listing;
 
+/* Files by kind (kv_dir.h); segments are listed by kvr_list_segments. */
 static int list_entry(void *arg, const char *name)
 {
     listing *l = arg;
     fsck_report *rep = l->rep;
     uint32_t id;
     int r = 0;
-    if (kv_seg_parse_name(name, &id)) {
-        /* a segment: listed by kvr_list_segments */
-    } else if (kvh_parse_name(name, &id)) {
-        fsck_report *rp = rep;
-        if (rp->nhints % 16 == 0) {
-            fsck_hint *nh = realloc(rp->hints, (rp->nhints + 16) * sizeof *nh);
+    switch (kv_dir_parse(name, &id, NULL)) {
+    case KV_FILE_SEG: break;
+    case KV_FILE_HINT:
+        if (rep->nhints % 16 == 0) {
+            fsck_hint *nh = realloc(rep->hints, (rep->nhints + 16) * sizeof *nh);
             if (!nh) {
                 l->oom = 1;
                 return 1;
             }
-            rp->hints = nh;
+            rep->hints = nh;
         }
-        fsck_hint *h = &rp->hints[rp->nhints++];
+        fsck_hint *h = &rep->hints[rep->nhints++];
         memset(h, 0, sizeof *h);
         snprintf(h->name, sizeof h->name, "%s", name);
         h->seg = id;
         h->state = FSCK_HINT_SUPERSEDED; /* until its segment is found (or recovery calls it an orphan) */
-    } else if (!strcmp(name, "LOCK")) {
-        rep->lock_file = 1;
-    } else if (is_torn_name(name)) {
-        r = names_add(&rep->torn_files, name);
-    } else if (seg_with_suffix(name, ".discarded") && copy_suffix(name + 24)) {
-        r = names_add(&rep->discarded_files, name);
-    } else if (seg_with_suffix(name, ".orig") && copy_suffix(name + 19)) {
-        r = names_add(&rep->orig_files, name);
-    } else if (seg_with_suffix(name, ".salvage") && name[22] == '\0') {
-        r = names_add(&rep->salvage_files, name);
-    } else {
-        r = names_add(&rep->other_files, name);
+        break;
+    case KV_FILE_LOCK: rep->lock_file = 1; break;
+    case KV_FILE_SEG_TORN: r = names_add(&rep->torn_files, name); break;
+    case KV_FILE_SEG_DISCARDED:
+    case KV_FILE_HINT_DISCARDED: r = names_add(&rep->discarded_files, name); break;
+    case KV_FILE_SEG_ORIG: r = names_add(&rep->orig_files, name); break;
+    case KV_FILE_SEG_SALVAGE: r = names_add(&rep->salvage_files, name); break;
+    case KV_FILE_SEG_COMPACT: r = names_add(&rep->compact_files, name); break;
+    case KV_FILE_HINT_ORPHAN: r = names_add(&rep->orphan_files, name); break;
+    case KV_FILE_HINT_TMP: /* an unfinished hint file: recovery removes it */
+    case KV_FILE_OTHER:
+    case KV_FILE_NKINDS: r = names_add(&rep->other_files, name); break;
     }
     if (r < 0) l->oom = 1;
     return l->oom;
@@ -168,8 +143,7 @@ static int list_entry(void *arg, const char *name)
 typedef struct cctx {
     fsck_report *rep;
     fsck_segment *seg;
-    kv_keydir *kd;
-    uint64_t now_ms;
+    kvr_replay rp;       /* recovery's apply rule; rp.err: ENOMEM while applying */
     kv_status err;       /* ENOMEM while recording */
     fsck_progress_fn progress;
     void *parg;
@@ -218,25 +192,6 @@ static void on_problem(void *arg, const kvr_problem *p)
     add_problem(arg, p);
 }
 
-/* Applies one put or tombstone as recovery does (kvr_recover.c). */
-static void apply_entry(cctx *c, uint32_t seg, uint64_t off, const kv_record *r)
-{
-    c->rep->entries++;
-    c->seg->entries++;
-    if (r->type == KV_REC_TOMBSTONE) {
-        c->rep->tombstones++;
-        kv_keydir_del(c->kd, r->key, r->klen, NULL);
-        return;
-    }
-    if (r->expire_ms != 0 && r->expire_ms <= c->now_ms) {
-        c->rep->expired++; /* still hides any older value of the key */
-        kv_keydir_del(c->kd, r->key, r->klen, NULL);
-        return;
-    }
-    kv_loc loc = {seg, r->len, off, r->seq, r->expire_ms};
-    if (kv_keydir_put(c->kd, r->key, r->klen, &loc, NULL, NULL) != KV_OK) c->err = ENOMEM;
-}
-
 static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     cctx *c = arg;
@@ -247,28 +202,19 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
         if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
         return 0;
     }
-    /* The reader checks the order within a segment; this compares with
-     * every earlier segment too, exactly as recovery does. */
-    if (c->rep->max_seq != 0 && r->seq <= c->rep->max_seq) {
+    /* Applied exactly as recovery applies it (kvr_replay), which compares
+     * the order with every earlier segment too. */
+    uint64_t entries = c->rp.entries;
+    kv_status st = kvr_replay_record(&c->rp, seg, off, r);
+    if (st == KV_CORRUPT) {
         kvr_problem p = {NULL, seg, off, r->len, KVR_SEQ_ORDER, 1};
         add_problem(c, &p);
         return c->err != 0;
     }
-    c->rep->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
-    c->rep->records++;
+    if (st != KV_OK) c->err = st;
     c->seg->records++;
+    c->seg->entries += c->rp.entries - entries;
     if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
-    if (r->type == KV_REC_BATCH) {
-        c->rep->batches++;
-        size_t pos = 0, before = 0;
-        kv_record e;
-        while (kv_batch_next(r, &pos, &e) == KV_OK) {
-            apply_entry(c, seg, off + KV_REC_HEADER_SIZE + before, &e);
-            before = pos;
-        }
-    } else {
-        apply_entry(c, seg, off, r);
-    }
     return c->err != 0;
 }
 
@@ -305,8 +251,9 @@ static fsck_hint *find_hint(fsck_report *rep, uint32_t seg)
 static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report *rep, fsck_hint *h,
                                   const fsck_segment *s, const uint8_t *seg, uint64_t len, kvh_builder *hb)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, h->name);
+    kv_path hp;
+    const char *path = hp.s;
+    kv_dir_join(&hp, dir, h->name);
     uint8_t *buf = NULL;
     uint64_t blen = 0;
     int r = kv_io_read_file(io, path, KVH_MAX_FILE_BYTES, &buf, &blen);
@@ -387,8 +334,7 @@ static void agree_with_recovery(const kv_io *io, const char *dir, uint64_t now_m
         for (size_t j = 0; j < s->nproblems; j++) {
             fsck_problem *q = &s->problems[j];
             if (q->offset != f->p.offset || q->reason != f->p.reason || q->kind == FSCK_SEQ_BACK) continue;
-            fsck_kind want = f->torn ? FSCK_TORN_TAIL : f->newest ? FSCK_MID_LOG : FSCK_SEALED;
-            if (!f->torn && !f->newest && q->kind == FSCK_TORN_TAIL) want = FSCK_SEALED;
+            fsck_kind want = fsck_kind_of(kvr_classify(&f->p, f->newest, f->torn));
             rep->by_kind[q->kind]--;
             q->kind = want;
             rep->by_kind[want]++;
@@ -429,22 +375,21 @@ static void agree_with_recovery(const kv_io *io, const char *dir, uint64_t now_m
     kvr_report_free(&rr);
 }
 
-kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_progress_fn progress, void *parg,
-                     fsck_report *rep)
+/* Lists dir into rep: files by kind (list_entry), and in *ids the
+ * segments to check, the ones recovery loads: the same list, without
+ * those a compaction output supersedes (left by a crash between its
+ * rename and its unlinks; recovery removes them), which are listed among
+ * the other files. Returns KV_OK or rep->err. */
+static kv_status list_directory(const kv_io *io, const char *dir, fsck_report *rep, uint32_t **ids, size_t *n)
 {
-    memset(rep, 0, sizeof *rep);
     listing l = {.rep = rep};
     int r = io->list_dir(io->ctx, dir, list_entry, &l);
     if (l.oom) r = -ENOMEM;
     if (r < 0) {
-        free(l.ids);
         set_error(rep, -r, "cannot read data directory", dir);
         return rep->err;
     }
-    /* The segments to check are the ones recovery loads: the same list,
-     * without those a compaction output supersedes (left by a crash
-     * between its rename and its unlinks; recovery removes them). */
-    kv_status lst = kvr_list_segments(io, dir, &l.ids, &l.n);
+    kv_status lst = kvr_list_segments(io, dir, ids, n);
     if (lst != KV_OK) {
         set_error(rep, lst, "cannot read data directory", dir);
         return rep->err;
@@ -453,8 +398,8 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     size_t nsup = 0;
     if (kvr_list_superseded(io, dir, &sup, &nsup) == KV_OK)
         for (size_t i = 0; i < nsup; i++) {
-            char nm[32];
-            kv_seg_name(nm, sizeof nm, sup[i]);
+            char nm[KV_NAME_MAX];
+            kv_dir_name(nm, sizeof nm, KV_FILE_SEG, sup[i], 0);
             names_add(&rep->other_files, nm);
         }
     free(sup);
@@ -463,88 +408,135 @@ kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_pro
     names_sort(&rep->discarded_files);
     names_sort(&rep->orig_files);
     names_sort(&rep->salvage_files);
+    names_sort(&rep->compact_files);
+    names_sort(&rep->orphan_files);
     names_sort(&rep->other_files);
     if (rep->nhints > 1) qsort(rep->hints, rep->nhints, sizeof *rep->hints, cmp_hint);
+    return KV_OK;
+}
 
-    rep->segs = calloc(l.n ? l.n : 1, sizeof *rep->segs);
-    kv_keydir *kd = kv_keydir_new();
-    if (!rep->segs || !kd) {
-        free(l.ids);
-        kv_keydir_free(kd);
-        set_error(rep, ENOMEM, "out of memory checking", dir);
-        return rep->err;
+/* Size in bytes of dir/name, 0 if it cannot be read. */
+static uint64_t file_size(const kv_io *io, const kv_path *path)
+{
+    uint64_t size = 0;
+    int fd = io->open(io->ctx, path->s, KV_O_RDONLY);
+    if (fd >= 0) {
+        if (io->fsize(io->ctx, fd, &size) < 0) size = 0;
+        io->close(io->ctx, fd);
     }
-    rep->nsegs = l.n;
-    char path[4096];
+    return size;
+}
 
-    /* Sizes first, for the progress total (a failure shows up below). */
-    uint64_t total = 0;
-    for (size_t i = 0; i < l.n; i++) {
-        fsck_segment *s = &rep->segs[i];
-        s->id = l.ids[i];
-        kv_seg_name(s->name, sizeof s->name, s->id);
-        s->newest = (i + 1 == l.n);
-        snprintf(path, sizeof path, "%s/%s", dir, s->name);
-        int fd = io->open(io->ctx, path, KV_O_RDONLY);
-        if (fd >= 0) {
-            if (io->fsize(io->ctx, fd, &s->bytes) < 0) s->bytes = 0;
-            io->close(io->ctx, fd);
-        }
-        total += s->bytes;
+/* Scans segment i (rep->segs[i]) with recovery's reader and apply rule,
+ * rebuilds and checks its hint file. Returns KV_OK, or the segment's error
+ * (also in s->err and rep->err). */
+static kv_status check_segment(const kv_io *io, const char *dir, cctx *c, size_t i)
+{
+    fsck_report *rep = c->rep;
+    fsck_segment *s = &rep->segs[i];
+    kv_path path;
+    kv_dir_path(&path, dir, KV_FILE_SEG, s->id, 0);
+    c->seg = s;
+    c->seg_index = i;
+    s->seq_before = c->rp.max_seq;
+    if (c->progress) c->progress(c->parg, i, rep->nsegs, c->done_before, c->total);
+    kvr_scan_result res = {0};
+    fsck_hint *hint = find_hint(rep, s->id);
+    uint8_t *segbuf = NULL;
+    c->hb = hint ? kvh_builder_new(s->id) : NULL; /* the hint is rebuilt by this same scan */
+    c->hb_err = 0;
+    /* The buffer is kept until the queued puts and deletes, which point
+     * into it, are applied. */
+    kv_status st = kvr_scan_file(io, path.s, s->id, on_record, on_problem, c, &res, &segbuf);
+    kvr_replay_flush(&c->rp);
+    if (st == KV_OK && c->rp.err) c->err = c->rp.err;
+    if (st == KV_OK && c->err) st = c->err;
+    if (hint)
+        hint->state = check_hint(io, dir, rep, hint, s, st == KV_OK ? segbuf : NULL, res.file_size,
+                                 c->hb_err ? NULL : c->hb);
+    else if (!s->newest)
+        rep->sealed_without_hint++;
+    kvh_builder_free(c->hb);
+    c->hb = NULL;
+    free(segbuf);
+    if (st != KV_OK) {
+        s->err = st;
+        set_error(rep, st, "cannot read", path.s);
+    } else {
+        s->bytes = res.file_size;
     }
-    free(l.ids);
+    return st;
+}
 
-    cctx c = {.rep = rep, .kd = kd, .now_ms = now_ms, .progress = progress, .parg = parg, .total = total};
-    uint64_t headers = 0;
-    for (size_t i = 0; i < rep->nsegs; i++) {
-        fsck_segment *s = &rep->segs[i];
-        snprintf(path, sizeof path, "%s/%s", dir, s->name);
-        c.seg = s;
-        c.seg_index = i;
-        s->seq_before = rep->max_seq;
-        if (progress) progress(parg, i, rep->nsegs, c.done_before, total);
-        kvr_scan_result res = {0};
-        fsck_hint *hint = find_hint(rep, s->id);
-        uint8_t *segbuf = NULL;
-        c.hb = hint ? kvh_builder_new(s->id) : NULL; /* the hint is rebuilt by this same scan */
-        c.hb_err = 0;
-        kv_status st = kvr_scan_file(io, path, s->id, on_record, on_problem, &c, &res, hint ? &segbuf : NULL);
-        if (st == KV_OK && c.err) st = c.err;
-        if (hint)
-            hint->state = check_hint(io, dir, rep, hint, s, st == KV_OK ? segbuf : NULL, res.file_size,
-                                     c.hb_err ? NULL : c.hb);
-        else if (!s->newest)
-            rep->sealed_without_hint++;
-        kvh_builder_free(c.hb);
-        c.hb = NULL;
-        free(segbuf);
-        if (st != KV_OK) {
-            s->err = st;
-            set_error(rep, st, "cannot read", path);
-            if (st == ENOMEM) break;
-        } else {
-            s->bytes = res.file_size;
-        }
-        rep->log_bytes += s->bytes;
-        headers += s->bytes < KV_SEG_HEADER_SIZE ? s->bytes : KV_SEG_HEADER_SIZE;
-        c.done_before += s->bytes;
-    }
-    if (progress) progress(parg, rep->nsegs, rep->nsegs, total, total);
+/* After the scans: the size of every superseded hint file, and the bad
+ * hint files counted as problems. */
+static void count_hints(const kv_io *io, const char *dir, fsck_report *rep)
+{
     for (size_t i = 0; i < rep->nhints; i++) {
         fsck_hint *h = &rep->hints[i];
         if (h->state == FSCK_HINT_SUPERSEDED) {
-            snprintf(path, sizeof path, "%s/%s", dir, h->name);
-            int fd = io->open(io->ctx, path, KV_O_RDONLY);
-            if (fd >= 0) {
-                if (io->fsize(io->ctx, fd, &h->bytes) < 0) h->bytes = 0;
-                io->close(io->ctx, fd);
-            }
+            kv_path path;
+            kv_dir_join(&path, dir, h->name);
+            h->bytes = file_size(io, &path);
         }
         if (h->state >= FSCK_HINT_DAMAGED) {
             rep->problems++;
             rep->by_kind[FSCK_HINT]++;
         }
     }
+}
+
+kv_status fsck_check(const kv_io *io, const char *dir, uint64_t now_ms, fsck_progress_fn progress, void *parg,
+                     fsck_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    uint32_t *ids = NULL;
+    size_t n = 0;
+    if (list_directory(io, dir, rep, &ids, &n) != KV_OK) {
+        free(ids);
+        return rep->err;
+    }
+    rep->segs = calloc(n ? n : 1, sizeof *rep->segs);
+    kv_keydir *kd = kv_keydir_new();
+    if (!rep->segs || !kd) {
+        free(ids);
+        kv_keydir_free(kd);
+        set_error(rep, ENOMEM, "out of memory checking", dir);
+        return rep->err;
+    }
+    rep->nsegs = n;
+    /* Sizes first, for the progress total (a failure shows up below). */
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        fsck_segment *s = &rep->segs[i];
+        kv_path path;
+        s->id = ids[i];
+        kv_dir_name(s->name, sizeof s->name, KV_FILE_SEG, s->id, 0);
+        s->newest = (i + 1 == n);
+        kv_dir_path(&path, dir, KV_FILE_SEG, s->id, 0);
+        s->bytes = file_size(io, &path);
+        total += s->bytes;
+    }
+    free(ids);
+
+    cctx c = {.rep = rep, .progress = progress, .parg = parg, .total = total};
+    kvr_replay_init(&c.rp, kd, now_ms);
+    uint64_t headers = 0;
+    for (size_t i = 0; i < rep->nsegs; i++) {
+        fsck_segment *s = &rep->segs[i];
+        if (check_segment(io, dir, &c, i) == ENOMEM) break;
+        rep->log_bytes += s->bytes;
+        headers += s->bytes < KV_SEG_HEADER_SIZE ? s->bytes : KV_SEG_HEADER_SIZE;
+        c.done_before += s->bytes;
+    }
+    if (progress) progress(parg, rep->nsegs, rep->nsegs, total, total);
+    count_hints(io, dir, rep);
+    rep->records = c.rp.records;
+    rep->batches = c.rp.batches;
+    rep->entries = c.rp.entries;
+    rep->tombstones = c.rp.tombstones;
+    rep->expired = c.rp.expired;
+    rep->max_seq = c.rp.max_seq;
     rep->live_keys = kv_keydir_count(kd);
     rep->live_bytes = kv_keydir_loc_bytes(kd);
     kv_keydir_free(kd);
@@ -562,6 +554,8 @@ void fsck_report_free(fsck_report *rep)
     names_free(&rep->discarded_files);
     names_free(&rep->orig_files);
     names_free(&rep->salvage_files);
+    names_free(&rep->compact_files);
+    names_free(&rep->orphan_files);
     names_free(&rep->other_files);
     free(rep->hints);
     rep->hints = NULL;

@@ -2,9 +2,9 @@
  * fsck_check — the checks and the salvage behind kvfsck.
  *
  * Owns: the check of a data directory (every segment read with the log
- * reader recovery uses, recovery/kvr_reader.h, every problem classified as
- * recovery classifies it, the records applied to a key directory as
- * recovery applies them) and the salvage rewrite of damaged segments.
+ * reader recovery uses, recovery/kvr_reader.h; every problem classified
+ * and every record applied to a key directory by recovery's own rules,
+ * recovery/kvr_replay.h).
  *
  * Guarantees:
  *  - fsck_check() only reads: it opens files read-only and never creates,
@@ -57,7 +57,9 @@ typedef enum fsck_kind {
  * "sequence going back", "bad hint file", "missing data". */
 const char *fsck_kind_name(fsck_kind k);
 
-/* Recovery's classification of a problem the reader reported. */
+/* Recovery's classification (kvr_classify) of a problem the reader
+ * reported, with the reader's view alone: in the newest segment, a torn
+ * tail when nothing valid follows it. */
 fsck_kind fsck_classify(const kvr_problem *p, int newest);
 
 typedef struct fsck_problem {
@@ -85,7 +87,7 @@ typedef struct fsck_segment {
     size_t nproblems, cap;
 } fsck_segment;
 
-/* What the check found about one hint file (recovery/kvr_hint.h). */
+/* What the check found about one hint file (kv/base/kv_hint.h). */
 typedef enum fsck_hint_state {
     FSCK_HINT_VALID = 0,    /* decodes, matches its segment, equals a rebuild */
     FSCK_HINT_UNCHECKED,    /* its segment has damage or could not be read */
@@ -133,10 +135,15 @@ typedef struct fsck_report {
     uint64_t problems;
     uint64_t by_kind[FSCK_NKINDS];
     fsck_names torn_files;      /* "<segment>.<offset>.torn[.N]" */
-    fsck_names discarded_files; /* "<segment>.discarded[.N]" */
+    fsck_names discarded_files; /* "<segment>.discarded[.N]", "<hint>.discarded[.N]" */
     fsck_names orig_files;      /* "<segment>.orig[.N]": originals kept by a salvage */
     fsck_names salvage_files;   /* "<segment>.salvage": a salvage that did not finish */
-    fsck_names other_files;     /* anything else but LOCK */
+    fsck_names compact_files;   /* "<segment>.compact": a compaction that did not finish
+                                   (kvd removes it at start) */
+    fsck_names orphan_files;    /* "<hint>.orphan[.N]": hints of missing segments that a
+                                   repair set aside */
+    fsck_names other_files;     /* anything else but LOCK (kv_dir.h's KV_FILE_OTHER, an
+                                   unfinished ".hint.tmp", a superseded segment) */
     fsck_hint *hints;           /* every NNNNNNNNNN.hint file, by name */
     size_t nhints;
     uint32_t sealed_without_hint; /* sealed segments recovery must scan */

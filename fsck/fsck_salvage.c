@@ -6,16 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv_dir.h"
 #include "kv_record.h"
 #include "kvr_recover.h"
+#include "kvr_replay.h"
 
 /* Collects the records of one segment that the check applied. */
 typedef struct keep {
     const uint8_t *in;  /* the original segment */
     uint8_t *out;       /* the new segment: header, then kept records */
     uint64_t len;
-    uint64_t max_seq;   /* highest sequence number kept so far, log-wide */
-    uint64_t records;
+    kvr_replay rp;      /* recovery's order rule, log-wide (no key directory):
+                           rp.records are the records kept */
     uint64_t dropped;   /* records dropped for going back */
     uint64_t problems;  /* problems seen again, to compare with the check */
     int newest;         /* the newest segment: trailing zeros are no problem */
@@ -23,18 +25,15 @@ typedef struct keep {
 
 static int keep_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
-    (void)seg;
     keep *k = arg;
     if (kv_record_is_mark(r)) return 0; /* the rewrite gets no marks: offsets change */
-    if (k->max_seq != 0 && r->seq <= k->max_seq) {
+    if (kvr_replay_record(&k->rp, seg, off, r) == KV_CORRUPT) { /* goes back */
         k->dropped++;
         return 0;
     }
-    k->max_seq = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
     /* Copied byte for byte, so both CRCs stay valid. */
     memcpy(k->out + k->len, k->in + off, r->len);
     k->len += r->len;
-    k->records++;
     return 0;
 }
 
@@ -84,10 +83,16 @@ static size_t reader_problems(const fsck_segment *s)
 static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segment *s, const fsck_segment *prev,
                              uint64_t now_ms, fsck_salvaged *done, made *m, char *msg, size_t msgcap)
 {
-    char path[4096], tmp[4200], base[4160], orig[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, s->name);
-    snprintf(tmp, sizeof tmp, "%s.salvage", path);
+    kv_path seg_path, tmp_path, base, orig_path;
+    const char *path = seg_path.s, *tmp = tmp_path.s, *orig = orig_path.s;
     snprintf(done->name, sizeof done->name, "%s", s->name);
+    done->id = s->id;
+    int r = kv_dir_path(&seg_path, dir, KV_FILE_SEG, s->id, 0);
+    if (r == 0) r = kv_dir_path(&tmp_path, dir, KV_FILE_SEG_SALVAGE, s->id, 0);
+    if (r < 0) {
+        snprintf(msg, msgcap, "cannot name %s/%s: %s", dir, s->name, kv_strerror(-r));
+        return -r;
+    }
     uint8_t *buf = NULL;
     kvr_scan_result res;
     kv_status st = kvr_scan_file(io, path, s->id, NULL, NULL, NULL, &res, &buf);
@@ -97,7 +102,9 @@ static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segmen
     }
     /* The kept records are never longer than the file; the segment
      * header is written anew (the old one may be the damage). */
-    keep k = {.in = buf, .max_seq = s->seq_before, .newest = s->newest};
+    keep k = {.in = buf, .newest = s->newest};
+    kvr_replay_init(&k.rp, NULL, now_ms);
+    k.rp.max_seq = s->seq_before; /* what the check applied before this segment */
     k.out = malloc(res.file_size + KV_SEG_HEADER_SIZE + KV_MARK_SIZE);
     if (!k.out) {
         free(buf);
@@ -116,31 +123,30 @@ static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segmen
     k.len = KV_SEG_HEADER_SIZE;
     uint64_t old_bytes = res.file_size;
     st = kvr_scan_buffer(buf, old_bytes, s->id, path, keep_record, count_problem, &k, &res);
-    if (st == KV_OK && (k.records != s->records || k.problems + k.dropped != reader_problems(s))) {
+    if (st == KV_OK && (k.rp.records != s->records || k.problems + k.dropped != reader_problems(s))) {
         snprintf(msg, msgcap,
                  "%s changed since it was checked (%" PRIu64 " records and %" PRIu64 " problems now, %" PRIu64
                  " and %zu before)",
-                 path, k.records, k.problems + k.dropped, s->records, reader_problems(s));
+                 path, k.rp.records, k.problems + k.dropped, s->records, reader_problems(s));
         st = KV_CORRUPT;
     }
     if (st == KV_OK && !s->newest)
-        k.len += kv_mark_encode(k.out + k.len, KV_REC_SEAL, k.max_seq, k.len, (uint32_t)k.records);
+        k.len += kv_mark_encode(k.out + k.len, KV_REC_SEAL, k.rp.max_seq, k.len, (uint32_t)k.rp.records);
     /* The rewrite must read back clean, with every kept record. */
     kvr_scan_result again;
     if (st == KV_OK &&
         (kvr_scan_buffer(k.out, k.len, s->id, tmp, NULL, NULL, NULL, &again) != KV_OK || again.problems != 0 ||
-         again.records != k.records)) {
+         again.records != k.rp.records)) {
         snprintf(msg, msgcap, "the rewrite of %s does not read back clean", path);
         st = KV_CORRUPT;
     }
-    int r = 0;
     if (st == KV_OK) {
         r = write_file(io, tmp, k.out, k.len, 0, &m->tmp);
         if (r < 0) snprintf(msg, msgcap, "cannot write %s: %s", tmp, kv_strerror(-r));
     }
     if (st == KV_OK && r == 0) {
-        snprintf(base, sizeof base, "%s.orig", path);
-        r = kvr_unused_name(io, base, orig, sizeof orig);
+        r = kv_dir_path(&base, dir, KV_FILE_SEG_ORIG, s->id, 0);
+        if (r == 0) r = kv_dir_unused(io, &base, &orig_path);
         if (r == 0) r = write_file(io, orig, buf, old_bytes, 1, &m->orig);
         if (r < 0) snprintf(msg, msgcap, "cannot copy %s to %s: %s", path, orig, kv_strerror(-r));
         if (m->orig) snprintf(done->orig, sizeof done->orig, "%s", base_name(orig));
@@ -148,7 +154,7 @@ static kv_status salvage_one(const kv_io *io, const char *dir, const fsck_segmen
     if (st == KV_OK && r < 0) st = -r;
     done->old_bytes = old_bytes;
     done->new_bytes = k.len;
-    done->records = k.records;
+    done->records = k.rp.records;
     free(buf);
     free(k.out);
     return st;
@@ -175,7 +181,7 @@ kv_status fsck_salvage(const kv_io *io, const char *dir, const fsck_report *rep,
     }
     size_t n = 0;
     kv_status st = KV_OK;
-    char tmp[4200], path[4096];
+    kv_path tmp, path;
 
     /* 1. Rewrites and copies of the originals: nothing in the log changes. */
     for (size_t i = 0; i < rep->nsegs && st == KV_OK; i++) {
@@ -194,14 +200,8 @@ kv_status fsck_salvage(const kv_io *io, const char *dir, const fsck_report *rep,
         /* The log is untouched: remove what this salvage created (its
          * temporary files, and fresh copies of segments still in place). */
         for (size_t i = 0; i < n; i++) {
-            if (m[i].tmp) {
-                snprintf(tmp, sizeof tmp, "%s/%s.salvage", dir, done[i].name);
-                io->unlink(io->ctx, tmp);
-            }
-            if (m[i].orig) {
-                snprintf(tmp, sizeof tmp, "%s/%s", dir, done[i].orig);
-                io->unlink(io->ctx, tmp);
-            }
+            if (m[i].tmp && kv_dir_path(&tmp, dir, KV_FILE_SEG_SALVAGE, done[i].id, 0) == 0) io->unlink(io->ctx, tmp.s);
+            if (m[i].orig && kv_dir_join(&tmp, dir, done[i].orig) == 0) io->unlink(io->ctx, tmp.s);
         }
         io->fsync_dir(io->ctx, dir);
         free(done);
@@ -213,15 +213,15 @@ kv_status fsck_salvage(const kv_io *io, const char *dir, const fsck_report *rep,
     /* 2. Each rename replaces a segment atomically: by its verified
      * rewrite, the original's bytes being durable in the .orig copy. */
     for (size_t i = 0; i < n; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, done[i].name);
-        snprintf(tmp, sizeof tmp, "%s.salvage", path);
-        int r = io->rename(io->ctx, tmp, path);
+        int r = kv_dir_path(&path, dir, KV_FILE_SEG, done[i].id, 0);
+        if (r == 0) r = kv_dir_path(&tmp, dir, KV_FILE_SEG_SALVAGE, done[i].id, 0);
+        if (r == 0) r = io->rename(io->ctx, tmp.s, path.s);
         if (r < 0) {
             st = -r;
             snprintf(msg, msgcap,
                      "cannot rename %s to %s: %s; %zu of %zu damaged segments were replaced, the others are "
                      "unchanged",
-                     tmp, path, kv_strerror(st), i, n);
+                     tmp.s, path.s, kv_strerror(st), i, n);
             n = i;
             break;
         }

@@ -19,6 +19,7 @@
 
 /* What a salvage did to one segment. */
 typedef struct fsck_salvaged {
+    uint32_t id;          /* the segment's id */
     char name[16];        /* the segment, "NNNNNNNNNN.seg" */
     char orig[64];        /* where the original bytes are now, e.g. "NNNNNNNNNN.seg.orig" */
     uint64_t old_bytes;

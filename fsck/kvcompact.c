@@ -49,10 +49,12 @@ static void usage(FILE *f)
             KVCOMPACT_VERSION);
 }
 
-int main(int argc, char **argv)
+/* Reads the options into *dir and *quiet. Returns -1 to go on, else the
+ * exit status (0 after --help or --version, 2 on a usage error). */
+static int parse_args(int argc, char **argv, const char **dir, int *quiet)
 {
-    const char *dir = NULL;
-    int quiet = 0;
+    *dir = NULL;
+    *quiet = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -61,21 +63,30 @@ int main(int argc, char **argv)
             printf("kvcompact %s\n", KVCOMPACT_VERSION);
             return 0;
         } else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q")) {
-            quiet = 1;
+            *quiet = 1;
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "kvcompact: unknown option '%s' (see kvcompact --help)\n", argv[i]);
             return 2;
-        } else if (dir) {
+        } else if (*dir) {
             fprintf(stderr, "kvcompact: one data directory only (see kvcompact --help)\n");
             return 2;
         } else {
-            dir = argv[i];
+            *dir = argv[i];
         }
     }
-    if (!dir) {
+    if (!*dir) {
         usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir;
+    int quiet;
+    int rc = parse_args(argc, argv, &dir, &quiet);
+    if (rc >= 0) return rc;
     if (access(dir, F_OK) != 0) {
         fprintf(stderr, "kvcompact: %s: no such data directory\n", dir);
         return 1;

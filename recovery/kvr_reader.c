@@ -211,7 +211,7 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
             res.mark_end = it.off + it.len;
             if (it.rec.type == KV_REC_COMMIT) res.group_start = it.rec.expire_ms;
         } else {
-            last_seq = it.rec.type == KV_REC_BATCH ? it.rec.seq + it.rec.flags - 1 : it.rec.seq;
+            last_seq = kv_record_last_seq(&it.rec);
             res.records++;
             res.last_seq = last_seq;
         }

@@ -27,6 +27,11 @@
  *  skip-corrupt (kSkipAnyCorruptedRecords): load every valid record, pass
  *      over bad regions (left in place, reported), cut a torn tail.
  *
+ * The rules it applies are written once in kvr_replay.h (the apply rule,
+ * the torn-vs-corrupt classification), shared with kvfsck; the changes it
+ * makes to the directory are kvr_dirops.h's. This module is the policy:
+ * what each mode does with each problem, and the order of the steps.
+ *
  * Never: deletes bytes without saving them, or applies part of a batch.
  */
 #ifndef KVR_RECOVER_H
@@ -38,7 +43,9 @@
 #include "kv_io.h"
 #include "kv_keydir.h"
 #include "kv_status.h"
+#include "kvr_dirops.h" /* kvr_list_segments, kvr_list_superseded */
 #include "kvr_reader.h"
+#include "kvr_replay.h" /* kvr_is_unwritten_space, for the callers of old */
 
 typedef enum kvr_mode {
     KVR_TOLERATE_TAIL = 0,
@@ -49,12 +56,6 @@ typedef enum kvr_mode {
 
 /* "tolerate-tail", "absolute", "point-in-time", "skip-corrupt". */
 const char *kvr_mode_name(kvr_mode m);
-
-/* 1 if problem p, in a segment that is (newest = 1) or is not the newest,
- * is unwritten space rather than a problem: zeros ending the newest
- * segment (KVR_UNWRITTEN), which recovery cuts without saving and kvfsck
- * does not count. At the end of a sealed segment they are damage. */
-int kvr_is_unwritten_space(const kvr_problem *p, int newest);
 
 /* Parses a mode name. Returns KV_OK or KV_INVALID. */
 kv_status kvr_mode_parse(const char *s, kvr_mode *m);
@@ -154,23 +155,5 @@ void kvr_report_free(kvr_report *rep);
 /* One human-readable line summarising a report (no newline). Returns the
  * length snprintf would have written. */
 int kvr_report_format(const kvr_report *rep, char *buf, size_t cap);
-
-/*
- * Lists the ids of the live segments in dir, sorted ascending (malloc'ed
- * array in *ids, count in *n; free(*ids)): every NNNNNNNNNN.seg except
- * those a compaction output replaces (its header's replaces_from field:
- * see kv_record.h). Returns KV_OK, ENOMEM or an errno.
- */
-kv_status kvr_list_segments(const kv_io *io, const char *dir, uint32_t **ids, size_t *n);
-
-/* Writes to out the name "<base>" or "<base>.N" (N = 1, 2, ...) that does
- * not exist yet, so that saved bytes are never overwritten; the caller
- * holds the LOCK, so no cooperating process creates it meanwhile.
- * Returns 0, -EEXIST after 1000 tries, or -errno. */
-int kvr_unused_name(const kv_io *io, const char *base, char *out, size_t cap);
-
-/* Lists the ids of the superseded segments (the complement of
- * kvr_list_segments); recovery unlinks them. Same returns. */
-kv_status kvr_list_superseded(const kv_io *io, const char *dir, uint32_t **ids, size_t *n);
 
 #endif

@@ -247,32 +247,6 @@ int kv_io_block_async_signals(void)
     return pthread_sigmask(SIG_SETMASK, &set, NULL);
 }
 
-/* ---- the data directory's lock ---- */
-
-int kv_io_lock_dir(const kv_io *io, const char *dir, kv_dir_lock *l)
-{
-    l->dir_fd = l->file_fd = -1;
-    char path[4200];
-    if (snprintf(path, sizeof path, "%s/LOCK", dir) >= (int)sizeof path) return -ENAMETOOLONG;
-    int fd = io->lock(io->ctx, dir);
-    if (fd < 0) return fd;
-    l->dir_fd = fd;
-    fd = io->lock(io->ctx, path);
-    if (fd < 0) {
-        kv_io_unlock_dir(io, l);
-        return fd;
-    }
-    l->file_fd = fd;
-    return 0;
-}
-
-void kv_io_unlock_dir(const kv_io *io, kv_dir_lock *l)
-{
-    if (l->file_fd >= 0) io->close(io->ctx, l->file_fd);
-    if (l->dir_fd >= 0) io->close(io->ctx, l->dir_fd);
-    l->dir_fd = l->file_fd = -1;
-}
-
 static const kv_io posix_io = {
     .ctx = NULL,
     .open = px_open,

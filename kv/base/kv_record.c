@@ -210,26 +210,3 @@ kv_status kv_seg_header_decode(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t ex
     if (st == KV_OK && id) *id = h.id;
     return st;
 }
-
-void kv_seg_name(char *out, size_t cap, uint32_t id)
-{
-    snprintf(out, cap, "%010u.seg", id);
-}
-
-int kv_parse_id_name(const char *name, const char *suffix, uint32_t *id)
-{
-    if (strlen(name) != 10 + strlen(suffix) || strcmp(name + 10, suffix) != 0) return 0;
-    uint64_t v = 0;
-    for (int i = 0; i < 10; i++) {
-        if (name[i] < '0' || name[i] > '9') return 0;
-        v = v * 10 + (uint64_t)(name[i] - '0');
-    }
-    if (v == 0 || v > UINT32_MAX) return 0;
-    *id = (uint32_t)v;
-    return 1;
-}
-
-int kv_seg_parse_name(const char *name, uint32_t *id)
-{
-    return kv_parse_id_name(name, ".seg", id);
-}

@@ -118,6 +118,31 @@ static inline int kv_record_is_mark(const kv_record *r)
     return r->type == KV_REC_COMMIT || r->type == KV_REC_SEAL;
 }
 
+/* The last sequence number a top-level data record carries: seq for a put
+ * or tombstone, seq + count - 1 for a batch, whose entries carry seq,
+ * seq + 1, ... (docs/format.md, "Sequence numbers"). The next top-level
+ * record's seq must be greater. */
+static inline uint64_t kv_record_last_seq(const kv_record *r)
+{
+    return r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+}
+
+/* Byte offset in the segment of the batch entry that kv_batch_next
+ * returned from payload position pos (the *pos it had before the call),
+ * the batch itself being at batch_off: the entry follows the batch's
+ * 44-byte header and the entries before it. */
+static inline uint64_t kv_batch_entry_off(uint64_t batch_off, size_t pos)
+{
+    return batch_off + KV_REC_HEADER_SIZE + pos;
+}
+
+/* 1 if a record with absolute expiry expire_ms (ms since the epoch, 0 =
+ * never) has expired at now_ms: its expiry is not later than now. */
+static inline int kv_expired(uint64_t expire_ms, uint64_t now_ms)
+{
+    return expire_ms != 0 && expire_ms <= now_ms;
+}
+
 /* CRC32 (zlib, IEEE) of n bytes, continuing from crc (start with 0). */
 uint32_t kv_crc32(uint32_t crc, const void *p, size_t n);
 
@@ -224,15 +249,16 @@ uint32_t kv_seg_header_replaces(const uint8_t in[KV_SEG_HEADER_SIZE]);
  * (valid header of a format version this build does not read). */
 kv_status kv_seg_header_decode(const uint8_t in[KV_SEG_HEADER_SIZE], uint32_t expect_id, uint32_t *id);
 
-/* Segment file naming: "%010u.seg". kv_seg_name writes the name (at least
- * 16 bytes of room); kv_seg_parse_name returns 1 and the id for a segment
- * file name, 0 for any other name. */
+/* Segment file naming: "%010u.seg" (the directory's vocabulary is
+ * kv_dir.h, which defines these; they stay here for their callers).
+ * kv_seg_name writes the name (at least 16 bytes of room); kv_seg_parse_name
+ * returns 1 and the id for a segment file name, 0 for any other name. */
 void kv_seg_name(char *out, size_t cap, uint32_t id);
 int kv_seg_parse_name(const char *name, uint32_t *id);
 
-/* The parser behind kv_seg_parse_name: returns 1 and the id for a name of
- * exactly ten decimal digits (an id in 1..4294967295) followed by
- * `suffix` (".seg", ".hint"), 0 for any other name. */
+/* The parser behind kv_seg_parse_name and kv_dir_parse: returns 1 and the
+ * id for a name of exactly ten decimal digits (an id in 1..4294967295)
+ * followed by `suffix` (".seg", ".hint"), 0 for any other name. */
 int kv_parse_id_name(const char *name, const char *suffix, uint32_t *id);
 
 #endif
