@@ -348,8 +348,12 @@ again:
         dispatch(c, cmd);
         c->in_off += consumed;
     }
-    flush_out(c);
+    /* The limit is checked before the replies go to the socket, as Redis
+     * checks it when it adds a reply: checked after, a kernel that took
+     * part of a paused client's replies could leave it under a hard limit
+     * below KVD_OUTPUT_PAUSE_BYTES, paused for good and never closed. */
     if (obuf_enforce(c)) return;
+    flush_out(c);
     if (c->out_paused && !c->close_after_reply && obuf_used(c) <= KVD_OUTPUT_RESUME_BYTES) {
         /* The socket took it all at once: no write callback will come. */
         resume_input(c);

@@ -58,14 +58,16 @@ def can_raise_hard_nofile():
 def pipeline_unread(srv, n, timeout=2.0):
     """Opens a raw connection and sends n pipelined `GET bigkey` without
     reading any reply; stops when the server stops taking them (bounded by
-    timeout). Returns the socket and the bytes sent."""
+    timeout) or closes the connection (a client over its output-buffer
+    limit may be closed before it sent everything). Returns the socket and
+    the bytes sent."""
     s = srv.sock(timeout=timeout)
     data = GET_BIG * n
     sent = 0
     try:
         while sent < len(data):
             sent += s.send(data[sent:sent + 65536])
-    except (socket.timeout, BlockingIOError):
+    except (socket.timeout, BlockingIOError, ConnectionResetError, BrokenPipeError):
         pass
     return s, sent
 
