@@ -136,19 +136,4 @@ int kv_io_write_full(const kv_io *io, int fd, const void *buf, size_t n, uint64_
  * failure and must be freed by the caller on success. */
 int kv_io_read_file(const kv_io *io, const char *path, uint64_t max_len, uint8_t **buf, uint64_t *len);
 
-/* The data directory's lock is kv_dir.h's (kv_dir_lock_acquire,
- * kv_dir_lock_release). These old names stay, as thin wrappers, until the
- * engine and the tests that call them have moved. */
-#include "kv_dir.h"
-
-static inline int kv_io_lock_dir(const kv_io *io, const char *dir, kv_dir_lock *l)
-{
-    return kv_dir_lock_acquire(io, dir, l);
-}
-
-static inline void kv_io_unlock_dir(const kv_io *io, kv_dir_lock *l)
-{
-    kv_dir_lock_release(io, l);
-}
-
 #endif

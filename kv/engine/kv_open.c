@@ -119,7 +119,7 @@ static void free_store(kv_store *s)
 {
     for (size_t i = 0; i < s->tab.nsegs; i++) seg_release(s, s->tab.segs[i]);
     pthread_mutex_destroy(&s->cmp.mu);
-    kv_io_unlock_dir(s->io, &s->dlock);
+    kv_dir_lock_release(s->io, &s->dlock);
     xkeys_free(s->x.xpend, &s->x.nxpend);
     xkeys_free(s->x.xtaken, &s->x.nxtaken);
     free(s->x.xpend);
@@ -220,7 +220,7 @@ static kv_status lock_and_recover(kv_store *s)
         snprintf(s->rep.message, sizeof s->rep.message, "cannot create data directory %s: %s", dir, kv_strerror(-r));
         return -r;
     }
-    r = kv_io_lock_dir(s->io, dir, &s->dlock);
+    r = kv_dir_lock_acquire(s->io, dir, &s->dlock);
     if (r == -EWOULDBLOCK) {
         snprintf(s->rep.message, sizeof s->rep.message,
                  "data directory is in use by another process (it holds the directory's lock): %s", dir);

@@ -5,7 +5,7 @@
  * descriptors, and the group-commit writer thread.
  * Guarantees:
  *  - kv_open takes an exclusive flock on DIR itself and on DIR/LOCK
- *    (kv_io_lock_dir; deleting LOCK does not let a second open in) and runs recovery
+ *    (kv_dir_lock_acquire; deleting LOCK does not let a second open in) and runs recovery
  *    (recovery/kvr_recover.h) before anything else touches the files.
  *  - Every write (put, delete, batch) is one record or one batch record,
  *    appended by a single writer thread. Under KV_FSYNC_ALWAYS a write
@@ -106,7 +106,7 @@ void kv_options_init(kv_options *o);
 
 /*
  * Opens (creating if absent) the data directory dir: takes its lock
- * (kv_io_lock_dir: the directory itself and DIR/LOCK), runs
+ * (kv_dir_lock_acquire: the directory itself and DIR/LOCK), runs
  * recovery, opens or creates the active segment and starts the writer.
  * report (may be NULL) receives the recovery report; free it with
  * kvr_report_free() whether or not the open succeeded. On failure *out is

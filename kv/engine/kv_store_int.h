@@ -54,6 +54,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "kv_dir.h"
 #include "kv_keydir.h"
 #include "kv_record.h"
 #include "kv_store.h"
@@ -166,7 +167,7 @@ struct kv_store {
     char *dir;
     const kv_io *io;
     kv_options opt;
-    kv_dir_lock dlock; /* the directory and DIR/LOCK (kv_io_lock_dir) */
+    kv_dir_lock dlock; /* the directory and DIR/LOCK (kv_dir_lock_acquire) */
     pthread_t writer;
     kvr_report rep;
     /* Where a read reports a key it found expired: note_expired

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kv_dir.h"
 #include "kv_store.h"
 #include "kvr_reader.h"
 #include "testutil.h"
@@ -339,7 +340,7 @@ START_TEST(second_open_of_a_directory_is_refused_by_the_lock)
 END_TEST
 
 /* Deleting LOCK while a store runs must not let a second open in: the
- * directory itself is locked too (kv_io_lock_dir). Real flock(2). */
+ * directory itself is locked too (kv_dir_lock_acquire). Real flock(2). */
 START_TEST(deleting_lock_does_not_let_a_second_open_in)
 {
     char *dir = tu_tmpdir();
@@ -356,7 +357,7 @@ START_TEST(deleting_lock_does_not_let_a_second_open_in)
     ck_assert_int_eq(access(lock, F_OK), -1); /* the refused open created nothing */
     /* The offline tools' lock call is refused the same way. */
     kv_dir_lock l;
-    ck_assert_int_eq(kv_io_lock_dir(kv_io_posix(), dir, &l), -EWOULDBLOCK);
+    ck_assert_int_eq(kv_dir_lock_acquire(kv_io_posix(), dir, &l), -EWOULDBLOCK);
     ck_assert_int_eq(l.dir_fd, -1);
     ck_assert_int_eq(l.file_fd, -1);
     ck_assert_int_eq(kv_put(a, "k", 1, "v", 1, 0, 0), KV_OK);
@@ -365,10 +366,10 @@ START_TEST(deleting_lock_does_not_let_a_second_open_in)
     ck_assert_int_eq(kv_open(dir, NULL, &b, NULL), KV_OK);
     expect_value(b, "k", 1, "v", 1);
     ck_assert_int_eq(access(lock, F_OK), 0);
-    ck_assert_int_eq(kv_io_lock_dir(kv_io_posix(), dir, &l), -EWOULDBLOCK);
+    ck_assert_int_eq(kv_dir_lock_acquire(kv_io_posix(), dir, &l), -EWOULDBLOCK);
     kv_close(b);
-    ck_assert_int_eq(kv_io_lock_dir(kv_io_posix(), dir, &l), 0);
-    kv_io_unlock_dir(kv_io_posix(), &l);
+    ck_assert_int_eq(kv_dir_lock_acquire(kv_io_posix(), dir, &l), 0);
+    kv_dir_lock_release(kv_io_posix(), &l);
     ck_assert_int_eq(l.dir_fd, -1);
     tu_rmrf(dir);
     free(dir);
