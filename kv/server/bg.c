@@ -124,8 +124,10 @@ static void on_cron(evutil_socket_t fd, short what, void *arg)
         start_hints(srv);
     if (now - srv->last_cron_ms >= 1000) {
         uint64_t cmds = counter_get(&srv->env.n.total_commands);
-        srv->env.n.ops_sec = (cmds - srv->env.n.last_cmds) * 1000 / (uint64_t)(now - srv->last_cron_ms);
-        srv->env.n.last_cmds = cmds;
+        uint64_t last = __atomic_load_n(&srv->env.n.last_cmds, __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->env.n.ops_sec, (cmds - last) * 1000 / (uint64_t)(now - srv->last_cron_ms),
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&srv->env.n.last_cmds, cmds, __ATOMIC_RELAXED);
         srv->last_cron_ms = now;
     }
     /* CONFIG SET hz: go on at the new rate. */

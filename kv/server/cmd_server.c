@@ -188,8 +188,8 @@ static void config_resetstat(cmdctx *x)
     kv_stats kst;
     kv_get_stats(env->store, &kst);
     __atomic_store_n(&env->n.expired_access_base, kst.expired_on_access, __ATOMIC_RELAXED);
-    env->n.last_cmds = 0;
-    env->n.ops_sec = 0;
+    __atomic_store_n(&env->n.last_cmds, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&env->n.ops_sec, 0, __ATOMIC_RELAXED);
     rp_ok(x->out);
 }
 

@@ -55,7 +55,8 @@ typedef struct kvd_counters {
     int64_t connected_clients;
     uint64_t total_connections, rejected_connections, total_commands, hits, misses, expired_active;
     uint64_t expired_access_base; /* the store's expired_on_access at the last CONFIG RESETSTAT */
-    uint64_t ops_sec, last_cmds;  /* instantaneous_ops_per_sec, computed by the cron */
+    uint64_t ops_sec, last_cmds;  /* instantaneous_ops_per_sec, computed by the cron (atomics:
+                                     CONFIG RESETSTAT zeroes them on an I/O thread) */
     uint64_t obuf_disconnections; /* clients closed for output-buffer limits */
 } kvd_counters;
 

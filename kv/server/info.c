@@ -119,7 +119,7 @@ void kvd_info(kvd_server *srv, const char *section, sbuf *o)
         LINE("# Stats\r\n");
         LINE("total_connections_received:%" PRIu64 "\r\ntotal_commands_processed:%" PRIu64
              "\r\ninstantaneous_ops_per_sec:%" PRIu64 "\r\n",
-             counter_get(&srv->env.n.total_connections), counter_get(&srv->env.n.total_commands), srv->env.n.ops_sec);
+             counter_get(&srv->env.n.total_connections), counter_get(&srv->env.n.total_commands), counter_get(&srv->env.n.ops_sec));
         LINE("rejected_connections:%" PRIu64 "\r\nexpired_keys:%" PRIu64 "\r\nkeyspace_hits:%" PRIu64
              "\r\nkeyspace_misses:%" PRIu64 "\r\n",
              counter_get(&srv->env.n.rejected_connections),
