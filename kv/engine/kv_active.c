@@ -31,13 +31,14 @@
  * takes q.mu (failstop_status) finds the status that goes with it. */
 void failstop(kv_store *s, kv_status st, const char *what, uint32_t seg)
 {
-    char path[4096], reason[sizeof s->q.fail_reason];
-    seg_path(s, seg, path, sizeof path);
+    char reason[sizeof s->q.fail_reason];
+    kv_path path;
+    file_path(s, KV_FILE_SEG, seg, &path);
     pthread_mutex_lock(&s->q.mu);
     if (!s->q.failstop) {
         s->q.fail_status = st;
         snprintf(s->q.fail_reason, sizeof s->q.fail_reason,
-                 "%s on %s failed: %s%s; the store refuses writes until it is restarted", what, path,
+                 "%s on %s failed: %s%s; the store refuses writes until it is restarted", what, path.s,
                  kv_strerror(st), st == ENOSPC ? " (disk full)" : "");
         __atomic_store_n(&s->q.failstop, 1, __ATOMIC_RELEASE);
         memcpy(reason, s->q.fail_reason, sizeof reason);
@@ -77,9 +78,9 @@ int kv_failstop_reason(kv_store *s, char *buf, size_t cap)
  * with a torn header, which recovery cuts). */
 int create_segment(kv_store *s, uint32_t id, uint32_t prev_id, uint64_t prev_end)
 {
-    char path[4096];
-    seg_path(s, id, path, sizeof path);
-    int fd = s->io->open(s->io->ctx, path, KV_O_RDWR | KV_O_CREAT | KV_O_EXCL);
+    kv_path path;
+    file_path(s, KV_FILE_SEG, id, &path);
+    int fd = s->io->open(s->io->ctx, path.s, KV_O_RDWR | KV_O_CREAT | KV_O_EXCL);
     if (fd < 0) return fd;
     uint8_t hdr[KV_SEG_HEADER_SIZE];
     kv_seg_header h = {KV_FORMAT_VERSION, id, 0, wall_ms(s), prev_id, (uint32_t)prev_end};

@@ -69,8 +69,8 @@ typedef struct compaction {
     uint64_t total;    /* their bytes */
     uint32_t lo, hi;   /* first and last input file id */
     uint32_t vid;      /* the output's id in the key directory */
-    char path[4096];   /* hi.seg, which the output replaces */
-    char tmp[4200];    /* hi.seg.compact, the output while it is written */
+    kv_path path;      /* hi.seg, which the output replaces */
+    kv_path tmp;       /* hi.seg.compact, the output while it is written */
 } compaction;
 
 /* Writes the buffered output, and every KV_COMPACT_SYNC_BYTES makes it
@@ -173,13 +173,13 @@ static int compact_record(void *arg, uint32_t seg, uint64_t off, const kv_record
     compaction *c = arg;
     if (kv_record_is_mark(r)) return 0; /* the output gets marks of its own */
     c->records_in++;
-    uint64_t last = r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
+    uint64_t last = kv_record_last_seq(r);
     if (last > c->max_seq) c->max_seq = last;
     if (r->type == KV_REC_BATCH) {
         size_t pos = 0, before = 0;
         kv_record e;
         while (c->err == KV_OK && kv_batch_next(r, &pos, &e) == KV_OK) {
-            compact_entry(c, seg, off + KV_REC_HEADER_SIZE + before, &e);
+            compact_entry(c, seg, kv_batch_entry_off(off, before), &e);
             before = pos;
         }
     } else {
@@ -249,26 +249,26 @@ static kv_status compact_copy_input(compaction *c, size_t i)
     kv_store *s = c->s;
     kv_compact_report *rep = c->rep;
     kv_status st;
-    char ip[4096];
-    seg_path(s, c->in[i]->file_id, ip, sizeof ip);
+    kv_path ip;
+    file_path(s, KV_FILE_SEG, c->in[i]->file_id, &ip);
     c->cur_id = c->in[i]->id;
     uint8_t *buf = malloc(c->sizes[i] ? c->sizes[i] : 1);
     int r = buf ? kv_io_read_full(s->io, c->in[i]->fd, buf, c->sizes[i], 0) : -ENOMEM;
     if (r == -EIO) mark_bad(s, c->in[i], 0, c->sizes[i] > UINT32_MAX ? UINT32_MAX : (uint32_t)c->sizes[i], r);
     if (r < 0) {
         st = -r;
-        snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", ip, kv_strerror(st));
+        snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", ip.s, kv_strerror(st));
     } else {
-        st = kvr_scan_buffer(buf, c->sizes[i], c->in[i]->file_id, ip, compact_record, compact_problem, c, NULL);
+        st = kvr_scan_buffer(buf, c->sizes[i], c->in[i]->file_id, ip.s, compact_record, compact_problem, c, NULL);
         if (st == KV_OK && c->err != KV_OK) {
             st = c->err;
-            snprintf(rep->message, sizeof rep->message, "compaction failed while copying %s: %s", ip,
+            snprintf(rep->message, sizeof rep->message, "compaction failed while copying %s: %s", ip.s,
                      kv_strerror(st));
         }
         if (st == KV_OK && c->damaged) {
             st = KV_CORRUPT;
             snprintf(rep->message, sizeof rep->message, "%s has damage; not compacting it. Inspect with: kvfsck %s",
-                     ip, s->dir);
+                     ip.s, s->dir);
         }
     }
     free(buf);
@@ -298,7 +298,7 @@ static kv_status compact_seal_output(compaction *c)
         st = compact_flush(c);
     }
     if (st != KV_OK)
-        snprintf(c->rep->message, sizeof c->rep->message, "cannot write %s: %s", c->tmp, kv_strerror(st));
+        snprintf(c->rep->message, sizeof c->rep->message, "cannot write %s: %s", c->tmp.s, kv_strerror(st));
     return st;
 }
 
@@ -309,12 +309,12 @@ static kv_status compact_create_output(compaction *c)
 {
     kv_store *s = c->s;
     kv_compact_report *rep = c->rep;
-    seg_path(s, c->hi, c->path, sizeof c->path);
-    snprintf(c->tmp, sizeof c->tmp, "%s.compact", c->path);
-    c->out_fd = s->io->open(s->io->ctx, c->tmp, KV_O_RDWR | KV_O_CREAT | KV_O_TRUNC);
+    file_path(s, KV_FILE_SEG, c->hi, &c->path);
+    file_path(s, KV_FILE_SEG_COMPACT, c->hi, &c->tmp);
+    c->out_fd = s->io->open(s->io->ctx, c->tmp.s, KV_O_RDWR | KV_O_CREAT | KV_O_TRUNC);
     if (c->out_fd < 0) {
         kv_status st = -c->out_fd;
-        snprintf(rep->message, sizeof rep->message, "cannot create %s: %s", c->tmp, kv_strerror(st));
+        snprintf(rep->message, sizeof rep->message, "cannot create %s: %s", c->tmp.s, kv_strerror(st));
         return st;
     }
     uint8_t hdr[KV_SEG_HEADER_SIZE];
@@ -323,7 +323,7 @@ static kv_status compact_create_output(compaction *c)
     kv_seg_header_encode_h(hdr, &ch);
     int r = kv_io_write_full(s->io, c->out_fd, hdr, sizeof hdr, 0);
     if (r < 0) {
-        snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", c->tmp, kv_strerror(-r));
+        snprintf(rep->message, sizeof rep->message, "cannot write %s: %s", c->tmp.s, kv_strerror(-r));
         return -r;
     }
     c->out_off = KV_SEG_HEADER_SIZE;
@@ -348,12 +348,12 @@ static kv_status compact_sync_output(compaction *c, kv_status st)
         int r = s->io->fdatasync(s->io->ctx, c->out_fd);
         if (r < 0) {
             st = -r;
-            snprintf(c->rep->message, sizeof c->rep->message, "cannot fdatasync %s: %s", c->tmp, kv_strerror(st));
+            snprintf(c->rep->message, sizeof c->rep->message, "cannot fdatasync %s: %s", c->tmp.s, kv_strerror(st));
         }
     }
     s->io->close(s->io->ctx, c->out_fd);
     c->out_fd = -1;
-    if (st != KV_OK) s->io->unlink(s->io->ctx, c->tmp);
+    if (st != KV_OK) s->io->unlink(s->io->ctx, c->tmp.s);
     return st;
 }
 
@@ -365,20 +365,19 @@ static kv_status compact_sync_output(compaction *c, kv_status st)
 static int compact_rename_output(compaction *c)
 {
     kv_store *s = c->s;
-    int r = s->io->rename(s->io->ctx, c->tmp, c->path);
+    int r = s->io->rename(s->io->ctx, c->tmp.s, c->path.s);
     if (r == 0) {
-        char hname[32], hpath[4200];
-        kvh_name(hname, sizeof hname, c->hi);
-        snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
-        s->io->unlink(s->io->ctx, hpath);
+        kv_path hpath;
+        file_path(s, KV_FILE_HINT, c->hi, &hpath);
+        s->io->unlink(s->io->ctx, hpath.s);
         r = s->io->fsync_dir(s->io->ctx, s->dir);
     }
-    int nfd = r == 0 ? s->io->open(s->io->ctx, c->path, KV_O_RDONLY) : r;
+    int nfd = r == 0 ? s->io->open(s->io->ctx, c->path.s, KV_O_RDONLY) : r;
     if (nfd < 0) {
         /* The rename may or may not be durable: either way the directory
          * recovers to the same keys. This process keeps reading the
          * inputs through their open descriptors. */
-        snprintf(c->rep->message, sizeof c->rep->message, "cannot install %s: %s", c->path, kv_strerror(-nfd));
+        snprintf(c->rep->message, sizeof c->rep->message, "cannot install %s: %s", c->path.s, kv_strerror(-nfd));
     }
     return nfd;
 }
@@ -447,12 +446,11 @@ static void compact_unlink_inputs(compaction *c)
 {
     kv_store *s = c->s;
     for (size_t i = 0; i + 1 < c->k; i++) {
-        char ip[4096], hname[32], hpath[4200];
-        seg_path(s, c->in[i]->file_id, ip, sizeof ip);
-        s->io->unlink(s->io->ctx, ip);
-        kvh_name(hname, sizeof hname, c->in[i]->file_id);
-        snprintf(hpath, sizeof hpath, "%s/%s", s->dir, hname);
-        s->io->unlink(s->io->ctx, hpath);
+        kv_path ip, hpath;
+        file_path(s, KV_FILE_SEG, c->in[i]->file_id, &ip);
+        s->io->unlink(s->io->ctx, ip.s);
+        file_path(s, KV_FILE_HINT, c->in[i]->file_id, &hpath);
+        s->io->unlink(s->io->ctx, hpath.s);
     }
 }
 

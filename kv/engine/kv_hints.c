@@ -175,10 +175,9 @@ kv_status kv_sealed_read_hint(kv_store *s, const kv_sealed *h, uint8_t **buf, ui
     pthread_mutex_lock(&s->cmp.mu);
     kv_status st = KV_NOT_FOUND;
     if (!kv_sealed_retired(s, h)) {
-        char name[32], path[4200];
-        kvh_name(name, sizeof name, h->file_id);
-        snprintf(path, sizeof path, "%s/%s", s->dir, name);
-        int r = kv_io_read_file(s->io, path, KVH_MAX_FILE_BYTES, buf, len);
+        kv_path path;
+        file_path(s, KV_FILE_HINT, h->file_id, &path);
+        int r = kv_io_read_file(s->io, path.s, KVH_MAX_FILE_BYTES, buf, len);
         st = r == 0 ? KV_OK : r == -ENOENT ? KV_NOT_FOUND : -r;
     }
     pthread_mutex_unlock(&s->cmp.mu);

@@ -267,15 +267,15 @@ static kv_status open_segments(kv_store *s)
                  s->rep.segs[s->rep.nsegs - 1].id, KV_VIRTUAL_ID_BASE - 1);
         return KV_INVALID;
     }
-    char path[4096];
+    kv_path path;
     for (size_t i = 0; i < s->rep.nsegs; i++) {
         int last = i + 1 == s->rep.nsegs;
-        seg_path(s, s->rep.segs[i].id, path, sizeof path);
-        int fd = s->io->open(s->io->ctx, path, last ? KV_O_RDWR : KV_O_RDONLY);
+        file_path(s, KV_FILE_SEG, s->rep.segs[i].id, &path);
+        int fd = s->io->open(s->io->ctx, path.s, last ? KV_O_RDWR : KV_O_RDONLY);
         if (fd < 0 || do_seg_add(s, s->rep.segs[i].id, fd) < 0) {
             kv_status st = fd < 0 ? -fd : ENOMEM;
             if (fd >= 0) s->io->close(s->io->ctx, fd);
-            snprintf(s->rep.message, sizeof s->rep.message, "cannot open %s: %s", path, kv_strerror(st));
+            snprintf(s->rep.message, sizeof s->rep.message, "cannot open %s: %s", path.s, kv_strerror(st));
             return st;
         }
         s->tab.segs[s->tab.nsegs - 1]->hinted = s->rep.segs[i].hint;

@@ -107,7 +107,7 @@ kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_
     for (size_t i = 0; i < n; i++) {
         int found = kv_keydir_get(s->tab.kd, keys[i], klens[i], &locs[i]);
         if (!found) locs[i].seq = 0; /* sequence numbers start at 1: 0 marks "absent" */
-        sts[i] = found && (locs[i].expire_ms == 0 || locs[i].expire_ms > now) ? KV_OK : KV_NOT_FOUND;
+        sts[i] = found && live(locs[i].expire_ms, now) ? KV_OK : KV_NOT_FOUND;
         gs[i] = sts[i] == KV_OK && vals ? do_seg_acquire(s, locs[i].seg) : NULL;
     }
     pthread_rwlock_unlock(&s->tab.lock);

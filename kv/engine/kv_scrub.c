@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "kv_dir.h"
 #include "kv_io.h"
 #include "kv_record.h"
 #include "kvr_hint.h"
@@ -133,10 +134,7 @@ static void report(pass *p, uint32_t seg, int hint, uint64_t off, uint64_t len, 
     kv_scrub_result *res = p->res;
     kv_scrub_problem pr;
     memset(&pr, 0, sizeof pr);
-    if (hint)
-        kvh_name(pr.file, sizeof pr.file, seg);
-    else
-        kv_seg_name(pr.file, sizeof pr.file, seg);
+    (void)kv_dir_name(pr.file, sizeof pr.file, hint ? KV_FILE_HINT : KV_FILE_SEG, seg, 0);
     pr.seg = seg;
     pr.hint = hint;
     pr.offset = off;
@@ -317,9 +315,9 @@ static int scrub_segment(pass *p, uint32_t id)
     int stop = 0;
     uint8_t *buf = MAP_FAILED;
     size_t maplen = h.size ? (size_t)h.size : 1;
-    char name[32], path[4200];
-    kv_seg_name(name, sizeof name, h.file_id);
-    snprintf(path, sizeof path, "%s/%s", kv_store_dir(s), name);
+    kv_path segp;
+    (void)kv_dir_path(&segp, kv_store_dir(s), KV_FILE_SEG, h.file_id, 0); /* fits: kv_open checked the dir */
+    const char *path = segp.s;
     seg_scan c = {p, h.file_id, NULL, 0};
     if (h.size > KVR_MAX_SEGMENT_BYTES) {
         report(p, h.file_id, 0, 0, h.size, "segment larger than the reader loads");

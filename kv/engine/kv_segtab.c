@@ -25,11 +25,9 @@
 
 #include "kv_store_int.h"
 
-void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap)
+void file_path(const kv_store *s, kv_file_kind kind, uint32_t id, kv_path *p)
 {
-    char name[32];
-    kv_seg_name(name, sizeof name, id);
-    snprintf(out, cap, "%s/%s", s->dir, name);
+    (void)kv_dir_path(p, s->dir, kind, id, 0);
 }
 
 /* Segment table lookup by id (caller holds tab.lock). Returns the index in
@@ -162,10 +160,10 @@ void mark_bad(kv_store *s, segment *g, uint64_t off, uint32_t len, int err)
     s->q.bad_off = off;
     pthread_mutex_unlock(&s->q.mu);
     if (!first) return;
-    char path[4096];
-    seg_path(s, g->file_id, path, sizeof path);
+    kv_path path;
+    file_path(s, KV_FILE_SEG, g->file_id, &path);
     logf_(s, KV_LOG_ERROR,
           "media error reading %s at offset %" PRIu64 " (%u bytes): %s; the segment is marked bad and reads of "
           "its damaged records answer an I/O error. Check the disk, then stop the server and run: kvfsck %s",
-          path, off, len, err == -ENODATA ? "the file is shorter than its records" : kv_strerror(-err), s->dir);
+          path.s, off, len, err == -ENODATA ? "the file is shorter than its records" : kv_strerror(-err), s->dir);
 }

@@ -257,8 +257,10 @@ struct kv_store {
 void logf_(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* kv_segtab.c: the segment table. */
-/* "DIR/NNNNNNNNNN.seg" of file id `id` into out. */
-void seg_path(const kv_store *s, uint32_t id, char *out, size_t cap);
+/* The path of the store's file of `kind` for file id `id` (kv_dir.h), e.g.
+ * "DIR/NNNNNNNNNN.seg". Never fails: kv_open refuses a directory name too
+ * long for any of them. */
+void file_path(const kv_store *s, kv_file_kind kind, uint32_t id, kv_path *p);
 /* Index of segment `id` in tab.byid, or -1 (tab.lock held). */
 long do_seg_index(const kv_store *s, uint32_t id);
 /* Takes a reference on segment `id` for a read, or NULL (tab.lock held). */
@@ -342,10 +344,11 @@ static inline uint64_t wall_ms(kv_store *s)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* 1 if a record expiring at expire_ms (0 = never) is live at now. */
+/* 1 if a record expiring at expire_ms (0 = never) is live at now: the
+ * negation of kv_expired (kv_record.h), the one expiry rule. */
 static inline int live(uint64_t expire_ms, uint64_t now)
 {
-    return expire_ms == 0 || expire_ms > now;
+    return !kv_expired(expire_ms, now);
 }
 
 #endif

@@ -122,12 +122,12 @@ const group_op *overlay_find(const kv_store *s, size_t n, const uint8_t *key, ui
 static int writer_key_exists(kv_store *s, size_t ngops, const uint8_t *key, uint32_t klen, uint64_t now)
 {
     const group_op *g = overlay_find(s, ngops, key, klen);
-    if (g) return g->type == KV_REC_PUT && (g->expire_ms == 0 || g->expire_ms > now);
+    if (g) return g->type == KV_REC_PUT && live(g->expire_ms, now);
     kv_loc loc;
     pthread_rwlock_rdlock(&s->tab.lock);
     int found = kv_keydir_get(s->tab.kd, key, klen, &loc);
     pthread_rwlock_unlock(&s->tab.lock);
-    return found && (loc.expire_ms == 0 || loc.expire_ms > now);
+    return found && live(loc.expire_ms, now);
 }
 
 static void complete(req *r, kv_status st)
