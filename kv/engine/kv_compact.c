@@ -115,7 +115,7 @@ static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_re
         rep->dead_dropped++;
         return;
     }
-    int expired = r->expire_ms != 0 && r->expire_ms <= c->now;
+    int expired = kv_expired(r->expire_ms, c->now);
     size_t len = kv_record_size(r->klen, r->vlen);
     if (!expired) {
         if (c->pend > 0 && c->pend + len > KV_COMPACT_WRITE_BYTES && (c->err = compact_flush(c)) != KV_OK) return;

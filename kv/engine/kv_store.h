@@ -34,9 +34,10 @@
  *    segment bad (kv_stats.segments_bad) and is logged once per segment
  *    with the kvfsck command to run; the process goes on. An EIO while a
  *    compaction or kv_write_hints reads a segment marks it the same way.
- * Locking: one rwlock guards the key directory and segment table; readers
- * share it, the writer thread takes it briefly to publish a group. Every
- * function here is thread-safe unless it says otherwise.
+ * Locking: every function here is thread-safe unless it says otherwise.
+ * Inside, the key directory and the segment table are under one rwlock
+ * that readers share and the writer thread takes briefly to publish a
+ * group; kv/engine/kv_store_int.h states every lock and what it guards.
  * Never: forks, or keeps values in memory.
  */
 #ifndef KV_STORE_H
