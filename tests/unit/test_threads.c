@@ -331,25 +331,35 @@ static void *fs_compact(void *arg)
     return NULL;
 }
 
+/* Opens a store in memory through io with 4 KiB segments and fills it
+ * with n puts over `keys` keys ("pre:N", 200-byte values), sealed: many
+ * sealed segments for a compaction to fold. */
+static kv_store *open_filled(const kv_io *io, kv_fsync_policy fsync, int n, int keys)
+{
+    kv_options o;
+    kv_options_init(&o);
+    o.io = io;
+    o.segment_max_bytes = 4096;
+    o.fsync = fsync;
+    kv_store *s;
+    ck_assert_int_eq(kv_open("db", &o, &s, NULL), KV_OK);
+    char k[32], v[200];
+    for (int i = 0; i < n; i++) {
+        int kn = snprintf(k, sizeof k, "pre:%d", i % keys);
+        memset(v, 'a' + i % 26, sizeof v);
+        ck_assert_int_eq(kv_put(s, k, (size_t)kn, v, sizeof v, 0, 0), KV_OK);
+    }
+    ck_assert_int_eq(kv_seal(s), KV_OK);
+    return s;
+}
+
 START_TEST(failstop_from_any_thread_refuses_every_later_write)
 {
     enum { WRITERS = 4 };
     for (int round = 0; round < 12; round++) {
         kv_memfs *fs = kv_memfs_new();
         kv_faultio *f = kv_faultio_new(kv_memfs_io(fs));
-        kv_options o;
-        kv_options_init(&o);
-        o.io = kv_faultio_io(f);
-        o.segment_max_bytes = 4096; /* many sealed segments to compact */
-        kv_store *s;
-        ck_assert_int_eq(kv_open("db", &o, &s, NULL), KV_OK);
-        char k[32], v[200];
-        for (int i = 0; i < 300; i++) {
-            int kn = snprintf(k, sizeof k, "pre:%d", i % 40);
-            memset(v, 'a' + i % 26, sizeof v);
-            ck_assert_int_eq(kv_put(s, k, (size_t)kn, v, sizeof v, 0, 0), KV_OK);
-        }
-        ck_assert_int_eq(kv_seal(s), KV_OK);
+        kv_store *s = open_filled(kv_faultio_io(f), KV_FSYNC_ALWAYS, 300, 40);
         fs_worker ws[WRITERS + 1];
         pthread_t th[WRITERS + 1];
         for (int t = 0; t <= WRITERS; t++) {
@@ -454,23 +464,10 @@ START_TEST(compaction_out_of_memory_at_any_allocation_refuses_or_stops_writes)
     long k = 1;
     while (k < 5000 && !done) {
         kv_memfs *fs = kv_memfs_new();
-        kv_options o;
-        kv_options_init(&o);
-        o.io = kv_memfs_io(fs);
-        o.segment_max_bytes = 4096;
         /* Under everysec the writer thread checks fail-stop after every
          * group, to decide whether a sync is due: many chances a second
          * for a fail-stop set on this thread to meet that check. */
-        o.fsync = KV_FSYNC_EVERYSEC;
-        kv_store *s;
-        ck_assert_int_eq(kv_open("db", &o, &s, NULL), KV_OK);
-        char key[32], v[200];
-        for (int i = 0; i < 120; i++) {
-            int kn = snprintf(key, sizeof key, "pre:%d", i % 30);
-            memset(v, 'a' + i % 26, sizeof v);
-            ck_assert_int_eq(kv_put(s, key, (size_t)kn, v, sizeof v, 0, 0), KV_OK);
-        }
-        ck_assert_int_eq(kv_seal(s), KV_OK);
+        kv_store *s = open_filled(kv_memfs_io(fs), KV_FSYNC_EVERYSEC, 120, 30);
         fs_worker ws[WRITERS + 1];
         pthread_t th[WRITERS + 1];
         for (int t = 0; t <= WRITERS; t++) {
@@ -507,7 +504,7 @@ START_TEST(compaction_out_of_memory_at_any_allocation_refuses_or_stops_writes)
         ck_assert_int_eq(late, stopped ? KV_FAILSTOP : KV_OK);
         kv_value got;
         ck_assert_int_eq(kv_get(s, "pre:29", 6, &got), KV_OK); /* never lost */
-        ck_assert_uint_eq(got.len, sizeof v);
+        ck_assert_uint_eq(got.len, 200);
         kv_value_free(&got);
         kv_close(s);
         kv_memfs_free(fs);
