@@ -649,6 +649,26 @@ fail:
     return -1;
 }
 
+/* The n words (n >= 1) joined by single spaces, in a new string the
+ * caller frees, or NULL when out of memory. The buffer is sized from the
+ * words' lengths before anything is copied, so no copy can overrun it. */
+static char *join_words(char *const *words, int n)
+{
+    size_t total = 1; /* the NUL */
+    for (int i = 0; i < n; i++) total += strlen(words[i]) + (i ? 1 : 0);
+    char *out = malloc(total);
+    if (!out) return NULL;
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+        size_t w = strlen(words[i]);
+        if (i) out[used++] = ' ';
+        memcpy(out + used, words[i], w);
+        used += w;
+    }
+    out[used] = '\0';
+    return out;
+}
+
 /* Applies one config line (already trimmed, not a comment). */
 static int apply_line(kvd_config *c, const char *path, unsigned lineno, const char *line, char *err, size_t errcap)
 {
@@ -667,19 +687,12 @@ static int apply_line(kvd_config *c, const char *path, unsigned lineno, const ch
     } else if (s->type == T_OBUF && a.argc >= 2) {
         /* "client-output-buffer-limit normal 0 0 0": the words after the
          * name are the value, as in redis.conf. */
-        size_t len = 0;
-        for (int i = 1; i < a.argc; i++) len += strlen(a.argv[i]) + 1;
-        char *joined = malloc(len);
+        char *joined = join_words(a.argv + 1, a.argc - 1);
         char msg[512];
         if (!joined) {
             errf(err, errcap, "%s:%u: out of memory", path, lineno);
             rc = -1;
         } else {
-            joined[0] = '\0';
-            for (int i = 1; i < a.argc; i++) {
-                if (i > 1) strcat(joined, " ");
-                strcat(joined, a.argv[i]);
-            }
             if (apply(c, s, a.argv[0], joined, msg, sizeof msg) < 0) {
                 errf(err, errcap, "%s:%u: '%s': %s", path, lineno, a.argv[0], msg);
                 rc = -1;
