@@ -321,99 +321,130 @@ static int lower_copy(const char *s, char *buf, size_t cap)
     return 0;
 }
 
-int kvd_setting_apply(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err, size_t errcap)
+/* T_STRING and T_OPT_STRING: the old string is freed only once the copy
+ * exists, so c is unchanged when memory runs out. */
+static int apply_string(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                        size_t errcap)
+{
+    if (s->type == T_STRING && !*value) {
+        kvd_config_errf(err, errcap, "invalid value '' for '%s': must not be empty", label);
+        return -1;
+    }
+    char *copy = NULL;
+    if (*value && !(copy = strdup(value))) {
+        kvd_config_errf(err, errcap, "'%s': out of memory", label);
+        return -1;
+    }
+    char **slot = kvd_setting_field(c, s);
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+static int apply_int(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                     size_t errcap)
+{
+    const char *rest;
+    uint64_t v;
+    if (parse_u64(value, &rest, &v) < 0 || *rest || v < s->min || v > s->max) {
+        kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be an integer from %" PRIu64 " to %" PRIu64,
+                        value, label, s->min, s->max);
+        return -1;
+    }
+    *(int *)kvd_setting_field(c, s) = (int)v;
+    return 0;
+}
+
+/* The range error says "at least" for a size with no real upper bound
+ * (INT64_MAX), so it never prints a number nobody would type. */
+static int apply_size(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                      size_t errcap)
+{
+    uint64_t v;
+    char lo[32], hi[32];
+    kvd_format_size(s->min, lo, sizeof lo);
+    kvd_format_size(s->max, hi, sizeof hi);
+    if (kvd_parse_size(value, &v) < 0) {
+        kvd_config_errf(err, errcap,
+                        "invalid value '%s' for '%s': must be a size in bytes, a number with an optional unit "
+                        "k/kb, m/mb or g/gb (like 4096, 64mb, 1gb)",
+                        value, label);
+        return -1;
+    }
+    if (v < s->min || v > s->max) {
+        if (s->max == INT64_MAX)
+            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be at least %s", value, label, lo);
+        else
+            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be from %s to %s", value, label, lo, hi);
+        return -1;
+    }
+    *(uint64_t *)kvd_setting_field(c, s) = v;
+    return 0;
+}
+
+/* T_FSYNC, T_LOGLEVEL, T_RECOVERY: a name parsed by the module that owns
+ * the enum, stored with the enum's own type. */
+static int apply_enum(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                      size_t errcap)
 {
     char low[32];
-    switch (s->type) {
-    case T_STRING:
-    case T_OPT_STRING: {
-        if (s->type == T_STRING && !*value) {
-            kvd_config_errf(err, errcap, "invalid value '' for '%s': must not be empty", label);
-            return -1;
-        }
-        char *copy = NULL;
-        if (*value && !(copy = strdup(value))) {
-            kvd_config_errf(err, errcap, "'%s': out of memory", label);
-            return -1;
-        }
-        char **slot = kvd_setting_field(c, s);
-        free(*slot);
-        *slot = copy;
-        return 0;
-    }
-    case T_INT: {
-        const char *rest;
-        uint64_t v;
-        if (parse_u64(value, &rest, &v) < 0 || *rest || v < s->min || v > s->max) {
-            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be an integer from %" PRIu64 " to %" PRIu64,
-                 value, label, s->min, s->max);
-            return -1;
-        }
-        *(int *)kvd_setting_field(c, s) = (int)v;
-        return 0;
-    }
-    case T_SIZE: {
-        uint64_t v;
-        char lo[32], hi[32];
-        kvd_format_size(s->min, lo, sizeof lo);
-        kvd_format_size(s->max, hi, sizeof hi);
-        if (kvd_parse_size(value, &v) < 0) {
-            kvd_config_errf(err, errcap,
-                 "invalid value '%s' for '%s': must be a size in bytes, a number with an optional unit "
-                 "k/kb, m/mb or g/gb (like 4096, 64mb, 1gb)",
-                 value, label);
-            return -1;
-        }
-        if (v < s->min || v > s->max) {
-            if (s->max == INT64_MAX)
-                kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be at least %s", value, label, lo);
-            else
-                kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be from %s to %s", value, label, lo, hi);
-            return -1;
-        }
-        *(uint64_t *)kvd_setting_field(c, s) = v;
-        return 0;
-    }
-    case T_FSYNC: {
+    if (s->type == T_FSYNC) {
         kv_fsync_policy p;
         if (lower_copy(value, low, sizeof low) < 0 || kv_fsync_parse(low, &p) != KV_OK) {
             kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be always, everysec or no", value, label);
             return -1;
         }
         *(kv_fsync_policy *)kvd_setting_field(c, s) = p;
-        return 0;
-    }
-    case T_LOGLEVEL: {
+    } else if (s->type == T_LOGLEVEL) {
         kvd_log_level l;
         if (kvd_log_level_parse(value, &l) < 0) {
-            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be debug, verbose, notice or warning", value,
-                 label);
+            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be debug, verbose, notice or warning",
+                            value, label);
             return -1;
         }
         *(kvd_log_level *)kvd_setting_field(c, s) = l;
-        return 0;
-    }
-    case T_RECOVERY: {
+    } else {
         kvr_mode m;
         if (lower_copy(value, low, sizeof low) < 0 || kvr_mode_parse(low, &m) != KV_OK) {
             kvd_config_errf(err, errcap,
-                 "invalid value '%s' for '%s': must be tolerate-tail, absolute, point-in-time or skip-corrupt",
-                 value, label);
+                            "invalid value '%s' for '%s': must be tolerate-tail, absolute, point-in-time or "
+                            "skip-corrupt",
+                            value, label);
             return -1;
         }
         *(kvr_mode *)kvd_setting_field(c, s) = m;
-        return 0;
     }
-    case T_BOOL:
-        if (!strcasecmp(value, "yes"))
-            *(int *)kvd_setting_field(c, s) = 1;
-        else if (!strcasecmp(value, "no"))
-            *(int *)kvd_setting_field(c, s) = 0;
-        else {
-            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be yes or no", value, label);
-            return -1;
-        }
-        return 0;
+    return 0;
+}
+
+static int apply_bool(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                      size_t errcap)
+{
+    int v;
+    if (!strcasecmp(value, "yes")) {
+        v = 1;
+    } else if (!strcasecmp(value, "no")) {
+        v = 0;
+    } else {
+        kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be yes or no", value, label);
+        return -1;
+    }
+    *(int *)kvd_setting_field(c, s) = v;
+    return 0;
+}
+
+int kvd_setting_apply(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                      size_t errcap)
+{
+    switch (s->type) {
+    case T_STRING:
+    case T_OPT_STRING: return apply_string(c, s, label, value, err, errcap);
+    case T_INT: return apply_int(c, s, label, value, err, errcap);
+    case T_SIZE: return apply_size(c, s, label, value, err, errcap);
+    case T_FSYNC:
+    case T_LOGLEVEL:
+    case T_RECOVERY: return apply_enum(c, s, label, value, err, errcap);
+    case T_BOOL: return apply_bool(c, s, label, value, err, errcap);
     case T_OBUF: {
         char why[128];
         if (kvd_parse_obuf_limits(value, kvd_setting_field(c, s), why, sizeof why) < 0) {
@@ -425,8 +456,10 @@ int kvd_setting_apply(kvd_config *c, const kvd_setting *s, const char *label, co
     }
     case T_APPENDONLY:
         if (strcasecmp(value, "yes") != 0) {
-            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': kvd always keeps its append-only log, only 'yes' is accepted",
-                 value, label);
+            kvd_config_errf(err, errcap,
+                            "invalid value '%s' for '%s': kvd always keeps its append-only log, only 'yes' is "
+                            "accepted",
+                            value, label);
             return -1;
         }
         return 0;

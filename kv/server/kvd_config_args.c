@@ -25,94 +25,122 @@ typedef struct pending_flag {
     const char *value;
 } pending_flag;
 
-kvd_args_result kvd_config_parse_args(kvd_config *c, int argc, char **argv, char *err, size_t errcap)
-{
-    if (err && errcap) err[0] = '\0';
-    pending_flag *flags = calloc(argc > 0 ? (size_t)argc : 1, sizeof *flags);
-    if (!flags) {
-        kvd_config_errf(err, errcap, "out of memory");
-        return KVD_ARGS_ERROR;
-    }
-    size_t nflags = 0;
-    const char *file = NULL;
-    kvd_args_result res = KVD_ARGS_ERROR;
+/* What pass 1 finds on the command line. */
+typedef struct arg_scan {
+    const char *file;    /* the config file, or NULL */
+    pending_flag *flags; /* argc entries, nflags used */
+    size_t nflags;
+} arg_scan;
 
-    /* Pass 1: the shape of the command line. Values are checked in pass 3,
-     * after the file, so that a flag overrides the file. */
+/*
+ * The flag at argv[*i], as "--name value" or "--name=value": finds its
+ * setting and its value, moving *i past a value given as the next word.
+ * Returns 0 with *out filled, or -1 with err filled.
+ */
+static int scan_flag(int argc, char **argv, int *i, pending_flag *out, char *err, size_t errcap)
+{
+    const char *a = argv[*i];
+    const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
+    size_t optlen = eq ? (size_t)(eq - a) : strlen(a);
+    const kvd_setting *s = (a[1] == '-' && optlen > 2) ? kvd_setting_find(a + 2, optlen - 2) : NULL;
+    if (!s) {
+        if (optlen == 6 && !strncmp(a, "--help", 6))
+            kvd_config_errf(err, errcap, "option '--help' takes no value");
+        else if (optlen == 9 && !strncmp(a, "--version", 9))
+            kvd_config_errf(err, errcap, "option '--version' takes no value");
+        else
+            kvd_config_errf(err, errcap, "unknown option '%.*s' (see kvd --help)", (int)optlen, a);
+        return -1;
+    }
+    const char *value;
+    if (eq) {
+        value = eq + 1;
+    } else if (*i + 1 < argc) {
+        value = argv[++*i];
+    } else {
+        kvd_config_errf(err, errcap, "option '%s' needs a value (see kvd --help)", a);
+        return -1;
+    }
+    *out = (pending_flag){s, a, optlen, value};
+    return 0;
+}
+
+/*
+ * Pass 1: the shape of the command line. Values are checked in pass 3,
+ * after the file, so that a flag overrides the file. Returns KVD_ARGS_RUN
+ * with sc filled, KVD_ARGS_EXIT_OK once --help or --version is printed,
+ * or KVD_ARGS_ERROR with err filled.
+ */
+static kvd_args_result scan_args(int argc, char **argv, arg_scan *sc, char *err, size_t errcap)
+{
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-') {
             if (i == 1) {
-                file = a;
+                sc->file = a;
                 continue;
             }
             kvd_config_errf(err, errcap,
-                 "unexpected argument '%s': only a config file may be given without a flag, and only first "
-                 "(see kvd --help)",
-                 a);
-            goto out;
+                            "unexpected argument '%s': only a config file may be given without a flag, and only "
+                            "first (see kvd --help)",
+                            a);
+            return KVD_ARGS_ERROR;
         }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             kvd_config_usage();
-            res = KVD_ARGS_EXIT_OK;
-            goto out;
+            return KVD_ARGS_EXIT_OK;
         }
         if (!strcmp(a, "--version") || !strcmp(a, "-v")) {
             printf("kvd %s\n", KVD_VERSION);
             fflush(stdout);
-            res = KVD_ARGS_EXIT_OK;
-            goto out;
+            return KVD_ARGS_EXIT_OK;
         }
-        const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
-        size_t optlen = eq ? (size_t)(eq - a) : strlen(a);
-        const kvd_setting *s = (a[1] == '-' && optlen > 2) ? kvd_setting_find(a + 2, optlen - 2) : NULL;
-        if (!s) {
-            if (optlen == 6 && !strncmp(a, "--help", 6))
-                kvd_config_errf(err, errcap, "option '--help' takes no value");
-            else if (optlen == 9 && !strncmp(a, "--version", 9))
-                kvd_config_errf(err, errcap, "option '--version' takes no value");
-            else
-                kvd_config_errf(err, errcap, "unknown option '%.*s' (see kvd --help)", (int)optlen, a);
-            goto out;
-        }
-        const char *value;
-        if (eq) {
-            value = eq + 1;
-        } else if (i + 1 < argc) {
-            value = argv[++i];
-        } else {
-            kvd_config_errf(err, errcap, "option '%s' needs a value (see kvd --help)", a);
-            goto out;
-        }
-        flags[nflags++] = (pending_flag){s, a, optlen, value};
+        if (scan_flag(argc, argv, &i, &sc->flags[sc->nflags], err, errcap) < 0) return KVD_ARGS_ERROR;
+        sc->nflags++;
     }
+    return KVD_ARGS_RUN;
+}
 
-    /* Pass 2: the file. */
-    if (file) {
-        char *copy = strdup(file);
+/* Passes 2 and 3: the file, then the flags in order, so the last of a
+ * repeated flag wins. Returns KVD_ARGS_RUN, or KVD_ARGS_ERROR with err
+ * filled. */
+static kvd_args_result apply_args(kvd_config *c, const arg_scan *sc, char *err, size_t errcap)
+{
+    if (sc->file) {
+        char *copy = strdup(sc->file);
         if (!copy) {
             kvd_config_errf(err, errcap, "out of memory");
-            goto out;
+            return KVD_ARGS_ERROR;
         }
         free(c->config_file);
         c->config_file = copy;
-        if (kvd_config_load_file(c, file, err, errcap) < 0) goto out;
+        if (kvd_config_load_file(c, sc->file, err, errcap) < 0) return KVD_ARGS_ERROR;
     }
-
-    /* Pass 3: flags, in order; the last of a repeated flag wins. */
-    for (size_t i = 0; i < nflags; i++) {
+    for (size_t i = 0; i < sc->nflags; i++) {
         char label[128];
-        snprintf(label, sizeof label, "%.*s", (int)flags[i].optlen, flags[i].opt);
-        if (kvd_setting_apply(c, flags[i].s, label, flags[i].value, err, errcap) < 0) goto out;
+        snprintf(label, sizeof label, "%.*s", (int)sc->flags[i].optlen, sc->flags[i].opt);
+        if (kvd_setting_apply(c, sc->flags[i].s, label, sc->flags[i].value, err, errcap) < 0) return KVD_ARGS_ERROR;
     }
-    res = KVD_ARGS_RUN;
-out:
-    free(flags);
+    return KVD_ARGS_RUN;
+}
+
+kvd_args_result kvd_config_parse_args(kvd_config *c, int argc, char **argv, char *err, size_t errcap)
+{
+    if (err && errcap) err[0] = '\0';
+    arg_scan sc = {NULL, calloc(argc > 0 ? (size_t)argc : 1, sizeof(pending_flag)), 0};
+    if (!sc.flags) {
+        kvd_config_errf(err, errcap, "out of memory");
+        return KVD_ARGS_ERROR;
+    }
+    kvd_args_result res = scan_args(argc, argv, &sc, err, errcap);
+    if (res == KVD_ARGS_RUN) res = apply_args(c, &sc, err, errcap);
+    free(sc.flags);
     return res;
 }
 
 /* ---- --help ---- */
 
+/* The default of s, as --help shows it. */
 static void default_text(const kvd_config *d, const kvd_setting *s, char *buf, size_t cap)
 {
     if (s->type == T_SIZE) {
@@ -134,10 +162,38 @@ static void default_text(const kvd_config *d, const kvd_setting *s, char *buf, s
     }
 }
 
-void kvd_config_usage(void)
+/* One entry per visible row of kvd_settings, its default taken from a
+ * kvd_config_init'ed struct so the text shows what kvd really starts with. */
+static void print_options(void)
 {
     kvd_config d;
     kvd_config_init(&d);
+    for (const kvd_setting *s = kvd_settings; s->name; s++) {
+        if (s->hidden) continue;
+        char def[64];
+        default_text(&d, s, def, sizeof def);
+        printf("  --%s %s  (default: %s)\n      %s\n", s->flag ? s->flag : s->name, s->metavar, def, s->help);
+    }
+    kvd_config_free(&d);
+}
+
+/* The CONFIG GET names, wrapped before column 78 with a three-space
+ * indent; the cursor is at column col when called. */
+static void print_names(int col)
+{
+    for (size_t i = 0; kvd_config_names[i]; i++) {
+        int w = (int)strlen(kvd_config_names[i]) + 1;
+        if (col + w > 78) {
+            printf("\n   ");
+            col = 3;
+        }
+        printf(" %s", kvd_config_names[i]);
+        col += w;
+    }
+}
+
+void kvd_config_usage(void)
+{
     printf("Usage: kvd [CONFIG-FILE] [OPTIONS]\n"
            "\n"
            "kvd %s is a crash-safe key-value server speaking the Redis protocol. Every\n"
@@ -146,12 +202,7 @@ void kvd_config_usage(void)
            "\n"
            "Options (each also as --option=value):\n",
            KVD_VERSION);
-    for (const kvd_setting *s = kvd_settings; s->name; s++) {
-        if (s->hidden) continue;
-        char def[64];
-        default_text(&d, s, def, sizeof def);
-        printf("  --%s %s  (default: %s)\n      %s\n", s->flag ? s->flag : s->name, s->metavar, def, s->help);
-    }
+    print_options();
     printf("  -h, --help\n      print this help and exit\n"
            "  -v, --version\n      print the version and exit\n");
     printf("\n"
@@ -178,16 +229,7 @@ void kvd_config_usage(void)
            "  with # are ignored, a value may be \"double-quoted\" (escapes \\n \\t \\\"\n"
            "  \\\\ \\xHH) or 'single-quoted'. The names are those of CONFIG GET:\n"
            "   ");
-    int col = 3;
-    for (size_t i = 0; kvd_config_names[i]; i++) {
-        int w = (int)strlen(kvd_config_names[i]) + 1;
-        if (col + w > 78) {
-            printf("\n   ");
-            col = 3;
-        }
-        printf(" %s", kvd_config_names[i]);
-        col += w;
-    }
+    print_names(3);
     printf("\n"
            "  \"fsync\" is another name for appendfsync; \"appendonly yes\" is accepted\n"
            "  and ignored (kvd always keeps its log).\n"
@@ -218,5 +260,4 @@ void kvd_config_usage(void)
            "     process, the address is in use, an I/O error\n"
            "  2  usage error: a bad option, value or config file\n");
     fflush(stdout);
-    kvd_config_free(&d);
 }

@@ -47,6 +47,85 @@ static void line_args_free(line_args *a)
 }
 
 /*
+ * Reads one word of a config line as sdssplitargs() does (see split_line):
+ * *pp points at its first byte, not a blank. The word, quotes and escapes
+ * resolved, is written at *outp with a NUL after it, and both pointers
+ * move past it. Returns 0, or -1 with *why set.
+ */
+static int read_word(const char **pp, char **outp, const char **why)
+{
+    const char *p = *pp;
+    char *out = *outp;
+    int inq = 0, insq = 0, done = 0;
+    while (!done) {
+        if (inq) {
+            if (p[0] == '\\' && p[1] == 'x' && is_hex(p[2]) && is_hex(p[3])) {
+                char byte = (char)(hex_val(p[2]) * 16 + hex_val(p[3]));
+                if (!byte) {
+                    *why = "a value cannot contain a NUL byte (\\x00)";
+                    return -1;
+                }
+                *out++ = byte;
+                p += 3;
+            } else if (p[0] == '\\' && p[1]) {
+                p++;
+                switch (*p) {
+                case 'n': *out++ = '\n'; break;
+                case 'r': *out++ = '\r'; break;
+                case 't': *out++ = '\t'; break;
+                case 'b': *out++ = '\b'; break;
+                case 'a': *out++ = '\a'; break;
+                default: *out++ = *p; break;
+                }
+            } else if (*p == '"') {
+                if (p[1] && !isspace((unsigned char)p[1])) {
+                    *why = "closing quote must be followed by a space";
+                    return -1;
+                }
+                done = 1;
+            } else if (!*p) {
+                *why = "unbalanced quotes";
+                return -1;
+            } else {
+                *out++ = *p;
+            }
+        } else if (insq) {
+            if (p[0] == '\\' && p[1] == '\'') {
+                p++;
+                *out++ = '\'';
+            } else if (*p == '\'') {
+                if (p[1] && !isspace((unsigned char)p[1])) {
+                    *why = "closing quote must be followed by a space";
+                    return -1;
+                }
+                done = 1;
+            } else if (!*p) {
+                *why = "unbalanced quotes";
+                return -1;
+            } else {
+                *out++ = *p;
+            }
+        } else {
+            switch (*p) {
+            case ' ':
+            case '\n':
+            case '\r':
+            case '\t':
+            case '\0': done = 1; break;
+            case '"': inq = 1; break;
+            case '\'': insq = 1; break;
+            default: *out++ = *p; break;
+            }
+        }
+        if (*p) p++;
+    }
+    *out++ = '\0';
+    *pp = p;
+    *outp = out;
+    return 0;
+}
+
+/*
  * Splits a config line into words as Redis's sdssplitargs() does: words
  * are separated by blanks; "double quotes" take \xHH, \n \r \t \b \a and
  * \<any> escapes; 'single quotes' take only \'; a quote may open in the
@@ -71,71 +150,8 @@ static int split_line(const char *line, line_args *a, const char **why)
     for (;;) {
         while (*p && isspace((unsigned char)*p)) p++;
         if (!*p) break;
-        int inq = 0, insq = 0, done = 0;
         char *word = out;
-        while (!done) {
-            if (inq) {
-                if (p[0] == '\\' && p[1] == 'x' && is_hex(p[2]) && is_hex(p[3])) {
-                    char byte = (char)(hex_val(p[2]) * 16 + hex_val(p[3]));
-                    if (!byte) {
-                        *why = "a value cannot contain a NUL byte (\\x00)";
-                        goto fail;
-                    }
-                    *out++ = byte;
-                    p += 3;
-                } else if (p[0] == '\\' && p[1]) {
-                    p++;
-                    switch (*p) {
-                    case 'n': *out++ = '\n'; break;
-                    case 'r': *out++ = '\r'; break;
-                    case 't': *out++ = '\t'; break;
-                    case 'b': *out++ = '\b'; break;
-                    case 'a': *out++ = '\a'; break;
-                    default: *out++ = *p; break;
-                    }
-                } else if (*p == '"') {
-                    if (p[1] && !isspace((unsigned char)p[1])) {
-                        *why = "closing quote must be followed by a space";
-                        goto fail;
-                    }
-                    done = 1;
-                } else if (!*p) {
-                    *why = "unbalanced quotes";
-                    goto fail;
-                } else {
-                    *out++ = *p;
-                }
-            } else if (insq) {
-                if (p[0] == '\\' && p[1] == '\'') {
-                    p++;
-                    *out++ = '\'';
-                } else if (*p == '\'') {
-                    if (p[1] && !isspace((unsigned char)p[1])) {
-                        *why = "closing quote must be followed by a space";
-                        goto fail;
-                    }
-                    done = 1;
-                } else if (!*p) {
-                    *why = "unbalanced quotes";
-                    goto fail;
-                } else {
-                    *out++ = *p;
-                }
-            } else {
-                switch (*p) {
-                case ' ':
-                case '\n':
-                case '\r':
-                case '\t':
-                case '\0': done = 1; break;
-                case '"': inq = 1; break;
-                case '\'': insq = 1; break;
-                default: *out++ = *p; break;
-                }
-            }
-            if (*p) p++;
-        }
-        *out++ = '\0';
+        if (read_word(&p, &out, why) < 0) goto fail;
         a->argv[a->argc++] = word;
     }
     return 0;
