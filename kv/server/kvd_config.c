@@ -8,6 +8,12 @@
  * the flag parser and the usage text all read that one table, so a
  * setting cannot be settable in one place and missing from another.
  *
+ * kvd_setting_apply stores every number (int, size, enum, yes/no) with a
+ * relaxed __atomic store: CONFIG SET runs it on an I/O thread under
+ * cfg_mu while the listener, the cron and other I/O threads read those
+ * settings without the mutex (kvd_config.h, Locking). Strings get a
+ * plain store: they are only read under cfg_mu.
+ *
  * Sizes are parsed by kvd_parse_size, which takes k/m/g as powers of 1024
  * like kb/mb/gb (the header's contract; redis.conf's memtoll reads "1k" as
  * 1000 bytes).
@@ -322,7 +328,8 @@ static int lower_copy(const char *s, char *buf, size_t cap)
 }
 
 /* T_STRING and T_OPT_STRING: the old string is freed only once the copy
- * exists, so c is unchanged when memory runs out. */
+ * exists, so c is unchanged when memory runs out. A plain store: readers
+ * of strings hold cfg_mu, as the caller does. */
 static int apply_string(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
                         size_t errcap)
 {
@@ -351,7 +358,7 @@ static int apply_int(kvd_config *c, const kvd_setting *s, const char *label, con
                         value, label, s->min, s->max);
         return -1;
     }
-    *(int *)kvd_setting_field(c, s) = (int)v;
+    __atomic_store_n((int *)kvd_setting_field(c, s), (int)v, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -378,7 +385,7 @@ static int apply_size(kvd_config *c, const kvd_setting *s, const char *label, co
             kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be from %s to %s", value, label, lo, hi);
         return -1;
     }
-    *(uint64_t *)kvd_setting_field(c, s) = v;
+    __atomic_store_n((uint64_t *)kvd_setting_field(c, s), v, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -394,7 +401,7 @@ static int apply_enum(kvd_config *c, const kvd_setting *s, const char *label, co
             kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be always, everysec or no", value, label);
             return -1;
         }
-        *(kv_fsync_policy *)kvd_setting_field(c, s) = p;
+        __atomic_store_n((kv_fsync_policy *)kvd_setting_field(c, s), p, __ATOMIC_RELAXED);
     } else if (s->type == T_LOGLEVEL) {
         kvd_log_level l;
         if (kvd_log_level_parse(value, &l) < 0) {
@@ -402,7 +409,7 @@ static int apply_enum(kvd_config *c, const kvd_setting *s, const char *label, co
                             value, label);
             return -1;
         }
-        *(kvd_log_level *)kvd_setting_field(c, s) = l;
+        __atomic_store_n((kvd_log_level *)kvd_setting_field(c, s), l, __ATOMIC_RELAXED);
     } else {
         kvr_mode m;
         if (lower_copy(value, low, sizeof low) < 0 || kvr_mode_parse(low, &m) != KV_OK) {
@@ -412,7 +419,7 @@ static int apply_enum(kvd_config *c, const kvd_setting *s, const char *label, co
                             value, label);
             return -1;
         }
-        *(kvr_mode *)kvd_setting_field(c, s) = m;
+        __atomic_store_n((kvr_mode *)kvd_setting_field(c, s), m, __ATOMIC_RELAXED);
     }
     return 0;
 }
@@ -429,7 +436,7 @@ static int apply_bool(kvd_config *c, const kvd_setting *s, const char *label, co
         kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be yes or no", value, label);
         return -1;
     }
-    *(int *)kvd_setting_field(c, s) = v;
+    __atomic_store_n((int *)kvd_setting_field(c, s), v, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -490,12 +497,18 @@ int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap)
         snprintf(buf, cap, "%s", v ? v : "");
         return 0;
     }
-    case T_INT: snprintf(buf, cap, "%d", *(const int *)p); return 0;
-    case T_BOOL: snprintf(buf, cap, "%s", *(const int *)p ? "yes" : "no"); return 0;
-    case T_SIZE: snprintf(buf, cap, "%" PRIu64, *(const uint64_t *)p); return 0;
-    case T_FSYNC: snprintf(buf, cap, "%s", kv_fsync_name(*(const kv_fsync_policy *)p)); return 0;
-    case T_LOGLEVEL: snprintf(buf, cap, "%s", kvd_log_level_name(*(const kvd_log_level *)p)); return 0;
-    case T_RECOVERY: snprintf(buf, cap, "%s", kvr_mode_name(*(const kvr_mode *)p)); return 0;
+    case T_INT: snprintf(buf, cap, "%d", __atomic_load_n((const int *)p, __ATOMIC_RELAXED)); return 0;
+    case T_BOOL: snprintf(buf, cap, "%s", __atomic_load_n((const int *)p, __ATOMIC_RELAXED) ? "yes" : "no"); return 0;
+    case T_SIZE: snprintf(buf, cap, "%" PRIu64, __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED)); return 0;
+    case T_FSYNC:
+        snprintf(buf, cap, "%s", kv_fsync_name(__atomic_load_n((const kv_fsync_policy *)p, __ATOMIC_RELAXED)));
+        return 0;
+    case T_LOGLEVEL:
+        snprintf(buf, cap, "%s", kvd_log_level_name(__atomic_load_n((const kvd_log_level *)p, __ATOMIC_RELAXED)));
+        return 0;
+    case T_RECOVERY:
+        snprintf(buf, cap, "%s", kvr_mode_name(__atomic_load_n((const kvr_mode *)p, __ATOMIC_RELAXED)));
+        return 0;
     case T_OBUF: format_obuf_limits(p, buf, cap); return 0;
     case T_APPENDONLY: break;
     }
