@@ -1,18 +1,18 @@
 /*
- * kvd_config — see kvd_config.h.
+ * kvd_config — see kvd_config.h; how its files divide the work is in
+ * kvd_config_int.h.
  *
- * Every setting is one row of `settings` below: its config-file / CONFIG
- * name, its command-line flag, how its value is parsed and checked, and
- * its --help line. kvd_config_set, kvd_config_get, the file reader, the
- * flag parser and the usage text all read that one table, so a setting
- * cannot be settable in one place and missing from another.
+ * Every setting is one row of `kvd_settings` below: its config-file /
+ * CONFIG name, its command-line flag, how its value is parsed and checked,
+ * and its --help line. kvd_config_set, kvd_config_get, the file reader,
+ * the flag parser and the usage text all read that one table, so a
+ * setting cannot be settable in one place and missing from another.
  *
- * The config file follows Redis 7's loadServerConfigFromString()
- * (src/config.c): each line is trimmed of " \t\r\n", empty lines and lines
- * starting with '#' are skipped, the rest is split like sdssplitargs()
- * (src/sds.c, see split_line below), and the first word, lower-cased, names
- * the setting. Errors name the file and the line ("kvd.conf:12: ...")
- * instead of Redis's "*** FATAL CONFIG FILE ERROR ***" banner.
+ * kvd_setting_apply stores every number (int, size, enum, yes/no) with a
+ * relaxed __atomic store: CONFIG SET runs it on an I/O thread under
+ * cfg_mu while the listener, the cron and other I/O threads read those
+ * settings without the mutex (kvd_config.h, Locking). Strings get a
+ * plain store: they are only read under cfg_mu.
  *
  * Sizes are parsed by kvd_parse_size, which takes k/m/g as powers of 1024
  * like kb/mb/gb (the header's contract; redis.conf's memtoll reads "1k" as
@@ -22,7 +22,6 @@
 #include "kvd_config.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,44 +32,16 @@
 
 #include "kv_record.h"
 #include "kv_scrub.h"
-
-#ifndef KVD_VERSION
-#define KVD_VERSION "0.1.0"
-#endif
+#include "kvd_config_int.h"
 
 #define KVD_MAX_IO_THREADS 64
 #define KVD_MAX_SEGMENT_SIZE KV_MAX_SEGMENT_MAX
 #define KVD_MIN_BUFFER_LIMIT (1ull << 20) /* Redis's minimum for both limits */
 #define KVD_MIN_SCRUB_RATE (64ull << 10)
 
-/* How a setting's value is read. */
-typedef enum setting_type {
-    T_STRING,     /* char *, must not be empty */
-    T_OPT_STRING, /* char *, "" stores NULL (none) */
-    T_INT,        /* int in [min, max] */
-    T_SIZE,       /* uint64_t bytes in [min, max], kvd_parse_size syntax */
-    T_FSYNC,      /* kv_fsync_policy */
-    T_LOGLEVEL,   /* kvd_log_level */
-    T_RECOVERY,   /* kvr_mode */
-    T_BOOL,       /* int 0/1, written "yes" or "no" */
-    T_APPENDONLY, /* redis.conf compatibility: only "yes", stores nothing */
-    T_OBUF,       /* kvd_obuf_limit[KVD_OBUF_CLASSES], kvd_parse_obuf_limits syntax */
-} setting_type;
-
-typedef struct setting {
-    const char *name;    /* config file / CONFIG name; NULL ends the table */
-    const char *flag;    /* command-line option without "--"; NULL: the name */
-    setting_type type;
-    size_t off;          /* offsetof(kvd_config, field) */
-    uint64_t min, max;   /* T_INT, T_SIZE */
-    int hidden;          /* accepted, but not in CONFIG GET, names or --help */
-    const char *metavar; /* --help */
-    const char *help;    /* --help, one line */
-} setting;
-
 #define F(field) offsetof(kvd_config, field)
 
-static const setting settings[] = {
+const kvd_setting kvd_settings[] = {
     {"dir", NULL, T_STRING, F(dir), 0, 0, 0, "DIR", "data directory (segments and LOCK file); created if absent"},
     {"bind", NULL, T_STRING, F(bind), 0, 0, 0, "ADDR", "IP address to listen on"},
     {"port", NULL, T_INT, F(port), 0, 65535, 0, "N", "TCP port, 0..65535; 0 picks a free port"},
@@ -116,7 +87,7 @@ static const struct {
     const char *alias, *name;
 } aliases[] = {{"fsync", "appendfsync"}, {"log-level", "loglevel"}};
 
-/* In `settings` order, hidden rows left out. */
+/* In `kvd_settings` order, hidden rows left out. */
 const char *const kvd_config_names[] = {
     "dir",          "bind",       "port",
     "appendfsync",  "requirepass", "pidfile",
@@ -128,8 +99,7 @@ const char *const kvd_config_names[] = {
     NULL,
 };
 
-static void errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void errf(char *err, size_t cap, const char *fmt, ...)
+void kvd_config_errf(char *err, size_t cap, const char *fmt, ...)
 {
     if (!err || cap == 0) return;
     va_list ap;
@@ -138,9 +108,7 @@ static void errf(char *err, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Looks a setting up by name or alias, case-insensitively; len bytes of
- * name are compared (name need not be NUL-terminated there). */
-static const setting *find_setting_n(const char *name, size_t len)
+const kvd_setting *kvd_setting_find(const char *name, size_t len)
 {
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
         if (strlen(aliases[i].alias) == len && !strncasecmp(aliases[i].alias, name, len)) {
@@ -148,24 +116,14 @@ static const setting *find_setting_n(const char *name, size_t len)
             len = strlen(name);
             break;
         }
-    for (const setting *s = settings; s->name; s++)
+    for (const kvd_setting *s = kvd_settings; s->name; s++)
         if (strlen(s->name) == len && !strncasecmp(s->name, name, len)) return s;
     return NULL;
 }
 
-static const setting *find_setting(const char *name)
+static const kvd_setting *find_setting(const char *name)
 {
-    return find_setting_n(name, strlen(name));
-}
-
-static void *field(kvd_config *c, const setting *s)
-{
-    return (char *)c + s->off;
-}
-
-static const void *cfield(const kvd_config *c, const setting *s)
-{
-    return (const char *)c + s->off;
+    return kvd_setting_find(name, strlen(name));
 }
 
 static char *xstrdup(const char *s)
@@ -288,20 +246,20 @@ int kvd_parse_obuf_limits(const char *value, kvd_obuf_limit limits[KVD_OBUF_CLAS
     char *words[64];
     size_t n = 0;
     if (strlen(value) >= sizeof buf) {
-        errf(err, errcap, "Wrong number of arguments in buffer limit configuration.");
+        kvd_config_errf(err, errcap, "Wrong number of arguments in buffer limit configuration.");
         return -1;
     }
     snprintf(buf, sizeof buf, "%s", value);
     for (char *save = NULL, *w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
         if (n == sizeof words / sizeof words[0]) {
-            errf(err, errcap, "Wrong number of arguments in buffer limit configuration.");
+            kvd_config_errf(err, errcap, "Wrong number of arguments in buffer limit configuration.");
             return -1;
         }
         words[n++] = w;
     }
     /* Redis accepts an empty value (no groups) and changes nothing. */
     if (n % 4) {
-        errf(err, errcap, "Wrong number of arguments in buffer limit configuration.");
+        kvd_config_errf(err, errcap, "Wrong number of arguments in buffer limit configuration.");
         return -1;
     }
     kvd_obuf_limit next[KVD_OBUF_CLASSES];
@@ -311,14 +269,14 @@ int kvd_parse_obuf_limits(const char *value, kvd_obuf_limit limits[KVD_OBUF_CLAS
         for (size_t k = 0; k < sizeof obuf_class_names / sizeof obuf_class_names[0]; k++)
             if (!strcasecmp(words[i], obuf_class_names[k].name)) cls = (int)obuf_class_names[k].cls;
         if (cls < 0) {
-            errf(err, errcap, "Invalid client class specified in buffer limit configuration.");
+            kvd_config_errf(err, errcap, "Invalid client class specified in buffer limit configuration.");
             return -1;
         }
         uint64_t hard, soft, secs;
         const char *rest;
         if (kvd_parse_size(words[i + 1], &hard) < 0 || kvd_parse_size(words[i + 2], &soft) < 0 ||
             parse_u64(words[i + 3], &rest, &secs) < 0 || *rest || secs > INT32_MAX) {
-            errf(err, errcap, "Error in hard, soft or soft_seconds setting in buffer limit configuration.");
+            kvd_config_errf(err, errcap, "Error in hard, soft or soft_seconds setting in buffer limit configuration.");
             return -1;
         }
         next[cls] = (kvd_obuf_limit){hard, soft, secs};
@@ -346,8 +304,7 @@ static void format_obuf_limits(const kvd_obuf_limit *l, char *buf, size_t cap)
     }
 }
 
-/* "64mb" for 64 MiB; plain bytes when not a whole number of KiB. */
-static void format_size_human(uint64_t v, char *buf, size_t cap)
+void kvd_format_size(uint64_t v, char *buf, size_t cap)
 {
     if (v >= (1ull << 30) && v % (1ull << 30) == 0)
         snprintf(buf, cap, "%" PRIu64 "gb", v >> 30);
@@ -370,140 +327,169 @@ static int lower_copy(const char *s, char *buf, size_t cap)
     return 0;
 }
 
-/*
- * Checks value for setting s and stores it in c; c is unchanged on error.
- * label names the setting in the message as the user wrote it ("port",
- * "--port"). Returns 0, or -1 with err filled.
- */
-static int apply(kvd_config *c, const setting *s, const char *label, const char *value, char *err, size_t errcap)
+/* T_STRING and T_OPT_STRING: the old string is freed only once the copy
+ * exists, so c is unchanged when memory runs out. A plain store: readers
+ * of strings hold cfg_mu, as the caller does. */
+static int apply_string(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                        size_t errcap)
+{
+    if (s->type == T_STRING && !*value) {
+        kvd_config_errf(err, errcap, "invalid value '' for '%s': must not be empty", label);
+        return -1;
+    }
+    char *copy = NULL;
+    if (*value && !(copy = strdup(value))) {
+        kvd_config_errf(err, errcap, "'%s': out of memory", label);
+        return -1;
+    }
+    char **slot = kvd_setting_field(c, s);
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+static int apply_int(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                     size_t errcap)
+{
+    const char *rest;
+    uint64_t v;
+    if (parse_u64(value, &rest, &v) < 0 || *rest || v < s->min || v > s->max) {
+        kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be an integer from %" PRIu64 " to %" PRIu64,
+                        value, label, s->min, s->max);
+        return -1;
+    }
+    __atomic_store_n((int *)kvd_setting_field(c, s), (int)v, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* The range error says "at least" for a size with no real upper bound
+ * (INT64_MAX), so it never prints a number nobody would type. */
+static int apply_size(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                      size_t errcap)
+{
+    uint64_t v;
+    char lo[32], hi[32];
+    kvd_format_size(s->min, lo, sizeof lo);
+    kvd_format_size(s->max, hi, sizeof hi);
+    if (kvd_parse_size(value, &v) < 0) {
+        kvd_config_errf(err, errcap,
+                        "invalid value '%s' for '%s': must be a size in bytes, a number with an optional unit "
+                        "k/kb, m/mb or g/gb (like 4096, 64mb, 1gb)",
+                        value, label);
+        return -1;
+    }
+    if (v < s->min || v > s->max) {
+        if (s->max == INT64_MAX)
+            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be at least %s", value, label, lo);
+        else
+            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be from %s to %s", value, label, lo, hi);
+        return -1;
+    }
+    __atomic_store_n((uint64_t *)kvd_setting_field(c, s), v, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* T_FSYNC, T_LOGLEVEL, T_RECOVERY: a name parsed by the module that owns
+ * the enum, stored with the enum's own type. */
+static int apply_enum(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                      size_t errcap)
 {
     char low[32];
-    switch (s->type) {
-    case T_STRING:
-    case T_OPT_STRING: {
-        if (s->type == T_STRING && !*value) {
-            errf(err, errcap, "invalid value '' for '%s': must not be empty", label);
-            return -1;
-        }
-        char *copy = NULL;
-        if (*value && !(copy = strdup(value))) {
-            errf(err, errcap, "'%s': out of memory", label);
-            return -1;
-        }
-        char **slot = field(c, s);
-        free(*slot);
-        *slot = copy;
-        return 0;
-    }
-    case T_INT: {
-        const char *rest;
-        uint64_t v;
-        if (parse_u64(value, &rest, &v) < 0 || *rest || v < s->min || v > s->max) {
-            errf(err, errcap, "invalid value '%s' for '%s': must be an integer from %" PRIu64 " to %" PRIu64,
-                 value, label, s->min, s->max);
-            return -1;
-        }
-        *(int *)field(c, s) = (int)v;
-        return 0;
-    }
-    case T_SIZE: {
-        uint64_t v;
-        char lo[32], hi[32];
-        format_size_human(s->min, lo, sizeof lo);
-        format_size_human(s->max, hi, sizeof hi);
-        if (kvd_parse_size(value, &v) < 0) {
-            errf(err, errcap,
-                 "invalid value '%s' for '%s': must be a size in bytes, a number with an optional unit "
-                 "k/kb, m/mb or g/gb (like 4096, 64mb, 1gb)",
-                 value, label);
-            return -1;
-        }
-        if (v < s->min || v > s->max) {
-            if (s->max == INT64_MAX)
-                errf(err, errcap, "invalid value '%s' for '%s': must be at least %s", value, label, lo);
-            else
-                errf(err, errcap, "invalid value '%s' for '%s': must be from %s to %s", value, label, lo, hi);
-            return -1;
-        }
-        *(uint64_t *)field(c, s) = v;
-        return 0;
-    }
-    case T_FSYNC: {
+    if (s->type == T_FSYNC) {
         kv_fsync_policy p;
         if (lower_copy(value, low, sizeof low) < 0 || kv_fsync_parse(low, &p) != KV_OK) {
-            errf(err, errcap, "invalid value '%s' for '%s': must be always, everysec or no", value, label);
+            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be always, everysec or no", value, label);
             return -1;
         }
-        *(kv_fsync_policy *)field(c, s) = p;
-        return 0;
-    }
-    case T_LOGLEVEL: {
+        __atomic_store_n((kv_fsync_policy *)kvd_setting_field(c, s), p, __ATOMIC_RELAXED);
+    } else if (s->type == T_LOGLEVEL) {
         kvd_log_level l;
         if (kvd_log_level_parse(value, &l) < 0) {
-            errf(err, errcap, "invalid value '%s' for '%s': must be debug, verbose, notice or warning", value,
-                 label);
+            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be debug, verbose, notice or warning",
+                            value, label);
             return -1;
         }
-        *(kvd_log_level *)field(c, s) = l;
-        return 0;
-    }
-    case T_RECOVERY: {
+        __atomic_store_n((kvd_log_level *)kvd_setting_field(c, s), l, __ATOMIC_RELAXED);
+    } else {
         kvr_mode m;
         if (lower_copy(value, low, sizeof low) < 0 || kvr_mode_parse(low, &m) != KV_OK) {
-            errf(err, errcap,
-                 "invalid value '%s' for '%s': must be tolerate-tail, absolute, point-in-time or skip-corrupt",
-                 value, label);
+            kvd_config_errf(err, errcap,
+                            "invalid value '%s' for '%s': must be tolerate-tail, absolute, point-in-time or "
+                            "skip-corrupt",
+                            value, label);
             return -1;
         }
-        *(kvr_mode *)field(c, s) = m;
-        return 0;
+        __atomic_store_n((kvr_mode *)kvd_setting_field(c, s), m, __ATOMIC_RELAXED);
     }
-    case T_BOOL:
-        if (!strcasecmp(value, "yes"))
-            *(int *)field(c, s) = 1;
-        else if (!strcasecmp(value, "no"))
-            *(int *)field(c, s) = 0;
-        else {
-            errf(err, errcap, "invalid value '%s' for '%s': must be yes or no", value, label);
-            return -1;
-        }
-        return 0;
+    return 0;
+}
+
+static int apply_bool(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                      size_t errcap)
+{
+    int v;
+    if (!strcasecmp(value, "yes")) {
+        v = 1;
+    } else if (!strcasecmp(value, "no")) {
+        v = 0;
+    } else {
+        kvd_config_errf(err, errcap, "invalid value '%s' for '%s': must be yes or no", value, label);
+        return -1;
+    }
+    __atomic_store_n((int *)kvd_setting_field(c, s), v, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int kvd_setting_apply(kvd_config *c, const kvd_setting *s, const char *label, const char *value, char *err,
+                      size_t errcap)
+{
+    switch (s->type) {
+    case T_STRING:
+    case T_OPT_STRING: return apply_string(c, s, label, value, err, errcap);
+    case T_INT: return apply_int(c, s, label, value, err, errcap);
+    case T_SIZE: return apply_size(c, s, label, value, err, errcap);
+    case T_FSYNC:
+    case T_LOGLEVEL:
+    case T_RECOVERY: return apply_enum(c, s, label, value, err, errcap);
+    case T_BOOL: return apply_bool(c, s, label, value, err, errcap);
     case T_OBUF: {
         char why[128];
-        if (kvd_parse_obuf_limits(value, field(c, s), why, sizeof why) < 0) {
+        if (kvd_parse_obuf_limits(value, kvd_setting_field(c, s), why, sizeof why) < 0) {
             /* Redis's text alone: CONFIG SET wraps it in its own prefix. */
-            errf(err, errcap, "%s", why);
+            kvd_config_errf(err, errcap, "%s", why);
             return -1;
         }
         return 0;
     }
     case T_APPENDONLY:
         if (strcasecmp(value, "yes") != 0) {
-            errf(err, errcap, "invalid value '%s' for '%s': kvd always keeps its append-only log, only 'yes' is accepted",
-                 value, label);
+            kvd_config_errf(err, errcap,
+                            "invalid value '%s' for '%s': kvd always keeps its append-only log, only 'yes' is "
+                            "accepted",
+                            value, label);
             return -1;
         }
         return 0;
     }
-    errf(err, errcap, "'%s': internal error: bad setting type", label);
+    kvd_config_errf(err, errcap, "'%s': internal error: bad setting type", label);
     return -1;
 }
 
 int kvd_config_set(kvd_config *c, const char *name, const char *value, char *err, size_t errcap)
 {
-    const setting *s = find_setting(name);
+    const kvd_setting *s = find_setting(name);
     if (!s) {
-        errf(err, errcap, "unknown setting '%s'", name);
+        kvd_config_errf(err, errcap, "unknown setting '%s'", name);
         return -1;
     }
-    return apply(c, s, name, value, err, errcap);
+    return kvd_setting_apply(c, s, name, value, err, errcap);
 }
 
 int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap)
 {
-    const setting *s = find_setting(name);
+    const kvd_setting *s = find_setting(name);
     if (!s || s->hidden || cap == 0) return -1;
-    const void *p = cfield(c, s);
+    const void *p = kvd_setting_cfield(c, s);
     switch (s->type) {
     case T_STRING:
     case T_OPT_STRING: {
@@ -511,441 +497,20 @@ int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap)
         snprintf(buf, cap, "%s", v ? v : "");
         return 0;
     }
-    case T_INT: snprintf(buf, cap, "%d", *(const int *)p); return 0;
-    case T_BOOL: snprintf(buf, cap, "%s", *(const int *)p ? "yes" : "no"); return 0;
-    case T_SIZE: snprintf(buf, cap, "%" PRIu64, *(const uint64_t *)p); return 0;
-    case T_FSYNC: snprintf(buf, cap, "%s", kv_fsync_name(*(const kv_fsync_policy *)p)); return 0;
-    case T_LOGLEVEL: snprintf(buf, cap, "%s", kvd_log_level_name(*(const kvd_log_level *)p)); return 0;
-    case T_RECOVERY: snprintf(buf, cap, "%s", kvr_mode_name(*(const kvr_mode *)p)); return 0;
+    case T_INT: snprintf(buf, cap, "%d", __atomic_load_n((const int *)p, __ATOMIC_RELAXED)); return 0;
+    case T_BOOL: snprintf(buf, cap, "%s", __atomic_load_n((const int *)p, __ATOMIC_RELAXED) ? "yes" : "no"); return 0;
+    case T_SIZE: snprintf(buf, cap, "%" PRIu64, __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED)); return 0;
+    case T_FSYNC:
+        snprintf(buf, cap, "%s", kv_fsync_name(__atomic_load_n((const kv_fsync_policy *)p, __ATOMIC_RELAXED)));
+        return 0;
+    case T_LOGLEVEL:
+        snprintf(buf, cap, "%s", kvd_log_level_name(__atomic_load_n((const kvd_log_level *)p, __ATOMIC_RELAXED)));
+        return 0;
+    case T_RECOVERY:
+        snprintf(buf, cap, "%s", kvr_mode_name(__atomic_load_n((const kvr_mode *)p, __ATOMIC_RELAXED)));
+        return 0;
     case T_OBUF: format_obuf_limits(p, buf, cap); return 0;
     case T_APPENDONLY: break;
     }
     return -1;
-}
-
-/* ---- the config file ---- */
-
-static int is_hex(int ch)
-{
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-}
-
-static int hex_val(int ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    return ch - 'A' + 10;
-}
-
-/* The words of one line: argv points into arena. */
-typedef struct line_args {
-    int argc;
-    char **argv;
-    char *arena;
-} line_args;
-
-static void line_args_free(line_args *a)
-{
-    free(a->argv);
-    free(a->arena);
-    memset(a, 0, sizeof *a);
-}
-
-/*
- * Splits a config line into words as Redis's sdssplitargs() does: words
- * are separated by blanks; "double quotes" take \xHH, \n \r \t \b \a and
- * \<any> escapes; 'single quotes' take only \'; a quote may open in the
- * middle of a word (foo"bar" is foobar) but a closing quote must be
- * followed by a blank or the end. Returns 0, or -1 with *why set.
- * A \x00 escape is refused (*why): values are C strings.
- */
-static int split_line(const char *line, line_args *a, const char **why)
-{
-    size_t len = strlen(line);
-    memset(a, 0, sizeof *a);
-    /* Each word takes at least one source byte plus a separator, so len+1
-     * slots and 2*len+2 arena bytes are always enough. */
-    a->argv = calloc(len + 1, sizeof *a->argv);
-    a->arena = malloc(2 * len + 2);
-    if (!a->argv || !a->arena) {
-        *why = "out of memory";
-        goto fail;
-    }
-    char *out = a->arena;
-    const char *p = line;
-    for (;;) {
-        while (*p && isspace((unsigned char)*p)) p++;
-        if (!*p) break;
-        int inq = 0, insq = 0, done = 0;
-        char *word = out;
-        while (!done) {
-            if (inq) {
-                if (p[0] == '\\' && p[1] == 'x' && is_hex(p[2]) && is_hex(p[3])) {
-                    char byte = (char)(hex_val(p[2]) * 16 + hex_val(p[3]));
-                    if (!byte) {
-                        *why = "a value cannot contain a NUL byte (\\x00)";
-                        goto fail;
-                    }
-                    *out++ = byte;
-                    p += 3;
-                } else if (p[0] == '\\' && p[1]) {
-                    p++;
-                    switch (*p) {
-                    case 'n': *out++ = '\n'; break;
-                    case 'r': *out++ = '\r'; break;
-                    case 't': *out++ = '\t'; break;
-                    case 'b': *out++ = '\b'; break;
-                    case 'a': *out++ = '\a'; break;
-                    default: *out++ = *p; break;
-                    }
-                } else if (*p == '"') {
-                    if (p[1] && !isspace((unsigned char)p[1])) {
-                        *why = "closing quote must be followed by a space";
-                        goto fail;
-                    }
-                    done = 1;
-                } else if (!*p) {
-                    *why = "unbalanced quotes";
-                    goto fail;
-                } else {
-                    *out++ = *p;
-                }
-            } else if (insq) {
-                if (p[0] == '\\' && p[1] == '\'') {
-                    p++;
-                    *out++ = '\'';
-                } else if (*p == '\'') {
-                    if (p[1] && !isspace((unsigned char)p[1])) {
-                        *why = "closing quote must be followed by a space";
-                        goto fail;
-                    }
-                    done = 1;
-                } else if (!*p) {
-                    *why = "unbalanced quotes";
-                    goto fail;
-                } else {
-                    *out++ = *p;
-                }
-            } else {
-                switch (*p) {
-                case ' ':
-                case '\n':
-                case '\r':
-                case '\t':
-                case '\0': done = 1; break;
-                case '"': inq = 1; break;
-                case '\'': insq = 1; break;
-                default: *out++ = *p; break;
-                }
-            }
-            if (*p) p++;
-        }
-        *out++ = '\0';
-        a->argv[a->argc++] = word;
-    }
-    return 0;
-fail:
-    line_args_free(a);
-    return -1;
-}
-
-/* Applies one config line (already trimmed, not a comment). */
-static int apply_line(kvd_config *c, const char *path, unsigned lineno, const char *line, char *err, size_t errcap)
-{
-    line_args a;
-    const char *why;
-    if (split_line(line, &a, &why) < 0) {
-        errf(err, errcap, "%s:%u: %s", path, lineno, why);
-        return -1;
-    }
-    int rc = 0;
-    if (a.argc == 0) goto out;
-    const setting *s = find_setting(a.argv[0]);
-    if (!s) {
-        errf(err, errcap, "%s:%u: unknown setting '%s'", path, lineno, a.argv[0]);
-        rc = -1;
-    } else if (s->type == T_OBUF && a.argc >= 2) {
-        /* "client-output-buffer-limit normal 0 0 0": the words after the
-         * name are the value, as in redis.conf. */
-        size_t len = 0;
-        for (int i = 1; i < a.argc; i++) len += strlen(a.argv[i]) + 1;
-        char *joined = malloc(len);
-        char msg[512];
-        if (!joined) {
-            errf(err, errcap, "%s:%u: out of memory", path, lineno);
-            rc = -1;
-        } else {
-            joined[0] = '\0';
-            for (int i = 1; i < a.argc; i++) {
-                if (i > 1) strcat(joined, " ");
-                strcat(joined, a.argv[i]);
-            }
-            if (apply(c, s, a.argv[0], joined, msg, sizeof msg) < 0) {
-                errf(err, errcap, "%s:%u: '%s': %s", path, lineno, a.argv[0], msg);
-                rc = -1;
-            }
-            free(joined);
-        }
-    } else if (a.argc != 2) {
-        errf(err, errcap, "%s:%u: '%s' takes exactly one value, got %d (write \"%s value\"; quote a value with spaces)",
-             path, lineno, a.argv[0], a.argc - 1, a.argv[0]);
-        rc = -1;
-    } else {
-        char msg[512];
-        if (apply(c, s, a.argv[0], a.argv[1], msg, sizeof msg) < 0) {
-            errf(err, errcap, "%s:%u: %s", path, lineno, msg);
-            rc = -1;
-        }
-    }
-out:
-    line_args_free(&a);
-    return rc;
-}
-
-static int load_file(kvd_config *c, const char *path, char *err, size_t errcap)
-{
-    FILE *f = fopen(path, "re");
-    if (!f) {
-        errf(err, errcap, "%s: cannot open config file: %s", path, strerror(errno));
-        return -1;
-    }
-    char *line = NULL;
-    size_t linecap = 0;
-    ssize_t n;
-    unsigned lineno = 0;
-    int rc = 0;
-    errno = 0;
-    while ((n = getline(&line, &linecap, f)) >= 0) {
-        lineno++;
-        if (memchr(line, '\0', (size_t)n)) {
-            errf(err, errcap, "%s:%u: NUL byte in line (not a text file?)", path, lineno);
-            rc = -1;
-            break;
-        }
-        /* Trim " \t\r\n" at both ends, as Redis's sdstrim does. */
-        char *start = line, *end = line + n;
-        while (start < end && strchr(" \t\r\n", *start)) start++;
-        while (end > start && strchr(" \t\r\n", end[-1])) end--;
-        *end = '\0';
-        if (*start == '\0' || *start == '#') continue;
-        if (apply_line(c, path, lineno, start, err, errcap) < 0) {
-            rc = -1;
-            break;
-        }
-        errno = 0;
-    }
-    if (rc == 0 && ferror(f)) {
-        errf(err, errcap, "%s:%u: cannot read config file: %s", path, lineno + 1,
-             strerror(errno ? errno : EIO));
-        rc = -1;
-    }
-    free(line);
-    fclose(f);
-    return rc;
-}
-
-/* ---- the command line ---- */
-
-typedef struct pending_flag {
-    const setting *s;
-    const char *opt; /* "--port" or "--port=1", as typed */
-    size_t optlen;   /* bytes of opt up to any '=' */
-    const char *value;
-} pending_flag;
-
-kvd_args_result kvd_config_parse_args(kvd_config *c, int argc, char **argv, char *err, size_t errcap)
-{
-    if (err && errcap) err[0] = '\0';
-    pending_flag *flags = calloc(argc > 0 ? (size_t)argc : 1, sizeof *flags);
-    if (!flags) {
-        errf(err, errcap, "out of memory");
-        return KVD_ARGS_ERROR;
-    }
-    size_t nflags = 0;
-    const char *file = NULL;
-    kvd_args_result res = KVD_ARGS_ERROR;
-
-    /* Pass 1: the shape of the command line. Values are checked in pass 3,
-     * after the file, so that a flag overrides the file. */
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (a[0] != '-') {
-            if (i == 1) {
-                file = a;
-                continue;
-            }
-            errf(err, errcap,
-                 "unexpected argument '%s': only a config file may be given without a flag, and only first "
-                 "(see kvd --help)",
-                 a);
-            goto out;
-        }
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            kvd_config_usage();
-            res = KVD_ARGS_EXIT_OK;
-            goto out;
-        }
-        if (!strcmp(a, "--version") || !strcmp(a, "-v")) {
-            printf("kvd %s\n", KVD_VERSION);
-            fflush(stdout);
-            res = KVD_ARGS_EXIT_OK;
-            goto out;
-        }
-        const char *eq = a[1] == '-' ? strchr(a, '=') : NULL;
-        size_t optlen = eq ? (size_t)(eq - a) : strlen(a);
-        const setting *s = (a[1] == '-' && optlen > 2) ? find_setting_n(a + 2, optlen - 2) : NULL;
-        if (!s) {
-            if (optlen == 6 && !strncmp(a, "--help", 6))
-                errf(err, errcap, "option '--help' takes no value");
-            else if (optlen == 9 && !strncmp(a, "--version", 9))
-                errf(err, errcap, "option '--version' takes no value");
-            else
-                errf(err, errcap, "unknown option '%.*s' (see kvd --help)", (int)optlen, a);
-            goto out;
-        }
-        const char *value;
-        if (eq) {
-            value = eq + 1;
-        } else if (i + 1 < argc) {
-            value = argv[++i];
-        } else {
-            errf(err, errcap, "option '%s' needs a value (see kvd --help)", a);
-            goto out;
-        }
-        flags[nflags++] = (pending_flag){s, a, optlen, value};
-    }
-
-    /* Pass 2: the file. */
-    if (file) {
-        char *copy = strdup(file);
-        if (!copy) {
-            errf(err, errcap, "out of memory");
-            goto out;
-        }
-        free(c->config_file);
-        c->config_file = copy;
-        if (load_file(c, file, err, errcap) < 0) goto out;
-    }
-
-    /* Pass 3: flags, in order; the last of a repeated flag wins. */
-    for (size_t i = 0; i < nflags; i++) {
-        char label[128];
-        snprintf(label, sizeof label, "%.*s", (int)flags[i].optlen, flags[i].opt);
-        if (apply(c, flags[i].s, label, flags[i].value, err, errcap) < 0) goto out;
-    }
-    res = KVD_ARGS_RUN;
-out:
-    free(flags);
-    return res;
-}
-
-/* ---- --help ---- */
-
-/* The default of s, as --help shows it. */
-static void default_text(const kvd_config *d, const setting *s, char *buf, size_t cap)
-{
-    if (s->type == T_SIZE) {
-        format_size_human(*(const uint64_t *)cfield(d, s), buf, cap);
-    } else if (s->type == T_OBUF) {
-        const kvd_obuf_limit *l = &d->obuf_limits[KVD_OBUF_NORMAL];
-        char hard[24], soft[24];
-        format_size_human(l->hard, hard, sizeof hard);
-        format_size_human(l->soft, soft, sizeof soft);
-        snprintf(buf, cap, "normal %s %s %" PRIu64, hard, soft, l->soft_secs);
-    } else if (s->off == offsetof(kvd_config, io_threads)) {
-        snprintf(buf, cap, "online CPUs - 1, %d here", d->io_threads);
-    } else if (s->off == offsetof(kvd_config, logfile)) {
-        snprintf(buf, cap, "stderr");
-    } else if (s->type == T_OPT_STRING) {
-        snprintf(buf, cap, "none");
-    } else if (kvd_config_get(d, s->name, buf, cap) < 0) {
-        snprintf(buf, cap, "?");
-    }
-}
-
-void kvd_config_usage(void)
-{
-    kvd_config d;
-    kvd_config_init(&d);
-    printf("Usage: kvd [CONFIG-FILE] [OPTIONS]\n"
-           "\n"
-           "kvd %s is a crash-safe key-value server speaking the Redis protocol. Every\n"
-           "write is appended to a log of segments in the data directory; with the\n"
-           "default --fsync always a write is acknowledged only once it is on disk.\n"
-           "\n"
-           "Options (each also as --option=value):\n",
-           KVD_VERSION);
-    for (const setting *s = settings; s->name; s++) {
-        if (s->hidden) continue;
-        char def[64];
-        default_text(&d, s, def, sizeof def);
-        printf("  --%s %s  (default: %s)\n      %s\n", s->flag ? s->flag : s->name, s->metavar, def, s->help);
-    }
-    printf("  -h, --help\n      print this help and exit\n"
-           "  -v, --version\n      print the version and exit\n");
-    printf("\n"
-           "Sizes (BYTES) are in bytes, with an optional unit: k or kb (1024), m or mb\n"
-           "(1024*1024), g or gb (1024*1024*1024), in any case: 4096, 4k, 64mb, 1GB.\n"
-           "Every config-file name below also works as an option (--appendfsync,\n"
-           "--loglevel).\n"
-           "\n"
-           "Client limits:\n"
-           "  --client-output-buffer-limit takes Redis's form as one quoted value,\n"
-           "  \"normal 1gb 256mb 60\": a client is closed once its unsent replies reach\n"
-           "  1gb, or stay at 256mb or more for over 60 s (0: no limit). The classes\n"
-           "  replica (or slave) and pubsub are accepted and stored, not used. kvd\n"
-           "  stops reading a client whose unsent replies pass 1 MiB, until they\n"
-           "  drain to 256 KiB.\n"
-           "  At start kvd raises its open-file limit (ulimit -n) to the hard limit;\n"
-           "  if maxclients plus the descriptors kvd keeps for itself (32, 2 per I/O\n"
-           "  thread, 1 per segment) do not fit, maxclients is lowered, and logged.\n"
-           "\n"
-           "Config file:\n"
-           "  kvd reads CONFIG-FILE first, then applies the options, so an option\n"
-           "  overrides the file. The file has one \"name value\" per line, as in\n"
-           "  redis.conf: names are case-insensitive, blank lines and lines starting\n"
-           "  with # are ignored, a value may be \"double-quoted\" (escapes \\n \\t \\\"\n"
-           "  \\\\ \\xHH) or 'single-quoted'. The names are those of CONFIG GET:\n"
-           "   ");
-    int col = 3;
-    for (size_t i = 0; kvd_config_names[i]; i++) {
-        int w = (int)strlen(kvd_config_names[i]) + 1;
-        if (col + w > 78) {
-            printf("\n   ");
-            col = 3;
-        }
-        printf(" %s", kvd_config_names[i]);
-        col += w;
-    }
-    printf("\n"
-           "  \"fsync\" is another name for appendfsync; \"appendonly yes\" is accepted\n"
-           "  and ignored (kvd always keeps its log).\n"
-           "\n"
-           "  # kvd.conf\n"
-           "  dir /var/lib/kvd\n"
-           "  port 6380\n"
-           "  appendfsync everysec\n"
-           "  requirepass \"correct horse battery staple\"\n"
-           "  segment-size 256mb\n"
-           "\n"
-           "Examples:\n"
-           "  kvd                                  serve ./data on 127.0.0.1:6379\n"
-           "  kvd --dir /var/lib/kvd --port 6380   another directory and port\n"
-           "  kvd kvd.conf --log-level=verbose     read kvd.conf, then raise the log level\n"
-           "  kvd --fsync everysec --io-threads 4  group syncs once a second, 4 threads\n"
-           "  kvd --recovery absolute              refuse to start on any damage to the log\n"
-           "\n"
-           "Signals:\n"
-           "  SIGTERM, SIGINT  stop accepting, finish writes in flight, fsync, exit 0\n"
-           "  SIGUSR1          start a background compaction (as COMPACT)\n"
-           "  SIGHUP           ignored\n"
-           "\n"
-           "Exit status:\n"
-           "  0  clean shutdown, or --help / --version printed\n"
-           "  1  runtime failure: the start was refused (recovery found corruption: run\n"
-           "     kvfsck on the directory), the data directory is locked by another\n"
-           "     process, the address is in use, an I/O error\n"
-           "  2  usage error: a bad option, value or config file\n");
-    fflush(stdout);
-    kvd_config_free(&d);
 }

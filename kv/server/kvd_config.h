@@ -6,6 +6,24 @@
  *
  * Owns: the kvd_config struct and its strings.
  * Never: opens sockets or the data directory; it only parses and checks.
+ *
+ * Locking: kvd_config has no lock of its own. Once the server's threads
+ * run, kvd_config_set and kvd_config_get are called with the server's
+ * cfg_mu held (kvd_env, hooks.h), and:
+ *   - every integer, size, enum and yes/no setting (port, maxclients,
+ *     hz, segment-size, fsync, loglevel, hint-files, ...) and every
+ *     client-output-buffer-limit field is written with a relaxed
+ *     __atomic store of its own width, so any thread may read it without
+ *     cfg_mu with __atomic_load_n(&cfg->x, __ATOMIC_RELAXED). Relaxed is
+ *     enough: each setting is read on its own, and no reader takes a new
+ *     value as a sign that other memory has changed. A plain read without
+ *     cfg_mu is a data race.
+ *   - strings (dir, bind, requirepass, pidfile, logfile) are freed and
+ *     replaced by kvd_config_set: read them only with cfg_mu held, and
+ *     copy what must outlive it. config_file is set by
+ *     kvd_config_parse_args alone and never changes afterwards.
+ * Before the threads start (kvd_config_init, kvd_config_parse_args, the
+ * server's start-up) one thread owns the struct and plain access is fine.
  */
 #ifndef KVD_CONFIG_H
 #define KVD_CONFIG_H
@@ -67,7 +85,8 @@ typedef struct kvd_config {
     kvd_obuf_limit obuf_limits[KVD_OBUF_CLASSES]; /* client-output-buffer-limit;
                                   normal 1gb 256mb 60, replica 256mb 64mb 60,
                                   pubsub 32mb 8mb 60. Written with __atomic
-                                  stores, read with __atomic loads. */
+                                  stores, read with __atomic loads
+                                  (kvd_obuf_limit_load, kvd_limits.h). */
     char *config_file;         /* the file read, if any */
 } kvd_config;
 
@@ -104,7 +123,8 @@ kvd_args_result kvd_config_parse_args(kvd_config *c, int argc, char **argv, char
  * "recovery", "segment-size", "io-threads", "proto-max-bulk-len",
  * "client-query-buffer-limit", "client-output-buffer-limit", "hz",
  * "scrub-interval", "scrub-rate").
- * Returns 0, or -1 with err filled.
+ * Returns 0, or -1 with err filled; c is unchanged on error. Numbers are
+ * stored atomically, strings are not: see Locking above.
  */
 int kvd_config_set(kvd_config *c, const char *name, const char *value, char *err, size_t errcap);
 
