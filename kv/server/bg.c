@@ -116,7 +116,7 @@ static void on_cron(evutil_socket_t fd, short what, void *arg)
     if (pct > 0 && !__atomic_load_n(&srv->compacting, __ATOMIC_ACQUIRE)) {
         kv_stats st;
         kv_get_stats(srv->env.store, &st);
-        if (st.dead_bytes >= srv->env.cfg->compact_min_dead && st.dead_bytes * 100 > st.log_bytes * (uint64_t)pct &&
+        if (st.dead_bytes >= __atomic_load_n(&srv->env.cfg->compact_min_dead, __ATOMIC_RELAXED) && st.dead_bytes * 100 > st.log_bytes * (uint64_t)pct &&
             st.segments > 1 && !st.failstop)
             kvd_bg_start_compaction(srv, "dead bytes over the configured share");
     }

@@ -54,12 +54,13 @@ void kvd_info(kvd_server *srv, const char *section, sbuf *o)
         LINE("process_id:%ld\r\ntcp_port:%d\r\n", (long)getpid(), srv->port);
         LINE("uptime_in_seconds:%lld\r\nuptime_in_days:%lld\r\n", (now - srv->start_ms) / 1000,
              (now - srv->start_ms) / 86400000);
-        LINE("hz:%d\r\nio_threads:%d\r\n", srv->env.cfg->expire_hz, srv->nworkers);
+        LINE("hz:%d\r\nio_threads:%d\r\n", __atomic_load_n(&srv->env.cfg->expire_hz, __ATOMIC_RELAXED), srv->nworkers);
         LINE("data_dir:%s\r\nconfig_file:%s\r\n\r\n", srv->env.cfg->dir, srv->env.cfg->config_file ? srv->env.cfg->config_file : "");
     }
     if (want(section, "clients")) {
         LINE("# Clients\r\nconnected_clients:%lld\r\nmaxclients:%d\r\n",
-             (long long)__atomic_load_n(&srv->env.n.connected_clients, __ATOMIC_RELAXED), srv->env.cfg->maxclients);
+             (long long)__atomic_load_n(&srv->env.n.connected_clients, __ATOMIC_RELAXED),
+             __atomic_load_n(&srv->env.cfg->maxclients, __ATOMIC_RELAXED));
         uint64_t obuf_max = 0;
         for (int i = 0; i < srv->nworkers; i++) {
             uint64_t m = __atomic_load_n(&srv->workers[i].io.obuf_recent_max, __ATOMIC_RELAXED);

@@ -85,7 +85,7 @@ static int maxclients_fit(kvd_server *srv, int wanted)
 /* kvd_hooks.config_changed: settings that live outside cfg once applied. */
 static void config_changed(kvd_server *srv, const char *name)
 {
-    if (!strcasecmp(name, "loglevel")) kvd_log_set_level(srv->env.cfg->log_level);
+    if (!strcasecmp(name, "loglevel")) kvd_log_set_level(__atomic_load_n(&srv->env.cfg->log_level, __ATOMIC_RELAXED));
     if (srv->scrub && (!strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate"))) {
         pthread_mutex_lock(&srv->env.cfg_mu);
         uint64_t interval = (uint64_t)srv->env.cfg->scrub_interval, rate = srv->env.cfg->scrub_rate;
