@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -365,6 +366,64 @@ class TestOpenFileLimit(KvdTestCase):
                 s.close()
         c = self.assert_idle_and_serving(srv)
         self.assertGreaterEqual(c.info("stats")["rejected_connections"], refused)
+
+
+class TestConfigUnderLoad(KvdTestCase):
+    """CONFIG SET changes settings that other threads read as they run:
+    the cron (hz, compaction thresholds), the listener (maxclients), INFO,
+    the log (loglevel). Run beside all of them, it must change nothing
+    but the settings; under the ThreadSanitizer build a data race between
+    the writer of a setting and a reader ends kvd, and this test with it."""
+
+    def test_config_set_beside_info_and_new_clients(self):
+        srv = self.start_server(["--io-threads", "2"])
+        settings = [("hz", ["5", "50", "10"]), ("maxclients", ["5000", "9000", "10000"]),
+                    ("loglevel", ["verbose", "notice"]), ("compact-min-dead", ["1mb", "64mb"]),
+                    ("compact-dead-ratio", ["30", "50"]), ("scrub-rate", ["1mb", "64kb"])]
+        stop = threading.Event()
+        errors = []
+
+        def setter():
+            c = self.client(srv)
+            i = 0
+            while not stop.is_set():
+                name, values = settings[i % len(settings)]
+                c.config_set(name, values[(i // len(settings)) % len(values)])
+                i += 1
+
+        def reader():
+            c = self.client(srv)
+            while not stop.is_set():
+                c.info()
+                c.set("k", "v")
+
+        def connector():
+            while not stop.is_set():
+                c = self.client(srv)
+                c.ping()
+                c.close()
+
+        def run(fn):
+            try:
+                fn()
+            except Exception as e:  # reported below, in the test's thread
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=run, args=(f,)) for f in (setter, reader, connector)]
+        for t in threads:
+            t.start()
+        time.sleep(2.0)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        self.assertEqual([], errors)
+        c = self.client(srv)
+        c.config_set("hz", "10")
+        c.config_set("maxclients", "10000")
+        self.assertEqual({"hz": "10"}, c.config_get("hz"))
+        self.assertEqual({"maxclients": "10000"}, c.config_get("maxclients"))
+        self.assertEqual(b"v", c.get("k"))
+        self.assertEqual(10, int(c.info("server")["hz"]))
 
 
 if __name__ == "__main__":
