@@ -44,27 +44,87 @@ uint64_t kvr_zero_tail(const uint8_t *buf, uint64_t from, uint64_t len)
  * Where the walk gets a segment's bytes. Every byte the walk looks at is
  * asked for as a contiguous range [off, off + n) of the segment, and the
  * pointer it gets is good until the next request that the bytes in view
- * cannot satisfy (gen counts those). A memory buffer has the whole
- * segment in view, so for it a request is two comparisons and no copy.
+ * cannot satisfy (a refill; gen counts them). A memory buffer has the
+ * whole segment in view, so for it a request is two comparisons and no
+ * copy. A file has a window of `step` bytes in view, refilled with one
+ * pread starting at the offset asked for; it grows past `step` only for a
+ * request that needs more (one record), and shrinks back afterwards.
  */
 typedef struct src {
     const uint8_t *view; /* bytes [view_off, view_off + view_len) of the segment */
     uint64_t view_off, view_len;
     uint64_t len;  /* segment size in bytes */
-    uint64_t gen;  /* times the bytes in view changed */
-    kv_status err; /* sticky: the first error ends the walk */
+    uint64_t step; /* bytes a refill reads when less is needed: the window */
+    uint64_t gen;  /* refills so far */
+    const kv_io *io; /* NULL for a memory buffer */
+    int fd;
+    uint8_t *buf;    /* the window's memory */
+    uint64_t cap, peak;
+    kvr_window_fn on_move;
+    void *arg;
+    kv_status err; /* sticky: the first I/O error or ENOMEM ends the walk */
 } src;
 
 static void src_init_mem(src *s, const uint8_t *buf, uint64_t len)
 {
     memset(s, 0, sizeof *s);
     s->view = buf;
-    s->view_len = s->len = len;
+    s->view_len = s->len = s->step = len;
+}
+
+static void src_init_fd(src *s, const kv_io *io, int fd, uint64_t len, size_t window, kvr_window_fn on_move,
+                        void *arg)
+{
+    memset(s, 0, sizeof *s);
+    s->len = len;
+    s->step = window == 0 ? KVR_WINDOW_DEFAULT : window < KVR_WINDOW_MIN ? KVR_WINDOW_MIN : window;
+    s->io = io;
+    s->fd = fd;
+    s->on_move = on_move;
+    s->arg = arg;
+}
+
+/* The refill of a file's window, out of the inline path. The caller of
+ * an on_move hook may still hold pointers into the old bytes: it is told
+ * before they change, buffer included. */
+static __attribute__((noinline)) const uint8_t *src_fill(src *s, uint64_t off, uint64_t need, uint64_t *avail)
+{
+    assert(s->io && off + need <= s->len);
+    if (!s->io && !s->err) s->err = EINVAL; /* a memory buffer has every byte in view */
+    if (s->err) return NULL;
+    uint64_t n = need > s->step ? need : s->step;
+    if (n > s->len - off) n = s->len - off;
+    if (s->view_len && s->on_move) s->on_move(s->arg, s->view_off, s->view_len);
+    s->view_len = 0;
+    s->gen++;
+    uint64_t base = s->step < s->len ? s->step : s->len;
+    uint64_t want = n > base ? n : base;
+    if (s->cap < n || (s->cap > base && n <= base)) {
+        free(s->buf);
+        s->cap = 0;
+        s->buf = want <= SIZE_MAX ? malloc((size_t)want) : NULL;
+        if (!s->buf) {
+            s->err = ENOMEM;
+            return NULL;
+        }
+        s->cap = want;
+        if (want > s->peak) s->peak = want;
+    }
+    int r = kv_io_read_full(s->io, s->fd, s->buf, (size_t)n, off);
+    if (r < 0) {
+        s->err = -r;
+        return NULL;
+    }
+    s->view = s->buf;
+    s->view_off = off;
+    s->view_len = n;
+    *avail = n;
+    return s->buf;
 }
 
 /* Bytes [off, off + need) of the segment (off + need <= len), and in
  * *avail how many bytes from off are in view (at least need). NULL on an
- * error (s->err). */
+ * error (s->err): a read's errno, or ENOMEM. */
 static inline const uint8_t *src_peek(src *s, uint64_t off, uint64_t need, uint64_t *avail)
 {
     uint64_t in = off - s->view_off; /* wraps when off < view_off: then out of view */
@@ -72,9 +132,21 @@ static inline const uint8_t *src_peek(src *s, uint64_t off, uint64_t need, uint6
         *avail = s->view_len - in;
         return s->view + in;
     }
-    assert(!"range outside the segment");
-    s->err = EINVAL;
-    return NULL;
+    return src_fill(s, off, need, avail);
+}
+
+/* Bytes [end - *got, end) of the segment, 1 <= *got <= max: what is in
+ * view before end, or a window's worth read backwards from end. */
+static const uint8_t *src_peek_back(src *s, uint64_t end, uint64_t max, uint64_t *got)
+{
+    if (end > s->view_off && end - s->view_off <= s->view_len) {
+        uint64_t n = end - s->view_off;
+        *got = n < max ? n : max;
+        return s->view + (n - *got);
+    }
+    uint64_t n = max < s->step ? max : s->step, avail;
+    *got = n;
+    return src_fill(s, end - n, n, &avail);
 }
 
 static int all_zero(const uint8_t *p, uint64_t n)
@@ -99,12 +171,17 @@ static int src_all_zero(src *s, uint64_t off, uint64_t n)
     return 1;
 }
 
-/* kvr_zero_tail over a source. */
+/* kvr_zero_tail over a source, backwards a window at a time. */
 static uint64_t src_zero_tail(src *s, uint64_t from, uint64_t end)
 {
-    uint64_t avail;
-    const uint8_t *p = src_peek(s, from, end - from, &avail);
-    return p ? from + kvr_zero_tail(p, 0, end - from) : end;
+    while (end > from) {
+        uint64_t n;
+        const uint8_t *p = src_peek_back(s, end, end - from, &n);
+        if (!p) break;
+        for (; n > 0 && p[n - 1] == 0; n--) end--;
+        if (n > 0) break;
+    }
+    return end;
 }
 
 /* Cheap tests on a candidate header before any CRC is computed: most
@@ -211,13 +288,6 @@ static int step(src *s, uint64_t pos, item *it)
     return 0;
 }
 
-/* What the walk calls (kvr_scan_buffer's arguments). */
-typedef struct walk_hooks {
-    kvr_record_fn on_record;
-    kvr_problem_fn on_problem;
-    void *arg;
-} walk_hooks;
-
 /* The state of one walk. Problems are held back until the walk reaches
  * the next valid record (or the end), so each can say whether one
  * follows: exactly the records this walk yields, found in one linear
@@ -226,7 +296,7 @@ typedef struct walk {
     src *s;
     uint32_t seg;
     const char *path;
-    const walk_hooks *h;
+    const kvr_scan_hooks *h;
     kvr_scan_result res;
     kvr_problem *held;
     size_t nheld, cap_held;
@@ -390,7 +460,7 @@ static kv_status walk_records(walk *w, uint64_t pos)
 }
 
 /* The walk over any source; fills *out (may be NULL). */
-static kv_status scan(src *s, uint32_t seg, const char *path, const walk_hooks *h, kvr_scan_result *out)
+static kv_status scan(src *s, uint32_t seg, const char *path, const kvr_scan_hooks *h, kvr_scan_result *out)
 {
     walk w = {.s = s, .seg = seg, .path = path, .h = h};
     w.res.file_size = s->len;
@@ -398,6 +468,7 @@ static kv_status scan(src *s, uint32_t seg, const char *path, const walk_hooks *
     kv_status st = walk_header(&w, &pos);
     if (st == KV_OK) st = walk_records(&w, pos);
     free(w.held);
+    w.res.window_peak = s->peak;
     if (out) *out = w.res;
     return st;
 }
@@ -407,22 +478,56 @@ kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const 
 {
     src s;
     src_init_mem(&s, buf, len);
-    walk_hooks h = {on_record, on_problem, arg};
+    kvr_scan_hooks h = {on_record, on_problem, NULL, arg};
     return scan(&s, seg, path, &h, out);
+}
+
+kv_status kvr_scan_fd(const kv_io *io, int fd, uint64_t size, uint32_t seg, const char *path, size_t window_bytes,
+                      const kvr_scan_hooks *hooks, kvr_scan_result *out)
+{
+    static const kvr_scan_hooks none;
+    if (size > KVR_MAX_SEGMENT_BYTES) return EFBIG;
+    if (!hooks) hooks = &none;
+    src s;
+    src_init_fd(&s, io, fd, size, window_bytes, hooks->on_window, hooks->arg);
+    kv_status st = scan(&s, seg, path, hooks, out);
+    free(s.buf);
+    return st;
+}
+
+kv_status kvr_zero_tail_fd(const kv_io *io, int fd, uint64_t from, uint64_t len, size_t window_bytes,
+                           uint64_t *zero_from)
+{
+    src s;
+    src_init_fd(&s, io, fd, len, window_bytes, NULL, NULL);
+    *zero_from = from < len ? src_zero_tail(&s, from, len) : len;
+    free(s.buf);
+    return s.err;
 }
 
 kv_status kvr_scan_file(const kv_io *io, const char *path, uint32_t seg, kvr_record_fn on_record,
                         kvr_problem_fn on_problem, void *arg, kvr_scan_result *out, uint8_t **buf_out)
 {
-    uint8_t *buf;
-    uint64_t len;
-    if (buf_out) *buf_out = NULL;
-    int r = kv_io_read_file(io, path, KVR_MAX_SEGMENT_BYTES, &buf, &len);
-    if (r < 0) return -r;
-    kv_status st = kvr_scan_buffer(buf, len, seg, path, on_record, on_problem, arg, out);
-    if (buf_out && st == KV_OK)
-        *buf_out = buf;
-    else
-        free(buf);
+    if (buf_out) {
+        uint8_t *buf;
+        uint64_t len;
+        *buf_out = NULL;
+        int r = kv_io_read_file(io, path, KVR_MAX_SEGMENT_BYTES, &buf, &len);
+        if (r < 0) return -r;
+        kv_status st = kvr_scan_buffer(buf, len, seg, path, on_record, on_problem, arg, out);
+        if (st == KV_OK)
+            *buf_out = buf;
+        else
+            free(buf);
+        return st;
+    }
+    int fd = io->open(io->ctx, path, KV_O_RDONLY);
+    if (fd < 0) return -fd;
+    uint64_t size;
+    int r = io->fsize(io->ctx, fd, &size);
+    kv_status st = r < 0 ? -r : KV_OK;
+    kvr_scan_hooks h = {on_record, on_problem, NULL, arg};
+    if (st == KV_OK) st = kvr_scan_fd(io, fd, size, seg, path, 0, &h, out);
+    io->close(io->ctx, fd);
     return st;
 }
