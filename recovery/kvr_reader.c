@@ -220,21 +220,23 @@ static uint64_t src_find_next(src *s, uint64_t from)
         uint64_t avail;
         const uint8_t *p = src_peek(s, o, KV_REC_HEADER_SIZE, &avail);
         if (!p) return len;
-        uint64_t gen = s->gen;
+        uint64_t gen = s->gen, left = len - o;
         /* Every offset whose header bytes are in view, without asking the
-         * source again until a candidate needs more. */
-        for (uint64_t stop = o + avail - (KV_REC_HEADER_SIZE - 1); o < stop; o++, p++, avail--) {
-            if (!plausible_header(p, len - o)) continue;
-            const uint8_t *q = p;
-            uint64_t qa = avail;
+         * source again until a candidate needs more: offsets o + i. */
+        uint64_t i = 0, n = avail - (KV_REC_HEADER_SIZE - 1);
+        for (; i < n; i++) {
+            if (!plausible_header(p + i, left - i)) continue;
+            const uint8_t *q = p + i;
+            uint64_t qa = avail - i;
             kv_record r;
-            if (record_at(s, o, &q, &qa, &r)) return o;
+            if (record_at(s, o + i, &q, &qa, &r)) return o + i;
             if (s->err) return len;
             if (s->gen != gen) {
-                o++;
+                i++;
                 break;
             }
         }
+        o += i;
     }
     return len;
 }
