@@ -25,8 +25,16 @@
  * (valid_after); that is what separates a torn tail from mid-log
  * corruption.
  *
- * Never: writes, allocates beyond one copy of the segment, or trusts a
- * length whose header check failed.
+ * Where the bytes come from. The walk asks a byte source for contiguous
+ * ranges of the segment: a memory buffer (kvr_scan_buffer: the whole
+ * segment is in view, nothing is copied) or a file read through kv_io
+ * into a bounded window (kvr_scan_fd: pread into a buffer of
+ * window_bytes, refilled as the walk moves on). Both give the same calls
+ * in the same order with the same arguments, and the same result.
+ *
+ * Never: writes, trusts a length whose header check failed, or (reading
+ * a file) holds more of it in memory than max(window_bytes, the longest
+ * record whose header checks out) bytes.
  */
 #ifndef KVR_READER_H
 #define KVR_READER_H
@@ -118,13 +126,16 @@ typedef struct kvr_scan_result {
     uint64_t seal_off;   /* its offset */
     uint64_t seal_seq;   /* its sequence number */
     uint64_t last_seq;   /* the last sequence number of the last data record, 0 if none */
+    uint64_t window_peak;/* kvr_scan_fd: the largest window buffer it allocated, in
+                            bytes (see kvr_scan_fd); 0 for a memory buffer */
 } kvr_scan_result;
 
 /*
  * Scans segment `seg` held in buf[0, len). Calls on_record for each valid
  * record and on_problem (may be NULL) for each bad region, in file order.
- * Returns KV_OK (problems are reported, not returned) or KV_VERSION for a
- * valid header of a format version this build cannot read.
+ * A record's key and val point into buf (no copy), valid as long as buf.
+ * Returns KV_OK (problems are reported, not returned), KV_VERSION for a
+ * valid header of a format version this build cannot read, or ENOMEM.
  */
 kv_status kvr_scan_buffer(const uint8_t *buf, uint64_t len, uint32_t seg, const char *path,
                           kvr_record_fn on_record, kvr_problem_fn on_problem, void *arg, kvr_scan_result *out);
@@ -139,10 +150,75 @@ uint64_t kvr_find_next_record(const uint8_t *buf, uint64_t len, uint64_t from);
 #define KVR_MAX_SEGMENT_BYTES (4ull << 30)
 
 /*
+ * Called by kvr_scan_fd before the bytes [off, off + len) in its window
+ * are replaced (or their memory freed or moved): the last moment at which
+ * pointers into them, such as a kv_record's key and val, may still be
+ * used. A caller that keeps such pointers past on_record (a queue of keys
+ * to prefetch) uses them up here.
+ */
+typedef void (*kvr_window_fn)(void *arg, uint64_t off, uint64_t len);
+
+/* What kvr_scan_fd calls, each may be NULL; arg is passed to all three. */
+typedef struct kvr_scan_hooks {
+    kvr_record_fn on_record;
+    kvr_problem_fn on_problem;
+    kvr_window_fn on_window;
+    void *arg;
+} kvr_scan_hooks;
+
+/* The window kvr_scan_fd reads through when asked for 0 bytes, and the
+ * smallest it accepts (one record header): smaller requests get this. */
+#define KVR_WINDOW_DEFAULT (1u << 20)
+#define KVR_WINDOW_MIN KV_REC_HEADER_SIZE
+
+/*
+ * Scans segment `seg`, the first `size` bytes of the open file fd, as
+ * kvr_scan_buffer scans a buffer holding them: the same calls, in the
+ * same order, and the same *out (window_peak aside). The file is read
+ * with io->pread into a window of window_bytes (0: KVR_WINDOW_DEFAULT; at
+ * least KVR_WINDOW_MIN), which grows for a record longer than that to
+ * hold the whole record, and shrinks back after it: the memory used is at
+ * most max(window_bytes, the longest record whose header checks out),
+ * and a record is never longer than KV_MAX_RECORD_LEN (44 bytes + 1 GiB)
+ * or the file. path is only passed on in problems (may be NULL).
+ *
+ * Lifetime: the kv_record given to on_record points into the window. It
+ * is valid while on_record runs and, when on_window is set, until the
+ * next on_window call, which comes before any of those bytes change; a
+ * caller without on_window must copy what it keeps. A kvr_problem is
+ * valid only during its call.
+ *
+ * Returns KV_OK, KV_VERSION (as kvr_scan_buffer), EFBIG for a size over
+ * KVR_MAX_SEGMENT_BYTES (nothing read, *out untouched), ENOMEM, or the
+ * errno of a failed read (EIO, ...; ENODATA if the file is shorter than
+ * size). A read error ends the scan: the calls made so far stand, the
+ * problems held back to learn whether a record follows them are not
+ * reported, and *out describes the part walked.
+ */
+kv_status kvr_scan_fd(const kv_io *io, int fd, uint64_t size, uint32_t seg, const char *path, size_t window_bytes,
+                      const kvr_scan_hooks *hooks, kvr_scan_result *out);
+
+/*
+ * kvr_zero_tail for bytes [from, len) of the open file fd: stores in
+ * *zero_from where the zero bytes that end them begin (len if byte len - 1
+ * is not zero, from if all are zero, len if from >= len). Reads backwards
+ * from len through a window of window_bytes (0: KVR_WINDOW_DEFAULT).
+ * Returns KV_OK, ENOMEM or a read's errno (then *zero_from is not
+ * meaningful).
+ */
+kv_status kvr_zero_tail_fd(const kv_io *io, int fd, uint64_t from, uint64_t len, size_t window_bytes,
+                           uint64_t *zero_from);
+
+/*
  * Reads a segment file through io and scans it as kvr_scan_buffer does.
- * If buf_out is non-NULL the file's bytes are returned there (malloc'ed,
- * caller frees) for a caller that needs them, e.g. to save a torn tail.
- * Returns KV_OK, KV_VERSION, or an errno from the I/O layer.
+ * With buf_out NULL the file is read through kvr_scan_fd's window
+ * (KVR_WINDOW_DEFAULT; the same lifetime rule: a record's bytes are valid
+ * only during on_record). With buf_out non-NULL the whole file is read
+ * into one buffer, up to KVR_MAX_SEGMENT_BYTES, and returned there
+ * (malloc'ed, caller frees) for a caller that still needs all its bytes;
+ * records then point into it.
+ * Returns KV_OK, KV_VERSION, EFBIG (over KVR_MAX_SEGMENT_BYTES), ENOMEM,
+ * or an errno from the I/O layer.
  */
 kv_status kvr_scan_file(const kv_io *io, const char *path, uint32_t seg, kvr_record_fn on_record,
                         kvr_problem_fn on_problem, void *arg, kvr_scan_result *out, uint8_t **buf_out);
