@@ -138,6 +138,7 @@ static void free_store(kv_store *s)
     free(s->wr.ovl);
     for (size_t i = 0; i < s->wr.tpool_cap; i++) kv_batch_free(s->wr.tpool[i]);
     free(s->wr.tpool);
+    free(s->wr.tidx);
     free(s->dir);
     free(s);
 }

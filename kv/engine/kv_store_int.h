@@ -146,6 +146,7 @@ struct kv_txn {
     kv_batch *b;   /* the transaction's own writes */
     size_t ngops;  /* earlier writes of this group visible to it */
     uint64_t now;
+    size_t indexed; /* ops of b in s->wr.tidx (0: the index is not built) */
 };
 
 /* An expired key waiting for its tombstone (durable expiry, kv_expiry.c). */
@@ -247,6 +248,9 @@ struct kv_store {
         size_t ovl_cap;   /* a power of two, at least twice the group's ops */
         kv_batch **tpool; /* batches for the transactions of one group */
         size_t tpool_len, tpool_cap;
+        uint32_t *tidx;   /* the running transaction's own writes: open-addressing
+                             table of its batch's op index + 1, by key (kv_txn.c) */
+        size_t tidx_cap;  /* 0 or a power of two, at least twice the ops indexed */
         size_t xremoving, xwriting; /* what the expiry transaction in flight does */
     } wr;
 };

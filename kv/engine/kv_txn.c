@@ -40,14 +40,67 @@ uint64_t kv_txn_now_ms(const kv_txn *t)
     return t->now;
 }
 
-/* The newest write to key in the transaction's own batch, or NULL. */
-static const batch_op *own_find(const kv_txn *t, const void *key, size_t klen)
+/* Own writes up to this many are found by a scan; past it, through an
+ * index, or a transaction that writes n keys (DEL or MSET of thousands)
+ * would compare n * n / 2 keys. */
+#define TXN_SCAN_OPS 16
+
+static const batch_op *own_scan(const kv_txn *t, const void *key, size_t klen)
 {
     for (size_t i = t->b->nops; i-- > 0;) {
         const batch_op *op = &t->b->ops[i];
         if (op->klen == klen && keys_equal(t->b->data + op->data_off, key, klen)) return op;
     }
     return NULL;
+}
+
+/* The slot of key in s->wr.tidx: the one holding its newest op, or the
+ * empty one where it goes. Writer thread. */
+static size_t own_slot(const kv_txn *t, const void *key, size_t klen)
+{
+    kv_store *s = t->s;
+    size_t mask = s->wr.tidx_cap - 1;
+    for (size_t i = (size_t)kv_keydir_hash(s->tab.kd, key, klen) & mask;; i = (i + 1) & mask) {
+        uint32_t v = s->wr.tidx[i];
+        if (!v) return i;
+        const batch_op *op = &t->b->ops[v - 1];
+        if (op->klen == klen && keys_equal(t->b->data + op->data_off, key, klen)) return i;
+    }
+}
+
+/* Brings s->wr.tidx up to date with the transaction's ops: built anew for
+ * a transaction's first indexed lookup, or when it must grow, then
+ * extended with the ops written since. Returns 0, or -1 without memory
+ * (the caller scans). Writer thread. */
+static int own_index(kv_txn *t)
+{
+    kv_store *s = t->s;
+    size_t n = t->b->nops;
+    if (t->indexed == 0 || n * 2 > s->wr.tidx_cap) {
+        size_t cap = s->wr.tidx_cap ? s->wr.tidx_cap : 64;
+        while (cap < n * 2) cap *= 2;
+        if (cap != s->wr.tidx_cap) {
+            uint32_t *ni = realloc(s->wr.tidx, cap * sizeof *ni);
+            if (!ni) return -1;
+            s->wr.tidx = ni;
+            s->wr.tidx_cap = cap;
+        }
+        memset(s->wr.tidx, 0, s->wr.tidx_cap * sizeof *s->wr.tidx);
+        t->indexed = 0;
+    }
+    for (; t->indexed < n; t->indexed++) {
+        const batch_op *op = &t->b->ops[t->indexed];
+        s->wr.tidx[own_slot(t, t->b->data + op->data_off, op->klen)] = (uint32_t)t->indexed + 1;
+    }
+    return 0;
+}
+
+/* The newest write to key in the transaction's own batch, or NULL. */
+static const batch_op *own_find(kv_txn *t, const void *key, size_t klen)
+{
+    if (t->b->nops <= TXN_SCAN_OPS || own_index(t) < 0) return own_scan(t, key, klen);
+    uint32_t v = t->s->wr.tidx[own_slot(t, key, klen)];
+    return v ? &t->b->ops[v - 1] : NULL;
 }
 
 static kv_status copy_value(kv_value *v, const uint8_t *val, size_t vlen, uint64_t expire_ms, uint32_t flags,

@@ -285,7 +285,7 @@ static void encode_group(kv_store *s, req *head, kv_status *res, size_t nreqs, g
                 res[i] = ENOMEM;
                 continue;
             }
-            kv_txn t = {s, tb, g->ngops, now};
+            kv_txn t = {s, tb, g->ngops, now, 0};
             res[i] = r->fn(&t, r->fn_arg);
             if (res[i] != KV_OK || tb->nops == 0) continue;
             b = tb;
