@@ -353,7 +353,7 @@ static void write_hint(rctx *c, seg_state *g)
     uint8_t *hint;
     size_t hlen;
     uint32_t id = c->ids[g->i];
-    int r = kvh_builder_finish(c->hb, g->buf, g->res.file_size, &hint, &hlen) == KV_OK
+    int r = kvh_builder_finish_buf(c->hb, g->buf, g->res.file_size, &hint, &hlen) == KV_OK
                 ? kvh_write_tmp(c->io, c->dir, id, hint, hlen)
                 : -ENOMEM;
     if (r == 0) {
