@@ -284,7 +284,7 @@ static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report 
                kvh_matches(&hh, len, seg, hh.records ? seg + hh.last_off : seg) != KV_OK) {
         state = FSCK_HINT_STALE; /* recovery's check, on the bytes read */
     } else {
-        kv_status st = hb ? kvh_builder_finish(hb, seg, len, &want, &wlen) : ENOMEM;
+        kv_status st = hb ? kvh_builder_finish_buf(hb, seg, len, &want, &wlen) : ENOMEM;
         if (st == ENOMEM) set_error(rep, ENOMEM, "out of memory checking", path);
         if (st != KV_OK)
             state = FSCK_HINT_UNCHECKED;

@@ -194,8 +194,28 @@ static int truncate_file(const kv_io *io, const char *path, uint64_t len)
     return r;
 }
 
-kv_status kvr_cut_segment(const kv_io *io, const char *dir, uint32_t id, const uint8_t *buf, uint64_t len,
-                          uint64_t off, char *msg, size_t msgcap)
+/* Copies bytes [off, len) of src to dst from its start, in pieces of at
+ * most KV_CUT_COPY_BYTES: a torn tail can be as long as the segment, and
+ * is never held whole. Returns 0 or -errno. */
+#define KV_CUT_COPY_BYTES (1u << 20)
+static int copy_range(const kv_io *io, int src, int dst, uint64_t off, uint64_t len)
+{
+    uint64_t left = len - off;
+    size_t cap = left < KV_CUT_COPY_BYTES ? (size_t)left : KV_CUT_COPY_BYTES;
+    uint8_t *buf = malloc(cap ? cap : 1);
+    if (!buf) return -ENOMEM;
+    int r = 0;
+    for (uint64_t at = off; r == 0 && at < len; at += cap) {
+        size_t n = len - at < cap ? (size_t)(len - at) : cap;
+        r = kv_io_read_full(io, src, buf, n, at);
+        if (r == 0) r = kv_io_write_full(io, dst, buf, n, at - off);
+    }
+    free(buf);
+    return r;
+}
+
+kv_status kvr_cut_segment(const kv_io *io, const char *dir, uint32_t id, int seg_fd, uint64_t len, uint64_t off,
+                          char *msg, size_t msgcap)
 {
     kv_path seg_path, base, torn_path;
     int fd, r = kv_dir_path(&seg_path, dir, KV_FILE_SEG, id, 0);
@@ -207,7 +227,7 @@ kv_status kvr_cut_segment(const kv_io *io, const char *dir, uint32_t id, const u
         r = fd;
         goto fail;
     }
-    r = kv_io_write_full(io, fd, buf + off, len - off, 0);
+    r = copy_range(io, seg_fd, fd, off, len);
     if (r == 0) r = io->fdatasync(io->ctx, fd);
     io->close(io->ctx, fd);
     if (r == 0) r = io->fsync_dir(io->ctx, dir);

@@ -72,15 +72,16 @@ typedef struct kvr_seg_peek {
 void kvr_peek_segment(const kv_io *io, const char *path, uint32_t id, kvr_seg_peek *pk);
 
 /*
- * Saves bytes [off, len) of segment `id` of dir, held in buf, beside it as
+ * Saves bytes [off, len) of segment `id` of dir, read from seg_fd (the
+ * segment open for reading) in pieces of at most 1 MiB, beside it as
  * "<segment>.<off>.torn" (".N" added if that exists: nothing saved before
  * is overwritten), makes that durable (fdatasync, directory fsync), then
  * truncates the segment to off bytes and fdatasyncs it. Returns KV_OK or
  * an errno with msg naming the file; on error the segment is unchanged or
  * its cut bytes are already saved.
  */
-kv_status kvr_cut_segment(const kv_io *io, const char *dir, uint32_t id, const uint8_t *buf, uint64_t len,
-                          uint64_t off, char *msg, size_t msgcap);
+kv_status kvr_cut_segment(const kv_io *io, const char *dir, uint32_t id, int seg_fd, uint64_t len, uint64_t off,
+                          char *msg, size_t msgcap);
 
 /* Cuts segment `id` to len bytes (dropping only zero bytes: nothing to
  * save) and fdatasyncs it. Returns KV_OK or an errno with msg set. */

@@ -1,4 +1,3 @@
-#define _GNU_SOURCE /* mremap */
 #include "kvr_hint.h"
 
 #include <errno.h>
@@ -6,44 +5,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sys/mman.h>
 #include <xxhash.h>
 
 #include "kv_dir.h"
 #include "kv_keydir.h"
+#include "kvr_map.h"
 #include "kvr_reader.h"
 
 /* ---- builder ---- */
 
-/* The builder's arrays are mapped with mmap(2) rather than malloc'ed: a
- * segment holds up to millions of keys, and memory that malloc hands back
- * to a thread's arena stays resident after the hint is written, while an
- * unmapped array is returned to the system at once. */
-static void *map_alloc(size_t bytes)
-{
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-static void map_free(void *p, size_t bytes)
-{
-    if (p) munmap(p, bytes);
-}
-
-/* One put or tombstone, in file order. key points into the segment's
- * bytes (which the caller keeps until kvh_builder_finish). */
+/* One put or tombstone, in file order. Its key is the builder's copy, at
+ * key_at in b->keys: the records' bytes may be gone (a window that moved)
+ * by the time the hint is encoded. */
 typedef struct hint_op {
-    const uint8_t *key;
+    uint64_t key_at;
     uint64_t off, seq, expire_ms, hash;
     uint32_t klen, len;
     uint8_t type;
     uint8_t superseded; /* a later record of the same key follows */
 } hint_op;
 
+/* The ops and the keys live on anonymous mappings (kvr_map.h): a segment
+ * holds up to millions of keys, and building its hint leaves none of that
+ * memory resident. */
 struct kvh_builder {
     uint32_t seg;
-    hint_op *ops;
-    size_t nops, cap; /* cap in elements; the mapping is cap * sizeof(hint_op) */
+    kvr_map ops;  /* hint_op[nops] */
+    kvr_map keys; /* the ops' key bytes, back to back */
+    size_t nops;
     uint64_t records, batches, entries, tombstones, min_seq, max_seq, last_off;
     int oom;
 };
@@ -59,27 +48,33 @@ kvh_builder *kvh_builder_new(uint32_t seg)
 void kvh_builder_free(kvh_builder *b)
 {
     if (!b) return;
-    map_free(b->ops, b->cap * sizeof *b->ops);
+    kvr_map_free(&b->ops);
+    kvr_map_free(&b->keys);
     free(b);
+}
+
+static hint_op *op_at(const kvh_builder *b, size_t i)
+{
+    return (hint_op *)b->ops.p + i;
+}
+
+static const uint8_t *op_key(const kvh_builder *b, const hint_op *o)
+{
+    return b->keys.p + o->key_at;
 }
 
 static void add_entry(kvh_builder *b, uint64_t off, const kv_record *e)
 {
     b->entries++;
     if (e->type == KV_REC_TOMBSTONE) b->tombstones++;
-    if (b->nops == b->cap) {
-        size_t nc = b->cap ? b->cap * 2 : 4096;
-        void *np = b->ops ? mremap(b->ops, b->cap * sizeof *b->ops, nc * sizeof *b->ops, MREMAP_MAYMOVE)
-                          : map_alloc(nc * sizeof *b->ops);
-        if (np == MAP_FAILED || !np) {
-            b->oom = 1;
-            return;
-        }
-        b->ops = np;
-        b->cap = nc;
+    size_t key_at;
+    if (kvr_map_grow(&b->ops, sizeof(hint_op)) != KV_OK || kvr_map_append(&b->keys, e->key, e->klen, &key_at) != KV_OK) {
+        b->oom = 1;
+        return;
     }
-    hint_op *o = &b->ops[b->nops++];
-    o->key = e->key;
+    hint_op *o = op_at(b, b->nops++);
+    b->ops.len += sizeof *o;
+    o->key_at = key_at;
     o->klen = e->klen;
     o->off = off;
     o->len = e->len;
@@ -123,11 +118,12 @@ static long mark_superseded(kvh_builder *b)
 {
     size_t slots = 16;
     while (slots < b->nops * 2) slots *= 2;
-    uint32_t *tab = map_alloc(slots * sizeof *tab); /* index + 1; 0 = empty */
-    if (!tab) return -1;
+    kvr_map tm = {0};
+    if (kvr_map_grow(&tm, slots * sizeof(uint32_t)) != KV_OK) return -1;
+    uint32_t *tab = (uint32_t *)tm.p; /* index + 1; 0 = empty (fresh pages are zero) */
     long live = 0;
     for (size_t i = 0; i < b->nops; i++) {
-        hint_op *o = &b->ops[i];
+        hint_op *o = op_at(b, i);
         size_t at = o->hash & (slots - 1);
         for (;; at = (at + 1) & (slots - 1)) {
             uint32_t t = tab[at];
@@ -136,20 +132,25 @@ static long mark_superseded(kvh_builder *b)
                 live++;
                 break;
             }
-            hint_op *p = &b->ops[t - 1];
-            if (p->hash == o->hash && p->klen == o->klen && keys_equal(p->key, o->key, o->klen)) {
+            hint_op *p = op_at(b, t - 1);
+            if (p->hash == o->hash && p->klen == o->klen && keys_equal(op_key(b, p), op_key(b, o), o->klen)) {
                 p->superseded = 1;
                 tab[at] = (uint32_t)i + 1;
                 break;
             }
         }
     }
-    map_free(tab, slots * sizeof *tab);
+    kvr_map_free(&tm);
     return live;
 }
 
-kv_status kvh_builder_finish(kvh_builder *b, const uint8_t *seg_buf, uint64_t seg_len, uint8_t **out,
-                             size_t *out_len)
+uint64_t kvh_builder_last_off(const kvh_builder *b, uint64_t seg_len)
+{
+    return b->records && b->last_off + KV_REC_HEADER_SIZE <= seg_len ? b->last_off : UINT64_MAX;
+}
+
+kv_status kvh_builder_finish(kvh_builder *b, uint64_t seg_len, const uint8_t *seg_header, const uint8_t *last_header,
+                             uint8_t **out, size_t *out_len)
 {
     *out = NULL;
     *out_len = 0;
@@ -158,7 +159,7 @@ kv_status kvh_builder_finish(kvh_builder *b, const uint8_t *seg_buf, uint64_t se
     if (live < 0) return ENOMEM;
     size_t len = KVH_HEADER_SIZE + KVH_TRAILER_SIZE;
     for (size_t i = 0; i < b->nops; i++)
-        if (!b->ops[i].superseded) len += KVH_ENTRY_SIZE + b->ops[i].klen;
+        if (!op_at(b, i)->superseded) len += KVH_ENTRY_SIZE + op_at(b, i)->klen;
     uint8_t *p = calloc(1, len);
     if (!p) return ENOMEM;
     kvh_header h = {.seg = b->seg,
@@ -171,22 +172,43 @@ kv_status kvh_builder_finish(kvh_builder *b, const uint8_t *seg_buf, uint64_t se
                     .min_seq = b->min_seq,
                     .max_seq = b->max_seq,
                     .last_off = b->records ? b->last_off : 0};
-    memcpy(h.seg_header, seg_buf, seg_len < KV_SEG_HEADER_SIZE ? seg_len : KV_SEG_HEADER_SIZE);
-    if (b->records && b->last_off + KV_REC_HEADER_SIZE <= seg_len)
-        memcpy(h.last_header, seg_buf + b->last_off, KV_REC_HEADER_SIZE);
+    memcpy(h.seg_header, seg_header, seg_len < KV_SEG_HEADER_SIZE ? seg_len : KV_SEG_HEADER_SIZE);
+    if (last_header && kvh_builder_last_off(b, seg_len) != UINT64_MAX)
+        memcpy(h.last_header, last_header, KV_REC_HEADER_SIZE);
     kvh_encode_header(p, &h);
     /* The ops are in file order, so the entries come out by offset. */
     size_t pos = KVH_HEADER_SIZE;
     for (size_t i = 0; i < b->nops; i++) {
-        const hint_op *o = &b->ops[i];
+        const hint_op *o = op_at(b, i);
         if (o->superseded) continue;
-        kvh_entry e = {o->type, o->klen, o->off, o->len, o->seq, o->expire_ms, o->key};
+        kvh_entry e = {o->type, o->klen, o->off, o->len, o->seq, o->expire_ms, op_key(b, o)};
         pos += kvh_encode_entry(p + pos, &e);
     }
     kvh_encode_trailer(p, pos);
     *out = p;
     *out_len = len;
     return KV_OK;
+}
+
+kv_status kvh_builder_finish_buf(kvh_builder *b, const uint8_t *seg_buf, uint64_t seg_len, uint8_t **out,
+                                 size_t *out_len)
+{
+    uint64_t lo = kvh_builder_last_off(b, seg_len);
+    return kvh_builder_finish(b, seg_len, seg_buf, lo == UINT64_MAX ? NULL : seg_buf + lo, out, out_len);
+}
+
+kv_status kvh_builder_finish_fd(kvh_builder *b, const kv_io *io, int fd, uint64_t seg_len, uint8_t **out,
+                                size_t *out_len)
+{
+    uint8_t hdr[KV_SEG_HEADER_SIZE] = {0}, last[KV_REC_HEADER_SIZE];
+    *out = NULL;
+    *out_len = 0;
+    size_t hn = seg_len < sizeof hdr ? (size_t)seg_len : sizeof hdr;
+    uint64_t lo = kvh_builder_last_off(b, seg_len);
+    int r = kv_io_read_full(io, fd, hdr, hn, 0);
+    if (r == 0 && lo != UINT64_MAX) r = kv_io_read_full(io, fd, last, sizeof last, lo);
+    if (r < 0) return -r;
+    return kvh_builder_finish(b, seg_len, hdr, lo == UINT64_MAX ? NULL : last, out, out_len);
 }
 
 typedef struct build_ctx {
@@ -218,7 +240,23 @@ kv_status kvh_build(const uint8_t *buf, uint64_t len, uint32_t seg, uint8_t **ou
     kv_status st = kvr_scan_buffer(buf, len, seg, NULL, build_record, build_problem, &c, NULL);
     if (st == KV_OK) st = c.err;
     if (st == KV_OK && c.problems) st = KV_CORRUPT;
-    if (st == KV_OK) st = kvh_builder_finish(c.b, buf, len, out, out_len);
+    if (st == KV_OK) st = kvh_builder_finish_buf(c.b, buf, len, out, out_len);
+    kvh_builder_free(c.b);
+    return st;
+}
+
+kv_status kvh_build_fd(const kv_io *io, int fd, uint64_t size, uint32_t seg, uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    build_ctx c = {kvh_builder_new(seg), 0, KV_OK};
+    if (!c.b) return ENOMEM;
+    /* The builder copies the keys it keeps, so no window hook is needed. */
+    kvr_scan_hooks h = {build_record, build_problem, NULL, &c};
+    kv_status st = kvr_scan_fd(io, fd, size, seg, NULL, 0, &h, NULL);
+    if (st == KV_OK) st = c.err;
+    if (st == KV_OK && c.problems) st = KV_CORRUPT;
+    if (st == KV_OK) st = kvh_builder_finish_fd(c.b, io, fd, size, out, out_len);
     kvh_builder_free(c.b);
     return st;
 }

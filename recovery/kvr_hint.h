@@ -33,24 +33,48 @@ void kvh_builder_free(kvh_builder *b);
 
 /* Adds a valid top-level record found at byte offset off (a batch adds
  * each of its entries). Records must come in file order, as the log
- * reader yields them, and their key bytes (in the segment's buffer) must
- * stay valid until kvh_builder_finish: the builder keeps pointers, not
- * copies, in arrays it maps with mmap(2) and unmaps when freed, so that
- * building a hint leaves no memory resident. Returns KV_OK or ENOMEM. */
+ * reader yields them. The builder copies the keys it keeps, so r's bytes
+ * may go as soon as this returns (a window that moves on); the copies and
+ * the builder's arrays are anonymous mappings (kvr_map.h), unmapped when
+ * freed, so that building a hint leaves no memory resident. Returns KV_OK
+ * or ENOMEM. */
 kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r);
 
+/* The byte offset of the record header a hint of a segment of seg_len
+ * bytes copies (the last record's, or the trailer's), or UINT64_MAX when
+ * it copies none (no record, or a header that does not fit). */
+uint64_t kvh_builder_last_off(const kvh_builder *b, uint64_t seg_len);
+
 /* Encodes the hint file into *out (malloc'ed, caller frees), *out_len
- * bytes. seg_buf[0, seg_len) are the segment's bytes the records came
- * from (its header and last record header are copied into the hint). The
- * same records always give the same bytes. Returns KV_OK or ENOMEM (*out
- * NULL). */
-kv_status kvh_builder_finish(kvh_builder *b, const uint8_t *seg_buf, uint64_t seg_len, uint8_t **out,
-                             size_t *out_len);
+ * bytes, for a segment of seg_len bytes: seg_header holds its first
+ * min(seg_len, KV_SEG_HEADER_SIZE) bytes, last_header the
+ * KV_REC_HEADER_SIZE bytes at kvh_builder_last_off (NULL when that is
+ * UINT64_MAX); both are copied into the hint. The same records always
+ * give the same bytes. Returns KV_OK or ENOMEM (*out NULL). */
+kv_status kvh_builder_finish(kvh_builder *b, uint64_t seg_len, const uint8_t *seg_header, const uint8_t *last_header,
+                             uint8_t **out, size_t *out_len);
+
+/* kvh_builder_finish with those bytes taken from seg_buf[0, seg_len), the
+ * whole segment in memory. Same returns. */
+kv_status kvh_builder_finish_buf(kvh_builder *b, const uint8_t *seg_buf, uint64_t seg_len, uint8_t **out,
+                                 size_t *out_len);
+
+/* kvh_builder_finish with those bytes read from the open segment file fd
+ * (seg_len bytes) through io: two reads of at most 44 bytes. Returns
+ * KV_OK, ENOMEM, or a read's errno (ENODATA: the file is shorter). */
+kv_status kvh_builder_finish_fd(kvh_builder *b, const kv_io *io, int fd, uint64_t seg_len, uint8_t **out,
+                                size_t *out_len);
 
 /* Scans a whole segment buffer with the log reader and builds its hint.
  * Returns KV_OK, KV_CORRUPT if the reader reports any problem (a hint is
  * only made for a clean segment), KV_VERSION, or ENOMEM. */
 kv_status kvh_build(const uint8_t *buf, uint64_t len, uint32_t seg, uint8_t **out, size_t *out_len);
+
+/* kvh_build for the first size bytes of the open segment file fd, read
+ * through the log reader's window (kvr_scan_fd, KVR_WINDOW_DEFAULT): the
+ * segment is never in memory whole. Returns what kvh_build does, EFBIG
+ * (size over KVR_MAX_SEGMENT_BYTES), or a read's errno (EIO, ...). */
+kv_status kvh_build_fd(const kv_io *io, int fd, uint64_t size, uint32_t seg, uint8_t **out, size_t *out_len);
 
 /* Writes hint bytes as dir/NNNNNNNNNN.hint: to "<name>.tmp", fdatasync,
  * then rename over the name. The caller fsyncs the directory (once for

@@ -13,27 +13,6 @@
 #include "kvr_hint.h"
 #include "kvr_replay.h"
 
-const char *kvr_mode_name(kvr_mode m)
-{
-    switch (m) {
-    case KVR_TOLERATE_TAIL: return "tolerate-tail";
-    case KVR_ABSOLUTE: return "absolute";
-    case KVR_POINT_IN_TIME: return "point-in-time";
-    case KVR_SKIP_CORRUPT: return "skip-corrupt";
-    }
-    return "unknown";
-}
-
-kv_status kvr_mode_parse(const char *s, kvr_mode *m)
-{
-    for (int i = KVR_TOLERATE_TAIL; i <= KVR_SKIP_CORRUPT; i++)
-        if (!strcmp(s, kvr_mode_name((kvr_mode)i))) {
-            *m = (kvr_mode)i;
-            return KV_OK;
-        }
-    return KV_INVALID;
-}
-
 /* State of one recovery while segments are scanned. */
 typedef struct rctx {
     const kv_io *io;
@@ -63,14 +42,33 @@ typedef struct rctx {
     uint64_t seg_records;  /* data records applied from it */
     int newest_hinted;     /* the newest segment has a hint file: it was sealed,
                               so a segment after it is missing */
+    uint64_t seg_size;     /* bytes of the segment being scanned */
 } rctx;
 
 static void on_problem(void *arg, const kvr_problem *p);
 
+/* The replay queues keys by pointer into the reader's window, which may
+ * move or go once on_record returns. The reader says when it moves
+ * (on_window), but frees its last window when the scan ends without a
+ * call: records within a window's length of the end are applied at once,
+ * and so is everything queued when the scan is stopped. */
+static int settle(rctx *c, uint64_t end, int stop)
+{
+    if (stop || end + KVR_WINDOW_DEFAULT >= c->seg_size) kvr_replay_flush(&c->rp);
+    return stop;
+}
+
+static void on_window(void *arg, uint64_t off, uint64_t len)
+{
+    (void)off;
+    (void)len;
+    kvr_replay_flush(&((rctx *)arg)->rp);
+}
+
 static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     rctx *c = arg;
-    if (c->stop || c->rp.err) return 1;
+    if (c->stop || c->rp.err) return settle(c, off, 1);
     if (kv_record_is_mark(r)) {
         if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
         return 0;
@@ -81,11 +79,11 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     if (kvr_replay_record(&c->rp, seg, off, r) == KV_CORRUPT) {
         kvr_problem p = {NULL, seg, off, r->len, KVR_SEQ_ORDER, 1};
         on_problem(c, &p);
-        return c->stop;
+        return settle(c, off + r->len, c->stop);
     }
     c->seg_records++;
     if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
-    return c->rp.err != 0;
+    return settle(c, off + r->len, c->rp.err != 0);
 }
 
 /* Keeps a copy of problem p in the report's list. */
@@ -247,8 +245,8 @@ typedef struct seg_state {
     kvr_seg_peek pk;        /* its size and header before the scan */
     int window;             /* it may end in a rotation's missing or torn trailer */
     int window_no_end;      /* ... and the newest segment has no valid header */
-    uint8_t *buf;           /* its bytes (scanned segments) */
-    uint64_t blen;
+    int fd;                 /* open for reading while it is scanned and cut, else -1 */
+    uint64_t blen;          /* its size in bytes when opened */
     kvr_scan_result res;
 } seg_state;
 
@@ -353,36 +351,50 @@ static void write_hint(rctx *c, seg_state *g)
     uint8_t *hint;
     size_t hlen;
     uint32_t id = c->ids[g->i];
-    int r = kvh_builder_finish(c->hb, g->buf, g->res.file_size, &hint, &hlen) == KV_OK
+    int r = kvh_builder_finish_fd(c->hb, c->io, g->fd, g->res.file_size, &hint, &hlen) == KV_OK
                 ? kvh_write_tmp(c->io, c->dir, id, hint, hlen)
                 : -ENOMEM;
+    free(hint); /* NULL when finishing failed */
     if (r == 0) {
-        free(hint);
         c->pending[c->npending++] = id;
         g->si->hint = 1;
     } else {
-        if (r != -ENOMEM) free(hint);
         c->rep->hints_failed++;
     }
 }
 
-/* Reads and scans segment g (the newest, or a sealed one without a usable
- * hint), applying its records, and builds its hint. Returns KV_OK or why
- * recovery stops here (rep->message set): KV_VERSION, an errno, ENOMEM,
- * or KV_CORRUPT on a refusal. */
+/* Opens segment g and takes its size into g->fd and g->blen. Returns
+ * KV_OK, or an errno (EFBIG over KVR_MAX_SEGMENT_BYTES). */
+static kv_status open_segment(rctx *c, seg_state *g)
+{
+    g->fd = c->io->open(c->io->ctx, g->path.s, KV_O_RDONLY);
+    if (g->fd < 0) {
+        kv_status st = -g->fd;
+        g->fd = -1;
+        return st;
+    }
+    int r = c->io->fsize(c->io->ctx, g->fd, &g->blen);
+    if (r < 0) return -r;
+    return g->blen > KVR_MAX_SEGMENT_BYTES ? EFBIG : KV_OK;
+}
+
+/* Scans segment g (the newest, or a sealed one without a usable hint)
+ * through the reader's window, applying its records, and builds its
+ * hint. Returns KV_OK or why recovery stops here (rep->message set):
+ * KV_VERSION, an errno, ENOMEM, or KV_CORRUPT on a refusal. */
 static kv_status scan_segment(rctx *c, seg_state *g)
 {
     uint32_t id = c->ids[g->i];
     c->hb_failed = 0;
     c->hb = !c->tail.newest && !c->dry && (c->flags & KVR_HINTS_WRITE) ? kvh_builder_new(id) : NULL;
-    int rr = kv_io_read_file(c->io, g->path.s, KVR_MAX_SEGMENT_BYTES, &g->buf, &g->blen);
-    kv_status st = rr < 0 ? -rr : KV_OK;
-    if (st == KV_OK && c->tail.newest && is_v2(&g->pk) && kvr_tail_find(&c->tail, g->buf, g->blen, id)) {
+    kv_status st = open_segment(c, g);
+    c->seg_size = g->blen;
+    if (st == KV_OK && c->tail.newest && is_v2(&g->pk) && kvr_tail_find(&c->tail, c->io, g->fd, g->blen, id)) {
         c->have_cut = 1; /* the whole last group is torn */
         c->cut_off = c->tail.torn_from;
     }
-    if (st == KV_OK) st = kvr_scan_buffer(g->buf, g->blen, id, g->path.s, on_record, on_problem, c, &g->res);
-    kvr_replay_flush(&c->rp); /* before buf, which the queued keys point into, goes */
+    kvr_scan_hooks h = {on_record, on_problem, on_window, c};
+    if (st == KV_OK) st = kvr_scan_fd(c->io, g->fd, g->blen, id, g->path.s, KVR_WINDOW_DEFAULT, &h, &g->res);
     g->si->records = c->seg_records;
     g->si->sealed = g->res.sealed;
     if (st == KV_OK) {
@@ -427,13 +439,17 @@ static kv_status finish_segment(rctx *c, seg_state *g, uint64_t *size)
      * point-in-time stop ends the scan early, before the reader could
      * report them: find them here. */
     uint64_t end = c->have_unwritten ? c->unwritten_off : file_size;
-    if ((c->tail.newest || c->tail.window) && c->have_cut && !c->have_unwritten && g->buf && c->cut_off < file_size) {
-        end = kvr_zero_tail(g->buf, c->cut_off, file_size);
+    if ((c->tail.newest || c->tail.window) && c->have_cut && !c->have_unwritten && c->cut_off < file_size) {
+        st = kvr_zero_tail_fd(c->io, g->fd, c->cut_off, file_size, 0, &end);
+        if (st != KV_OK) {
+            snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", g->path.s, kv_strerror(st));
+            return st;
+        }
         c->have_unwritten = end < file_size;
     }
     if (c->have_cut && c->cut_off < end) {
         if (!c->dry)
-            st = kvr_cut_segment(c->io, c->dir, id, g->buf, end, c->cut_off, rep->message, sizeof rep->message);
+            st = kvr_cut_segment(c->io, c->dir, id, g->fd, end, c->cut_off, rep->message, sizeof rep->message);
         if (st != KV_OK) return st;
         rep->torn_bytes += end - c->cut_off;
         rep->torn_segment = id;
@@ -466,7 +482,7 @@ static kv_status finish_segment(rctx *c, seg_state *g, uint64_t *size)
 static kv_status load_segment(rctx *c, size_t i, int *stop)
 {
     kvr_report *rep = c->rep;
-    seg_state g = {.i = i, .si = &rep->segs[rep->nsegs]};
+    seg_state g = {.i = i, .si = &rep->segs[rep->nsegs], .fd = -1};
     kv_dir_path(&g.path, c->dir, KV_FILE_SEG, c->ids[i], 0);
     c->tail = (kvr_tail){.newest = i + 1 == c->n};
     c->have_cut = c->have_unwritten = 0;
@@ -492,7 +508,7 @@ static kv_status load_segment(rctx *c, size_t i, int *stop)
     } else {
         st = scan_segment(c, &g);
         if (st == KV_OK) st = finish_segment(c, &g, &size);
-        free(g.buf);
+        if (g.fd >= 0) c->io->close(c->io->ctx, g.fd);
         if (st != KV_OK) return st;
     }
     g.si->size = size;
@@ -570,28 +586,4 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
     rep->live_bytes = kv_keydir_loc_bytes(kd);
     rep->elapsed_us = now_us() - t0;
     return st;
-}
-
-void kvr_report_free(kvr_report *rep)
-{
-    free(rep->found);
-    rep->found = NULL;
-    rep->nfound = 0;
-    free(rep->segs);
-    rep->segs = NULL;
-    rep->nsegs = 0;
-}
-
-int kvr_report_format(const kvr_report *rep, char *buf, size_t cap)
-{
-    return snprintf(buf, cap,
-                    "recovery (%s): %u segments, %" PRIu64 " records (%" PRIu64 " entries, %" PRIu64
-                    " batches, %" PRIu64 " tombstones, %" PRIu64 " expired), %" PRIu64 " keys, %" PRIu64
-                    " log bytes, %" PRIu64 " live bytes, %u problems, %" PRIu64 " torn bytes cut, %" PRIu64
-                    " unwritten bytes cut, %" PRIu64 " bytes skipped, %u segments discarded, %u loaded from "
-                    "hint files (%u rejected, %u written), %.1f ms",
-                    kvr_mode_name(rep->mode), rep->segments, rep->records, rep->entries, rep->batches,
-                    rep->tombstones, rep->expired, rep->keys, rep->log_bytes, rep->live_bytes, rep->problems,
-                    rep->torn_bytes, rep->unwritten_bytes, rep->skipped_bytes, rep->discarded_segments,
-                    rep->hints_used, rep->hints_rejected, rep->hints_written, rep->elapsed_us / 1000.0);
 }

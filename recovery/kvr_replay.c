@@ -178,12 +178,13 @@ static int tail_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r
     return 0;
 }
 
-int kvr_tail_find(kvr_tail *t, const uint8_t *buf, uint64_t len, uint32_t id)
+int kvr_tail_find(kvr_tail *t, const kv_io *io, int fd, uint64_t len, uint32_t id)
 {
     kvr_scan_result res;
     tail_scan ts = {0, 0, 0, 1, UINT64_MAX};
     t->marked = 1;
-    if (kvr_scan_buffer(buf, len, id, NULL, tail_record, tail_problem, &ts, &res) != KV_OK) return 0;
+    kvr_scan_hooks h = {tail_record, tail_problem, NULL, &ts}; /* keeps no pointer into the window */
+    if (kvr_scan_fd(io, fd, len, id, NULL, 0, &h, &res) != KV_OK) return 0;
     t->torn_from = res.mark_end ? res.mark_end : KV_SEG_HEADER_SIZE;
     if (res.mark_end && res.group_start && ts.lo != UINT64_MAX && ts.all_zero_fill && ts.lo >= res.group_start) {
         t->torn_from = res.group_start;

@@ -30,7 +30,8 @@
  * whatever the order of hashing and prefetching inside (puts and deletes
  * are applied in order); nothing of a batch or of a hint is applied when
  * its order check fails.
- * Never: reads or writes files, decides what a problem makes recovery do
+ * Never: writes files, reads one other than through kvr_tail_find (the
+ * newest segment, which it is given open), decides what a problem makes recovery do
  * (refuse, cut, skip: that is kvr_recover's policy), or locks (one
  * kvr_replay belongs to one thread).
  */
@@ -161,7 +162,8 @@ int kvr_is_torn(const kvr_tail *t, const kvr_problem *p);
 int kvr_tail_unwritten(const kvr_tail *t, const kvr_problem *p);
 
 /*
- * For the newest segment of version 2, held in buf[0, len): where its
+ * For the newest segment of version 2, the first len bytes of the open
+ * file fd, read through io and the reader's window (kvr_scan_fd): where its
  * torn tail may start. A group the writer completed ends with a commit
  * mark, so the bytes after the last valid mark are the only ones a crash
  * can have left incomplete (t->torn_from = the end of that mark, or the
@@ -170,10 +172,11 @@ int kvr_tail_unwritten(const kvr_tail *t, const kvr_problem *p);
  * group that mark closes, the disk persisted that unsynced group's pages
  * out of order, and the whole group is torn: t->torn_from is then the
  * group's start and 1 is returned (the caller cuts there). Sets
- * t->marked. Returns 0 otherwise (also when the header is unreadable:
- * then torn_from is left as it was). docs/format.md, "Evidence before a
+ * t->marked. Returns 0 otherwise (also when the header is unreadable or
+ * a read fails, which the caller's own scan then meets: torn_from is
+ * left as it was). docs/format.md, "Evidence before a
  * cut", points 1 and 2.
  */
-int kvr_tail_find(kvr_tail *t, const uint8_t *buf, uint64_t len, uint32_t id);
+int kvr_tail_find(kvr_tail *t, const kv_io *io, int fd, uint64_t len, uint32_t id);
 
 #endif

@@ -27,6 +27,7 @@
 
 #include "kv_store_int.h"
 #include "kvr_hint.h"
+#include "kvr_map.h"
 
 /* Keys a compaction moves to its output per hold of the write lock. */
 #define KV_SWITCH_STEP 2048
@@ -35,9 +36,10 @@
 #define KV_COMPACT_WRITE_BYTES (1u << 20)
 #define KV_COMPACT_SYNC_BYTES (16u << 20)
 
-/* A live record copied by a compaction: where it was and where it is. */
+/* A live record copied by a compaction: where it was and where it is. Its
+ * key is at key_at in the compaction's key arena. */
 typedef struct moved {
-    uint8_t *key;
+    uint64_t key_at;
     uint32_t klen;
     uint32_t len;     /* record bytes (unchanged by the copy) */
     uint32_t old_seg;
@@ -55,8 +57,12 @@ typedef struct compaction {
     uint8_t *buf;      /* output not written yet: the last `pend` bytes */
     size_t buf_cap, pend;
     uint64_t synced;   /* output bytes made durable so far */
-    moved *mv;
-    size_t nmv, cap_mv;
+    /* The moved records and their keys, one per live record of the inputs
+     * (millions): anonymous mappings (kvr_map.h), so that their memory
+     * goes back to the system when the compaction ends. */
+    kvr_map mv;   /* moved[nmv] */
+    kvr_map keys; /* the moved records' key bytes, back to back */
+    size_t nmv;
     uint64_t now;
     uint64_t records_in;
     int damaged;
@@ -135,23 +141,14 @@ static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_re
                          r->vlen);
         c->pend += len;
     }
-    if (c->nmv == c->cap_mv) {
-        size_t nc = c->cap_mv ? c->cap_mv * 2 : 1024;
-        moved *nm = realloc(c->mv, nc * sizeof *nm);
-        if (!nm) {
-            c->err = ENOMEM;
-            return;
-        }
-        c->mv = nm;
-        c->cap_mv = nc;
-    }
-    moved *m = &c->mv[c->nmv];
-    m->key = malloc(r->klen ? r->klen : 1);
-    if (!m->key) {
+    size_t key_at;
+    if (kvr_map_grow(&c->mv, sizeof(moved)) != KV_OK || kvr_map_append(&c->keys, r->key, r->klen, &key_at) != KV_OK) {
         c->err = ENOMEM;
         return;
     }
-    if (r->klen) memcpy(m->key, r->key, r->klen);
+    moved *m = (moved *)c->mv.p + c->nmv;
+    c->mv.len += sizeof *m;
+    m->key_at = key_at;
     m->klen = r->klen;
     m->len = (uint32_t)len;
     m->old_seg = c->cur_id;
@@ -252,15 +249,15 @@ static kv_status compact_copy_input(compaction *c, size_t i)
     kv_path ip;
     file_path(s, KV_FILE_SEG, c->in[i]->file_id, &ip);
     c->cur_id = c->in[i]->id;
-    uint8_t *buf = malloc(c->sizes[i] ? c->sizes[i] : 1);
-    int r = buf ? kv_io_read_full(s->io, c->in[i]->fd, buf, c->sizes[i], 0) : -ENOMEM;
-    if (r == -EIO) mark_bad(s, c->in[i], 0, c->sizes[i] > UINT32_MAX ? UINT32_MAX : (uint32_t)c->sizes[i], r);
-    if (r < 0) {
-        st = -r;
+    /* Through the reader's window: compact_entry copies what it keeps (the
+     * record into the output buffer, the key into the arena) at once. */
+    kvr_scan_hooks h = {compact_record, compact_problem, NULL, c};
+    st = kvr_scan_fd(s->io, c->in[i]->fd, c->sizes[i], c->in[i]->file_id, ip.s, 0, &h, NULL);
+    if (st == EIO) mark_bad(s, c->in[i], 0, c->sizes[i] > UINT32_MAX ? UINT32_MAX : (uint32_t)c->sizes[i], -EIO);
+    if (st != KV_OK && st != KV_VERSION) {
         snprintf(rep->message, sizeof rep->message, "cannot read %s: %s", ip.s, kv_strerror(st));
-    } else {
-        st = kvr_scan_buffer(buf, c->sizes[i], c->in[i]->file_id, ip.s, compact_record, compact_problem, c, NULL);
-        if (st == KV_OK && c->err != KV_OK) {
+    } else if (st == KV_OK) {
+        if (c->err != KV_OK) {
             st = c->err;
             snprintf(rep->message, sizeof rep->message, "compaction failed while copying %s: %s", ip.s,
                      kv_strerror(st));
@@ -271,7 +268,6 @@ static kv_status compact_copy_input(compaction *c, size_t i)
                      ip.s, s->dir);
         }
     }
-    free(buf);
     pthread_mutex_lock(&s->q.mu);
     s->q.cprog.bytes_done += c->sizes[i];
     pthread_mutex_unlock(&s->q.mu);
@@ -409,20 +405,21 @@ static kv_status compact_switch_keys(compaction *c, int nfd)
         uint64_t step0 = mono_us();
         pthread_rwlock_wrlock(&s->tab.lock);
         for (size_t i = i0; i < i1; i++) {
-            moved *m = &c->mv[i];
+            const moved *m = (const moved *)c->mv.p + i;
+            const uint8_t *key = c->keys.p + m->key_at;
             kv_loc loc;
-            if (!kv_keydir_get(s->tab.kd, m->key, m->klen, &loc) || loc.seg != m->old_seg ||
+            if (!kv_keydir_get(s->tab.kd, key, m->klen, &loc) || loc.seg != m->old_seg ||
                 loc.off != m->old_off || loc.seq != m->seq)
                 continue; /* written again meanwhile: the newer record stays */
             if (m->expired) {
-                kv_keydir_del(s->tab.kd, m->key, m->klen, NULL);
+                kv_keydir_del(s->tab.kd, key, m->klen, NULL);
                 s->tab.live_bytes -= loc.len;
                 if (loc.expire_ms) s->tab.expires--;
                 continue;
             }
             loc.seg = c->vid;
             loc.off = m->new_off;
-            kv_keydir_put(s->tab.kd, m->key, m->klen, &loc, NULL, NULL); /* key present: no allocation */
+            kv_keydir_put(s->tab.kd, key, m->klen, &loc, NULL, NULL); /* key present: no allocation */
         }
         pthread_rwlock_unlock(&s->tab.lock);
         uint64_t t = mono_us() - step0;
@@ -511,8 +508,8 @@ static void compact_finish(compaction *c, kv_status st, uint64_t t0)
     kv_compact_report *rep = c->rep;
     if (c->out_fd >= 0) s->io->close(s->io->ctx, c->out_fd);
     for (size_t i = 0; i < c->k; i++) seg_release(s, c->in[i]);
-    for (size_t i = 0; i < c->nmv; i++) free(c->mv[i].key);
-    free(c->mv);
+    kvr_map_free(&c->mv);
+    kvr_map_free(&c->keys);
     free(c->buf);
     free(c->in);
     free(c->sizes);

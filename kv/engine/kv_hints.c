@@ -23,26 +23,18 @@
 #include "kvr_hint.h"
 
 /* Builds and writes the hint file of sealed segment g (a reference held by
- * the caller, who also holds cmp.mu) without a directory fsync.
- * Returns KV_OK, KV_CORRUPT (damage: no hint), an errno, ENOMEM. */
+ * the caller, who also holds cmp.mu) without a directory fsync. The
+ * segment is read through the log reader's window (kvh_build_fd), never
+ * whole. Returns KV_OK, KV_CORRUPT (damage: no hint), an errno, ENOMEM. */
 kv_status write_segment_hint(kv_store *s, segment *g)
 {
     uint64_t size = 0;
     int r = s->io->fsize(s->io->ctx, g->fd, &size);
     if (r < 0) return -r;
-    if (size > KVR_MAX_SEGMENT_BYTES) return EFBIG;
-    uint8_t *buf = malloc(size ? size : 1);
-    if (!buf) return ENOMEM;
-    r = kv_io_read_full(s->io, g->fd, buf, size, 0);
-    if (r < 0) {
-        free(buf);
-        if (r == -EIO) mark_bad(s, g, 0, size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, r);
-        return -r;
-    }
     uint8_t *hint = NULL;
     size_t hlen = 0;
-    kv_status st = kvh_build(buf, size, g->file_id, &hint, &hlen);
-    free(buf);
+    kv_status st = kvh_build_fd(s->io, g->fd, size, g->file_id, &hint, &hlen);
+    if (st == EIO) mark_bad(s, g, 0, size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, -EIO);
     if (st != KV_OK) return st;
     r = kvh_write_file(s->io, s->dir, g->file_id, hint, hlen);
     free(hint);

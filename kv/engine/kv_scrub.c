@@ -276,7 +276,7 @@ static void check_hint(pass *p, const kv_sealed *h, const uint8_t *seg, seg_scan
     int clean = c->problems == 0;
     uint8_t *want = NULL;
     size_t wlen = 0;
-    if (clean && c->b && kvh_builder_finish(c->b, seg, h->size, &want, &wlen) != KV_OK) want = NULL;
+    if (clean && c->b && kvh_builder_finish_buf(c->b, seg, h->size, &want, &wlen) != KV_OK) want = NULL;
     uint64_t diff = want ? first_difference(hb, hlen, want, wlen) : 0;
     kvh_header hh;
     kv_status dst = kvh_decode(hb, hlen, h->file_id, &hh);

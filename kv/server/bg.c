@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <inttypes.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,9 +75,6 @@ static void *hints_main(void *arg)
     kvd_lower_thread_priority();
     uint32_t n = 0;
     kv_status st = kv_write_hints(srv->env.store, &n);
-    /* Building a hint allocates a table per segment in this thread's
-     * malloc arena; give those pages back, or they stay resident. */
-    malloc_trim(0);
     if (st != KV_OK) {
         kvd_log(KVD_LOG_WARNING, "writing hint files: %s (%u written)", kv_strerror(st), n);
         /* Do not retry every cron tick: a damaged segment stays damaged. */
@@ -168,7 +164,6 @@ static void *compact_main(void *arg)
     kvd_lower_thread_priority();
     kv_compact_report rep;
     kv_status st = kv_compact(srv->env.store, &rep);
-    malloc_trim(0); /* the input buffers and moved-key list: as above */
     if (st == KV_OK && rep.segments_in)
         kvd_log(KVD_LOG_NOTICE,
                 "compaction (%s) done: %u segments, %" PRIu64 " -> %" PRIu64 " bytes, %" PRIu64

@@ -4,7 +4,6 @@
  * Exit codes: 0 clean shutdown, 1 runtime failure (refused start, locked
  * data directory, cannot listen, final sync failed), 2 usage error.
  */
-#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,12 +13,6 @@
 
 int main(int argc, char **argv)
 {
-    /* Buffers of 1 MiB and more (a segment read for a hint file or a
-     * compaction, a hint being written) get their own mapping and go back
-     * to the system when freed. glibc's default moves this threshold up
-     * to 32 MiB after the first large free, and then such buffers stay
-     * resident in a thread's heap for good. */
-    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     kvd_config cfg;
     kvd_config_init(&cfg);
     char err[1024];

@@ -13,6 +13,8 @@
 #include <time.h>
 
 #include "kv_store.h"
+#include "kvr_hint.h"
+#include "kvr_reader.h"
 #include "testutil.h"
 
 #define DIR "db"
@@ -502,6 +504,101 @@ START_TEST(any_io_call_of_a_compaction_failing_leaves_a_working_store)
 }
 END_TEST
 
+/* Bytes "dir/NNNNNNNNNN.hint" of segment file id, or NULL if none. */
+static uint8_t *read_hint(kv_memfs *fs, uint32_t id, size_t *len)
+{
+    char path[64];
+    snprintf(path, sizeof path, "%s/%010u.hint", DIR, id);
+    uint8_t *b = NULL;
+    return kv_memfs_read(fs, path, &b, len) == 0 ? b : NULL;
+}
+
+/* Every hint file on fs is what kvh_build makes from its segment's bytes
+ * held whole in memory. Returns how many were compared. */
+static int hints_match_whole_segment_builds(kv_memfs *fs)
+{
+    int compared = 0;
+    for (uint32_t id = 1; id < 64; id++) {
+        size_t hlen, slen, wlen;
+        uint8_t *hint = read_hint(fs, id, &hlen), *seg = NULL, *want = NULL;
+        if (!hint) continue;
+        char sp[64];
+        tu_seg_path(sp, sizeof sp, DIR, id);
+        ck_assert_int_eq(kv_memfs_read(fs, sp, &seg, &slen), 0);
+        ck_assert_int_eq(kvh_build(seg, slen, id, &want, &wlen), KV_OK);
+        ck_assert_msg(wlen == hlen && memcmp(want, hint, hlen) == 0,
+                      "the hint of segment %u differs from the one built from its whole bytes", id);
+        free(want);
+        free(seg);
+        free(hint);
+        compared++;
+    }
+    return compared;
+}
+
+/* Segments of 8 MiB, eight times the reader's window (KVR_WINDOW_DEFAULT):
+ * the hint writer, compaction and recovery read them through many window
+ * refills, so any key kept by pointer after its window moved would show
+ * up as a wrong value, a missing key or a different hint. */
+START_TEST(segments_many_windows_long_keep_every_value_through_hints_compaction_and_reopen)
+{
+    kv_memfs *fs = kv_memfs_new();
+    kv_options o;
+    kv_options_init(&o);
+    o.io = kv_memfs_io(fs);
+    o.segment_max_bytes = 8u << 20;
+    o.clock_ms = fake_clock;
+    kv_store *s;
+    ck_assert_int_eq(kv_open(DIR, &o, &s, NULL), KV_OK);
+    tu_model m;
+    tu_model_init(&m);
+    char k[48], v[600];
+    /* Three passes over 20000 keys of ~480 bytes each (about 27 MiB): the
+     * second overwrites half of them, the third deletes every seventh. */
+    for (int pass = 0; pass < 3; pass++) {
+        for (int i = 0; i < 20000; i++) {
+            int kl = snprintf(k, sizeof k, "key-%d-%.*s", i, i % 23, "abcdefghijklmnopqrstuvw");
+            if (pass == 2 && i % 7 == 0) {
+                ck_assert_int_eq(kv_delete(s, k, (size_t)kl), KV_OK);
+                tu_model_del(&m, k, (size_t)kl);
+                continue;
+            }
+            if (pass == 2 || (pass == 1 && i % 2)) continue;
+            int vl = snprintf(v, sizeof v, "v%d-%d-%0*d", pass, i, 400 + i % 150, i);
+            ck_assert_int_eq(kv_put(s, k, (size_t)kl, v, (size_t)vl, 0, 0), KV_OK);
+            tu_model_put(&m, k, (size_t)kl, v, (size_t)vl);
+        }
+    }
+    kv_stats st;
+    kv_get_stats(s, &st);
+    ck_assert_uint_ge(st.segments, 3);
+    uint32_t written = 0;
+    ck_assert_int_eq(kv_write_hints(s, &written), KV_OK);
+    ck_assert_uint_ge(written, 2);
+    ck_assert_int_ge(hints_match_whole_segment_builds(fs), 2);
+    kv_compact_report rep;
+    ck_assert_int_eq(kv_compact(s, &rep), KV_OK);
+    ck_assert_uint_gt(rep.bytes_after, 4 * KVR_WINDOW_DEFAULT);
+    assert_equals(s, &m);
+    ck_assert_int_ge(hints_match_whole_segment_builds(fs), 1); /* the output's, written through the window */
+    ck_assert_int_eq(kv_close(s), KV_OK);
+    /* Reopened from the output's hint, then by scanning every segment. */
+    for (int hints = 1; hints >= 0; hints--) {
+        o.hint_files = hints;
+        ck_assert_int_eq(kv_open(DIR, &o, &s, NULL), KV_OK);
+        ck_assert_uint_eq(kv_recovery_report(s)->problems, 0);
+        if (hints)
+            ck_assert_uint_ge(kv_recovery_report(s)->hints_used, 1);
+        else
+            ck_assert_uint_eq(kv_recovery_report(s)->hints_used, 0);
+        assert_equals(s, &m);
+        ck_assert_int_eq(kv_close(s), KV_OK);
+    }
+    tu_model_free(&m);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("compaction");
@@ -514,6 +611,7 @@ int main(void)
     tcase_add_test(tc, readers_see_every_key_while_a_compaction_moves_them_in_steps);
     tcase_add_test(tc, a_power_cut_at_any_sync_point_of_a_compaction_recovers_the_same_keys);
     tcase_add_test(tc, any_io_call_of_a_compaction_failing_leaves_a_working_store);
+    tcase_add_test(tc, segments_many_windows_long_keep_every_value_through_hints_compaction_and_reopen);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
