@@ -493,6 +493,8 @@ kv_status kvr_scan_fd(const kv_io *io, int fd, uint64_t size, uint32_t seg, cons
     src s;
     src_init_fd(&s, io, fd, size, window_bytes, hooks->on_window, hooks->arg);
     kv_status st = scan(&s, seg, path, hooks, out);
+    /* The last window goes too: the caller is told, as for every move. */
+    if (s.view_len && s.on_move) s.on_move(s.arg, s.view_off, s.view_len);
     free(s.buf);
     return st;
 }

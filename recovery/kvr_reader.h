@@ -184,8 +184,10 @@ typedef struct kvr_scan_hooks {
  *
  * Lifetime: the kv_record given to on_record points into the window. It
  * is valid while on_record runs and, when on_window is set, until the
- * next on_window call, which comes before any of those bytes change; a
- * caller without on_window must copy what it keeps. A kvr_problem is
+ * next on_window call, which comes before any of those bytes change or
+ * go (the end of the scan frees the last window: on_window comes first,
+ * on success, stop or error alike); a caller without on_window must copy
+ * what it keeps. A kvr_problem is
  * valid only during its call.
  *
  * Returns KV_OK, KV_VERSION (as kvr_scan_buffer), EFBIG for a size over

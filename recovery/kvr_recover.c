@@ -42,22 +42,13 @@ typedef struct rctx {
     uint64_t seg_records;  /* data records applied from it */
     int newest_hinted;     /* the newest segment has a hint file: it was sealed,
                               so a segment after it is missing */
-    uint64_t seg_size;     /* bytes of the segment being scanned */
 } rctx;
 
 static void on_problem(void *arg, const kvr_problem *p);
 
-/* The replay queues keys by pointer into the reader's window, which may
- * move or go once on_record returns. The reader says when it moves
- * (on_window), but frees its last window when the scan ends without a
- * call: records within a window's length of the end are applied at once,
- * and so is everything queued when the scan is stopped. */
-static int settle(rctx *c, uint64_t end, int stop)
-{
-    if (stop || end + KVR_WINDOW_DEFAULT >= c->seg_size) kvr_replay_flush(&c->rp);
-    return stop;
-}
-
+/* The replay queues keys by pointer into the reader's window: it applies
+ * them before the window moves or goes (the reader calls on_window before
+ * either, the end of the scan included). */
 static void on_window(void *arg, uint64_t off, uint64_t len)
 {
     (void)off;
@@ -68,7 +59,7 @@ static void on_window(void *arg, uint64_t off, uint64_t len)
 static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     rctx *c = arg;
-    if (c->stop || c->rp.err) return settle(c, off, 1);
+    if (c->stop || c->rp.err) return 1;
     if (kv_record_is_mark(r)) {
         if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
         return 0;
@@ -79,11 +70,11 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     if (kvr_replay_record(&c->rp, seg, off, r) == KV_CORRUPT) {
         kvr_problem p = {NULL, seg, off, r->len, KVR_SEQ_ORDER, 1};
         on_problem(c, &p);
-        return settle(c, off + r->len, c->stop);
+        return c->stop;
     }
     c->seg_records++;
     if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
-    return settle(c, off + r->len, c->rp.err != 0);
+    return c->rp.err != 0;
 }
 
 /* Keeps a copy of problem p in the report's list. */
@@ -388,7 +379,6 @@ static kv_status scan_segment(rctx *c, seg_state *g)
     c->hb_failed = 0;
     c->hb = !c->tail.newest && !c->dry && (c->flags & KVR_HINTS_WRITE) ? kvh_builder_new(id) : NULL;
     kv_status st = open_segment(c, g);
-    c->seg_size = g->blen;
     if (st == KV_OK && c->tail.newest && is_v2(&g->pk) && kvr_tail_find(&c->tail, c->io, g->fd, g->blen, id)) {
         c->have_cut = 1; /* the whole last group is torn */
         c->cut_off = c->tail.torn_from;

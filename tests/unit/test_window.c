@@ -647,9 +647,10 @@ START_TEST(window_hook_runs_before_the_bytes_change)
     ck_assert_uint_gt(p.moves, 20);
     ck_assert_int_eq(r.sealed, 1);
     probe_free(&p);
-    /* The whole file fits in the default window: it never moves. */
+    /* The whole file fits in the default window: it goes once, when the
+     * scan ends. */
     ck_assert_int_eq(scan_file(kv_memfs_io(fs), s.len, 2, 0, 1, 0, &p, &r), KV_OK);
-    ck_assert_uint_eq(p.moves, 0);
+    ck_assert_uint_eq(p.moves, 1);
     ck_assert_uint_eq(r.window_peak, s.len);
     probe_free(&p);
     free(s.b);
