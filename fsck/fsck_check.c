@@ -150,7 +150,7 @@ typedef struct cctx {
     size_t seg_index;
     uint64_t done_before; /* bytes of the segments before this one */
     uint64_t total;
-    kvh_builder *hb;      /* the segment's hint, rebuilt from this scan, or NULL */
+    kvr_hint_builder *hb;      /* the segment's hint, rebuilt from this scan, or NULL */
     int hb_err;           /* adding to it ran out of memory */
 } cctx;
 
@@ -199,7 +199,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     if (kv_record_is_mark(r)) {
         /* A mark carries no key; the hint records a trailer as the
          * segment's last record. */
-        if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
+        if (c->hb && kvr_hint_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
         return 0;
     }
     /* Applied exactly as recovery applies it (kvr_replay), which compares
@@ -214,7 +214,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     if (st != KV_OK) c->err = st;
     c->seg->records++;
     c->seg->entries += c->rp.entries - entries;
-    if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
+    if (c->hb && kvr_hint_builder_add(c->hb, off, r) != KV_OK) c->hb_err = 1;
     return c->err != 0;
 }
 
@@ -249,7 +249,7 @@ static fsck_hint *find_hint(fsck_report *rep, uint32_t seg)
  * (NULL if they could not be read); hb holds the hint the check's scan
  * built from the segment's records (NULL: out of memory). */
 static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report *rep, fsck_hint *h,
-                                  const fsck_segment *s, const uint8_t *seg, uint64_t len, kvh_builder *hb)
+                                  const fsck_segment *s, const uint8_t *seg, uint64_t len, kvr_hint_builder *hb)
 {
     kv_path hp;
     const char *path = hp.s;
@@ -284,7 +284,7 @@ static fsck_hint_state check_hint(const kv_io *io, const char *dir, fsck_report 
                kvh_matches(&hh, len, seg, hh.records ? seg + hh.last_off : seg) != KV_OK) {
         state = FSCK_HINT_STALE; /* recovery's check, on the bytes read */
     } else {
-        kv_status st = hb ? kvh_builder_finish_buf(hb, seg, len, &want, &wlen) : ENOMEM;
+        kv_status st = hb ? kvr_hint_builder_finish_buf(hb, seg, len, &want, &wlen) : ENOMEM;
         if (st == ENOMEM) set_error(rep, ENOMEM, "out of memory checking", path);
         if (st != KV_OK)
             state = FSCK_HINT_UNCHECKED;
@@ -443,7 +443,7 @@ static kv_status check_segment(const kv_io *io, const char *dir, cctx *c, size_t
     kvr_scan_result res = {0};
     fsck_hint *hint = find_hint(rep, s->id);
     uint8_t *segbuf = NULL;
-    c->hb = hint ? kvh_builder_new(s->id) : NULL; /* the hint is rebuilt by this same scan */
+    c->hb = hint ? kvr_hint_builder_new(s->id) : NULL; /* the hint is rebuilt by this same scan */
     c->hb_err = 0;
     /* The buffer is kept until the queued puts and deletes, which point
      * into it, are applied. */
@@ -456,7 +456,7 @@ static kv_status check_segment(const kv_io *io, const char *dir, cctx *c, size_t
                                  c->hb_err ? NULL : c->hb);
     else if (!s->newest)
         rep->sealed_without_hint++;
-    kvh_builder_free(c->hb);
+    kvr_hint_builder_free(c->hb);
     c->hb = NULL;
     free(segbuf);
     if (st != KV_OK) {

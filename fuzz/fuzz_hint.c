@@ -52,7 +52,7 @@
  *     KV_OK, and the hint file is left untouched. With hint files off the
  *     hint is never read, so this store is made once per segment 1
  *     variant (with a junk hint file) and is what the opens below are
- *     compared with; the builder's hint (kvh_build) of the variant is
+ *     compared with; the builder's hint (kvr_hint_build) of the variant is
  *     then checked to be used and to give exactly that store.
  *     In every open: kv_open returns KV_OK, the distinct keys kv_scan
  *     yields number what the report and kv_stats say, the store holds
@@ -325,7 +325,7 @@ static int file_is(kv_memfs *fs, const char *path, const uint8_t *buf, size_t le
 typedef struct fixture {
     uint8_t seg1[HF_SEG_CAP];
     size_t seg1_len;
-    uint8_t *hint; /* kvh_build of seg1 */
+    uint8_t *hint; /* kvr_hint_build of seg1 */
     size_t hint_len;
     open_result base; /* the store opened with hint_files = 0 */
 } fixture;
@@ -360,7 +360,7 @@ static void make_fixtures(void)
         fixture *f = &fixtures[v];
         f->seg1_len = hf_segment1((enum hf_variant)v, f->seg1);
         CHECK(f->seg1_len <= HF_SEG_CAP);
-        CHECK(kvh_build(f->seg1, f->seg1_len, 1, &f->hint, &f->hint_len) == KV_OK);
+        CHECK(kvr_hint_build(f->seg1, f->seg1_len, 1, &f->hint, &f->hint_len) == KV_OK);
         kvh_header h;
         CHECK(kvh_decode(f->hint, f->hint_len, 1, &h) == KV_OK);
         CHECK(h.seg_size == f->seg1_len && (h.records == 0) == (v == HF_SEG_EMPTY));

@@ -127,7 +127,7 @@ static int check_record(void *arg, uint32_t seg, uint64_t off, const kv_record *
         uint32_t n = 0;
         kv_record e;
         kv_status st;
-        while ((st = kv_batch_next(r, &pos, &e)) == KV_OK) {
+        while ((st = kv_record_batch_next(r, &pos, &e)) == KV_OK) {
             CHECK(e.rflags == KV_RF_IN_BATCH && (e.type == KV_REC_PUT || e.type == KV_REC_TOMBSTONE));
             CHECK(pos <= r->vlen && e.seq == r->seq + n);
             n++;

@@ -1,6 +1,6 @@
 /*
  * make_hint_seeds — writes the seed corpus of fuzz_hint: hint files made
- * by the project's own builder (kvh_build, recovery/kvr_hint.h) from the
+ * by the project's own builder (kvr_hint_build, recovery/kvr_hint.h) from the
  * target's fixed segments (fuzz/hint_fixture.h), so the seeds follow the
  * format and describe exactly the segments the target runs them against.
  * A tool, not a test: run it by hand when the format changes.
@@ -57,9 +57,9 @@ int main(int argc, char **argv)
     for (int v = 0; v < HF_NVARIANTS; v++) {
         uint8_t seg[HF_SEG_CAP];
         size_t n = hf_segment1((enum hf_variant)v, seg);
-        kv_status st = kvh_build(seg, n, 1, &hint[v], &len[v]);
+        kv_status st = kvr_hint_build(seg, n, 1, &hint[v], &len[v]);
         if (st != KV_OK) {
-            fprintf(stderr, "make_hint_seeds: kvh_build: %s\n", kv_strerror(st));
+            fprintf(stderr, "make_hint_seeds: kvr_hint_build: %s\n", kv_strerror(st));
             return 1;
         }
     }

@@ -28,7 +28,7 @@ typedef struct hint_op {
 /* The ops and the keys live on anonymous mappings (kvr_map.h): a segment
  * holds up to millions of keys, and building its hint leaves none of that
  * memory resident. */
-struct kvh_builder {
+struct kvr_hint_builder {
     uint32_t seg;
     kvr_map ops;  /* hint_op[nops] */
     kvr_map keys; /* the ops' key bytes, back to back */
@@ -37,15 +37,15 @@ struct kvh_builder {
     int oom;
 };
 
-kvh_builder *kvh_builder_new(uint32_t seg)
+kvr_hint_builder *kvr_hint_builder_new(uint32_t seg)
 {
-    kvh_builder *b = calloc(1, sizeof *b);
+    kvr_hint_builder *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->seg = seg;
     return b;
 }
 
-void kvh_builder_free(kvh_builder *b)
+void kvr_hint_builder_free(kvr_hint_builder *b)
 {
     if (!b) return;
     kvr_map_free(&b->ops);
@@ -53,17 +53,17 @@ void kvh_builder_free(kvh_builder *b)
     free(b);
 }
 
-static hint_op *op_at(const kvh_builder *b, size_t i)
+static hint_op *op_at(const kvr_hint_builder *b, size_t i)
 {
     return (hint_op *)b->ops.p + i;
 }
 
-static const uint8_t *op_key(const kvh_builder *b, const hint_op *o)
+static const uint8_t *op_key(const kvr_hint_builder *b, const hint_op *o)
 {
     return b->keys.p + o->key_at;
 }
 
-static void add_entry(kvh_builder *b, uint64_t off, const kv_record *e)
+static void add_entry(kvr_hint_builder *b, uint64_t off, const kv_record *e)
 {
     b->entries++;
     if (e->type == KV_REC_TOMBSTONE) b->tombstones++;
@@ -85,7 +85,7 @@ static void add_entry(kvh_builder *b, uint64_t off, const kv_record *e)
     o->hash = XXH3_64bits(e->key, e->klen);
 }
 
-kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r)
+kv_status kvr_hint_builder_add(kvr_hint_builder *b, uint64_t off, const kv_record *r)
 {
     if (kv_record_is_mark(r)) {
         /* No entry; a trailer is the record the hint's last-record check
@@ -101,7 +101,7 @@ kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r)
         b->batches++;
         size_t pos = 0, before = 0;
         kv_record e;
-        while (kv_batch_next(r, &pos, &e) == KV_OK) {
+        while (kv_record_batch_next(r, &pos, &e) == KV_OK) {
             add_entry(b, kv_batch_entry_off(off, before), &e);
             before = pos;
         }
@@ -114,7 +114,7 @@ kv_status kvh_builder_add(kvh_builder *b, uint64_t off, const kv_record *r)
 /* Marks every op that a later op of the same key supersedes, with an
  * open-addressing table of op indices (linear probing, at most half
  * full). Returns the number of ops left (one per key) or -1. */
-static long mark_superseded(kvh_builder *b)
+static long mark_superseded(kvr_hint_builder *b)
 {
     size_t slots = 16;
     while (slots < b->nops * 2) slots *= 2;
@@ -144,12 +144,12 @@ static long mark_superseded(kvh_builder *b)
     return live;
 }
 
-uint64_t kvh_builder_last_off(const kvh_builder *b, uint64_t seg_len)
+uint64_t kvr_hint_builder_last_off(const kvr_hint_builder *b, uint64_t seg_len)
 {
     return b->records && b->last_off + KV_REC_HEADER_SIZE <= seg_len ? b->last_off : UINT64_MAX;
 }
 
-kv_status kvh_builder_finish(kvh_builder *b, uint64_t seg_len, const uint8_t *seg_header, const uint8_t *last_header,
+kv_status kvr_hint_builder_finish(kvr_hint_builder *b, uint64_t seg_len, const uint8_t *seg_header, const uint8_t *last_header,
                              uint8_t **out, size_t *out_len)
 {
     *out = NULL;
@@ -173,7 +173,7 @@ kv_status kvh_builder_finish(kvh_builder *b, uint64_t seg_len, const uint8_t *se
                     .max_seq = b->max_seq,
                     .last_off = b->records ? b->last_off : 0};
     memcpy(h.seg_header, seg_header, seg_len < KV_SEG_HEADER_SIZE ? seg_len : KV_SEG_HEADER_SIZE);
-    if (last_header && kvh_builder_last_off(b, seg_len) != UINT64_MAX)
+    if (last_header && kvr_hint_builder_last_off(b, seg_len) != UINT64_MAX)
         memcpy(h.last_header, last_header, KV_REC_HEADER_SIZE);
     kvh_encode_header(p, &h);
     /* The ops are in file order, so the entries come out by offset. */
@@ -190,29 +190,29 @@ kv_status kvh_builder_finish(kvh_builder *b, uint64_t seg_len, const uint8_t *se
     return KV_OK;
 }
 
-kv_status kvh_builder_finish_buf(kvh_builder *b, const uint8_t *seg_buf, uint64_t seg_len, uint8_t **out,
+kv_status kvr_hint_builder_finish_buf(kvr_hint_builder *b, const uint8_t *seg_buf, uint64_t seg_len, uint8_t **out,
                                  size_t *out_len)
 {
-    uint64_t lo = kvh_builder_last_off(b, seg_len);
-    return kvh_builder_finish(b, seg_len, seg_buf, lo == UINT64_MAX ? NULL : seg_buf + lo, out, out_len);
+    uint64_t lo = kvr_hint_builder_last_off(b, seg_len);
+    return kvr_hint_builder_finish(b, seg_len, seg_buf, lo == UINT64_MAX ? NULL : seg_buf + lo, out, out_len);
 }
 
-kv_status kvh_builder_finish_fd(kvh_builder *b, const kv_io *io, int fd, uint64_t seg_len, uint8_t **out,
+kv_status kvr_hint_builder_finish_fd(kvr_hint_builder *b, const kv_io *io, int fd, uint64_t seg_len, uint8_t **out,
                                 size_t *out_len)
 {
     uint8_t hdr[KV_SEG_HEADER_SIZE] = {0}, last[KV_REC_HEADER_SIZE];
     *out = NULL;
     *out_len = 0;
     size_t hn = seg_len < sizeof hdr ? (size_t)seg_len : sizeof hdr;
-    uint64_t lo = kvh_builder_last_off(b, seg_len);
+    uint64_t lo = kvr_hint_builder_last_off(b, seg_len);
     int r = kv_io_read_full(io, fd, hdr, hn, 0);
     if (r == 0 && lo != UINT64_MAX) r = kv_io_read_full(io, fd, last, sizeof last, lo);
     if (r < 0) return -r;
-    return kvh_builder_finish(b, seg_len, hdr, lo == UINT64_MAX ? NULL : last, out, out_len);
+    return kvr_hint_builder_finish(b, seg_len, hdr, lo == UINT64_MAX ? NULL : last, out, out_len);
 }
 
 typedef struct build_ctx {
-    kvh_builder *b;
+    kvr_hint_builder *b;
     uint64_t problems;
     kv_status err;
 } build_ctx;
@@ -221,7 +221,7 @@ static int build_record(void *arg, uint32_t seg, uint64_t off, const kv_record *
 {
     (void)seg;
     build_ctx *c = arg;
-    c->err = kvh_builder_add(c->b, off, r);
+    c->err = kvr_hint_builder_add(c->b, off, r);
     return c->err != KV_OK;
 }
 
@@ -231,37 +231,37 @@ static void build_problem(void *arg, const kvr_problem *p)
     ((build_ctx *)arg)->problems++;
 }
 
-kv_status kvh_build(const uint8_t *buf, uint64_t len, uint32_t seg, uint8_t **out, size_t *out_len)
+kv_status kvr_hint_build(const uint8_t *buf, uint64_t len, uint32_t seg, uint8_t **out, size_t *out_len)
 {
     *out = NULL;
     *out_len = 0;
-    build_ctx c = {kvh_builder_new(seg), 0, KV_OK};
+    build_ctx c = {kvr_hint_builder_new(seg), 0, KV_OK};
     if (!c.b) return ENOMEM;
     kv_status st = kvr_scan_buffer(buf, len, seg, NULL, build_record, build_problem, &c, NULL);
     if (st == KV_OK) st = c.err;
     if (st == KV_OK && c.problems) st = KV_CORRUPT;
-    if (st == KV_OK) st = kvh_builder_finish_buf(c.b, buf, len, out, out_len);
-    kvh_builder_free(c.b);
+    if (st == KV_OK) st = kvr_hint_builder_finish_buf(c.b, buf, len, out, out_len);
+    kvr_hint_builder_free(c.b);
     return st;
 }
 
-kv_status kvh_build_fd(const kv_io *io, int fd, uint64_t size, uint32_t seg, uint8_t **out, size_t *out_len)
+kv_status kvr_hint_build_fd(const kv_io *io, int fd, uint64_t size, uint32_t seg, uint8_t **out, size_t *out_len)
 {
     *out = NULL;
     *out_len = 0;
-    build_ctx c = {kvh_builder_new(seg), 0, KV_OK};
+    build_ctx c = {kvr_hint_builder_new(seg), 0, KV_OK};
     if (!c.b) return ENOMEM;
     /* The builder copies the keys it keeps, so no window hook is needed. */
     kvr_scan_hooks h = {build_record, build_problem, NULL, &c};
     kv_status st = kvr_scan_fd(io, fd, size, seg, NULL, 0, &h, NULL);
     if (st == KV_OK) st = c.err;
     if (st == KV_OK && c.problems) st = KV_CORRUPT;
-    if (st == KV_OK) st = kvh_builder_finish_fd(c.b, io, fd, size, out, out_len);
-    kvh_builder_free(c.b);
+    if (st == KV_OK) st = kvr_hint_builder_finish_fd(c.b, io, fd, size, out, out_len);
+    kvr_hint_builder_free(c.b);
     return st;
 }
 
-int kvh_write_tmp(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len)
+int kvr_hint_write_tmp(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len)
 {
     kv_path tmp;
     int r = kv_dir_path(&tmp, dir, KV_FILE_HINT_TMP, seg, 0);
@@ -276,7 +276,7 @@ int kvh_write_tmp(const kv_io *io, const char *dir, uint32_t seg, const uint8_t 
     return r;
 }
 
-int kvh_commit_tmp(const kv_io *io, const char *dir, uint32_t seg)
+int kvr_hint_commit_tmp(const kv_io *io, const char *dir, uint32_t seg)
 {
     kv_path path, tmp;
     int r = kv_dir_path(&path, dir, KV_FILE_HINT, seg, 0);
@@ -287,10 +287,10 @@ int kvh_commit_tmp(const kv_io *io, const char *dir, uint32_t seg)
     return r;
 }
 
-int kvh_write_file(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len)
+int kvr_hint_write_file(const kv_io *io, const char *dir, uint32_t seg, const uint8_t *data, size_t len)
 {
-    int r = kvh_write_tmp(io, dir, seg, data, len);
-    return r == 0 ? kvh_commit_tmp(io, dir, seg) : r;
+    int r = kvr_hint_write_tmp(io, dir, seg, data, len);
+    return r == 0 ? kvr_hint_commit_tmp(io, dir, seg) : r;
 }
 
 /* ---- reading a hint for its segment ---- */
@@ -324,7 +324,7 @@ static kv_status check_trailer(const kv_io *io, int fd, uint32_t id, const kvh_h
     return KV_OK;
 }
 
-kv_status kvh_read_for_segment(const kv_io *io, const char *dir, uint32_t id, uint8_t **buf, size_t *len,
+kv_status kvr_hint_read_for_segment(const kv_io *io, const char *dir, uint32_t id, uint8_t **buf, size_t *len,
                                kvh_header *h)
 {
     kv_path path;
@@ -351,7 +351,7 @@ kv_status kvh_read_for_segment(const kv_io *io, const char *dir, uint32_t id, ui
     return KV_OK;
 }
 
-size_t kvh_estimate_keys(const kv_io *io, const char *dir, const uint32_t *ids, size_t n)
+size_t kvr_hint_estimate_keys(const kv_io *io, const char *dir, const uint32_t *ids, size_t n)
 {
     uint64_t total = 0;
     for (size_t i = 0; i + 1 < n; i++) {

@@ -105,7 +105,7 @@ typedef struct kvr_problem {
 /* Called for each valid top-level record at byte offset off, marks
  * (kv_record_is_mark: group-commit marks and the trailer) included: a
  * consumer that applies, copies or indexes records skips them. For a batch,
- * r->val holds the verified entries (see kv_batch_next). Return 0 to go
+ * r->val holds the verified entries (see kv_record_batch_next). Return 0 to go
  * on, non-zero to stop the scan (kvr_scan returns that value's status
  * KV_OK and sets stopped). */
 typedef int (*kvr_record_fn)(void *arg, uint32_t seg, uint64_t off, const kv_record *r);

@@ -36,7 +36,7 @@ typedef struct rctx {
     int have_unwritten;  /* the newest segment ends in zeros from unwritten_off */
     uint64_t unwritten_off;
     kvr_problem first;   /* the problem that caused a refusal or stop */
-    kvh_builder *hb;     /* the hint of the segment being scanned, or NULL */
+    kvr_hint_builder *hb;     /* the hint of the segment being scanned, or NULL */
     int hb_failed;       /* building it ran out of memory: write none */
     uint64_t seg_problems; /* problems reported in the segment being scanned */
     uint64_t seg_records;  /* data records applied from it */
@@ -61,7 +61,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
     rctx *c = arg;
     if (c->stop || c->rp.err) return 1;
     if (kv_record_is_mark(r)) {
-        if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
+        if (c->hb && kvr_hint_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
         return 0;
     }
     /* Records of the interrupted group after the first torn byte are cut
@@ -73,7 +73,7 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
         return c->stop;
     }
     c->seg_records++;
-    if (c->hb && kvh_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
+    if (c->hb && kvr_hint_builder_add(c->hb, off, r) != KV_OK) c->hb_failed = 1;
     return c->rp.err != 0;
 }
 
@@ -151,7 +151,7 @@ static int load_hint(const kv_io *io, const char *dir, uint32_t id, rctx *c, uin
     uint8_t *buf = NULL;
     size_t len = 0;
     kvh_header h;
-    kv_status st = kvh_read_for_segment(io, dir, id, &buf, &len, &h);
+    kv_status st = kvr_hint_read_for_segment(io, dir, id, &buf, &len, &h);
     if (st == ENOENT) return 0;
     if (st == KV_OK) st = kvr_replay_hint(&c->rp, id, buf, len, &h);
     free(buf);
@@ -342,8 +342,8 @@ static void write_hint(rctx *c, seg_state *g)
     uint8_t *hint;
     size_t hlen;
     uint32_t id = c->ids[g->i];
-    int r = kvh_builder_finish_fd(c->hb, c->io, g->fd, g->res.file_size, &hint, &hlen) == KV_OK
-                ? kvh_write_tmp(c->io, c->dir, id, hint, hlen)
+    int r = kvr_hint_builder_finish_fd(c->hb, c->io, g->fd, g->res.file_size, &hint, &hlen) == KV_OK
+                ? kvr_hint_write_tmp(c->io, c->dir, id, hint, hlen)
                 : -ENOMEM;
     free(hint); /* NULL when finishing failed */
     if (r == 0) {
@@ -377,7 +377,7 @@ static kv_status scan_segment(rctx *c, seg_state *g)
 {
     uint32_t id = c->ids[g->i];
     c->hb_failed = 0;
-    c->hb = !c->tail.newest && !c->dry && (c->flags & KVR_HINTS_WRITE) ? kvh_builder_new(id) : NULL;
+    c->hb = !c->tail.newest && !c->dry && (c->flags & KVR_HINTS_WRITE) ? kvr_hint_builder_new(id) : NULL;
     kv_status st = open_segment(c, g);
     if (st == KV_OK && c->tail.newest && is_v2(&g->pk) && kvr_tail_find(&c->tail, c->io, g->fd, g->blen, id)) {
         c->have_cut = 1; /* the whole last group is torn */
@@ -391,7 +391,7 @@ static kv_status scan_segment(rctx *c, seg_state *g)
         check_ends(c, g);
         write_hint(c, g);
     }
-    kvh_builder_free(c->hb);
+    kvr_hint_builder_free(c->hb);
     c->hb = NULL;
     kvr_report *rep = c->rep;
     if (st == KV_VERSION)
@@ -518,7 +518,7 @@ static void commit_hints(rctx *c, kv_status st)
         if (st != KV_OK) {
             kv_path path;
             if (kv_dir_path(&path, c->dir, KV_FILE_HINT_TMP, c->pending[k], 0) == 0) c->io->unlink(c->io->ctx, path.s);
-        } else if (kvh_commit_tmp(c->io, c->dir, c->pending[k]) == 0) {
+        } else if (kvr_hint_commit_tmp(c->io, c->dir, c->pending[k]) == 0) {
             rep->hints_written++;
         } else {
             rep->hints_failed++;
@@ -556,7 +556,7 @@ kv_status kvr_recover(const kv_io *io, const char *dir, kvr_mode mode, unsigned 
         rep->elapsed_us = now_us() - t0;
         return KV_CORRUPT;
     }
-    if (flags & KVR_HINTS_READ) kv_keydir_reserve(kd, kvh_estimate_keys(io, dir, c.ids, c.n));
+    if (flags & KVR_HINTS_READ) kv_keydir_reserve(kd, kvr_hint_estimate_keys(io, dir, c.ids, c.n));
     int stop = 0;
     for (size_t i = 0; i < c.n && st == KV_OK && !stop; i++) st = load_segment(&c, i, &stop);
     free(c.ids);

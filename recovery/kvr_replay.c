@@ -83,7 +83,7 @@ kv_status kvr_replay_record(kvr_replay *rp, uint32_t seg, uint64_t off, const kv
         rp->batches++;
         size_t pos = 0, before = 0;
         kv_record e;
-        while (kv_batch_next(r, &pos, &e) == KV_OK) {
+        while (kv_record_batch_next(r, &pos, &e) == KV_OK) {
             apply_entry(rp, seg, kv_batch_entry_off(off, before), &e);
             before = pos;
         }

@@ -97,7 +97,7 @@ static kv_status batch_verify(const kv_record *b)
     uint32_t n = 0;
     kv_record e;
     kv_status st;
-    while ((st = kv_batch_next(b, &pos, &e)) == KV_OK) {
+    while ((st = kv_record_batch_next(b, &pos, &e)) == KV_OK) {
         if (e.seq != b->seq + n) return KV_CORRUPT_BKPT;
         n++;
     }
@@ -119,7 +119,7 @@ kv_status kv_record_decode(const uint8_t *buf, size_t avail, kv_record *r)
     return KV_OK;
 }
 
-kv_status kv_batch_next(const kv_record *batch, size_t *pos, kv_record *e)
+kv_status kv_record_batch_next(const kv_record *batch, size_t *pos, kv_record *e)
 {
     if (*pos >= batch->vlen) return KV_NOT_FOUND;
     size_t avail = batch->vlen - *pos;

@@ -127,7 +127,7 @@ static inline uint64_t kv_record_last_seq(const kv_record *r)
     return r->type == KV_REC_BATCH ? r->seq + r->flags - 1 : r->seq;
 }
 
-/* Byte offset in the segment of the batch entry that kv_batch_next
+/* Byte offset in the segment of the batch entry that kv_record_batch_next
  * returned from payload position pos (the *pos it had before the call),
  * the batch itself being at batch_off: the entry follows the batch's
  * 44-byte header and the entries before it. */
@@ -200,7 +200,7 @@ kv_status kv_record_decode(const uint8_t *buf, size_t avail, kv_record *r);
  * recomputed, because the batch's CRC covers it: call this on a batch
  * that kv_record_decode() accepted (which has walked every entry, so this
  * then never yields KV_CORRUPT). */
-kv_status kv_batch_next(const kv_record *batch, size_t *pos, kv_record *e);
+kv_status kv_record_batch_next(const kv_record *batch, size_t *pos, kv_record *e);
 
 /* Encodes a mark of `type` (KV_REC_COMMIT or KV_REC_SEAL) into out
  * (KV_MARK_SIZE bytes): seq, the offset field (a commit mark's group start,

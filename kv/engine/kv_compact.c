@@ -175,7 +175,7 @@ static int compact_record(void *arg, uint32_t seg, uint64_t off, const kv_record
     if (r->type == KV_REC_BATCH) {
         size_t pos = 0, before = 0;
         kv_record e;
-        while (c->err == KV_OK && kv_batch_next(r, &pos, &e) == KV_OK) {
+        while (c->err == KV_OK && kv_record_batch_next(r, &pos, &e) == KV_OK) {
             compact_entry(c, seg, kv_batch_entry_off(off, before), &e);
             before = pos;
         }

@@ -24,7 +24,7 @@
 
 /* Builds and writes the hint file of sealed segment g (a reference held by
  * the caller, who also holds cmp.mu) without a directory fsync. The
- * segment is read through the log reader's window (kvh_build_fd), never
+ * segment is read through the log reader's window (kvr_hint_build_fd), never
  * whole. Returns KV_OK, KV_CORRUPT (damage: no hint), an errno, ENOMEM. */
 kv_status write_segment_hint(kv_store *s, segment *g)
 {
@@ -33,10 +33,10 @@ kv_status write_segment_hint(kv_store *s, segment *g)
     if (r < 0) return -r;
     uint8_t *hint = NULL;
     size_t hlen = 0;
-    kv_status st = kvh_build_fd(s->io, g->fd, size, g->file_id, &hint, &hlen);
+    kv_status st = kvr_hint_build_fd(s->io, g->fd, size, g->file_id, &hint, &hlen);
     if (st == EIO) mark_bad(s, g, 0, size > UINT32_MAX ? UINT32_MAX : (uint32_t)size, -EIO);
     if (st != KV_OK) return st;
-    r = kvh_write_file(s->io, s->dir, g->file_id, hint, hlen);
+    r = kvr_hint_write_file(s->io, s->dir, g->file_id, hint, hlen);
     free(hint);
     return r < 0 ? -r : KV_OK;
 }

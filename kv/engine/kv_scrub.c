@@ -221,7 +221,7 @@ static size_t chunk_bytes(kv_scrub *sc)
 typedef struct seg_scan {
     pass *p;
     uint32_t seg;
-    kvh_builder *b; /* NULL once a build step failed (ENOMEM): no rebuild */
+    kvr_hint_builder *b; /* NULL once a build step failed (ENOMEM): no rebuild */
     uint64_t problems;
 } seg_scan;
 
@@ -229,8 +229,8 @@ static int on_record(void *arg, uint32_t seg, uint64_t off, const kv_record *r)
 {
     (void)seg;
     seg_scan *c = arg;
-    if (c->b && kvh_builder_add(c->b, off, r) != KV_OK) {
-        kvh_builder_free(c->b);
+    if (c->b && kvr_hint_builder_add(c->b, off, r) != KV_OK) {
+        kvr_hint_builder_free(c->b);
         c->b = NULL;
     }
     return 0;
@@ -276,7 +276,7 @@ static void check_hint(pass *p, const kv_sealed *h, const uint8_t *seg, seg_scan
     int clean = c->problems == 0;
     uint8_t *want = NULL;
     size_t wlen = 0;
-    if (clean && c->b && kvh_builder_finish_buf(c->b, seg, h->size, &want, &wlen) != KV_OK) want = NULL;
+    if (clean && c->b && kvr_hint_builder_finish_buf(c->b, seg, h->size, &want, &wlen) != KV_OK) want = NULL;
     uint64_t diff = want ? first_difference(hb, hlen, want, wlen) : 0;
     kvh_header hh;
     kv_status dst = kvh_decode(hb, hlen, h->file_id, &hh);
@@ -346,7 +346,7 @@ static int scrub_segment(pass *p, uint32_t id)
         off += n;
         if ((stop = pace(p, n)) != 0) goto out;
     }
-    c.b = kvh_builder_new(h.file_id);
+    c.b = kvr_hint_builder_new(h.file_id);
     kvr_scan_result sr;
     memset(&sr, 0, sizeof sr);
     st = kvr_scan_buffer(buf, h.size, h.file_id, path, on_record, on_problem, &c, &sr);
@@ -364,7 +364,7 @@ static int scrub_segment(pass *p, uint32_t id)
     p->res->segments++;
     check_hint(p, &h, buf, &c);
 out:
-    kvh_builder_free(c.b);
+    kvr_hint_builder_free(c.b);
     if (buf != MAP_FAILED) munmap(buf, maplen);
     kv_sealed_release(s, &h);
     return stop;

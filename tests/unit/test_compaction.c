@@ -513,7 +513,7 @@ static uint8_t *read_hint(kv_memfs *fs, uint32_t id, size_t *len)
     return kv_memfs_read(fs, path, &b, len) == 0 ? b : NULL;
 }
 
-/* Every hint file on fs is what kvh_build makes from its segment's bytes
+/* Every hint file on fs is what kvr_hint_build makes from its segment's bytes
  * held whole in memory. Returns how many were compared. */
 static int hints_match_whole_segment_builds(kv_memfs *fs)
 {
@@ -525,7 +525,7 @@ static int hints_match_whole_segment_builds(kv_memfs *fs)
         char sp[64];
         tu_seg_path(sp, sizeof sp, DIR, id);
         ck_assert_int_eq(kv_memfs_read(fs, sp, &seg, &slen), 0);
-        ck_assert_int_eq(kvh_build(seg, slen, id, &want, &wlen), KV_OK);
+        ck_assert_int_eq(kvr_hint_build(seg, slen, id, &want, &wlen), KV_OK);
         ck_assert_msg(wlen == hlen && memcmp(want, hint, hlen) == 0,
                       "the hint of segment %u differs from the one built from its whole bytes", id);
         free(want);

@@ -186,7 +186,7 @@ START_TEST(recovery_writes_the_missing_hints_and_they_equal_a_rebuild)
         size_t slen, hlen, wlen;
         ck_assert_int_eq(kv_memfs_read(fs, sp, &seg, &slen), 0);
         ck_assert_int_eq(kv_memfs_read(fs, hp, &hint, &hlen), 0);
-        ck_assert_int_eq(kvh_build(seg, slen, id, &want, &wlen), KV_OK);
+        ck_assert_int_eq(kvr_hint_build(seg, slen, id, &want, &wlen), KV_OK);
         ck_assert_uint_eq(hlen, wlen);
         ck_assert(memcmp(hint, want, hlen) == 0);
         kvh_header h;

@@ -131,11 +131,11 @@ START_TEST(batch_roundtrip_and_structure)
     size_t it = 0;
     const char *keys = "abc";
     for (int i = 0; i < 3; i++) {
-        ck_assert_int_eq(kv_batch_next(&b, &it, &e), KV_OK);
+        ck_assert_int_eq(kv_record_batch_next(&b, &it, &e), KV_OK);
         ck_assert_uint_eq(e.seq, 10u + (unsigned)i);
         ck_assert_int_eq(e.key[0], keys[i]);
     }
-    ck_assert_int_eq(kv_batch_next(&b, &it, &e), KV_NOT_FOUND);
+    ck_assert_int_eq(kv_record_batch_next(&b, &it, &e), KV_NOT_FOUND);
     ck_assert_uint_eq(e.flags, 7);
 
     /* A count that disagrees with the entries is corrupt. */
