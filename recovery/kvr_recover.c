@@ -286,8 +286,11 @@ static int check_chain(rctx *c, seg_state *g, kv_status *st)
  * size with the trailer (E), before it writes the trailer: if the newest
  * segment is still empty and names this one, the trailer may be missing
  * or torn, and belongs at E - 44. If the newest has no valid header, the
- * crash came before the trailer was begun. Sets g->window(_no_end) and,
- * for the first case, c->tail's window. */
+ * crash came before the trailer was begun, or during a recovery that was
+ * writing it (kvr_complete_rotation writes the trailer before kv_open
+ * writes the newest's header again): a torn trailer then lies in the last
+ * 44 bytes, after the last commit mark (check_ends). Sets
+ * g->window(_no_end) and c->tail's window. */
 static void find_window(rctx *c, seg_state *g)
 {
     size_t i = g->i;
@@ -298,6 +301,9 @@ static void find_window(rctx *c, seg_state *g)
     kvr_peek_segment(c->io, npath.s, c->ids[i + 1], &nx);
     if (nx.size <= KV_SEG_HEADER_SIZE && !nx.header_ok) {
         g->window = g->window_no_end = 1;
+        c->tail.window = 1;
+        c->tail.torn_from = g->pk.size > KV_SEG_HEADER_SIZE + KV_MARK_SIZE ? g->pk.size - KV_MARK_SIZE
+                                                                          : KV_SEG_HEADER_SIZE;
     } else if (nx.size == KV_SEG_HEADER_SIZE && nx.hdr.version >= 2 && nx.hdr.prev_id == c->ids[i] &&
                nx.hdr.prev_end >= KV_SEG_HEADER_SIZE + KV_MARK_SIZE) {
         g->window = 1;
@@ -312,7 +318,12 @@ static void find_window(rctx *c, seg_state *g)
 static void check_ends(rctx *c, seg_state *g)
 {
     const kvr_scan_result *res = &g->res;
-    if (res->sealed || !(g->window_no_end ? c->seg_problems == 0 : res->valid_end == c->tail.torn_from))
+    /* Without a successor's header to say where the trailer belongs, only
+     * a tail cut right after a commit mark is a torn trailer: damage to
+     * the last group itself leaves its mark invalid, and is corruption. */
+    int no_end_ok = c->seg_problems == 0 ||
+                    (c->have_cut && c->cut_off == res->valid_end && res->mark_end == res->valid_end);
+    if (res->sealed || !(g->window_no_end ? no_end_ok : res->valid_end == c->tail.torn_from))
         g->window = 0;
     /* No more than the trailer's 44 bytes may follow: the write of a
      * trailer is all the rotation had begun. What they hold does not

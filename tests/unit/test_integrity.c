@@ -346,6 +346,64 @@ START_TEST(torn_trailer_before_an_empty_newest_segment_is_saved_and_written_agai
 }
 END_TEST
 
+/* A crash during the recovery that was completing a rotation: it had
+ * begun writing the trailer of the segment before the newest, and the
+ * newest, whose header kvd writes again only after recovery, has none.
+ * The next start sees a torn trailer right after the last commit mark. */
+START_TEST(torn_trailer_before_a_newest_segment_without_header_is_written_again)
+{
+    uint32_t n = clean_dir();
+    char p[64], np[64];
+    path_of(p, sizeof p, n - 1, ".seg");
+    path_of(np, sizeof np, n, ".seg");
+    uint8_t *b;
+    size_t len;
+    ck_assert_int_eq(kv_memfs_read(fs, p, &b, &len), 0);
+    memset(b + len - 20, 0xa5, 20); /* the trailer's last 20 bytes never written */
+    ck_assert_int_eq(kv_memfs_write(fs, p, b, len), 0);
+    uint8_t junk[KV_SEG_HEADER_SIZE];
+    memset(junk, 0x5a, sizeof junk);
+    ck_assert_int_eq(kv_memfs_write(fs, np, junk, sizeof junk), 0); /* a header that never reached the disk */
+    kvr_report rep;
+    kv_store *s = open_ok(&rep);
+    ck_assert_uint_eq(rep.rotations_completed, 1);
+    ck_assert_uint_eq(rep.torn_bytes, KV_MARK_SIZE + KV_SEG_HEADER_SIZE); /* the trailer, and the header */
+    tu_assert_store_equals(s, &model);
+    kvr_report_free(&rep);
+    kv_close(s);
+    /* And the store reopens as it closed. */
+    s = open_ok(&rep);
+    ck_assert_uint_eq(rep.rotations_completed, 0);
+    tu_assert_store_equals(s, &model);
+    kvr_report_free(&rep);
+    kv_close(s);
+    free(b);
+}
+END_TEST
+
+/* The same, but the damage reaches the last group's commit mark: the
+ * group is not proven whole, and that is corruption, not a torn trailer. */
+START_TEST(damaged_last_mark_before_a_newest_segment_without_header_is_refused)
+{
+    uint32_t n = clean_dir();
+    char p[64], np[64], name[32];
+    path_of(p, sizeof p, n - 1, ".seg");
+    path_of(np, sizeof np, n, ".seg");
+    uint8_t *b;
+    size_t len;
+    ck_assert_int_eq(kv_memfs_read(fs, p, &b, &len), 0);
+    len -= KV_MARK_SIZE - 10; /* 10 bytes of the trailer written */
+    b[len - 10 - KV_MARK_SIZE + 30] ^= 0x04; /* and a flipped bit in the last commit mark */
+    ck_assert_int_eq(kv_memfs_write(fs, p, b, len), 0);
+    uint8_t junk[KV_SEG_HEADER_SIZE];
+    memset(junk, 0x5a, sizeof junk);
+    ck_assert_int_eq(kv_memfs_write(fs, np, junk, sizeof junk), 0);
+    snprintf(name, sizeof name, "%010u.seg", n - 1);
+    expect_refusal(name, "");
+    free(b);
+}
+END_TEST
+
 /* ---- the newest segment after a crash ---- */
 
 /* A newest segment as a kill -9 leaves it, built record by record: group 1
@@ -614,6 +672,8 @@ int main(void)
     tcase_add_test(tc, deleted_newest_segment_is_a_missing_segment);
     tcase_add_test(tc, missing_trailer_before_an_empty_newest_segment_is_written_again);
     tcase_add_test(tc, torn_trailer_before_an_empty_newest_segment_is_saved_and_written_again);
+    tcase_add_test(tc, torn_trailer_before_a_newest_segment_without_header_is_written_again);
+    tcase_add_test(tc, damaged_last_mark_before_a_newest_segment_without_header_is_refused);
     tcase_add_test(tc, unsynced_last_group_with_a_page_never_written_is_cut_whole);
     tcase_add_test(tc, flipped_bit_in_the_last_complete_group_is_refused);
     tcase_add_test(tc, zeroed_page_and_a_flipped_bit_in_the_last_group_are_refused);
