@@ -127,15 +127,7 @@ kv_status kv_mget(kv_store *s, size_t n, const uint8_t *const *keys, const size_
 
 kv_status kv_exists(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms)
 {
-    kv_loc loc;
-    uint64_t now = wall_ms(s);
-    pthread_rwlock_rdlock(&s->tab.lock);
-    int found = kv_keydir_get(s->tab.kd, key, klen, &loc);
-    pthread_rwlock_unlock(&s->tab.lock);
-    if (found && !live(loc.expire_ms, now)) s->on_expired(s, key, klen, loc.seq);
-    if (!found || !live(loc.expire_ms, now)) return KV_NOT_FOUND;
-    if (expire_ms) *expire_ms = loc.expire_ms;
-    return KV_OK;
+    return kv_key_info(s, key, klen, expire_ms, NULL);
 }
 
 kv_status kv_key_info(kv_store *s, const void *key, size_t klen, uint64_t *expire_ms, uint64_t *seq)

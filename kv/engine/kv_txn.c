@@ -235,10 +235,12 @@ static void wake(void *arg, kv_status st)
     pthread_mutex_unlock(&w->mu);
 }
 
-static kv_status submit_wait(kv_store *s, const kv_batch *b)
+/* Queues a request for the writer (a batch, a sync when b is NULL, a
+ * seal when seal is set) and waits for its completion. */
+static kv_status submit_wait(kv_store *s, const kv_batch *b, int seal)
 {
     waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    req r = {.batch = b, .cb = wake, .arg = &w};
+    req r = {.batch = b, .cb = wake, .arg = &w, .seal = seal};
     kv_status st = enqueue(s, &r);
     if (st != KV_OK) return st;
     pthread_mutex_lock(&w.mu);
@@ -252,26 +254,17 @@ static kv_status submit_wait(kv_store *s, const kv_batch *b)
 kv_status kv_write(kv_store *s, const kv_batch *b)
 {
     if (!b || b->nops == 0) return KV_INVALID;
-    return submit_wait(s, b);
+    return submit_wait(s, b, 0);
 }
 
 kv_status kv_sync(kv_store *s)
 {
-    return submit_wait(s, NULL);
+    return submit_wait(s, NULL, 0);
 }
 
 kv_status kv_seal(kv_store *s)
 {
-    waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    req r = {.cb = wake, .arg = &w, .seal = 1};
-    kv_status st = enqueue(s, &r);
-    if (st != KV_OK) return st;
-    pthread_mutex_lock(&w.mu);
-    while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    pthread_mutex_destroy(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    return w.st;
+    return submit_wait(s, NULL, 1);
 }
 
 /* One-op batch on the stack for kv_put / kv_delete, without copying. */
@@ -289,7 +282,7 @@ static kv_status write_one(kv_store *s, uint8_t type, const void *key, size_t kl
     if (vlen) memcpy(data + klen, val, vlen);
     op = (batch_op){type, (uint32_t)klen, (uint32_t)vlen, 0, expire_ms, flags};
     b = (kv_batch){&op, 1, 1, data, klen + vlen, klen + vlen, kv_record_size(klen, vlen)};
-    st = submit_wait(s, &b);
+    st = submit_wait(s, &b, 0);
     if (data != small) free(data);
     return st;
 }
