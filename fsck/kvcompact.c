@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kv_mem.h"
 #include "kv_store.h"
 
 #define KVCOMPACT_VERSION "0.1.0"
@@ -83,6 +84,7 @@ static int parse_args(int argc, char **argv, const char **dir, int *quiet)
 
 int main(int argc, char **argv)
 {
+    kv_mem_policy();
     const char *dir;
     int quiet;
     int rc = parse_args(argc, argv, &dir, &quiet);

@@ -29,6 +29,7 @@
 #include "kv_dir.h"
 #include "kv_io.h"
 #include "kv_keydir.h"
+#include "kv_mem.h"
 #include "kvr_recover.h"
 
 #define KVFSCK_VERSION "0.1.0"
@@ -518,6 +519,7 @@ static int first_result(const run *u)
 
 int main(int argc, char **argv)
 {
+    kv_mem_policy();
     opts o;
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0) return rc;

@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kv_mem.h"
 #include "kvd_config.h"
 #include "kvd_log.h"
 #include "kvd_server.h"
 
 int main(int argc, char **argv)
 {
+    kv_mem_policy();
     kvd_config cfg;
     kvd_config_init(&cfg);
     char err[1024];

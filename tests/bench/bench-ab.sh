@@ -4,7 +4,9 @@
 # B, A, ...), one round each, and reports per workload the median kvd
 # ops/s and p99 of A and of B, the B/A ratio, and each one's kvd/Redis
 # ratio from the same run (Redis is measured beside each binary, so a
-# machine that slows down during the run shows in both).
+# machine that slows down during the run shows in both); and, when the
+# runs measure memory and restarts, RSS after the load and the time to
+# ready after a restart of A and B.
 #
 #   tests/bench/bench-ab.sh --a PATH --b PATH [--runs N] [--out DIR]
 #                           [-- extra options for bench-vs-redis.sh]
@@ -16,7 +18,8 @@
 #                bench-vs-redis.sh output per run in DIR/a-1, DIR/b-1, ...
 #                and the comparison in DIR/ab.md and DIR/ab.csv
 #   Options after -- go to every bench-vs-redis.sh run; the default is
-#   "--no-memory --modes always" (throughput and latency, fsync always).
+#   "--no-memory --modes always" (throughput and latency, fsync always);
+#   e.g. -- --modes always --keys 1000000 adds memory and restart time.
 #
 # Build the two binaries as bench-vs-redis.sh builds its own:
 #   cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DKV_TESTS=OFF
@@ -33,7 +36,7 @@ while (($#)); do
     --runs) runs=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-ab.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -67,8 +70,11 @@ out, runs, a, b = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = {}  # (mode, workload) -> {which: [row, ...]}
 for which in ("a", "b"):
     for i in range(1, runs + 1):
-        with open(os.path.join(out, "%s-%d" % (which, i), "throughput.csv"), newline="") as f:
-            for r in csv.DictReader(f):
+        pth = os.path.join(out, "%s-%d" % (which, i), "throughput.csv")
+        if not os.path.exists(pth):  # --no-throughput
+            continue
+        with open(pth, newline="") as fh:
+            for r in csv.DictReader(fh):
                 rows.setdefault((r["fsync"], r["workload"]), {}).setdefault(which, []).append(r)
 
 def med(rs, k):
@@ -96,6 +102,25 @@ with open(os.path.join(out, "ab.csv"), "w", newline="") as fcsv:
         w.writerow([mode, wl, f(va), f(vb), f(ba, 3), f(qa, 3), f(qb, 3), f(pa, 3), f(pb, 3)])
         md.append("| %s | %s | %s | %s | **%s** | %s | %s | %s | %s |" %
                   (mode, wl, f(va), f(vb), f(ba, 3), f(qa, 2), f(qb, 2), f(pa, 3), f(pb, 3)))
+mem = {}  # (keys, server) -> {which: [row, ...]}
+for which in ("a", "b"):
+    for i in range(1, runs + 1):
+        pth = os.path.join(out, "%s-%d" % (which, i), "memory.csv")
+        if not os.path.exists(pth):
+            continue
+        with open(pth, newline="") as fh:
+            for r in csv.DictReader(fh):
+                mem.setdefault((r["keys"], r["server"]), {}).setdefault(which, []).append(r)
+if mem:
+    md += ["", "| keys | server | A RSS KiB | B RSS KiB | B/A | A ready ms | B ready ms | B/A |",
+           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (n, srv), d in sorted(mem.items(), key=lambda x: (int(x[0][0]), x[0][1])):
+        ra, rb = d.get("a", []), d.get("b", [])
+        ma, mb = med(ra, "rss_after_load_kib"), med(rb, "rss_after_load_kib")
+        ya, yb = med(ra, "ready_ms_best"), med(rb, "ready_ms_best")
+        md.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            n, srv, f(ma), f(mb), f(mb / ma if ma and mb else None, 3), f(ya, 1), f(yb, 1),
+            f(yb / ya if ya and yb else None, 3)))
 text = "\n".join(md) + "\n"
 with open(os.path.join(out, "ab.md"), "w") as fmd:
     fmd.write(text)
