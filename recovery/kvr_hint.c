@@ -9,7 +9,7 @@
 
 #include "kv_dir.h"
 #include "kv_keydir.h"
-#include "kvr_map.h"
+#include "kv_map.h"
 #include "kvr_reader.h"
 
 /* ---- builder ---- */
@@ -25,13 +25,13 @@ typedef struct hint_op {
     uint8_t superseded; /* a later record of the same key follows */
 } hint_op;
 
-/* The ops and the keys live on anonymous mappings (kvr_map.h): a segment
+/* The ops and the keys live on anonymous mappings (kv_map.h): a segment
  * holds up to millions of keys, and building its hint leaves none of that
  * memory resident. */
 struct kvr_hint_builder {
     uint32_t seg;
-    kvr_map ops;  /* hint_op[nops] */
-    kvr_map keys; /* the ops' key bytes, back to back */
+    kv_map ops;  /* hint_op[nops] */
+    kv_map keys; /* the ops' key bytes, back to back */
     size_t nops;
     uint64_t records, batches, entries, tombstones, min_seq, max_seq, last_off;
     int oom;
@@ -48,8 +48,8 @@ kvr_hint_builder *kvr_hint_builder_new(uint32_t seg)
 void kvr_hint_builder_free(kvr_hint_builder *b)
 {
     if (!b) return;
-    kvr_map_free(&b->ops);
-    kvr_map_free(&b->keys);
+    kv_map_free(&b->ops);
+    kv_map_free(&b->keys);
     free(b);
 }
 
@@ -68,7 +68,7 @@ static void add_entry(kvr_hint_builder *b, uint64_t off, const kv_record *e)
     b->entries++;
     if (e->type == KV_REC_TOMBSTONE) b->tombstones++;
     size_t key_at;
-    if (kvr_map_grow(&b->ops, sizeof(hint_op)) != KV_OK || kvr_map_append(&b->keys, e->key, e->klen, &key_at) != KV_OK) {
+    if (kv_map_grow(&b->ops, sizeof(hint_op)) != KV_OK || kv_map_append(&b->keys, e->key, e->klen, &key_at) != KV_OK) {
         b->oom = 1;
         return;
     }
@@ -118,8 +118,8 @@ static long mark_superseded(kvr_hint_builder *b)
 {
     size_t slots = 16;
     while (slots < b->nops * 2) slots *= 2;
-    kvr_map tm = {0};
-    if (kvr_map_grow(&tm, slots * sizeof(uint32_t)) != KV_OK) return -1;
+    kv_map tm = {0};
+    if (kv_map_grow(&tm, slots * sizeof(uint32_t)) != KV_OK) return -1;
     uint32_t *tab = (uint32_t *)tm.p; /* index + 1; 0 = empty (fresh pages are zero) */
     long live = 0;
     for (size_t i = 0; i < b->nops; i++) {
@@ -140,7 +140,7 @@ static long mark_superseded(kvr_hint_builder *b)
             }
         }
     }
-    kvr_map_free(&tm);
+    kv_map_free(&tm);
     return live;
 }
 

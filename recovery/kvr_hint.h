@@ -35,7 +35,7 @@ void kvr_hint_builder_free(kvr_hint_builder *b);
  * each of its entries). Records must come in file order, as the log
  * reader yields them. The builder copies the keys it keeps, so r's bytes
  * may go as soon as this returns (a window that moves on); the copies and
- * the builder's arrays are anonymous mappings (kvr_map.h), unmapped when
+ * the builder's arrays are anonymous mappings (kv_map.h), unmapped when
  * freed, so that building a hint leaves no memory resident. Returns KV_OK
  * or ENOMEM. */
 kv_status kvr_hint_builder_add(kvr_hint_builder *b, uint64_t off, const kv_record *r);

@@ -27,7 +27,7 @@
 
 #include "kv_store_int.h"
 #include "kvr_hint.h"
-#include "kvr_map.h"
+#include "kv_map.h"
 
 /* Keys a compaction moves to its output per hold of the write lock. */
 #define KV_SWITCH_STEP 2048
@@ -58,10 +58,10 @@ typedef struct compaction {
     size_t buf_cap, pend;
     uint64_t synced;   /* output bytes made durable so far */
     /* The moved records and their keys, one per live record of the inputs
-     * (millions): anonymous mappings (kvr_map.h), so that their memory
+     * (millions): anonymous mappings (kv_map.h), so that their memory
      * goes back to the system when the compaction ends. */
-    kvr_map mv;   /* moved[nmv] */
-    kvr_map keys; /* the moved records' key bytes, back to back */
+    kv_map mv;   /* moved[nmv] */
+    kv_map keys; /* the moved records' key bytes, back to back */
     size_t nmv;
     uint64_t now;
     uint64_t records_in;
@@ -142,7 +142,7 @@ static void compact_entry(compaction *c, uint32_t seg, uint64_t off, const kv_re
         c->pend += len;
     }
     size_t key_at;
-    if (kvr_map_grow(&c->mv, sizeof(moved)) != KV_OK || kvr_map_append(&c->keys, r->key, r->klen, &key_at) != KV_OK) {
+    if (kv_map_grow(&c->mv, sizeof(moved)) != KV_OK || kv_map_append(&c->keys, r->key, r->klen, &key_at) != KV_OK) {
         c->err = ENOMEM;
         return;
     }
@@ -508,8 +508,8 @@ static void compact_finish(compaction *c, kv_status st, uint64_t t0)
     kv_compact_report *rep = c->rep;
     if (c->out_fd >= 0) s->io->close(s->io->ctx, c->out_fd);
     for (size_t i = 0; i < c->k; i++) seg_release(s, c->in[i]);
-    kvr_map_free(&c->mv);
-    kvr_map_free(&c->keys);
+    kv_map_free(&c->mv);
+    kv_map_free(&c->keys);
     free(c->buf);
     free(c->in);
     free(c->sizes);

@@ -1,12 +1,12 @@
 #define _GNU_SOURCE /* mremap */
-#include "kvr_map.h"
+#include "kv_map.h"
 
 #include <errno.h>
 #include <string.h>
 
 #include <sys/mman.h>
 
-kv_status kvr_map_grow(kvr_map *m, size_t more)
+kv_status kv_map_grow(kv_map *m, size_t more)
 {
     if (more > SIZE_MAX - m->len) return ENOMEM;
     size_t need = m->len + more;
@@ -24,9 +24,9 @@ kv_status kvr_map_grow(kvr_map *m, size_t more)
     return KV_OK;
 }
 
-kv_status kvr_map_append(kvr_map *m, const void *src, size_t n, size_t *at)
+kv_status kv_map_append(kv_map *m, const void *src, size_t n, size_t *at)
 {
-    kv_status st = kvr_map_grow(m, n ? n : 1); /* m->p is never NULL after: an empty key has an address */
+    kv_status st = kv_map_grow(m, n ? n : 1); /* m->p is never NULL after: an empty key has an address */
     if (st != KV_OK) return st;
     if (n) memcpy(m->p + m->len, src, n);
     *at = m->len;
@@ -34,7 +34,7 @@ kv_status kvr_map_append(kvr_map *m, const void *src, size_t n, size_t *at)
     return KV_OK;
 }
 
-void kvr_map_free(kvr_map *m)
+void kv_map_free(kv_map *m)
 {
     if (m->p) munmap(m->p, m->cap);
     memset(m, 0, sizeof *m);
