@@ -32,10 +32,12 @@
  * fsync policy) takes what was noted and writes the tombstones. It writes
  * a key's tombstone only if the writer's own view holds no newer record
  * of it: no write to the key earlier in the group, and in the key
- * directory either the noted put (same sequence number: compaction moves
- * records but keeps it) or nothing (the sweep dropped it from memory, or
- * it was deleted: a second tombstone changes nothing). A key written
- * meanwhile keeps its new value.
+ * directory the noted put (same sequence number: compaction moves
+ * records but keeps it), or nothing where the sweep itself dropped the key
+ * from memory. A key noted by a reader but no longer in memory was deleted
+ * or already tombstoned (a reader's lookup can see the put just before the
+ * tombstone is published, and note it just after its transaction ended):
+ * it gets no second tombstone. A key written meanwhile keeps its new value.
  * A read storm on one expired key notes it once (xnoted) and costs one
  * tombstone. Readers note at most KV_EXPIRE_NOTED_MAX keys at a time
  * (beyond that the sweep finds them later). The sweep's keys are always
@@ -105,9 +107,10 @@ void xkeys_free(expired_key *v, size_t *n)
     *n = 0;
 }
 
-/* Appends an entry to xpend, taking ownership of key (x.mu held). Returns
- * 0 or -ENOMEM (key freed). */
-static int do_xpend_add(kv_store *s, uint8_t *key, size_t klen, uint64_t seq)
+/* Appends an entry to xpend, taking ownership of key (x.mu held); swept
+ * says the sweep dropped the key from the key directory. Returns 0 or
+ * -ENOMEM (key freed). */
+static int do_xpend_add(kv_store *s, uint8_t *key, size_t klen, uint64_t seq, int swept)
 {
     if (s->x.nxpend == s->x.cap_xpend) {
         size_t nc = s->x.cap_xpend ? s->x.cap_xpend * 2 : 64;
@@ -123,7 +126,7 @@ static int do_xpend_add(kv_store *s, uint8_t *key, size_t klen, uint64_t seq)
         free(key);
         return -ENOMEM;
     }
-    s->x.xpend[s->x.nxpend++] = (expired_key){seq, (uint32_t)klen, key};
+    s->x.xpend[s->x.nxpend++] = (expired_key){seq, (uint32_t)klen, (uint8_t)swept, key};
     return 0;
 }
 
@@ -172,7 +175,7 @@ void note_expired(kv_store *s, const void *key, size_t klen, uint64_t seq)
         uint8_t *k = malloc(klen ? klen : 1);
         if (k) {
             if (klen) memcpy(k, key, klen);
-            do_xpend_add(s, k, klen, seq);
+            do_xpend_add(s, k, klen, seq, 0);
         }
     }
     pthread_mutex_unlock(&s->x.mu);
@@ -207,6 +210,10 @@ static kv_status expiry_txn(kv_txn *t, void *arg)
         kv_loc loc;
         int found = kv_keydir_get(s->tab.kd, x->key, x->klen, &loc);
         if (found && loc.seq != x->seq) continue; /* written since it expired */
+        /* A reader's note for a key no longer in memory: deleted, or
+         * tombstoned by an earlier expiry transaction whose completion
+         * this note (from a lookup before that tombstone) came after. */
+        if (!found && !x->swept) continue;
         if (kv_batch_delete(t->b, x->key, x->klen) != KV_OK) break; /* the batch is full */
         if (found) removing++;
     }
@@ -218,7 +225,7 @@ static kv_status expiry_txn(kv_txn *t, void *arg)
         pthread_mutex_lock(&s->x.mu);
         for (size_t j = i; j < n; j++) {
             const expired_key *x = &s->x.xtaken[j];
-            if (do_xpend_add(s, x->key, x->klen, x->seq) < 0) continue; /* key freed: dropped */
+            if (do_xpend_add(s, x->key, x->klen, x->seq, x->swept) < 0) continue; /* key freed: dropped */
         }
         s->x.nxtaken = i;
         pthread_mutex_unlock(&s->x.mu);
@@ -305,7 +312,7 @@ size_t kv_expire_sweep(kv_store *s, size_t max_keys)
     for (size_t i = 0; i < c.n; i++) {
         if (!fs && seqset_has(&s->x.xnoted, c.seqs[i])) continue;
         if (!fs) {
-            if (do_xpend_add(s, c.keys[i], c.klens[i], c.seqs[i]) < 0) {
+            if (do_xpend_add(s, c.keys[i], c.klens[i], c.seqs[i], 1) < 0) {
                 c.keys[i] = NULL; /* freed */
                 continue;
             }

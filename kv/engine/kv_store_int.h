@@ -153,6 +153,7 @@ struct kv_txn {
 typedef struct expired_key {
     uint64_t seq;  /* of the expired put */
     uint32_t klen;
+    uint8_t swept; /* 1: the sweep dropped the key from the key directory */
     uint8_t *key;  /* malloc'ed */
 } expired_key;
 

@@ -197,6 +197,51 @@ START_TEST(read_storm_on_an_expired_key_writes_one_tombstone)
 }
 END_TEST
 
+/* Two readers storm an expired key while the expiry transaction writes
+ * its tombstone: a reader whose lookup saw the put before the tombstone
+ * reached the key directory, but whose note arrives after the transaction
+ * completed, must not cost a second tombstone. Many rounds, since the
+ * window is a few instructions wide. */
+typedef struct storm_arg {
+    kv_store *s;
+    const char *key;
+} storm_arg;
+
+static void *storm_reader(void *p)
+{
+    storm_arg *a = p;
+    for (int i = 0; i < 400; i++) expect_absent(a->s, a->key);
+    return NULL;
+}
+
+START_TEST(concurrent_read_storms_write_one_tombstone_per_expired_put)
+{
+    kv_memfs *fs = kv_memfs_new();
+    set_now(T0);
+    kv_store *s = open_io(kv_memfs_io(fs));
+    const int rounds = 150;
+    for (int r = 0; r < rounds; r++) {
+        char k[16];
+        snprintf(k, sizeof k, "storm%d", r);
+        uint64_t now = T0 + (uint64_t)r * 100;
+        set_now(now);
+        ck_assert_int_eq(kv_put(s, k, strlen(k), "v", 1, now + 10, 0), KV_OK);
+        set_now(now + 20);
+        storm_arg a = {s, k};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) ck_assert_int_eq(pthread_create(&th[i], NULL, storm_reader, &a), 0);
+        for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        kv_expire_flush(s);
+    }
+    kv_stats st;
+    kv_get_stats(s, &st);
+    ck_assert_uint_eq(st.expiry_tombstones, (uint64_t)rounds);
+    ck_assert_uint_eq(st.expired_on_access, (uint64_t)rounds);
+    kv_close(s);
+    kv_memfs_free(fs);
+}
+END_TEST
+
 /* A transaction finds "k" expired (its read notes it; the expiry
  * transaction is queued behind it, so runs in a later group) and writes
  * "k" again in the same transaction: the tombstone must not delete the
@@ -436,6 +481,7 @@ int main(void)
     tcase_add_test(tc, every_kind_of_read_logs_the_expiry);
     tcase_add_test(tc, key_removed_by_the_sweep_stays_gone_after_restart_with_clock_back);
     tcase_add_test(tc, read_storm_on_an_expired_key_writes_one_tombstone);
+    tcase_add_test(tc, concurrent_read_storms_write_one_tombstone_per_expired_put);
     tcase_add_test(tc, tombstone_is_not_written_over_a_newer_write);
     tcase_add_test(tc, expiry_answers_nil_in_failstop);
     tcase_add_test(tc, close_writes_the_tombstones_noted_before_it);
