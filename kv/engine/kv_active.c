@@ -105,7 +105,10 @@ int sync_active(kv_store *s)
     s->q.st_fdatasyncs++;
     s->q.st_fdatasync_us += dt;
     if (dt > s->q.st_fdatasync_max_us) s->q.st_fdatasync_max_us = dt;
-    if (r == 0) s->q.st_synced_writes += s->wr.unsynced_writes;
+    if (r == 0) {
+        s->q.st_synced_writes += s->wr.unsynced_writes;
+        s->q.synced_seq = s->wr.written_seq;
+    }
     pthread_mutex_unlock(&s->q.mu);
     if (r < 0) {
         failstop(s, -r, "fdatasync", s->wr.active_id);
@@ -242,6 +245,7 @@ static int rotate_ex(kv_store *s, int trailer)
     s->wr.active_records = 0;
     s->wr.active_version = KV_FORMAT_VERSION;
     s->wr.writeback_off = 0;
+    feed_publish(s, id, KV_SEG_HEADER_SIZE, s->wr.written_seq);
     return 0;
 }
 

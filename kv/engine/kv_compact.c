@@ -193,14 +193,34 @@ void kv_compact_progress_get(kv_store *s, kv_compact_progress *p)
 }
 
 /* Chooses the inputs: every sealed segment (all but the newest, which
- * the writer appends to), oldest first, at most KV_MAX_SEGMENT_MAX bytes,
- * stopping at a segment marked bad. Takes a reference on each. Returns
+ * the writer appends to) outside the replication history the store
+ * retains and before the segments open feeds read, oldest first, at most KV_MAX_SEGMENT_MAX bytes, stopping at a
+ * segment marked bad. Takes a reference on each. Returns
  * KV_OK (c->k may be 0) or ENOMEM. */
 static kv_status compact_choose_inputs(compaction *c)
 {
     kv_store *s = c->s;
     pthread_rwlock_rdlock(&s->tab.lock);
     size_t n = s->tab.nsegs > 0 ? s->tab.nsegs - 1 : 0;
+    /* Replication history (kv_set_retention): the segments that hold the
+     * newest retain bytes of the log stay as written. */
+    uint64_t retain = __atomic_load_n(&s->retain_bytes, __ATOMIC_RELAXED), after = 0;
+    if (retain && s->tab.nsegs > 0 && s->io->fsize(s->io->ctx, s->tab.segs[n]->fd, &after) < 0) n = 0;
+    while (retain && n > 0 && after < retain) {
+        uint64_t sz = 0;
+        if (s->io->fsize(s->io->ctx, s->tab.segs[n - 1]->fd, &sz) < 0) {
+            n = 0;
+            break;
+        }
+        after += sz;
+        n--;
+    }
+    /* ... and so do the segments an open feed (a connected replica) has
+     * yet to read. */
+    pthread_mutex_lock(&s->q.mu);
+    uint32_t pin = do_feed_pin(s);
+    pthread_mutex_unlock(&s->q.mu);
+    while (n > 0 && s->tab.segs[n - 1]->file_id >= pin) n--;
     c->in = calloc(n ? n : 1, sizeof *c->in);
     c->sizes = calloc(n ? n : 1, sizeof *c->sizes);
     for (size_t i = 0; c->in && c->sizes && i < n; i++) {

@@ -169,7 +169,7 @@ void note_expired(kv_store *s, const void *key, size_t klen, uint64_t seq)
     pthread_mutex_lock(&s->x.mu);
     int noted = seqset_has(&s->x.xnoted, seq);
     pthread_mutex_unlock(&s->x.mu);
-    if (noted || is_failstop(s)) return;
+    if (noted || is_failstop(s) || kv_is_replica(s)) return; /* a replica logs only its primary's tombstones */
     pthread_mutex_lock(&s->x.mu);
     if (!seqset_has(&s->x.xnoted, seq) && s->x.nxpend + s->x.nxtaken < KV_EXPIRE_NOTED_MAX) {
         uint8_t *k = malloc(klen ? klen : 1);
@@ -290,7 +290,7 @@ static int sweep_collect(void *arg, const uint8_t *key, size_t klen, const kv_lo
 
 size_t kv_expire_sweep(kv_store *s, size_t max_keys)
 {
-    if (max_keys == 0) return 0;
+    if (max_keys == 0 || kv_is_replica(s)) return 0; /* the primary's tombstones remove them */
     sweep_ctx c = {wall_ms(s), calloc(max_keys, sizeof(uint8_t *)), calloc(max_keys, sizeof(size_t)),
                    calloc(max_keys, sizeof(uint64_t)), 0, max_keys};
     size_t removed = 0;

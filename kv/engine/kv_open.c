@@ -131,6 +131,7 @@ static void free_store(kv_store *s)
     pthread_rwlock_destroy(&s->tab.lock);
     pthread_mutex_destroy(&s->q.mu);
     pthread_cond_destroy(&s->q.cv);
+    pthread_cond_destroy(&s->q.feed_cv);
     free(s->tab.segs);
     free(s->tab.byid);
     free(s->wr.gbuf);
@@ -201,6 +202,7 @@ static kv_store *new_store(const char *dir, const kv_options *o)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* everysec must not follow wall-clock steps */
     pthread_cond_init(&s->q.cv, &ca);
+    pthread_cond_init(&s->q.feed_cv, &ca);
     pthread_condattr_destroy(&ca);
     s->tab.kd = kv_keydir_new();
     if (!s->dir || !s->tab.kd) {
@@ -370,6 +372,11 @@ static kv_status start_writer(kv_store *s)
     s->tab.dead_bytes = data_bytes >= s->tab.live_bytes ? data_bytes - s->tab.live_bytes : 0;
     s->tab.records = s->rep.records;
     s->q.last_seq = s->rep.max_seq;
+    s->q.synced_seq = s->rep.max_seq; /* sync_recovered made it durable */
+    s->wr.written_seq = s->rep.max_seq;
+    s->q.feed_seg = s->wr.active_id;
+    s->q.feed_end = s->wr.active_size;
+    s->q.feed_seq = s->rep.max_seq;
     s->tab.hints_written = s->rep.hints_written;
     s->wr.last_sync_ms = mono_us() / 1000u;
     s->wr.active_end = s->wr.active_size; /* recovery cut any zeros past the log end */

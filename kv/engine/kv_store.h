@@ -447,6 +447,88 @@ const kv_io *kv_store_io(const kv_store *s);
  * that a module beside the store logs where the store does. */
 void kv_store_log(kv_store *s, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* ---- replication: the log as a stream (kv/engine/kv_feed.c) ---- */
+
+/* Where a store's log stands, as sequence numbers (docs/replication.md:
+ * the replication offset is the last sequence number). */
+typedef struct kv_repl_pos {
+    uint64_t applied_seq; /* the last one acknowledged and visible to readers */
+    uint64_t written_seq; /* the last one written to the log (maybe not yet synced) */
+    uint64_t synced_seq;  /* the last one made durable by fdatasync */
+} kv_repl_pos;
+void kv_repl_position(kv_store *s, kv_repl_pos *p);
+
+/* A replica's store: readers still answer "absent" for expired keys, but
+ * no expiry tombstone is noted or written (the primary's arrive in the
+ * stream), and kv_expire_sweep removes nothing. Any thread. */
+void kv_set_replica(kv_store *s, int on);
+int kv_is_replica(kv_store *s);
+
+/* Replication history: compaction leaves alone every sealed segment that
+ * holds any of the newest `bytes` bytes of the log (0: no bound), so that
+ * a replica that falls that far behind can still resume from the log
+ * (kv_feed_open). Any thread. */
+void kv_set_retention(kv_store *s, uint64_t bytes);
+
+/*
+ * A replica appends records its primary wrote: buf[0, len) holds whole
+ * top-level data records (put, tombstone, batch) as the primary's log has
+ * them, back to back, the first with sequence number last_seq + 1 and
+ * each following on from the one before. They are appended verbatim, with
+ * their sequence numbers, in the group commit, and cb runs when they are
+ * acknowledged under the fsync policy. The writer checks every record
+ * again (both CRCs, the order) and refuses the whole request, writing
+ * nothing, if one fails. buf must stay unchanged until cb runs.
+ * Returns KV_OK (cb will run exactly once, with KV_OK, KV_CORRUPT for a
+ * bad record, KV_INVALID for a sequence number out of order, or a write
+ * error), KV_INVALID (empty), KV_CLOSED, ENOMEM (cb will not run).
+ */
+kv_status kv_apply_records_async(kv_store *s, const uint8_t *buf, size_t len, kv_write_cb cb, void *arg);
+
+/* A reader of the log's data records from a sequence number on. */
+typedef struct kv_feed kv_feed;
+/*
+ * Opens a feed at from_seq: the first record it yields has that sequence
+ * number (from_seq = last_seq + 1: the feed waits for the next write).
+ * Returns KV_OK, KV_NOT_FOUND (the log no longer holds the records from
+ * from_seq on as they were written: a compaction replaced them, they are
+ * past the log's end, or from_seq falls inside a batch), an errno, ENOMEM.
+ */
+kv_status kv_feed_open(kv_store *s, uint64_t from_seq, kv_feed **out);
+/*
+ * Appends the next whole records, verbatim and CRC-checked, to *buf
+ * (grown with realloc: *cap bytes), setting *len to the bytes appended:
+ * records up to max_bytes (at least one), or, when none is written yet,
+ * waits up to wait_ms milliseconds for one (then *len may be 0).
+ * Returns KV_OK, KV_NOT_FOUND (a gap: the next records left the log, the
+ * feed cannot go on), KV_CORRUPT (a record failed its check), KV_CLOSED
+ * (the store is closing), an errno, ENOMEM.
+ */
+kv_status kv_feed_read(kv_feed *f, uint8_t **buf, size_t *cap, size_t *len, size_t max_bytes, int wait_ms);
+/* The sequence number of the next record the feed yields. */
+uint64_t kv_feed_next_seq(const kv_feed *f);
+void kv_feed_close(kv_feed *f);
+
+/* One segment file of a snapshot. */
+typedef struct kv_snapshot_file {
+    uint32_t file_id; /* NNNNNNNNNN.seg */
+    int fd;           /* read through kv_store_io(); held open */
+    uint64_t size;    /* bytes of it in the snapshot */
+    void *ref_;
+} kv_snapshot_file;
+/* The log at one group boundary: every segment in log order, the one
+ * being appended cut at the last group written. */
+typedef struct kv_snapshot {
+    kv_snapshot_file *files;
+    size_t n;
+    uint64_t seq; /* the last sequence number in it */
+} kv_snapshot;
+/* Holds a snapshot: the files stay readable, at those sizes, until
+ * released, whatever compaction and the writer do meanwhile (may wait
+ * for a running compaction to finish). Returns KV_OK, an errno, ENOMEM. */
+kv_status kv_snapshot_hold(kv_store *s, kv_snapshot *snap);
+void kv_snapshot_release(kv_store *s, kv_snapshot *snap);
+
 /* ---- state ---- */
 
 typedef struct kv_stats {

@@ -100,6 +100,9 @@ static inline uint64_t batch_wire_size(const kv_batch *b)
 typedef struct req {
     struct req *next;
     const kv_batch *batch; /* a batch write, or NULL */
+    const uint8_t *raw;    /* records from a primary, appended verbatim
+                              (kv_apply_records_async), or NULL */
+    size_t raw_len;
     kv_txn_fn fn;          /* a transaction, or NULL */
     void *fn_arg;
     kv_write_cb cb;
@@ -177,6 +180,9 @@ struct kv_store {
      * read path sits below expiry, which writes the tombstone through a
      * transaction, and a transaction reads through the read path. */
     void (*on_expired)(kv_store *s, const void *key, size_t klen, uint64_t seq);
+    /* Atomics, any thread (kv_set_replica, kv_set_retention). */
+    int replica;           /* 1: a replica's store: expiry writes nothing */
+    uint64_t retain_bytes; /* compaction leaves the newest this many log bytes */
 
     /* Under tab.lock: key directory, segment table, byte counters. */
     struct {
@@ -204,6 +210,16 @@ struct kv_store {
         char fail_reason[512];
         uint64_t st_groups, st_group_writes, st_fdatasyncs, st_fdatasync_us, st_fdatasync_max_us, st_synced_writes;
         uint64_t last_seq;
+        /* Replication (kv_feed.c): the log as far as it is written. The
+         * writer sets these right after a group's write(2), before its
+         * fdatasync, so that replicas receive a group while it syncs. */
+        uint32_t feed_seg;   /* file id of the segment being appended */
+        uint64_t feed_end;   /* its bytes written: a group boundary */
+        uint64_t feed_seq;   /* the last sequence number written */
+        uint64_t synced_seq; /* the last sequence number made durable */
+        pthread_cond_t feed_cv; /* broadcast when feed_* move, if feed_waiters */
+        int feed_waiters;
+        struct kv_feed *feeds;  /* open feeds (their file_id pins history from compaction) */
         uint32_t segs_bad;       /* segments marked bad (mark_bad) */
         uint32_t bad_seg;        /* file id of the last one, and where */
         uint64_t bad_off;
@@ -236,6 +252,7 @@ struct kv_store {
                                     directory's, appended to until it is sealed) */
         uint64_t active_records; /* top-level data records in the active segment (its trailer counts them) */
         uint64_t unsynced_writes; /* writes appended since the last fdatasync */
+        uint64_t written_seq;     /* the last sequence number written (not yet synced, maybe) */
         uint64_t last_sync_ms;
         uint64_t writeback_off; /* the active segment's bytes before this were handed to writeback */
         uint64_t active_end;    /* the active segment's file length when zeros were written
@@ -325,6 +342,15 @@ const group_op *overlay_find(const kv_store *s, size_t n, const uint8_t *key, ui
 void note_expired(kv_store *s, const void *key, size_t klen, uint64_t seq);
 /* Frees the keys of v[0, *n) and sets *n to 0. */
 void xkeys_free(expired_key *v, size_t *n);
+
+/* kv_feed.c: replication's view of the log. */
+/* Writer thread (and kv_open): segment `seg` now holds `end` bytes written,
+ * the last sequence number `seq`; wakes the feeds waiting for more. Takes
+ * q.mu. */
+void feed_publish(kv_store *s, uint32_t seg, uint64_t end, uint64_t seq);
+/* The lowest file id an open feed reads, or UINT32_MAX: compaction leaves
+ * that segment and every later one alone (q.mu held). */
+uint32_t do_feed_pin(const kv_store *s);
 
 /* kv_hints.c: builds and writes the hint file of sealed segment g (a
  * reference held; the caller holds cmp.mu), without a directory fsync.

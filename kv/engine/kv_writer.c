@@ -243,6 +243,63 @@ static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngo
     return 0;
 }
 
+/* One op of a verbatim record at segment offset `at`, for publishing. */
+static void raw_op(kv_store *s, const kv_record *e, uint64_t at, size_t *ngops)
+{
+    s->wr.gops[*ngops] = (group_op){key_hash(s, e->key, e->klen), e->key, e->klen, e->vlen, e->type, e->len,
+                                   e->flags, at, e->seq, e->expire_ms};
+    ovl_insert(s, (*ngops)++);
+}
+
+/* Appends records a primary wrote (kv_apply_records_async) at *pos of the
+ * group buffer, verbatim, and records their ops for publishing. Every
+ * record is checked first (both CRCs, a data record at the top level,
+ * sequence numbers following on from *seq with no gap): a request that
+ * fails a check writes nothing. The ops' keys point into buf, which the
+ * caller keeps until completion. Returns KV_OK, KV_CORRUPT (a bad record),
+ * KV_INVALID (a sequence number out of order), ENOMEM. */
+static kv_status encode_raw(kv_store *s, const uint8_t *buf, size_t len, size_t *pos, size_t *ngops, uint64_t *seq,
+                            uint64_t *nrecords)
+{
+    size_t off = 0, nops = 0;
+    uint64_t expect = *seq + 1, nrec = 0;
+    while (off < len) {
+        kv_record r;
+        if (kv_record_decode(buf + off, len - off, &r) != KV_OK || kv_record_is_mark(&r) || r.rflags != 0)
+            return KV_CORRUPT;
+        if (r.seq != expect) return KV_INVALID;
+        nops += r.type == KV_REC_BATCH ? r.flags : 1;
+        expect = kv_record_last_seq(&r) + 1;
+        off += r.len;
+        nrec++;
+    }
+    if (ensure_gbuf(s, *pos + len) < 0 || ensure_gops(s, *ngops + nops) < 0) return ENOMEM;
+    int rebuilt = ovl_reserve(s, *ngops + nops);
+    if (rebuilt < 0) return ENOMEM;
+    if (rebuilt)
+        for (size_t i = 0; i < *ngops; i++) ovl_insert(s, i);
+    memcpy(s->wr.gbuf + *pos, buf, len);
+    for (off = 0; off < len;) {
+        kv_record r, e;
+        (void)kv_record_decode_header(buf + off, &r); /* the whole record was checked above */
+        r.key = buf + off + KV_REC_HEADER_SIZE;
+        r.val = r.key + r.klen;
+        uint64_t at = s->wr.active_size + *pos + off;
+        if (r.type != KV_REC_BATCH) {
+            raw_op(s, &r, at, ngops);
+        } else {
+            size_t bpos = 0, epos = 0;
+            while (epos = bpos, kv_record_batch_next(&r, &bpos, &e) == KV_OK)
+                raw_op(s, &e, kv_batch_entry_off(at, epos), ngops);
+        }
+        off += r.len;
+    }
+    *pos += len;
+    *seq = expect - 1;
+    *nrecords += nrec;
+    return KV_OK;
+}
+
 /* Under everysec and no: once KV_WRITEBACK_BYTES of the active segment
  * have been written since the last hand-over, asks the kernel to start
  * writing them out (kv_io.writeback), without waiting. The once-a-second
@@ -279,6 +336,11 @@ static void encode_group(kv_store *s, req *head, kv_status *res, size_t nreqs, g
     size_t i = 0;
     for (req *r = head; r; r = r->next, i++) {
         const kv_batch *b = r->batch;
+        if (r->raw) {
+            res[i] = encode_raw(s, r->raw, r->raw_len, &g->pos, &g->ngops, &g->seq, &g->nrecords);
+            if (res[i] == KV_OK) g->nwrites++;
+            continue;
+        }
         if (r->fn) {
             kv_batch *tb = tpool_get(s);
             if (!tb) {
@@ -333,6 +395,8 @@ static kv_status commit_group(kv_store *s, const group_enc *g, int want_sync)
         }
         prealloc_ahead(s, g->pos); /* after the group: its failure cannot take the group's space */
         s->wr.unsynced_writes += g->nwrites;
+        s->wr.written_seq = g->seq;
+        feed_publish(s, s->wr.active_id, s->wr.active_size + g->pos, g->seq);
         if (s->opt.fsync == KV_FSYNC_ALWAYS && sync_active(s) < 0) return failstop_status(s);
     }
     if (want_sync && s->wr.unsynced_writes > 0 && sync_active(s) < 0) return failstop_status(s);
@@ -358,7 +422,7 @@ static void write_group(kv_store *s, req *head)
     int want_sync = 0, want_seal = 0;
     for (req *r = head; r; r = r->next) {
         nreqs++;
-        if (!r->batch && !r->fn) want_sync = 1;
+        if (!r->batch && !r->fn && !r->raw) want_sync = 1;
         if (r->seal) want_seal = 1;
     }
     pthread_mutex_lock(&s->q.mu);
@@ -384,12 +448,18 @@ static void write_group(kv_store *s, req *head)
     for (size_t i = 0; head; i++) {
         req *n = head->next;
         kv_status rs = st;
-        if (rs == KV_OK && !head->batch && !head->fn && is_failstop(s)) rs = KV_FAILSTOP;
+        if (rs == KV_OK && !head->batch && !head->fn && !head->raw && is_failstop(s)) rs = KV_FAILSTOP;
         if (rs == KV_OK) rs = res[i];
         complete(head, rs);
         head = n;
     }
     free(res);
+}
+
+/* Log bytes a request adds, as far as known before it runs. */
+static uint64_t req_bytes(const req *r)
+{
+    return r->batch ? batch_wire_size(r->batch) : r->raw ? r->raw_len : 0;
 }
 
 void *writer_main(void *arg)
@@ -418,10 +488,10 @@ void *writer_main(void *arg)
         if (!s->q.head && s->q.closing) break;
         /* Take up to group_max_bytes of requests (always at least one). */
         req *head = s->q.head, *tail = head;
-        uint64_t bytes = head ? (head->batch ? batch_wire_size(head->batch) : 0) : 0;
+        uint64_t bytes = head ? req_bytes(head) : 0;
         size_t nreq = 1;
         while (tail && tail->next) {
-            uint64_t nb = tail->next->batch ? batch_wire_size(tail->next->batch) : 0;
+            uint64_t nb = req_bytes(tail->next);
             if (bytes + nb > s->opt.group_max_bytes || nreq >= KV_GROUP_MAX_REQUESTS) break;
             nreq++;
             bytes += nb;
