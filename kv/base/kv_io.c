@@ -171,6 +171,13 @@ static int px_writeback(void *ctx, int fd, uint64_t off, uint64_t len)
     return 0;
 }
 
+static int px_exchange(void *ctx, const char *a, const char *b)
+{
+    (void)ctx;
+    if (renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) < 0) return -errno;
+    return 0;
+}
+
 /* ---- copying out of a mapping ---- */
 
 /* Where the current thread's kv_io_copy_mapped resumes on SIGBUS, or NULL
@@ -266,6 +273,7 @@ static const kv_io posix_io = {
     .map = px_map,
     .unmap = px_unmap,
     .writeback = px_writeback,
+    .exchange = px_exchange,
 };
 
 const kv_io *kv_io_posix(void)

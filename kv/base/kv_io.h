@@ -93,6 +93,11 @@ typedef struct kv_io {
      * nothing durable, only leaves less for the next fdatasync to do.
      * Returns 0 or -errno. */
     int (*writeback)(void *ctx, int fd, uint64_t off, uint64_t len);
+    /* Optional (NULL: not supported): swaps the two paths a and b (both
+     * exist; directories included) in one atomic step (renameat2(2),
+     * RENAME_EXCHANGE). Durable once the parent directory is synced.
+     * Returns 0 or -errno. */
+    int (*exchange)(void *ctx, const char *a, const char *b);
 } kv_io;
 
 /* The POSIX implementation (open(2), pread(2), fdatasync(2), flock(2), ...).

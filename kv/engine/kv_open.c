@@ -362,9 +362,8 @@ static kv_status sync_recovered(kv_store *s)
     return KV_OK;
 }
 
-/* Step 6: the counters from recovery's figures, then the writer thread.
- * Returns KV_OK, or EAGAIN with s->rep.message set. */
-static kv_status start_writer(kv_store *s)
+/* Step 6a: the counters from recovery's figures. */
+static void set_counters(kv_store *s)
 {
     s->tab.live_bytes = s->rep.live_bytes;
     s->tab.expires = kv_keydir_expiring(s->tab.kd);
@@ -380,11 +379,29 @@ static kv_status start_writer(kv_store *s)
     s->tab.hints_written = s->rep.hints_written;
     s->wr.last_sync_ms = mono_us() / 1000u;
     s->wr.active_end = s->wr.active_size; /* recovery cut any zeros past the log end */
+}
+
+/* Step 6b: the writer thread. Returns KV_OK, or EAGAIN with
+ * s->rep.message set. */
+static kv_status start_writer(kv_store *s)
+{
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         snprintf(s->rep.message, sizeof s->rep.message, "cannot start the writer thread");
         return EAGAIN;
     }
     return KV_OK;
+}
+
+/* Steps 2 to 6a on a new store for dir: the directory locked, recovered,
+ * its segments open, what recovery read durable. */
+static kv_status open_contents(kv_store *s)
+{
+    kv_status st = lock_and_recover(s);
+    if (st == KV_OK) st = open_segments(s);
+    if (st == KV_OK) st = ensure_active_header(s);
+    if (st == KV_OK) st = sync_recovered(s);
+    if (st == KV_OK) set_counters(s);
+    return st;
 }
 
 kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_report *report)
@@ -405,10 +422,7 @@ kv_status kv_open(const char *dir, const kv_options *opt, kv_store **out, kvr_re
     }
     kv_store *s = new_store(dir, &o);
     if (!s) return ENOMEM;
-    kv_status st = lock_and_recover(s);
-    if (st == KV_OK) st = open_segments(s);
-    if (st == KV_OK) st = ensure_active_header(s);
-    if (st == KV_OK) st = sync_recovered(s);
+    kv_status st = open_contents(s);
     if (st == KV_OK) st = start_writer(s);
     copy_report(report, &s->rep);
     if (st != KV_OK) {
@@ -449,5 +463,127 @@ kv_status kv_close(kv_store *s)
                   kv_strerror(-r));
     }
     free_store(s);
+    return st;
+}
+
+/* ---- replacing the contents (a replica's full sync) ---- */
+
+#define SWAP(a, b)                                                                                                     \
+    do {                                                                                                               \
+        __typeof__(a) swap_tmp_ = (a);                                                                                 \
+        (a) = (b);                                                                                                     \
+        (b) = swap_tmp_;                                                                                               \
+    } while (0)
+
+typedef struct replace_ctx {
+    kv_store *t; /* the new contents, opened; the old ones after the swap */
+    const char *newdir;
+} replace_ctx;
+
+/* Writer thread, alone (req.excl): exchanges the directories, then every
+ * piece of state that describes the contents, under tab.lock and q.mu. */
+static kv_status replace_on_writer(kv_store *s, void *arg)
+{
+    replace_ctx *rc = arg;
+    kv_store *t = rc->t;
+    if (is_failstop(s)) return KV_FAILSTOP;
+    int r = s->io->exchange ? s->io->exchange(s->io->ctx, s->dir, rc->newdir) : -ENOSYS;
+    if (r < 0) return -r;
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", s->dir);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent) slash[1] = 0;
+    else if (slash) *slash = 0;
+    else snprintf(parent, sizeof parent, ".");
+    (void)s->io->fsync_dir(s->io->ctx, parent); /* a crash before it leaves either whole directory */
+    pthread_rwlock_wrlock(&s->tab.lock);
+    SWAP(s->dlock, t->dlock);
+    SWAP(s->tab.kd, t->tab.kd);
+    SWAP(s->tab.segs, t->tab.segs);
+    SWAP(s->tab.byid, t->tab.byid);
+    SWAP(s->tab.nsegs, t->tab.nsegs);
+    SWAP(s->tab.cap_segs, t->tab.cap_segs);
+    SWAP(s->tab.live_bytes, t->tab.live_bytes);
+    SWAP(s->tab.dead_bytes, t->tab.dead_bytes);
+    SWAP(s->tab.log_bytes, t->tab.log_bytes);
+    SWAP(s->tab.header_bytes, t->tab.header_bytes);
+    SWAP(s->tab.records, t->tab.records);
+    SWAP(s->tab.expires, t->tab.expires);
+    s->tab.sweep_cursor = 0;
+    SWAP(s->rep, t->rep);
+    pthread_mutex_lock(&s->q.mu);
+    SWAP(s->q.last_seq, t->q.last_seq);
+    SWAP(s->q.synced_seq, t->q.synced_seq);
+    SWAP(s->q.feed_seg, t->q.feed_seg);
+    SWAP(s->q.feed_end, t->q.feed_end);
+    SWAP(s->q.feed_seq, t->q.feed_seq);
+    pthread_mutex_unlock(&s->q.mu);
+    pthread_rwlock_unlock(&s->tab.lock);
+    SWAP(s->wr, t->wr); /* the active segment and the writer's buffers */
+    s->wr.unsynced_writes = 0;
+    pthread_cond_broadcast(&s->q.feed_cv);
+    return KV_OK;
+}
+
+typedef struct replace_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    kv_status st;
+} replace_wait;
+
+static void replace_done(void *arg, kv_status st)
+{
+    replace_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->st = st;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+kv_status kv_replace_dir(kv_store *s, const char *newdir, uint64_t expect_seq, kvr_report *report)
+{
+    if (report) memset(report, 0, sizeof *report);
+    if (strlen(newdir) > 3900) return KV_INVALID;
+    kv_store *t = new_store(newdir, &s->opt);
+    if (!t) return ENOMEM;
+    kv_status st = open_contents(t);
+    if (st == KV_OK && expect_seq && t->q.last_seq != expect_seq) {
+        snprintf(t->rep.message, sizeof t->rep.message,
+                 "%s holds the log up to sequence number %" PRIu64 ", not %" PRIu64, newdir, t->q.last_seq,
+                 expect_seq);
+        st = KV_CORRUPT;
+    }
+    copy_report(report, &t->rep);
+    if (st != KV_OK) {
+        free_store(t);
+        return st;
+    }
+    /* No compaction or hint writing while the files change under them. */
+    pthread_mutex_lock(&s->cmp.mu);
+    replace_ctx rc = {t, newdir};
+    replace_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
+    req *r = calloc(1, sizeof *r);
+    st = r ? KV_OK : ENOMEM;
+    if (r) {
+        r->excl = replace_on_writer;
+        r->fn_arg = &rc;
+        r->cb = replace_done;
+        r->arg = &w;
+        r->owned = 1;
+        st = enqueue(s, r);
+        if (st != KV_OK) free(r);
+    }
+    if (st == KV_OK) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        st = w.st;
+    }
+    pthread_mutex_unlock(&s->cmp.mu);
+    /* On success t holds the old contents (at newdir now): their segments
+     * close as the last reads of them finish. */
+    free_store(t);
     return st;
 }

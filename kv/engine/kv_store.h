@@ -485,6 +485,27 @@ void kv_set_retention(kv_store *s, uint64_t bytes);
  */
 kv_status kv_apply_records_async(kv_store *s, const uint8_t *buf, size_t len, kv_write_cb cb, void *arg);
 
+/*
+ * A replica's full sync: replaces the store's whole contents with the data
+ * directory newdir, which holds a snapshot of its primary's log. newdir is
+ * opened and recovered first, as kv_open would (every record's CRC checked
+ * where no hint covers it), and must end at sequence number expect_seq
+ * (0: any). Then, on the writer thread between two groups, the two
+ * directories are exchanged in one atomic rename (kv_io.exchange:
+ * renameat2 RENAME_EXCHANGE), so the store's own path holds the new
+ * contents and newdir the old ones (the caller removes them), and every
+ * reader and the writer switch over at once. A crash at any point leaves
+ * one whole directory or the other at the store's path.
+ * Waits for a running compaction first. Feeds open on the old contents
+ * must be closed by the caller (their history ends). report (may be NULL)
+ * receives newdir's recovery report (free it with kvr_report_free).
+ * Returns KV_OK; or, with the old contents still in place and in use,
+ * KV_CORRUPT (newdir has damage, or ends elsewhere than expect_seq), an
+ * error of recovering newdir, ENOSYS (the I/O layer cannot exchange),
+ * KV_FAILSTOP, an errno, ENOMEM.
+ */
+kv_status kv_replace_dir(kv_store *s, const char *newdir, uint64_t expect_seq, kvr_report *report);
+
 /* A reader of the log's data records from a sequence number on. */
 typedef struct kv_feed kv_feed;
 /*

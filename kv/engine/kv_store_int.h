@@ -109,6 +109,9 @@ typedef struct req {
     void *arg;
     int owned; /* allocated by kv_write_async / kv_submit: freed after cb */
     int seal;  /* a barrier that also seals the active segment (kv_seal) */
+    /* Runs alone on the writer thread, in a group of its own, between
+     * groups (kv_replace_dir); its status goes to cb. */
+    kv_status (*excl)(kv_store *s, void *arg);
 } req;
 
 /* An open segment. refs counts the table's reference plus every read in

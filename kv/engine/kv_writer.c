@@ -420,6 +420,10 @@ static void write_group(kv_store *s, req *head)
 {
     size_t nreqs = 0;
     int want_sync = 0, want_seal = 0;
+    if (head->excl) { /* alone in its group (writer_main) */
+        complete(head, head->excl(s, head->fn_arg));
+        return;
+    }
     for (req *r = head; r; r = r->next) {
         nreqs++;
         if (!r->batch && !r->fn && !r->raw) want_sync = 1;
@@ -490,7 +494,8 @@ void *writer_main(void *arg)
         req *head = s->q.head, *tail = head;
         uint64_t bytes = head ? req_bytes(head) : 0;
         size_t nreq = 1;
-        while (tail && tail->next) {
+        while (tail && tail->next && !head->excl) {
+            if (tail->next->excl) break; /* it runs alone, after this group */
             uint64_t nb = req_bytes(tail->next);
             if (bytes + nb > s->opt.group_max_bytes || nreq >= KV_GROUP_MAX_REQUESTS) break;
             nreq++;

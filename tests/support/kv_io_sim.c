@@ -515,7 +515,7 @@ kv_memfs *kv_memfs_new(void)
     pthread_mutex_init(&fs->mu, NULL);
     fs->io = (kv_io){fs,        m_open,   m_close, m_pread,     m_pwrite,   m_fdatasync, m_ftruncate,
                      m_fsize,   m_rename, m_unlink, m_mkdir,    m_fsync_dir, m_list_dir, m_lock, m_free_space,
-                     NULL,      NULL,     NULL};
+                     NULL,      NULL,     NULL,     NULL};
     fs->free_bytes = UINT64_MAX;
     return fs;
 }
@@ -842,7 +842,7 @@ kv_faultio *kv_faultio_new(const kv_io *base)
     pthread_mutex_init(&f->mu, NULL);
     f->io = (kv_io){f,       f_open,   f_close,  f_pread,  f_pwrite,    f_fdatasync, f_ftruncate,
                     f_fsize, f_rename, f_unlink, f_mkdir,  f_fsync_dir, f_list_dir,  f_lock, f_free_space,
-                    NULL,    NULL,     NULL};
+                    NULL,    NULL,     NULL,     NULL};
     return f;
 }
 

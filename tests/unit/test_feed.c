@@ -422,6 +422,122 @@ START_TEST(replica_store_writes_no_expiry_tombstones)
 }
 END_TEST
 
+
+/* Copies the snapshot's files into directory `to` (created). */
+static void copy_snapshot(kv_store *a, const kv_snapshot *snap, const char *to)
+{
+    const kv_io *io = kv_store_io(a);
+    ck_assert_int_eq(io->mkdir(io->ctx, to), 0);
+    for (size_t i = 0; i < snap->n; i++) {
+        uint8_t *b = malloc(snap->files[i].size);
+        ck_assert_int_eq(kv_io_read_full(io, snap->files[i].fd, b, snap->files[i].size, 0), 0);
+        char path[4200];
+        tu_seg_path(path, sizeof path, to, snap->files[i].file_id);
+        int fd = io->open(io->ctx, path, KV_O_RDWR | KV_O_CREAT);
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(kv_io_write_full(io, fd, b, snap->files[i].size, 0), 0);
+        io->close(io->ctx, fd);
+        free(b);
+    }
+}
+
+static kv_store *open_posix(const char *dir)
+{
+    kv_options o;
+    kv_options_init(&o);
+    o.segment_max_bytes = 4096;
+    kv_store *s;
+    kvr_report rep;
+    kv_status st = kv_open(dir, &o, &s, &rep);
+    ck_assert_msg(st == KV_OK, "open %s: %s: %s", dir, kv_strerror(st), rep.message);
+    kvr_report_free(&rep);
+    return s;
+}
+
+typedef struct reader_arg {
+    kv_store *s;
+    volatile int stop;
+    long reads, bad;
+} reader_arg;
+
+/* Reads "old"/"new" markers while the contents switch: every read sees
+ * one whole state or the other. */
+static void *switch_reader(void *p)
+{
+    reader_arg *r = p;
+    while (!r->stop) {
+        kv_value v;
+        kv_status st = kv_get(r->s, "marker", 6, &v);
+        if (st == KV_OK) {
+            if (!((v.len == 3 && !memcmp(v.data, "old", 3)) || (v.len == 3 && !memcmp(v.data, "new", 3)))) r->bad++;
+            kv_value_free(&v);
+        } else {
+            r->bad++;
+        }
+        r->reads++;
+    }
+    return NULL;
+}
+
+START_TEST(full_sync_replaces_the_contents_in_one_step)
+{
+    char *root = tu_tmpdir();
+    char pa[4096], pb[4096], psync[4200];
+    snprintf(pa, sizeof pa, "%s/a", root);
+    snprintf(pb, sizeof pb, "%s/b", root);
+    snprintf(psync, sizeof psync, "%s/b.sync", root);
+    kv_store *a = open_posix(pa), *b = open_posix(pb);
+    tu_model m, old;
+    tu_model_init(&m);
+    tu_model_init(&old);
+    ck_assert_int_eq(kv_put(a, "marker", 6, "new", 3, 0, 0), KV_OK);
+    tu_model_put(&m, "marker", 6, "new", 3);
+    write_mix(a, &m, 0, 300);
+    ck_assert_int_eq(kv_put(b, "marker", 6, "old", 3, 0, 0), KV_OK);
+    tu_model_put(&old, "marker", 6, "old", 3);
+    ck_assert_int_eq(kv_put(b, "only-old", 8, "x", 1, 0, 0), KV_OK);
+    tu_model_put(&old, "only-old", 8, "x", 1);
+    kv_set_replica(b, 1);
+    kv_snapshot snap;
+    ck_assert_int_eq(kv_snapshot_hold(a, &snap), KV_OK);
+    copy_snapshot(a, &snap, psync);
+    uint64_t seq = snap.seq;
+    kv_snapshot_release(a, &snap);
+    /* A snapshot that ends elsewhere than announced is refused. */
+    kvr_report rep;
+    ck_assert_int_eq(kv_replace_dir(b, psync, seq + 1, &rep), KV_CORRUPT);
+    kvr_report_free(&rep);
+    tu_assert_store_equals(b, &old);
+    reader_arg ra = {b, 0, 0, 0};
+    pthread_t th;
+    pthread_create(&th, NULL, switch_reader, &ra);
+    ck_assert_int_eq(kv_replace_dir(b, psync, seq, &rep), KV_OK);
+    kvr_report_free(&rep);
+    ra.stop = 1;
+    pthread_join(th, NULL);
+    ck_assert_int_eq(ra.bad, 0);
+    ck_assert_int_gt(ra.reads, 0);
+    tu_assert_store_equals(b, &m);
+    /* The old contents are at the snapshot's path now. */
+    kv_store *o = open_posix(psync);
+    tu_assert_store_equals(o, &old);
+    kv_close(o);
+    /* The replica goes on from the snapshot's end, and keeps it all. */
+    write_mix(a, &m, 300, 100);
+    feed_all(a, b, seq + 1);
+    tu_assert_store_equals(b, &m);
+    ck_assert_int_eq(kv_close(b), KV_OK);
+    b = open_posix(pb);
+    assert_same(a, b, &m);
+    kv_close(a);
+    kv_close(b);
+    tu_model_free(&m);
+    tu_model_free(&old);
+    tu_rmrf(root);
+    free(root);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("feed");
@@ -434,6 +550,7 @@ int main(void)
     tcase_add_test(tc, compaction_ends_the_history_unless_retention_keeps_it);
     tcase_add_test(tc, snapshot_holds_the_files_at_one_group_boundary);
     tcase_add_test(tc, replica_store_writes_no_expiry_tombstones);
+    tcase_add_test(tc, full_sync_replaces_the_contents_in_one_step);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
