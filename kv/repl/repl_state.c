@@ -91,6 +91,8 @@ int kvrepl_state_load(const char *dir, kvrepl_state *st, char *err, size_t errca
             snprintf(s.master_host, sizeof s.master_host, "%s", val);
         } else if (!strcmp(line, "master_port")) {
             s.master_port = (int)strtol(val, NULL, 10);
+        } else if (!strcmp(line, "clean")) {
+            s.clean = !strcmp(val, "1");
         } else if (!strcmp(line, "clean_seq")) {
             s.clean_seq = strtoull(val, NULL, 10);
         } else {
@@ -112,8 +114,9 @@ int kvrepl_state_save(const char *dir, const kvrepl_state *st)
     int n = snprintf(body, sizeof body,
                      "# kvd replication state: written by kvd, not to be edited\n"
                      "replid %s\nreplid2 %s\nsecond_offset %" PRIu64 "\nmaster_host %s\nmaster_port %d\n"
-                     "clean_seq %" PRIu64 "\n",
-                     st->replid, st->replid2, st->second_off, st->master_host, st->master_port, st->clean_seq);
+                     "clean %d\nclean_seq %" PRIu64 "\n",
+                     st->replid, st->replid2, st->second_off, st->master_host, st->master_port, st->clean ? 1 : 0,
+                     st->clean_seq);
     if (n < 0 || (size_t)n + 16 >= sizeof body) return -EINVAL;
     n += snprintf(body + n, sizeof body - (size_t)n, "crc %08x\n", kv_crc32(0, body, (size_t)n));
     char tmp[4096], path[4096];

@@ -30,8 +30,9 @@ typedef struct kvrepl_state {
                              + 1 exclusive (Redis's second_replid_offset); 0 none */
     char master_host[KVRSTATE_HOST_MAX + 1]; /* "" on a primary */
     int master_port;      /* 0 on a primary */
-    uint64_t clean_seq;   /* the log's last sequence number at a clean shutdown,
-                             0 while the node runs (or after a crash) */
+    int clean;            /* 1: written at a clean shutdown; 0 while the node runs
+                             (so still 0 at the next start after a crash) */
+    uint64_t clean_seq;   /* with clean: the log's last sequence number then */
 } kvrepl_state;
 
 /* A fresh state: a new random replid, no replid2, a primary. */

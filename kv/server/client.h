@@ -61,6 +61,10 @@ typedef struct kvd_client {
     sbuf out;      /* scratch for replies built on the I/O thread */
     int out_paused; /* input not read: unsent replies passed KVD_OUTPUT_PAUSE_BYTES */
     long long obuf_soft_since; /* ms when first seen over the soft output limit; 0 not */
+    uint64_t woff;       /* the log's offset after this client's last write (WAIT) */
+    int repl_port;       /* REPLCONF listening-port, 0 none */
+    char repl_ip[64];    /* REPLCONF ip-address, "" none */
+    int repl_capa_kvd;   /* REPLCONF capa kvd */
 } kvd_client;
 
 #endif

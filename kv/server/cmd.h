@@ -38,6 +38,8 @@ enum {
                                 refused inside MULTI unless CMD_NOMULTI */
     CMD_NOMULTI = 1 << 4,    /* runs at once even inside MULTI (EXEC, DISCARD, ...) */
     CMD_RUNS_MULTI = 1 << 5, /* sends the queued MULTI to the writer thread (EXEC) */
+    CMD_STALE = 1 << 6,      /* a replica runs it even while its link is down and
+                                replica-serve-stale-data is no (INFO, REPLICAOF, ...) */
 };
 
 /* What a command handler sees. */
@@ -126,6 +128,13 @@ void cmd_ttl(cmdctx *x);
 void cmd_pttl(cmdctx *x);
 void cmd_persist(cmdctx *x);
 
+/* ---- cmd_repl.c ---- */
+void cmd_replicaof(cmdctx *x);
+void cmd_replconf(cmdctx *x);
+void cmd_psync(cmdctx *x);
+void cmd_wait(cmdctx *x);
+void cmd_waitaof(cmdctx *x);
+void cmd_role(cmdctx *x);
 /* ---- multi.c ---- */
 
 void cmd_multi(cmdctx *x);

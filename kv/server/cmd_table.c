@@ -20,7 +20,7 @@
 #define L CMD_CONN
 static const kvd_cmd table[] = {
     /* connection */
-    {"ping", -1, R | CMD_NOAUTH, cmd_ping, 0, 0, 0},
+    {"ping", -1, R | CMD_NOAUTH | CMD_STALE, cmd_ping, 0, 0, 0},
     {"echo", 2, R, cmd_echo, 0, 0, 0},
     {"quit", -1, L | CMD_NOAUTH | CMD_NOMULTI, cmd_quit, 0, 0, 0},
     {"select", 2, L, cmd_select, 0, 0, 0},
@@ -28,17 +28,25 @@ static const kvd_cmd table[] = {
     {"hello", -1, L | CMD_NOAUTH | CMD_NOMULTI, cmd_hello, 0, 0, 0},
     {"client", -2, L, cmd_client, 0, 0, 0},
     {"command", -1, L, cmd_command, 0, 0, 0},
-    {"time", 1, R, cmd_time, 0, 0, 0},
+    {"time", 1, R | CMD_STALE, cmd_time, 0, 0, 0},
     /* server */
-    {"info", -1, R, cmd_info, 0, 0, 0},
+    {"info", -1, R | CMD_STALE, cmd_info, 0, 0, 0},
     {"dbsize", 1, R, cmd_dbsize, 0, 0, 0},
     {"config", -2, L, cmd_config, 0, 0, 0},
     {"flushdb", -1, W, cmd_flushall, 0, 0, 0},
     {"flushall", -1, W, cmd_flushall, 0, 0, 0},
     {"shutdown", -1, L | CMD_NOMULTI, cmd_shutdown, 0, 0, 0},
-    {"compact", 1, R, cmd_compact, 0, 0, 0},
+    {"compact", 1, R | CMD_STALE, cmd_compact, 0, 0, 0},
     {"bgrewriteaof", 1, R, cmd_compact, 0, 0, 0},
-    {"scrub", 1, R, cmd_scrub, 0, 0, 0},
+    {"scrub", 1, R | CMD_STALE, cmd_scrub, 0, 0, 0},
+    /* replication */
+    {"replicaof", 3, R | CMD_STALE, cmd_replicaof, 0, 0, 0},
+    {"slaveof", 3, R | CMD_STALE, cmd_replicaof, 0, 0, 0},
+    {"replconf", -1, L | CMD_STALE, cmd_replconf, 0, 0, 0},
+    {"psync", -3, L | CMD_STALE, cmd_psync, 0, 0, 0},
+    {"wait", 3, L, cmd_wait, 0, 0, 0},
+    {"waitaof", 4, L, cmd_waitaof, 0, 0, 0},
+    {"role", 1, R | CMD_STALE, cmd_role, 0, 0, 0},
     /* strings */
     {"get", 2, R, cmd_get, 1, 1, 1},
     {"set", -3, W, cmd_set, 1, 1, 1},

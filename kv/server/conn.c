@@ -23,6 +23,7 @@
 #include "kvd_limits.h"
 #include "kvd_log.h"
 #include "multi.h"
+#include "repl.h"
 
 #define MAX_PENDING_PER_CLIENT 4096
 /* Bytes of room offered to one read(2) of a client's input (Redis's
@@ -254,6 +255,23 @@ static int goes_to_writer(const kvd_client *c, const kvd_cmd *cmd)
     return (cmd->flags & CMD_WRITE) != 0;
 }
 
+/* On a replica: writes are refused (Redis's -READONLY), and with
+ * replica-serve-stale-data no, reads too while the link is down. Returns
+ * 1 with the error replied. */
+static int refused_on_replica(kvd_client *c, const kvd_cmd *cmd)
+{
+    if (!kvrepl_is_replica(c->env->repl) || (cmd->flags & CMD_STALE)) return 0;
+    if (cmd->flags & CMD_WRITE) {
+        rp_error(&c->out, "READONLY You can't write against a read only replica.");
+        return 1;
+    }
+    if (!__atomic_load_n(&c->env->cfg->replica_serve_stale, __ATOMIC_RELAXED) && kvrepl_link_down(c->env->repl)) {
+        rp_error(&c->out, "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.");
+        return 1;
+    }
+    return 0;
+}
+
 /* Runs the parsed request in c->args. */
 static void dispatch(kvd_client *c, const kvd_cmd *cmd)
 {
@@ -271,6 +289,10 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
     }
     if (!c->authenticated && !(cmd->flags & CMD_NOAUTH) && kvd_password_set(env)) {
         rp_error(&c->out, "NOAUTH Authentication required.");
+        if (c->in_multi) c->multi_error = 1;
+        return;
+    }
+    if (env->repl && (cmd->flags & (CMD_WRITE | CMD_READ)) && refused_on_replica(c, cmd)) {
         if (c->in_multi) c->multi_error = 1;
         return;
     }
@@ -430,6 +452,7 @@ void conn_jobs_done(kvd_io *io, kvd_job *done)
         done = j->next;
         kvd_client *c = j->c;
         c->pending--;
+        if (j->st == KV_OK && j->seq > c->woff) c->woff = j->seq;
         if (!c->gone) job_reply(c, j);
         job_free(j);
         if (c->gone) {

@@ -97,9 +97,13 @@ typedef struct kvd_hooks {
     void (*config_changed)(struct kvd_server *srv, const char *name);
 } kvd_hooks;
 
+struct kvrepl; /* kv/repl/repl.h */
+
 /* The server as commands and connections see it. */
 typedef struct kvd_env {
     kv_store *store;
+    struct kvrepl *repl;    /* replication (kv/repl/repl.h): set before the first client */
+    char run_id[41];        /* 40 hex characters, new at every start (INFO server) */
     kvd_config *cfg;
     pthread_mutex_t cfg_mu; /* guards cfg's strings (and CONFIG SET/GET as a whole) */
     resp_limits limits;     /* request parser limits, from cfg at start */

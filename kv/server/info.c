@@ -17,7 +17,54 @@
 
 #include "clock.h"
 #include "kv_scrub.h"
+#include "repl.h"
 #include "server_state.h"
+
+/* INFO replication: Redis 7's fields in its order, then kvd's own. */
+static void kvd_info_replication(kvd_server *srv, sbuf *o)
+{
+    kvrepl_info in;
+    kvrepl_info_get(srv->env.repl, &in);
+    char line[1024];
+    int n;
+#define LINE(...)                                                                \
+    do {                                                                         \
+        n = snprintf(line, sizeof line, __VA_ARGS__);                            \
+        sb_add(o, line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);     \
+    } while (0)
+    LINE("# Replication\r\nrole:%s\r\n", in.replica ? "slave" : "master");
+    if (in.replica) {
+        LINE("master_host:%s\r\nmaster_port:%d\r\nmaster_link_status:%s\r\n", in.master_host, in.master_port,
+             in.link_status);
+        LINE("master_last_io_seconds_ago:%lld\r\nmaster_sync_in_progress:%d\r\n", in.last_io_s, in.sync_in_progress);
+        LINE("slave_read_repl_offset:%" PRIu64 "\r\nslave_repl_offset:%" PRIu64 "\r\n", in.applied, in.applied);
+        if (in.link_status[0] != 'u') LINE("master_link_down_since_seconds:%lld\r\n", in.link_down_s);
+        LINE("slave_priority:%d\r\nslave_read_only:1\r\nreplica_announced:1\r\n", in.priority);
+    }
+    LINE("connected_slaves:%zu\r\n", in.nreplicas);
+    for (size_t i = 0; i < in.nreplicas; i++) {
+        const kvrepl_replica_info *r = &in.replicas[i];
+        LINE("slave%zu:ip=%s,port=%d,state=%s,offset=%" PRIu64 ",lag=%lld,fsynced=%" PRIu64 "\r\n", i, r->ip, r->port,
+             r->state, r->ack, r->lag_s, r->fack);
+    }
+    LINE("master_failover_state:no-failover\r\nmaster_replid:%s\r\nmaster_replid2:%s\r\n", in.replid, in.replid2);
+    LINE("master_repl_offset:%" PRIu64 "\r\n", in.offset);
+    if (in.has_second)
+        LINE("second_repl_offset:%" PRIu64 "\r\n", in.second_off);
+    else
+        LINE("second_repl_offset:-1\r\n");
+    uint64_t backlog = __atomic_load_n(&srv->env.cfg->repl_backlog_size, __ATOMIC_RELAXED);
+    LINE("repl_backlog_active:1\r\nrepl_backlog_size:%" PRIu64 "\r\n", backlog);
+    LINE("repl_fsynced_offset:%" PRIu64 "\r\n", in.synced);
+    LINE("repl_bytes_sent:%" PRIu64 "\r\nrepl_records_sent:%" PRIu64 "\r\nrepl_bytes_received:%" PRIu64
+         "\r\nrepl_records_received:%" PRIu64 "\r\n",
+         in.bytes_sent, in.records_sent, in.bytes_received, in.records_received);
+    LINE("repl_stream_errors:%" PRIu64 "\r\nrepl_divergent_records:%" PRIu64 "\r\nrepl_sync_timeouts:%" PRIu64
+         "\r\n\r\n",
+         in.stream_errors, in.divergent_records, in.sync_timeouts);
+#undef LINE
+    kvrepl_info_free(&in);
+}
 
 static int want(const char *section, const char *name)
 {
@@ -51,7 +98,7 @@ void kvd_info(kvd_server *srv, const char *section, sbuf *o)
         LINE("# Server\r\n");
         LINE("kvd_version:%s\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\n", KVD_VERSION);
         LINE("os:%s %s %s\r\narch_bits:%d\r\n", u.sysname, u.release, u.machine, (int)(sizeof(void *) * 8));
-        LINE("process_id:%ld\r\ntcp_port:%d\r\n", (long)getpid(), srv->port);
+        LINE("process_id:%ld\r\nrun_id:%s\r\ntcp_port:%d\r\n", (long)getpid(), srv->env.run_id, srv->port);
         LINE("uptime_in_seconds:%lld\r\nuptime_in_days:%lld\r\n", (now - srv->start_ms) / 1000,
              (now - srv->start_ms) / 86400000);
         LINE("hz:%d\r\nio_threads:%d\r\n", __atomic_load_n(&srv->env.cfg->expire_hz, __ATOMIC_RELAXED), srv->nworkers);
@@ -127,8 +174,14 @@ void kvd_info(kvd_server *srv, const char *section, sbuf *o)
              counter_get(&srv->env.n.expired_active) + st.expired_on_access - counter_get(&srv->env.n.expired_access_base),
              counter_get(&srv->env.n.hits),
              counter_get(&srv->env.n.misses));
-        LINE("client_output_buffer_limit_disconnections:%" PRIu64 "\r\n\r\n", counter_get(&srv->env.n.obuf_disconnections));
+        LINE("client_output_buffer_limit_disconnections:%" PRIu64 "\r\n", counter_get(&srv->env.n.obuf_disconnections));
+        kvrepl_info ri;
+        kvrepl_info_get(srv->env.repl, &ri);
+        LINE("sync_full:%" PRIu64 "\r\nsync_partial_ok:%" PRIu64 "\r\nsync_partial_err:%" PRIu64 "\r\n\r\n",
+             ri.sync_full, ri.sync_partial_ok, ri.sync_partial_err);
+        kvrepl_info_free(&ri);
     }
+    if (want(section, "replication")) kvd_info_replication(srv, o);
     if (want(section, "keyspace")) {
         LINE("# Keyspace\r\n");
         if (st.keys) LINE("db0:keys=%" PRIu64 ",expires=%" PRIu64 ",avg_ttl=0\r\n", st.keys, st.expires);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "jobs.h"
+#include "repl.h"
 
 void job_free(kvd_job *j)
 {
@@ -61,10 +62,8 @@ static kv_status job_txn(kv_txn *t, void *arg)
     return j->reply.oom ? ENOMEM : KV_OK;
 }
 
-/* Writer thread: hand the finished job back to its client's I/O thread. */
-static void job_done(void *arg, kv_status st)
+void job_handback(kvd_job *j, kv_status st)
 {
-    kvd_job *j = arg;
     kvd_handoff *h = j->c->handoff;
     j->st = st;
     pthread_mutex_lock(&h->mu);
@@ -75,6 +74,51 @@ static void job_done(void *arg, kv_status st)
     h->tail = j;
     pthread_mutex_unlock(&h->mu);
     event_active(h->wake, EV_READ, 0);
+}
+
+/* Synchronous mode: the wait for replicas' fsyncs ended. */
+static void sync_done(void *arg, int local, int count, int timed_out)
+{
+    (void)local;
+    kvd_job *j = arg;
+    if (timed_out) {
+        j->sync_short = 1;
+        j->sync_count = count;
+    }
+    job_handback(j, KV_OK);
+}
+
+/* Writer thread: the job's group is acknowledged (or failed). Under
+ * sync-replicas the client's reply waits until that many replicas have
+ * fsynced the group (one wait covers the whole group's offset). */
+static void job_done(void *arg, kv_status st)
+{
+    kvd_job *j = arg;
+    kvd_env *env = j->c->env;
+    kv_repl_pos p;
+    kv_repl_position(env->store, &p);
+    j->seq = p.applied_seq;
+    int n = __atomic_load_n(&env->cfg->sync_replicas, __ATOMIC_RELAXED);
+    if (st == KV_OK && n > 0 && env->repl && !kvrepl_is_replica(env->repl)) {
+        int local, count;
+        long long t = __atomic_load_n(&env->cfg->sync_replicas_timeout, __ATOMIC_RELAXED);
+        int w = kvrepl_wait(env->repl, j->seq, 0, n, 1, t, sync_done, j, &local, &count);
+        if (w == 0) return; /* sync_done hands it back */
+        if (w < 0) {
+            j->sync_short = 1;
+            j->sync_count = count;
+        }
+    }
+    job_handback(j, st);
+}
+
+kvd_job *job_new_blocked(kvd_client *c)
+{
+    kvd_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->c = c;
+    c->pending++;
+    return j;
 }
 
 void job_submit(kvd_client *c, kvd_job *j)
@@ -90,6 +134,14 @@ void job_submit(kvd_client *c, kvd_job *j)
 
 void job_reply(kvd_client *c, const kvd_job *j)
 {
+    if (j->st == KV_OK && j->sync_short) {
+        int want = __atomic_load_n(&c->env->cfg->sync_replicas, __ATOMIC_RELAXED);
+        rp_error(&c->out,
+                 "NOREPLICAS the write is applied on this primary, but only %d of the %d replicas sync-replicas asks "
+                 "for fsynced it in time; it may be lost in a failover",
+                 j->sync_count, want);
+        return;
+    }
     if (j->st == KV_OK) {
         sb_add(&c->out, j->reply.p, j->reply.len);
         return;

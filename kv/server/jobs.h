@@ -41,6 +41,9 @@ typedef struct kvd_job {
     struct kvd_job *mq;      /* EXEC: the queued commands, in order */
     kvd_watch *watch;        /* EXEC: the watched keys */
     size_t nwatch;
+    uint64_t seq;            /* the log's offset when it completed (the client's WAIT offset) */
+    int sync_short;          /* synchronous mode: fewer replicas than asked fsynced it in time */
+    int sync_count;          /* ... how many did */
 } kvd_job;
 
 /* Finished jobs on their way back to one I/O thread. */
@@ -61,6 +64,14 @@ void job_free(kvd_job *j);
  * through c->handoff. If the engine refuses it, an error reply goes to
  * c->out and j is freed. */
 void job_submit(kvd_client *c, kvd_job *j);
+
+/* Hands a finished job back to its client's I/O thread with status st
+ * (any thread). */
+void job_handback(kvd_job *j, kv_status st);
+
+/* A job that runs nothing: it holds its client's place (c->pending)
+ * until job_handback (WAIT). NULL when out of memory. */
+kvd_job *job_new_blocked(kvd_client *c);
 
 /* Appends the reply of finished job j to c->out: its own reply, or the
  * error that explains why the write was not done (fail-stop). */

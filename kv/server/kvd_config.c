@@ -22,6 +22,7 @@
 #include "kvd_config.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -76,6 +77,26 @@ const kvd_setting kvd_settings[] = {
      "check every sealed segment after start and this often (0: on SCRUB only)"},
     {"scrub-rate", NULL, T_SIZE, F(scrub_rate), KVD_MIN_SCRUB_RATE, INT64_MAX, 0, "BYTES",
      "most bytes a second the scrub reads, at least 64kb"},
+    {"replicaof", NULL, T_REPLICAOF, F(replicaof), 0, 0, 0, "\"HOST PORT\"",
+     "start as a replica of this primary (REPLICAOF); \"no one\": as a primary"},
+    {"masterauth", NULL, T_OPT_STRING, F(masterauth), 0, 0, 0, "PASSWORD", "password to AUTH with at the primary"},
+    {"repl-backlog-size", NULL, T_SIZE, F(repl_backlog_size), 16 << 10, INT64_MAX, 0, "BYTES",
+     "newest log bytes compaction leaves for partial resyncs, at least 16kb"},
+    {"repl-backlog-ttl", NULL, T_INT, F(repl_backlog_ttl), 0, INT32_MAX, 0, "SECONDS",
+     "keep them this long after the last replica left (0: always)"},
+    {"repl-timeout", NULL, T_INT, F(repl_timeout), 1, INT32_MAX, 0, "SECONDS",
+     "drop a replication link silent for this long"},
+    {"repl-ping-replica-period", NULL, T_INT, F(repl_ping_period), 1, INT32_MAX, 0, "SECONDS",
+     "keepalive to replicas this often"},
+    {"replica-serve-stale-data", NULL, T_BOOL, F(replica_serve_stale), 0, 1, 0, "yes|no",
+     "a replica serves reads while its link is down (yes)"},
+    {"replica-priority", NULL, T_INT, F(replica_priority), 0, INT32_MAX, 0, "N",
+     "Sentinel promotes lower first; 0: never"},
+    {"sync-replicas", NULL, T_INT, F(sync_replicas), 0, 1000, 0, "N",
+     "acknowledge a write once N replicas fsynced it (0: asynchronous)"},
+    {"sync-replicas-timeout", NULL, T_INT, F(sync_replicas_timeout), 1, INT32_MAX, 0, "MS",
+     "...or fail it with NOREPLICAS after this long (it stays written)"},
+    {"replica-read-only", NULL, T_READONLY, 0, 0, 0, 1, NULL, NULL},
     {"appendonly", NULL, T_APPENDONLY, 0, 0, 0, 1, NULL, NULL},
     {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
@@ -85,7 +106,13 @@ const kvd_setting kvd_settings[] = {
 /* Other names for a setting, in the file, CONFIG and as flags. */
 static const struct {
     const char *alias, *name;
-} aliases[] = {{"fsync", "appendfsync"}, {"log-level", "loglevel"}};
+} aliases[] = {{"fsync", "appendfsync"},
+               {"log-level", "loglevel"},
+               {"slaveof", "replicaof"},
+               {"repl-ping-slave-period", "repl-ping-replica-period"},
+               {"slave-serve-stale-data", "replica-serve-stale-data"},
+               {"slave-priority", "replica-priority"},
+               {"slave-read-only", "replica-read-only"}};
 
 /* In `kvd_settings` order, hidden rows left out. */
 const char *const kvd_config_names[] = {
@@ -96,6 +123,9 @@ const char *const kvd_config_names[] = {
     "proto-max-bulk-len", "client-query-buffer-limit", "client-output-buffer-limit", "hz",
     "compact-dead-ratio", "compact-min-dead", "hint-files",
     "preallocate", "scrub-interval", "scrub-rate",
+    "replicaof", "masterauth", "repl-backlog-size", "repl-backlog-ttl",
+    "repl-timeout", "repl-ping-replica-period", "replica-serve-stale-data", "replica-priority",
+    "sync-replicas", "sync-replicas-timeout",
     NULL,
 };
 
@@ -180,6 +210,14 @@ void kvd_config_init(kvd_config *c)
     c->obuf_limits[KVD_OBUF_NORMAL] = (kvd_obuf_limit){1ull << 30, 256ull << 20, 60};
     c->obuf_limits[KVD_OBUF_REPLICA] = (kvd_obuf_limit){256ull << 20, 64ull << 20, 60};
     c->obuf_limits[KVD_OBUF_PUBSUB] = (kvd_obuf_limit){32ull << 20, 8ull << 20, 60};
+    c->repl_backlog_size = 64ull << 20;
+    c->repl_backlog_ttl = 3600;
+    c->repl_timeout = 60;
+    c->repl_ping_period = 10;
+    c->replica_serve_stale = 1;
+    c->replica_priority = 100;
+    c->sync_replicas = 0;
+    c->sync_replicas_timeout = 10000;
 }
 
 void kvd_config_free(kvd_config *c)
@@ -190,10 +228,27 @@ void kvd_config_free(kvd_config *c)
     free(c->pidfile);
     free(c->logfile);
     free(c->config_file);
+    free(c->replicaof);
+    free(c->masterauth);
     c->dir = c->bind = c->requirepass = c->pidfile = c->logfile = c->config_file = NULL;
+    c->replicaof = c->masterauth = NULL;
 }
 
 /* ---- values ---- */
+
+int kvd_parse_host_port(const char *value, char *host, size_t cap, int *port)
+{
+    const char *sp = strchr(value, ' ');
+    if (!sp || sp == value || (size_t)(sp - value) >= cap) return -1;
+    memcpy(host, value, (size_t)(sp - value));
+    host[sp - value] = 0;
+    char *end;
+    errno = 0;
+    long p = strtol(sp + 1, &end, 10);
+    if (errno || end == sp + 1 || *end || p < 1 || p > 65535 || sp[1] == '-' || sp[1] == '+') return -1;
+    *port = (int)p;
+    return 0;
+}
 
 /* Decimal digits only: no sign, no spaces, no trailing bytes, no overflow.
  * Returns 0 and *out, or -1. */
@@ -461,6 +516,38 @@ int kvd_setting_apply(kvd_config *c, const kvd_setting *s, const char *label, co
         }
         return 0;
     }
+    case T_READONLY:
+        if (strcasecmp(value, "yes") != 0) {
+            kvd_config_errf(err, errcap,
+                            "invalid value '%s' for '%s': a kvd replica's log is its primary's, so replicas are "
+                            "always read-only; only 'yes' is accepted",
+                            value, label);
+            return -1;
+        }
+        return 0;
+    case T_REPLICAOF: {
+        char **field = kvd_setting_field(c, s);
+        if (!strcasecmp(value, "no one") || value[0] == 0) {
+            free(*field);
+            *field = NULL;
+            return 0;
+        }
+        char host[256];
+        int port;
+        if (kvd_parse_host_port(value, host, sizeof host, &port) < 0) {
+            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': expected \"HOST PORT\" or \"no one\"", value,
+                            label);
+            return -1;
+        }
+        char *copy = strdup(value);
+        if (!copy) {
+            kvd_config_errf(err, errcap, "out of memory");
+            return -1;
+        }
+        free(*field);
+        *field = copy;
+        return 0;
+    }
     case T_APPENDONLY:
         if (strcasecmp(value, "yes") != 0) {
             kvd_config_errf(err, errcap,
@@ -492,7 +579,8 @@ int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap)
     const void *p = kvd_setting_cfield(c, s);
     switch (s->type) {
     case T_STRING:
-    case T_OPT_STRING: {
+    case T_OPT_STRING:
+    case T_REPLICAOF: {
         const char *v = *(char *const *)p;
         snprintf(buf, cap, "%s", v ? v : "");
         return 0;
@@ -510,6 +598,7 @@ int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap)
         snprintf(buf, cap, "%s", kvr_mode_name(__atomic_load_n((const kvr_mode *)p, __ATOMIC_RELAXED)));
         return 0;
     case T_OBUF: format_obuf_limits(p, buf, cap); return 0;
+    case T_READONLY:
     case T_APPENDONLY: break;
     }
     return -1;

@@ -87,6 +87,19 @@ typedef struct kvd_config {
                                   pubsub 32mb 8mb 60. Written with __atomic
                                   stores, read with __atomic loads
                                   (kvd_obuf_limit_load, kvd_limits.h). */
+    /* Replication (docs/replication.md); Redis's names and defaults. */
+    char *replicaof;           /* "HOST PORT" to follow at start, "no one", or NULL */
+    char *masterauth;          /* password to AUTH with at the primary, or NULL */
+    uint64_t repl_backlog_size; /* bytes of newest log kept from compaction for
+                                  partial resyncs, default 64 MiB */
+    int repl_backlog_ttl;      /* seconds it is kept with no replica, default 3600; 0 = always */
+    int repl_timeout;          /* seconds of silence before a link is dropped, default 60 */
+    int repl_ping_period;      /* seconds between keepalives to replicas, default 10 */
+    int replica_serve_stale;   /* 1 (default): a replica serves reads while its link is down */
+    int replica_priority;      /* Sentinel's promotion order, default 100; 0 = never */
+    int sync_replicas;         /* replicas that must fsync a write before it is
+                                  acknowledged, default 0 (asynchronous) */
+    int sync_replicas_timeout; /* ms a write waits for them, default 10000 */
     char *config_file;         /* the file read, if any */
 } kvd_config;
 
@@ -155,6 +168,9 @@ int kvd_parse_size(const char *s, uint64_t *out);
  */
 int kvd_parse_obuf_limits(const char *value, kvd_obuf_limit limits[KVD_OBUF_CLASSES], char *err, size_t errcap);
 
+/* Splits "HOST PORT" (one space, a port 1..65535) into host (cap bytes)
+ * and *port. Returns 0 or -1. */
+int kvd_parse_host_port(const char *value, char *host, size_t cap, int *port);
 /* Prints the --help text to stdout. */
 void kvd_config_usage(void);
 

@@ -26,6 +26,7 @@
 #include "clock.h"
 #include "kv_scrub.h"
 #include "kvd_log.h"
+#include "repl.h"
 #include "server_state.h"
 
 static void store_log(void *arg, int level, const char *msg)
@@ -82,9 +83,57 @@ static int maxclients_fit(kvd_server *srv, int wanted)
     return kvd_nofile_fit(srv->nofile_limit, srv->fd_reserved, wanted);
 }
 
+/* The replication settings from cfg (atomic loads; masterauth apart). */
+static void repl_settings(kvd_server *srv, kvrepl_settings *rs)
+{
+    const kvd_config *c = srv->env.cfg;
+    kvrepl_settings_init(rs);
+    rs->listening_port = srv->port;
+    rs->backlog_bytes = __atomic_load_n(&c->repl_backlog_size, __ATOMIC_RELAXED);
+    rs->backlog_ttl_ms = 1000LL * __atomic_load_n(&c->repl_backlog_ttl, __ATOMIC_RELAXED);
+    rs->timeout_ms = 1000LL * __atomic_load_n(&c->repl_timeout, __ATOMIC_RELAXED);
+    rs->ping_period_ms = 1000LL * __atomic_load_n(&c->repl_ping_period, __ATOMIC_RELAXED);
+    rs->sync_replicas = __atomic_load_n(&c->sync_replicas, __ATOMIC_RELAXED);
+    rs->sync_timeout_ms = __atomic_load_n(&c->sync_replicas_timeout, __ATOMIC_RELAXED);
+    rs->serve_stale = __atomic_load_n(&c->replica_serve_stale, __ATOMIC_RELAXED);
+    rs->priority = __atomic_load_n(&c->replica_priority, __ATOMIC_RELAXED);
+}
+
+/* REPLICAOF from the configuration ("HOST PORT" or "no one"), at start. */
+static int repl_apply_replicaof(kvd_server *srv, const char *value, char *err, size_t errcap)
+{
+    char host[256];
+    int port = 0, already;
+    if (value && kvd_parse_host_port(value, host, sizeof host, &port) < 0) {
+        snprintf(err, errcap, "replicaof: expected \"HOST PORT\", got '%s'", value);
+        return -1;
+    }
+    return kvrepl_replicaof(srv->env.repl, value ? host : NULL, port, &already, err, errcap);
+}
+
 /* kvd_hooks.config_changed: settings that live outside cfg once applied. */
 static void config_changed(kvd_server *srv, const char *name)
 {
+    if (srv->env.repl && (!strncasecmp(name, "repl", 4) || !strncasecmp(name, "sync-replicas", 13) ||
+                          !strcasecmp(name, "replica-priority") || !strcasecmp(name, "replica-serve-stale-data"))) {
+        kvrepl_settings rs;
+        repl_settings(srv, &rs);
+        kvrepl_set(srv->env.repl, &rs);
+    }
+    if (srv->env.repl && !strcasecmp(name, "masterauth")) {
+        pthread_mutex_lock(&srv->env.cfg_mu);
+        kvrepl_set_masterauth(srv->env.repl, srv->env.cfg->masterauth);
+        pthread_mutex_unlock(&srv->env.cfg_mu);
+    }
+    if (srv->env.repl && !strcasecmp(name, "replicaof")) {
+        char err[256], value[300] = "";
+        pthread_mutex_lock(&srv->env.cfg_mu);
+        int has = srv->env.cfg->replicaof != NULL;
+        if (has) snprintf(value, sizeof value, "%s", srv->env.cfg->replicaof);
+        pthread_mutex_unlock(&srv->env.cfg_mu);
+        if (repl_apply_replicaof(srv, has ? value : NULL, err, sizeof err) < 0)
+            kvd_log(KVD_LOG_WARNING, "CONFIG SET replicaof: %s", err);
+    }
     if (!strcasecmp(name, "loglevel")) kvd_log_set_level(__atomic_load_n(&srv->env.cfg->log_level, __ATOMIC_RELAXED));
     if (srv->scrub && (!strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate"))) {
         pthread_mutex_lock(&srv->env.cfg_mu);
@@ -216,6 +265,22 @@ static int open_store(kvd_server *srv, char *err, size_t errcap)
     return 0;
 }
 
+/* Replication (kv/repl/repl.h): the node's ids and role from the data
+ * directory's state file, the settings, and replicaof from the
+ * configuration (which wins over the file). Its threads start later. */
+static int open_repl(kvd_server *srv, char *err, size_t errcap)
+{
+    kvd_config *cfg = srv->env.cfg;
+    kvrepl_settings rs;
+    repl_settings(srv, &rs);
+    kvrepl_new_id(srv->env.run_id);
+    srv->env.repl = kvrepl_new(srv->env.store, cfg->dir, &rs, store_log, NULL, err, errcap);
+    if (!srv->env.repl) return -1;
+    kvrepl_set_masterauth(srv->env.repl, cfg->masterauth);
+    if (cfg->replicaof && repl_apply_replicaof(srv, cfg->replicaof, err, errcap) < 0) return -1;
+    return 0;
+}
+
 /* SIGTERM, SIGINT, SIGUSR1 and SHUTDOWN's wake-up on the main loop. */
 static void add_signals(kvd_server *srv)
 {
@@ -264,6 +329,7 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
         goto fail;
     }
     if (kvd_listener_open(srv, err, errcap) != 0) goto fail;
+    if (open_repl(srv, err, errcap) != 0) goto fail;
     srv->nworkers = cfg->io_threads;
     srv->workers = kvd_workers_new(srv->nworkers, &srv->env, err, errcap);
     if (!srv->workers) goto fail;
@@ -271,6 +337,7 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
         srv->nworkers = 0; /* as before: the stopped threads' loops are not freed */
         goto fail;
     }
+    if (kvrepl_start(srv->env.repl, err, errcap) != 0) goto fail;
     add_signals(srv);
     kvd_bg_cron_start(srv);
     kvd_bg_scrub_start(srv); /* the scrub last: nothing after it can fail */
@@ -280,10 +347,12 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
             srv->nworkers == 1 ? "" : "s");
     return srv;
 fail:
+    if (srv->env.repl) kvrepl_stop(srv->env.repl);
     kvd_listener_free(srv);
     kvd_workers_free(srv->workers, srv->nworkers);
     if (srv->base) event_base_free(srv->base);
     kv_close(srv->env.store);
+    kvrepl_free(srv->env.repl);
     free(srv);
     return NULL;
 }
@@ -300,6 +369,25 @@ static void remove_pidfile(kvd_server *srv)
     if (srv->pidfile_written && srv->env.cfg->pidfile) unlink(srv->env.cfg->pidfile);
 }
 
+/* At shutdown, as Redis's shutdown-timeout: gives connected replicas up
+ * to 10 seconds to acknowledge everything written, so a clean stop loses
+ * nothing they have not got. */
+static void repl_drain(kvd_server *srv)
+{
+    kv_repl_pos p;
+    kv_repl_position(srv->env.store, &p);
+    kvrepl_info in;
+    kvrepl_info_get(srv->env.repl, &in);
+    size_t n = in.replica ? 0 : in.nreplicas;
+    kvrepl_info_free(&in);
+    if (n == 0) return;
+    long long deadline = kvd_mstime() + 10000;
+    while (kvrepl_count_acked(srv->env.repl, p.applied_seq, 0) < (int)n && kvd_mstime() < deadline) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int kvd_server_run(kvd_server *srv)
 {
     event_base_dispatch(srv->base);
@@ -308,10 +396,16 @@ int kvd_server_run(kvd_server *srv)
     kvd_workers_stop_reading(srv->workers, srv->nworkers);
     /* Every write sent so far is queued before this barrier. */
     kv_status sync_st = kv_sync(srv->env.store);
+    repl_drain(srv);
+    kvrepl_stop(srv->env.repl); /* ends WAITs and synchronous writes still waiting */
     kvd_workers_finish(srv->workers, srv->nworkers);
     srv->workers = NULL;
     kvd_bg_stop(srv);
+    kv_repl_pos last;
+    kv_repl_position(srv->env.store, &last);
     kv_status close_st = kv_close(srv->env.store);
+    if (close_st == KV_OK && (sync_st == KV_OK || sync_st == KV_FAILSTOP)) kvrepl_mark_clean(srv->env.repl, last.applied_seq);
+    kvrepl_free(srv->env.repl);
     event_free(srv->sig_term);
     event_free(srv->sig_int);
     event_free(srv->sig_usr1);

@@ -1,0 +1,120 @@
+/*
+ * repl_int — kvrepl's private state, shared by repl.c (the node, waiters,
+ * cron), repl_feed.c (the primary's side) and repl_link.c (the replica's
+ * side). Nothing outside kv/repl includes it.
+ *
+ * Locking: r->mu guards every field not marked atomic; r->cv is signalled
+ * when the role or the replica list changes and when the node stops.
+ * Counters and the replicas' acknowledged offsets are atomics.
+ */
+#ifndef REPL_INT_H
+#define REPL_INT_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+
+#include "repl.h"
+
+/* Bytes of records a sender reads from the log per send. */
+#define KVREPL_SEND_BYTES (256u * 1024u)
+/* How long a sender waits at the end of the log before it looks at its
+ * flags again (keepalives, ack requests, stopping), ms. */
+#define KVREPL_FEED_WAIT_MS 100
+/* The cron's period, ms. */
+#define KVREPL_CRON_MS 50
+
+enum { RSTATE_WAIT_BGSAVE = 0, RSTATE_SEND_BULK, RSTATE_ONLINE };
+
+/* A connected replica (primary side). */
+typedef struct kvrepl_replica {
+    struct kvrepl_replica *next;
+    struct kvrepl *r;
+    int fd;
+    kvrepl_peer peer;
+    char replid[41];
+    char offset[32];
+    int state;            /* RSTATE_* (atomic) */
+    uint64_t ack, fack;   /* acknowledged offsets (atomic, only grow) */
+    long long last_ack_ms;/* monotonic ms of its last ACK (atomic) */
+    int closing;          /* set once: the socket is being shut down (atomic) */
+    unsigned getack_seen; /* the r->getack_gen it last sent 'G' for (sender only) */
+    pthread_t reader;
+    int reader_started;
+} kvrepl_replica;
+
+/* A WAIT, WAITAOF, or a write in synchronous mode. */
+typedef struct kvrepl_waiter {
+    struct kvrepl_waiter *next;
+    uint64_t seq;
+    int numlocal, numreplicas, fsynced;
+    long long deadline_ms; /* monotonic; 0 none */
+    kvrepl_wait_fn fn;
+    void *arg;
+} kvrepl_waiter;
+
+struct kvrepl {
+    kv_store *s;
+    char *dir;
+    kv_log_fn log;
+    void *log_arg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    kvrepl_state st;
+    kvrepl_settings set;
+    char *masterauth;
+    int stopping;
+    /* primary side */
+    kvrepl_replica *replicas;
+    int nreplicas;
+    long long no_replica_since_ms; /* monotonic; when the last replica left */
+    unsigned getack_gen;           /* bumped to make senders send 'G' (atomic) */
+    kvrepl_waiter *waiters;
+    /* replica side: the link (repl_link.c) */
+    pthread_t link_thread, cron_thread;
+    int link_started, cron_started;
+    unsigned link_gen;        /* bumped by REPLICAOF: the link starts over */
+    int link_fd;              /* the link's socket, -1 none (shut down to stop it) */
+    int link_up;              /* streaming from the primary */
+    const char *link_state;   /* ROLE's word */
+    int sync_in_progress;
+    long long link_down_since_ms; /* wall ms; 0 never up */
+    long long last_io_ms;         /* monotonic ms of the last byte from the primary */
+    /* counters (atomic) */
+    uint64_t sync_full, sync_partial_ok, sync_partial_err;
+    uint64_t bytes_sent, records_sent, bytes_received, records_received;
+    uint64_t stream_errors, divergent_records, sync_timeouts;
+};
+
+/* repl.c */
+void rlog(kvrepl *r, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+long long repl_mono_ms(void);
+long long repl_wall_ms(void);
+/* Saves r->st (r->mu held). Returns 0 or -errno. */
+int do_state_save(kvrepl *r);
+/* Checks the waiters against the replicas' acknowledgements and the
+ * local fsync, completing those satisfied (and, with now_ms, those timed
+ * out). Takes r->mu; calls the waiters' functions without it. */
+void repl_check_waiters(kvrepl *r, long long now_ms);
+static inline uint64_t ld64(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline void add64(uint64_t *p, uint64_t v)
+{
+    __atomic_add_fetch(p, v, __ATOMIC_RELAXED);
+}
+
+/* repl_feed.c (primary side) */
+/* Starts serving a replica that sent PSYNC (its sender thread). */
+void feed_start(kvrepl *r, int fd, const char *replid, const char *offset, const kvrepl_peer *peer);
+/* Shuts down every replica's socket; with wait, returns once all have
+ * left (their feeds closed). r->mu not held. */
+void feed_drop_all(kvrepl *r, int wait);
+
+/* repl_link.c (replica side) */
+void *link_main(void *arg);
+/* Sends n bytes (blocking, MSG_NOSIGNAL). Returns 0 or -errno. */
+int send_all(int fd, const void *buf, size_t n);
+
+#endif
