@@ -96,8 +96,10 @@ const kvd_setting kvd_settings[] = {
      "acknowledge a write once N replicas fsynced it (0: asynchronous)"},
     {"sync-replicas-timeout", NULL, T_INT, F(sync_replicas_timeout), 1, INT32_MAX, 0, "MS",
      "...or fail it with NOREPLICAS after this long (it stays written)"},
-    {"replica-read-only", NULL, T_READONLY, 0, 0, 0, 1, NULL, NULL},
-    {"appendonly", NULL, T_APPENDONLY, 0, 0, 0, 1, NULL, NULL},
+    /* Accepted with "yes" only; help is the reason given for any other value. */
+    {"replica-read-only", NULL, T_APPENDONLY, 0, 0, 0, 1, NULL,
+     "a kvd replica's log is its primary's, so replicas are always read-only"},
+    {"appendonly", NULL, T_APPENDONLY, 0, 0, 0, 1, NULL, "kvd always keeps its append-only log"},
     {NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -516,15 +518,6 @@ int kvd_setting_apply(kvd_config *c, const kvd_setting *s, const char *label, co
         }
         return 0;
     }
-    case T_READONLY:
-        if (strcasecmp(value, "yes") != 0) {
-            kvd_config_errf(err, errcap,
-                            "invalid value '%s' for '%s': a kvd replica's log is its primary's, so replicas are "
-                            "always read-only; only 'yes' is accepted",
-                            value, label);
-            return -1;
-        }
-        return 0;
     case T_REPLICAOF: {
         char **field = kvd_setting_field(c, s);
         if (!strcasecmp(value, "no one") || value[0] == 0) {
@@ -550,10 +543,8 @@ int kvd_setting_apply(kvd_config *c, const kvd_setting *s, const char *label, co
     }
     case T_APPENDONLY:
         if (strcasecmp(value, "yes") != 0) {
-            kvd_config_errf(err, errcap,
-                            "invalid value '%s' for '%s': kvd always keeps its append-only log, only 'yes' is "
-                            "accepted",
-                            value, label);
+            kvd_config_errf(err, errcap, "invalid value '%s' for '%s': %s, only 'yes' is accepted", value, label,
+                            s->help);
             return -1;
         }
         return 0;
@@ -598,7 +589,6 @@ int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap)
         snprintf(buf, cap, "%s", kvr_mode_name(__atomic_load_n((const kvr_mode *)p, __ATOMIC_RELAXED)));
         return 0;
     case T_OBUF: format_obuf_limits(p, buf, cap); return 0;
-    case T_READONLY:
     case T_APPENDONLY: break;
     }
     return -1;

@@ -40,9 +40,9 @@ typedef enum kvd_setting_type {
     T_LOGLEVEL,   /* kvd_log_level */
     T_RECOVERY,   /* kvr_mode */
     T_BOOL,       /* int 0/1, written "yes" or "no" */
-    T_APPENDONLY, /* redis.conf compatibility: only "yes", stores nothing */
+    T_APPENDONLY, /* redis.conf compatibility (appendonly, replica-read-only): only "yes",
+                     stores nothing; help says why */
     T_OBUF,       /* kvd_obuf_limit[KVD_OBUF_CLASSES], kvd_parse_obuf_limits syntax */
-    T_READONLY,   /* replica-read-only: only "yes" (a replica's log is its primary's), stores nothing */
     T_REPLICAOF,  /* char *: "HOST PORT" or "no one" (stored as NULL) */
 } kvd_setting_type;
 

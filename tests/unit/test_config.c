@@ -610,6 +610,9 @@ static const char *const expected_names[] = {
     "logfile",  "loglevel",   "maxclients",   "recovery",    "segment-size",       "io-threads",
     "proto-max-bulk-len",     "client-query-buffer-limit",   "client-output-buffer-limit", "hz", "compact-dead-ratio",
     "compact-min-dead", "hint-files", "preallocate", "scrub-interval", "scrub-rate",
+    "replicaof", "masterauth", "repl-backlog-size", "repl-backlog-ttl", "repl-timeout",
+    "repl-ping-replica-period", "replica-serve-stale-data", "replica-priority", "sync-replicas",
+    "sync-replicas-timeout",
 };
 
 /* A value other than the default for each name, and how GET shows it. */
@@ -638,6 +641,16 @@ static const struct {
     {"preallocate", "no", "no"},
     {"scrub-interval", "3600", "3600"},
     {"scrub-rate", "1mb", "1048576"},
+    {"replicaof", "10.0.0.1 6380", "10.0.0.1 6380"},
+    {"masterauth", "s3cret", "s3cret"},
+    {"repl-backlog-size", "1gb", "1073741824"},
+    {"repl-backlog-ttl", "0", "0"},
+    {"repl-timeout", "5", "5"},
+    {"repl-ping-replica-period", "1", "1"},
+    {"replica-serve-stale-data", "no", "no"},
+    {"replica-priority", "0", "0"},
+    {"sync-replicas", "2", "2"},
+    {"sync-replicas-timeout", "250", "250"},
 };
 
 START_TEST(config_get_and_set_round_trip_every_name)
@@ -697,6 +710,17 @@ START_TEST(config_get_and_set_round_trip_every_name)
     ck_assert_int_eq(kvd_config_set(&c, "FSYNC", "no", err, sizeof err), 0);
     ck_assert_int_eq(c.fsync, KV_FSYNC_NO);
     ck_assert_int_eq(kvd_config_set(&c, "appendonly", "yes", err, sizeof err), 0);
+    /* Replicas are read-only; replicaof takes "HOST PORT" or "no one". */
+    ck_assert_int_eq(kvd_config_set(&c, "slave-read-only", "yes", err, sizeof err), 0);
+    ck_assert_int_eq(kvd_config_set(&c, "replica-read-only", "no", err, sizeof err), -1);
+    ck_assert_ptr_nonnull(strstr(err, "always read-only"));
+    ck_assert_int_eq(kvd_config_set(&c, "slaveof", "h 70000", err, sizeof err), -1);
+    ck_assert_int_eq(kvd_config_set(&c, "replicaof", "h", err, sizeof err), -1);
+    ck_assert_int_eq(kvd_config_set(&c, "replicaof", "h 1 2", err, sizeof err), -1);
+    ck_assert_int_eq(kvd_config_set(&c, "replicaof", "h 6379", err, sizeof err), 0);
+    ck_assert_str_eq(c.replicaof, "h 6379");
+    ck_assert_int_eq(kvd_config_set(&c, "replicaof", "NO ONE", err, sizeof err), 0);
+    ck_assert_ptr_null(c.replicaof);
     /* A small get buffer is NUL-terminated, not overrun. */
     char tiny[4];
     ck_assert_int_eq(kvd_config_get(&c, "dir", tiny, sizeof tiny), 0);

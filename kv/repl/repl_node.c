@@ -1,6 +1,6 @@
 /*
- * repl — the node's replication state, REPLICAOF, waits for
- * acknowledgements, and the cron (repl.h).
+ * repl_node — the node's replication state (repl.h): start and stop, its
+ * ids, REPLICAOF, the cron, and INFO's figures.
  */
 #define _GNU_SOURCE
 #include "repl.h"
@@ -16,31 +16,6 @@
 
 #include "repl_int.h"
 
-long long repl_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-long long repl_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void rlog(kvrepl *r, int level, const char *fmt, ...)
-{
-    if (!r->log) return;
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    r->log(r->log_arg, level, msg);
-}
-
 void kvrepl_settings_init(kvrepl_settings *s)
 {
     memset(s, 0, sizeof *s);
@@ -53,13 +28,6 @@ void kvrepl_settings_init(kvrepl_settings *s)
     s->sync_timeout_ms = 10 * 1000;
     s->serve_stale = 1;
     s->priority = 100;
-}
-
-int do_state_save(kvrepl *r)
-{
-    int e = kvrepl_state_save(r->dir, &r->st);
-    if (e < 0) rlog(r, KV_LOG_ERROR, "cannot write %s/%s: %s", r->dir, KVRSTATE_FILE, strerror(-e));
-    return e;
 }
 
 /* This run's ids (see kvrepl_new). */
@@ -260,82 +228,6 @@ int kvrepl_link_down(kvrepl *r)
 void kvrepl_psync(kvrepl *r, int fd, const char *replid, const char *offset, const kvrepl_peer *peer)
 {
     feed_start(r, fd, replid, offset, peer);
-}
-
-/* ---- acknowledgements and waits ---- */
-
-static int do_count(kvrepl *r, uint64_t seq, int fsynced)
-{
-    int n = 0;
-    for (kvrepl_replica *rp = r->replicas; rp; rp = rp->next)
-        if (__atomic_load_n(&rp->state, __ATOMIC_ACQUIRE) == RSTATE_ONLINE &&
-            ld64(fsynced ? &rp->fack : &rp->ack) >= seq)
-            n++;
-    return n;
-}
-
-int kvrepl_count_acked(kvrepl *r, uint64_t seq, int fsynced)
-{
-    pthread_mutex_lock(&r->mu);
-    int n = do_count(r, seq, fsynced);
-    pthread_mutex_unlock(&r->mu);
-    return n;
-}
-
-int kvrepl_wait(kvrepl *r, uint64_t seq, int numlocal, int numreplicas, int fsynced, long long timeout_ms,
-                kvrepl_wait_fn fn, void *arg, int *local, int *count)
-{
-    kv_repl_pos p;
-    kv_repl_position(r->s, &p);
-    pthread_mutex_lock(&r->mu);
-    *local = p.synced_seq >= seq;
-    *count = do_count(r, seq, fsynced);
-    if ((*local || !numlocal) && *count >= numreplicas) {
-        pthread_mutex_unlock(&r->mu);
-        return 1;
-    }
-    kvrepl_waiter *w = calloc(1, sizeof *w);
-    if (!w) {
-        pthread_mutex_unlock(&r->mu);
-        return -1;
-    }
-    *w = (kvrepl_waiter){r->waiters, seq, numlocal, numreplicas, fsynced,
-                         timeout_ms > 0 ? repl_mono_ms() + timeout_ms : 0, fn, arg};
-    r->waiters = w;
-    __atomic_add_fetch(&r->getack_gen, 1, __ATOMIC_RELAXED); /* ask the replicas for fresh ACKs */
-    pthread_mutex_unlock(&r->mu);
-    return 0;
-}
-
-void repl_check_waiters(kvrepl *r, long long now_ms)
-{
-    kv_repl_pos p;
-    kv_repl_position(r->s, &p);
-    kvrepl_waiter *done = NULL;
-    pthread_mutex_lock(&r->mu);
-    for (kvrepl_waiter **pw = &r->waiters; *pw;) {
-        kvrepl_waiter *w = *pw;
-        int local = p.synced_seq >= w->seq, count = do_count(r, w->seq, w->fsynced);
-        int ok = (local || !w->numlocal) && count >= w->numreplicas;
-        int late = now_ms < 0 || (w->deadline_ms && now_ms >= w->deadline_ms);
-        if (ok || late) {
-            *pw = w->next;
-            w->next = done;
-            done = w;
-            w->numlocal = local; /* what fn gets */
-            w->numreplicas = count;
-            w->fsynced = !ok;
-        } else {
-            pw = &w->next;
-        }
-    }
-    pthread_mutex_unlock(&r->mu);
-    while (done) {
-        kvrepl_waiter *w = done;
-        done = w->next;
-        w->fn(w->arg, w->numlocal, w->numreplicas, w->fsynced);
-        free(w);
-    }
 }
 
 /* ---- the cron ---- */
