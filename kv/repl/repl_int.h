@@ -67,7 +67,7 @@ struct kvrepl {
     /* primary side */
     kvrepl_replica *replicas;
     int nreplicas;
-    long long no_replica_since_ms; /* monotonic; when the last replica left */
+    long long no_replica_since_ms; /* monotonic; when the last replica left (0: none ever came) */
     unsigned getack_gen;           /* bumped to make senders send 'G' (atomic) */
     kvrepl_waiter *waiters;
     /* replica side: the link (repl_link.c) */

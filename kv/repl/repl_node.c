@@ -65,7 +65,7 @@ kvrepl *kvrepl_new(kv_store *s, const char *dir, const kvrepl_settings *set, kv_
     r->set = *set;
     r->link_fd = -1;
     r->link_state = "connect";
-    r->no_replica_since_ms = repl_mono_ms();
+    r->no_replica_since_ms = 0; /* no replica yet: no history kept (Redis creates its backlog with the first) */
     pthread_mutex_init(&r->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -246,8 +246,8 @@ static void cron_tick(kvrepl *r, long long now)
             shutdown(rp->fd, SHUT_RDWR);
         }
     }
-    int keep = r->st.master_host[0] || r->nreplicas > 0 || r->set.backlog_ttl_ms == 0 ||
-               now - r->no_replica_since_ms < r->set.backlog_ttl_ms;
+    int keep = r->st.master_host[0] || r->nreplicas > 0 ||
+               (r->no_replica_since_ms && (r->set.backlog_ttl_ms == 0 || now - r->no_replica_since_ms < r->set.backlog_ttl_ms));
     uint64_t bytes = keep ? r->set.backlog_bytes : 0;
     pthread_mutex_unlock(&r->mu);
     kv_set_retention(r->s, bytes);

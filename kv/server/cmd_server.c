@@ -86,13 +86,26 @@ void cmd_info(cmdctx *x)
     sb_free(&body);
 }
 
+/* Replication settings CONFIG SET may change (with Redis's old names). */
+static int config_mutable_repl(const char *name)
+{
+    static const char *const names[] = {"masterauth", "repl-backlog-size", "repl-backlog-ttl", "repl-timeout",
+                                        "repl-ping-replica-period", "repl-ping-slave-period",
+                                        "replica-serve-stale-data", "slave-serve-stale-data", "replica-priority",
+                                        "slave-priority", "sync-replicas", "sync-replicas-timeout",
+                                        "replica-read-only", "slave-read-only"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcasecmp(name, names[i])) return 1;
+    return 0;
+}
+
 /* Settings CONFIG SET may change while kvd runs. */
 static int config_mutable(const char *name)
 {
     return !strcasecmp(name, "loglevel") || !strcasecmp(name, "requirepass") || !strcasecmp(name, "maxclients") ||
            !strcasecmp(name, "hz") || !strcasecmp(name, "compact-dead-ratio") || !strcasecmp(name, "compact-min-dead") ||
            !strcasecmp(name, "scrub-interval") || !strcasecmp(name, "scrub-rate") ||
-           !strcasecmp(name, "client-output-buffer-limit");
+           !strcasecmp(name, "client-output-buffer-limit") || config_mutable_repl(name);
 }
 
 /* CONFIG GET pattern...: the matching settings, then the compatibility

@@ -114,8 +114,8 @@ static int repl_apply_replicaof(kvd_server *srv, const char *value, char *err, s
 /* kvd_hooks.config_changed: settings that live outside cfg once applied. */
 static void config_changed(kvd_server *srv, const char *name)
 {
-    if (srv->env.repl && (!strncasecmp(name, "repl", 4) || !strncasecmp(name, "sync-replicas", 13) ||
-                          !strcasecmp(name, "replica-priority") || !strcasecmp(name, "replica-serve-stale-data"))) {
+    if (srv->env.repl && (!strncasecmp(name, "repl-", 5) || !strncasecmp(name, "sync-replicas", 13) ||
+                          !strncasecmp(name, "replica-", 8) || !strncasecmp(name, "slave-", 6))) {
         kvrepl_settings rs;
         repl_settings(srv, &rs);
         kvrepl_set(srv->env.repl, &rs);

@@ -101,12 +101,13 @@ class KvdServer:
         return [kvd_bin(), "--bind", "127.0.0.1", "--port", str(port if port is not None else self.port),
                 "--dir", self.dir, "--logfile", self.logfile] + self.extra
 
-    def start(self, wait=True):
-        """Starts kvd on a free port; waits (bounded) until PING answers.
-        Retries with another port if the chosen one was taken meanwhile."""
+    def start(self, wait=True, port=None):
+        """Starts kvd on a free port (or on `port`); waits (bounded) until
+        PING answers. Retries with another port if the chosen one was taken
+        meanwhile."""
         assert self.proc is None, "already running"
         for _ in range(3):
-            self.port = free_port()
+            self.port = port or free_port()
             self._err = open(self.errfile, "ab")
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._err,
                                          stderr=subprocess.STDOUT, env=_env())
