@@ -456,7 +456,7 @@ static kv_store *open_posix(const char *dir)
 
 typedef struct reader_arg {
     kv_store *s;
-    volatile int stop;
+    int stop; /* atomic */
     long reads, bad;
 } reader_arg;
 
@@ -465,7 +465,7 @@ typedef struct reader_arg {
 static void *switch_reader(void *p)
 {
     reader_arg *r = p;
-    while (!r->stop) {
+    while (!__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE)) {
         kv_value v;
         kv_status st = kv_get(r->s, "marker", 6, &v);
         if (st == KV_OK) {
@@ -513,7 +513,7 @@ START_TEST(full_sync_replaces_the_contents_in_one_step)
     pthread_create(&th, NULL, switch_reader, &ra);
     ck_assert_int_eq(kv_replace_dir(b, psync, seq, &rep), KV_OK);
     kvr_report_free(&rep);
-    ra.stop = 1;
+    __atomic_store_n(&ra.stop, 1, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
     ck_assert_int_eq(ra.bad, 0);
     ck_assert_int_gt(ra.reads, 0);
