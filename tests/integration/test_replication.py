@@ -438,5 +438,159 @@ class TestReplicationFaults(ReplicationBase):
             proxy.close()
 
 
+class DelayProxy:
+    """A link between a replica and its primary that holds the primary's
+    bytes for `delay` seconds, as a slow network does. close() drops what
+    it holds: with the primary's kill -9, the loss of the whole machine,
+    in-flight bytes included."""
+
+    def __init__(self, target_port, delay=0.1):
+        self.target, self.delay = target_port, delay
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.port = self.lsock.getsockname()[1]
+        self.closed = threading.Event()
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed.is_set():
+            try:
+                a, _ = self.lsock.accept()
+                b = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                return
+            self.socks += [a, b]
+            q = []
+            cv = threading.Condition()
+            threading.Thread(target=self._read, args=(b, q, cv), daemon=True).start()
+            threading.Thread(target=self._write, args=(a, q, cv), daemon=True).start()
+            threading.Thread(target=self._plain, args=(a, b), daemon=True).start()
+
+    def _read(self, src, q, cv):
+        while not self.closed.is_set():
+            try:
+                d = src.recv(65536)
+            except OSError:
+                d = b""
+            with cv:
+                q.append((time.monotonic() + self.delay, d))
+                cv.notify()
+            if not d:
+                return
+
+    def _write(self, dst, q, cv):
+        while not self.closed.is_set():
+            with cv:
+                while not q and not self.closed.is_set():
+                    cv.wait(0.05)
+                if self.closed.is_set():
+                    return
+                due, d = q[0]
+            time.sleep(max(0.0, due - time.monotonic()))
+            if self.closed.is_set():
+                return
+            with cv:
+                q.pop(0)
+            try:
+                if not d:
+                    dst.shutdown(socket.SHUT_RDWR)
+                    return
+                dst.sendall(d)
+            except OSError:
+                return
+
+    def _plain(self, src, dst):
+        while not self.closed.is_set():
+            try:
+                d = src.recv(65536)
+                if not d:
+                    return
+                dst.sendall(d)
+            except OSError:
+                return
+
+    def close(self):
+        self.closed.set()
+        self.lsock.close()
+        for s in self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def ledger_run(test, sync_replicas, seconds=2.0, writers=4):
+    """A primary with two replicas, each behind a link that delays the
+    primary's bytes by 100 ms, under load from `writers` clients writing
+    unique keys and noting every acknowledged one in a ledger. Then the
+    primary's machine is lost: kill -9, and the bytes in flight on its
+    links with it. The replica with the highest offset is promoted.
+    Returns (acknowledged, missing) counts."""
+    extra = ["--sync-replicas", str(sync_replicas), "--sync-replicas-timeout", "5000"] if sync_replicas else []
+    p = test.start_server(extra)
+    proxies = [DelayProxy(p.port), DelayProxy(p.port)]
+    r1 = test.start_server(["--replicaof", "127.0.0.1 %d" % proxies[0].port])
+    r2 = test.start_server(["--replicaof", "127.0.0.1 %d" % proxies[1].port])
+    c1, c2 = test.client(r1), test.client(r2)
+    for c in (c1, c2):
+        test.assertTrue(wait_until(lambda: link_up(c), timeout=LINK_TIMEOUT))
+    acked = [[] for _ in range(writers)]
+    stop = threading.Event()
+
+    def load(w):
+        c = p.client(socket_timeout=10)
+        i = 0
+        try:
+            while not stop.is_set() and i < 100000:
+                k = "w%d-%d" % (w, i)
+                if c.set(k, k):
+                    acked[w].append(k)
+                i += 1
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError):
+            pass  # the primary died: this write was not acknowledged
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    p.kill9()
+    for x in proxies:
+        x.close()
+    stop.set()
+    for t in threads:
+        t.join(30)
+    best = max((c1, c2), key=lambda c: int(info(c)["slave_repl_offset"]))
+    best.execute_command("REPLICAOF", "NO", "ONE")
+    total = sum(len(a) for a in acked)
+    keys = [k for a in acked for k in a]
+    missing = 0
+    for i in range(0, len(keys), 1000):
+        chunk = keys[i:i + 1000]
+        missing += sum(1 for v in best.mget(chunk) if v is None)
+    return total, missing
+
+
+class TestFailoverLedger(ReplicationBase):
+
+    def test_synchronous_mode_loses_no_acknowledged_write_when_the_primary_dies(self):
+        total, missing = ledger_run(self, 1, writers=20)  # each write waits a round trip: more writers
+        self.assertGreater(total, 200)
+        self.assertEqual(missing, 0, "%d of %d acknowledged writes missing after failover" % (missing, total))
+        print("\nsynchronous (sync-replicas 1): %d acknowledged writes, %d missing after kill -9 and failover"
+              % (total, missing))
+
+    def test_asynchronous_mode_reports_what_a_failover_lost(self):
+        total, missing = ledger_run(self, 0)
+        self.assertGreater(total, 500)
+        self.assertGreater(missing, 0, "the delayed links should have held acknowledged writes")
+        print("\nasynchronous: %d acknowledged writes, %d missing after kill -9 and failover" % (total, missing))
+
+
 if __name__ == "__main__":
     unittest.main()
