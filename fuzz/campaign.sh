@@ -23,7 +23,7 @@ kv_ensure_packages "${KV_BUILD_PACKAGES[@]}" afl++ clang libclang-rt-14-dev
 seconds=${KV_FUZZ_SECONDS:-60}
 out_root=${KV_FUZZ_OUT:-$root/build/fuzz-out}
 targets=("$@")
-if ((${#targets[@]} == 0)); then targets=(hint log_reader resp store_model); fi
+if ((${#targets[@]} == 0)); then targets=(hint log_reader repl_stream resp store_model); fi
 jobs=$(nproc)
 
 build() { # dir, extra cmake args...

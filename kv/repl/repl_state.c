@@ -39,6 +39,17 @@ void kvrepl_state_init(kvrepl_state *st)
     memset(st->replid2, '0', 40);
 }
 
+/* The crc line at l, the file's bytes ending at end: exactly "crc ", 8
+ * lowercase hex digits and "\n", as kvrepl_state_save writes it, and the
+ * file's last line, so that no byte of the file escapes the check. */
+static int crc_line_ok(const char *l, const char *end)
+{
+    if (end - l != 13 || l[12] != '\n') return 0;
+    for (int i = 4; i < 12; i++)
+        if (!((l[i] >= '0' && l[i] <= '9') || (l[i] >= 'a' && l[i] <= 'f'))) return 0;
+    return 1;
+}
+
 static int hex40(const char *s)
 {
     if (strlen(s) != 40) return 0;
@@ -60,8 +71,8 @@ int kvrepl_state_load(const char *dir, kvrepl_state *st, char *err, size_t errca
     if (rerr) return -EIO;
     buf[n] = 0;
     char *crcl = strstr(buf, "crc ");
-    if (!crcl || (crcl != buf && crcl[-1] != '\n')) {
-        snprintf(err, errcap, "%s: no crc line", path);
+    if (!crcl || (crcl != buf && crcl[-1] != '\n') || !crc_line_ok(crcl, buf + n)) {
+        snprintf(err, errcap, "%s: no crc line at its end", path);
         return -EBADMSG;
     }
     unsigned long want = strtoul(crcl + 4, NULL, 16);

@@ -165,7 +165,8 @@ size_t kvrs_snapshot_end(uint8_t out[13], uint64_t seq)
 }
 
 /* Reads "<c><digits>\r\n" at buf[*pos]: returns 1 with *v, 0 for more
- * bytes, -1 malformed. */
+ * bytes, -1 malformed. At most 11 digits, whether the line's end has come
+ * or not: a line refused before its end is refused after it too. */
 static int read_len_line(const uint8_t *buf, size_t len, size_t *pos, char c, long *v)
 {
     if (*pos >= len) return 0;
@@ -174,9 +175,9 @@ static int read_len_line(const uint8_t *buf, size_t len, size_t *pos, char c, lo
     size_t i = *pos + 1;
     for (; i < len && buf[i] >= '0' && buf[i] <= '9'; i++) {
         n = n * 10 + (buf[i] - '0');
-        if (n > 1000000) return -1;
+        if (n > 1000000 || i - *pos > 11) return -1;
     }
-    if (i + 1 >= len) return i - *pos > 12 ? -1 : 0;
+    if (i + 1 >= len) return 0;
     if (i == *pos + 1 || buf[i] != '\r' || buf[i + 1] != '\n') return -1;
     *v = n;
     *pos = i + 2;
