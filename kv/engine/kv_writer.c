@@ -267,7 +267,7 @@ static kv_status encode_raw(kv_store *s, const uint8_t *buf, size_t len, size_t 
         kv_record r;
         if (kv_record_decode(buf + off, len - off, &r) != KV_OK || kv_record_is_mark(&r) || r.rflags != 0)
             return KV_CORRUPT;
-        if (r.seq != expect) return KV_INVALID;
+        if (r.seq != expect || kv_record_last_seq(&r) == UINT64_MAX) return KV_INVALID;
         nops += r.type == KV_REC_BATCH ? r.flags : 1;
         expect = kv_record_last_seq(&r) + 1;
         off += r.len;

@@ -86,8 +86,9 @@ void kvrepl_set_masterauth(kvrepl *r, const char *pass);
  * its own. Idempotent: *already is set when nothing changed (Redis then
  * answers "+OK Already connected to specified master"). Promotion keeps
  * the current replid as replid2, valid up to the log's end, and takes a
- * new one (PSYNC2). Returns 0, or -1 with err filled (the state file
- * could not be written; nothing changed).
+ * new one (PSYNC2). Returns 0, or -1 with err filled (a host that is
+ * empty, longer than 255 bytes or holds a space or control character;
+ * or the state file could not be written): nothing changed.
  */
 int kvrepl_replicaof(kvrepl *r, const char *host, int port, int *already, char *err, size_t errcap);
 /* 1 while the node is a replica. */

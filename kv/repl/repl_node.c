@@ -159,6 +159,15 @@ void kvrepl_set_masterauth(kvrepl *r, const char *pass)
 int kvrepl_replicaof(kvrepl *r, const char *host, int port, int *already, char *err, size_t errcap)
 {
     *already = 0;
+    for (const char *h = host; h && *h; h++)
+        if ((unsigned char)*h <= ' ' || (unsigned char)*h >= 0x7f) {
+            snprintf(err, errcap, "Invalid master host");
+            return -1;
+        }
+    if (host && (!*host || strlen(host) > KVRSTATE_HOST_MAX)) {
+        snprintf(err, errcap, "Invalid master host");
+        return -1;
+    }
     pthread_mutex_lock(&r->mu);
     kvrepl_state old = r->st;
     if (!host) {

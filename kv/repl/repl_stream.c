@@ -92,6 +92,8 @@ static kvrs_event parse_record(kvrs_parser *p, const uint8_t *buf, size_t len, s
     kv_record full;
     if (kv_record_decode(buf + 1, r.len, &full) != KV_OK || full.rflags != 0)
         return fail(ev, used, "record checksum mismatch (sequence number %llu)", (unsigned long long)r.seq);
+    if (kv_record_last_seq(&full) == UINT64_MAX)
+        return fail(ev, used, "record with the last sequence number there is");
     if (full.seq != p->next_seq)
         return fail(ev, used, "record with sequence number %llu where %llu was due",
                     (unsigned long long)full.seq, (unsigned long long)p->next_seq);
@@ -123,6 +125,7 @@ kvrs_event kvrs_next(kvrs_parser *p, const uint8_t *buf, size_t len, size_t *use
         if (kv_crc32(0, buf + 1, 8) != kv_get_u32(buf + 9))
             return fail(ev, used, "snapshot end checksum mismatch");
         ev->seq = kv_get_u64(buf + 1);
+        if (ev->seq == UINT64_MAX) return fail(ev, used, "snapshot end at the last sequence number there is");
         p->snapshot = 0;
         p->next_seq = ev->seq + 1;
         *used = 13;

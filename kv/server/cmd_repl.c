@@ -52,7 +52,7 @@ void cmd_replicaof(cmdctx *x)
         rp_error(x->out, "ERR %s", err);
         return;
     }
-    if (already) {
+    if (already) { /* as Redis: nothing to do */
         kvd_log(KVD_LOG_NOTICE, "REPLICAOF would result into synchronization with the master we are already "
                                 "connected with. No operation performed.");
         rp_status(x->out, "OK Already connected to specified master");
