@@ -53,8 +53,10 @@
  *     and the 4 bytes used are the CRC32 of the file's bytes.
  *  5. SNAPSHOT_END comes only in a snapshot, outside a file, with the
  *     sequence number and a matching CRC of its frame; records then
- *     start at that number + 1. PING and GETACK use their tag alone and
- *     change nothing.
+ *     start at that number + 1. DIVERGED comes only in a snapshot before
+ *     any file, at most once, with its sequence number and a matching CRC
+ *     of its frame. PING and GETACK use their tag alone and change
+ *     nothing.
  *  6. The chunking changes nothing: the same events (types, sequence
  *     numbers, record bytes, file names, sizes and bytes, error reasons),
  *     the same end (NEED_MORE or ERROR), the same bytes consumed in all
@@ -324,7 +326,8 @@ static void log_event(evlog *lg, const kvrs_ev *ev)
 static int same_parser(const kvrs_parser *a, const kvrs_parser *b)
 {
     return a->next_seq == b->next_seq && a->in_file == b->in_file && a->file_left == b->file_left &&
-           a->file_crc == b->file_crc && a->snapshot == b->snapshot && a->max_record == b->max_record;
+           a->file_crc == b->file_crc && a->snapshot == b->snapshot && a->max_record == b->max_record &&
+           a->files_seen == b->files_seen;
 }
 
 static void check_record(const kvrs_parser *was, const kvrs_parser *p, const uint8_t *buf, size_t used,
@@ -404,6 +407,11 @@ static kvrs_event step(kvrs_parser *p, track *t, const uint8_t *buf, size_t len,
         CHECK(was.snapshot && !was.in_file && !t->in_file && !p->snapshot && !p->in_file);
         CHECK(u == 13 && buf[0] == 'E' && ev.seq == kv_get_u64(buf + 1));
         CHECK(kv_crc32(0, buf + 1, 8) == kv_get_u32(buf + 9) && p->next_seq == ev.seq + 1);
+        break;
+    case KVRS_DIVERGED:
+        CHECK(was.snapshot && !was.files_seen && !was.in_file && p->snapshot && p->files_seen);
+        CHECK(u == 13 && buf[0] == 'D' && ev.seq == kv_get_u64(buf + 1));
+        CHECK(kv_crc32(0, buf + 1, 8) == kv_get_u32(buf + 9) && p->next_seq == was.next_seq);
         break;
     case KVRS_PING:
     case KVRS_GETACK:

@@ -123,11 +123,13 @@ typedef void (*kvrepl_wait_fn)(void *arg, int local, int count, int timed_out);
 /*
  * Waits for numreplicas replicas to acknowledge seq (fsynced = 1: to have
  * fsynced it), and, if numlocal, for this node to have fsynced it;
- * timeout_ms 0 waits for ever. If that holds now, returns 1 with *local
- * and *count filled and fn is never called; else returns 0 and fn runs
- * later exactly once; -1 when out of memory.
+ * timeout_ms 0 waits for ever; getack = 1 asks the replicas for an ACK at
+ * once (WAIT; they also acknowledge every append on their own). If that
+ * holds now, returns 1 with *local and *count filled and fn is never
+ * called; else returns 0 and fn runs later exactly once; -1 when out of
+ * memory.
  */
-int kvrepl_wait(kvrepl *r, uint64_t seq, int numlocal, int numreplicas, int fsynced, long long timeout_ms,
+int kvrepl_wait(kvrepl *r, uint64_t seq, int numlocal, int numreplicas, int fsynced, int getack, long long timeout_ms,
                 kvrepl_wait_fn fn, void *arg, int *local, int *count);
 
 /* ---- state for INFO and ROLE ---- */

@@ -31,7 +31,7 @@ int kvrepl_count_acked(kvrepl *r, uint64_t seq, int fsynced)
     return n;
 }
 
-int kvrepl_wait(kvrepl *r, uint64_t seq, int numlocal, int numreplicas, int fsynced, long long timeout_ms,
+int kvrepl_wait(kvrepl *r, uint64_t seq, int numlocal, int numreplicas, int fsynced, int getack, long long timeout_ms,
                 kvrepl_wait_fn fn, void *arg, int *local, int *count)
 {
     kv_repl_pos p;
@@ -51,7 +51,10 @@ int kvrepl_wait(kvrepl *r, uint64_t seq, int numlocal, int numreplicas, int fsyn
     *w = (kvrepl_waiter){r->waiters, seq, numlocal, numreplicas, fsynced,
                          timeout_ms > 0 ? repl_mono_ms() + timeout_ms : 0, fn, arg};
     r->waiters = w;
-    __atomic_add_fetch(&r->getack_gen, 1, __ATOMIC_RELAXED); /* ask the replicas for fresh ACKs */
+    /* WAIT and WAITAOF ask the replicas for fresh ACKs, as Redis's WAIT
+     * does (replicas also acknowledge every append on their own; the
+     * synchronous mode relies on that alone). */
+    if (getack) __atomic_add_fetch(&r->getack_gen, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&r->mu);
     return 0;
 }

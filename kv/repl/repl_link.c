@@ -445,6 +445,7 @@ static void continue_with(link_t *l, const char *line)
 static int drain_events(link_t *l, kvrs_parser *ps)
 {
     size_t off = 0;
+    int getack = 0;
     for (;;) {
         kvrs_ev ev;
         size_t used = 0;
@@ -460,7 +461,7 @@ static int drain_events(link_t *l, kvrs_parser *ps)
             e = sync_end(l, ev.seq);
             if (e == 0) set_link_state(l->r, "connected", 1, 0);
             break;
-        case KVRS_GETACK: e = flush_apply(l) == 0 && send_ack(l) == 0 ? 0 : -1; break;
+        case KVRS_GETACK: getack = 1; break; /* answered below, after what came with it is appended */
         case KVRS_PING: break;
         case KVRS_ERROR:
         default:
@@ -474,7 +475,9 @@ static int drain_events(link_t *l, kvrs_parser *ps)
         off += used;
     }
     consume(l, off);
-    return flush_apply(l);
+    int had = l->napply > 0;
+    if (flush_apply(l) < 0) return -1;
+    return getack && !had ? send_ack(l) : 0; /* flush_apply acknowledged what it appended */
 }
 
 static void run_stream(link_t *l, const char *line)

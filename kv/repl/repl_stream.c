@@ -53,6 +53,7 @@ static kvrs_event parse_file_head(kvrs_parser *p, const uint8_t *buf, size_t len
     if (size > KVRS_MAX_FILE) return fail(ev, used, "file of %llu bytes is over the limit", (unsigned long long)size);
     ev->size = size;
     p->in_file = 1;
+    p->files_seen = 1;
     p->file_left = size;
     p->file_crc = 0;
     *used = 13 + nlen + 4;
@@ -130,6 +131,14 @@ kvrs_event kvrs_next(kvrs_parser *p, const uint8_t *buf, size_t len, size_t *use
         p->next_seq = ev->seq + 1;
         *used = 13;
         return ev->type = KVRS_SNAPSHOT_END;
+    case 'D':
+        if (!p->snapshot || p->files_seen) return fail(ev, used, "divergence frame outside a snapshot's start");
+        if (len < 13) return KVRS_NEED_MORE;
+        if (kv_crc32(0, buf + 1, 8) != kv_get_u32(buf + 9)) return fail(ev, used, "divergence frame checksum mismatch");
+        ev->seq = kv_get_u64(buf + 1);
+        p->files_seen = 1; /* one per snapshot */
+        *used = 13;
+        return ev->type = KVRS_DIVERGED;
     case 'P':
         *used = 1;
         return ev->type = KVRS_PING;
@@ -157,6 +166,13 @@ size_t kvrs_file_tail(uint8_t out[4], uint32_t crc)
 {
     kv_put_u32(out, crc);
     return 4;
+}
+
+size_t kvrs_diverged(uint8_t out[13], uint64_t seq)
+{
+    kvrs_snapshot_end(out, seq);
+    out[0] = 'D';
+    return 13;
 }
 
 size_t kvrs_snapshot_end(uint8_t out[13], uint64_t seq)

@@ -15,6 +15,12 @@
  *                     file; then u32 CRC32 of those bytes
  *   'E' snapshot end  u64 sequence number (the last in the files sent),
  *                     u32 CRC32 of those 8 bytes
+ *   'D' diverged      u64 sequence number, u32 CRC32 of those 8 bytes:
+ *                     sent first in a snapshot when the replica asked for
+ *                     a history this primary shares only up to that
+ *                     number; the replica's records after it are not in
+ *                     the primary's history (docs/replication.md,
+ *                     "Divergence")
  *   'P' keepalive     (Redis sends PING in its stream)
  *   'G' ack request   (Redis's REPLCONF GETACK *): the replica answers
  *                     with an ACK at once
@@ -50,6 +56,7 @@ typedef enum kvrs_event {
     KVRS_FILE_DATA,     /* ev.data/len: the next bytes of the file (any split) */
     KVRS_FILE_END,      /* the file's CRC matched */
     KVRS_SNAPSHOT_END,  /* ev.seq: the snapshot holds the log up to it */
+    KVRS_DIVERGED,      /* ev.seq: the common history ends there */
     KVRS_PING,
     KVRS_GETACK,
     KVRS_ERROR,         /* ev.error says what; the link must be dropped */
@@ -72,6 +79,7 @@ typedef struct kvrs_parser {
     uint64_t file_left; /* bytes of it still to come */
     uint32_t file_crc;  /* CRC32 of its bytes so far */
     int snapshot;       /* 1 while files may come (full resync), until 'E' */
+    int files_seen;     /* an 'F' came in this snapshot (a 'D' only comes before) */
     size_t max_record;  /* largest record accepted, bytes */
 } kvrs_parser;
 
@@ -95,6 +103,8 @@ size_t kvrs_file_head(uint8_t *out, const char *name, uint64_t size);
 size_t kvrs_file_tail(uint8_t out[4], uint32_t crc);
 /* An 'E' frame (13 bytes). */
 size_t kvrs_snapshot_end(uint8_t out[13], uint64_t seq);
+/* A 'D' frame (13 bytes). */
+size_t kvrs_diverged(uint8_t out[13], uint64_t seq);
 
 /*
  * Parses one RESP array of bulk strings (what a replica sends: REPLCONF

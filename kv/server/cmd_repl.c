@@ -173,7 +173,7 @@ static void wait_common(cmdctx *x, long long numlocal, size_t argrep, size_t arg
     }
     j->cmd = self;
     int local = 0, count = 0;
-    int w = kvrepl_wait(r, c->woff, numlocal > 0, (int)(numreplicas < 0 ? 0 : numreplicas), numlocal >= 0, timeout,
+    int w = kvrepl_wait(r, c->woff, numlocal > 0, (int)(numreplicas < 0 ? 0 : numreplicas), numlocal >= 0, 1, timeout,
                         wait_done, j, &local, &count);
     if (w == 0) return; /* blocked: wait_done replies */
     c->pending--;

@@ -102,7 +102,7 @@ static void job_done(void *arg, kv_status st)
     if (st == KV_OK && n > 0 && env->repl && !kvrepl_is_replica(env->repl)) {
         int local, count;
         long long t = __atomic_load_n(&env->cfg->sync_replicas_timeout, __ATOMIC_RELAXED);
-        int w = kvrepl_wait(env->repl, j->seq, 0, n, 1, t, sync_done, j, &local, &count);
+        int w = kvrepl_wait(env->repl, j->seq, 0, n, 1, 0, t, sync_done, j, &local, &count);
         if (w == 0) return; /* sync_done hands it back */
         if (w < 0) {
             j->sync_short = 1;

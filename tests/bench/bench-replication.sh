@@ -83,27 +83,26 @@ wait_ping() {
 }
 info_field() { cli "$1" info "$2" | tr -d '\r' | sed -n "s/^$3://p"; }
 
-# start_kvd NAME [flags...]: prints the port
+# start_kvd NAME [flags...]: starts a kvd; its port is left in $port
 start_kvd() {
-    local name=$1 port
+    local name=$1
     shift
     port=$(free_port)
     mkdir -p "$work/$name"
-    "$kvd_bin" --bind 127.0.0.1 --port "$port" --dir "$work/$name/data" --fsync always --logfile "$work/$name.log" "$@" &
+    "$kvd_bin" --bind 127.0.0.1 --port "$port" --dir "$work/$name/data" --fsync always --logfile "$work/$name.log" \
+        "$@" >"$work/$name.out" 2>&1 &
     pids+=($!)
     wait_ping "$port"
-    echo "$port"
 }
 start_redis() {
-    local name=$1 port
+    local name=$1
     shift
     port=$(free_port)
     mkdir -p "$work/$name"
     redis-server --bind 127.0.0.1 --port "$port" --dir "$work/$name" --appendonly yes --appendfsync always \
-        --save '' --logfile "$work/$name.log" "$@" &
+        --save '' --logfile "$work/$name.log" "$@" >"$work/$name.out" 2>&1 &
     pids+=($!)
     wait_ping "$port"
-    echo "$port"
 }
 linked() { # PRIMARY REPLICA: the replica is up and has the primary's offset
     local want have
@@ -117,14 +116,14 @@ wait_linked() {
     exit 1
 }
 
-kA=$(start_kvd kvd-alone)
-kP=$(start_kvd kvd-primary)
-kR=$(start_kvd kvd-replica --replicaof "127.0.0.1 $kP")
-kS=$(start_kvd kvd-sync --sync-replicas 1)
-kSR=$(start_kvd kvd-sync-replica --replicaof "127.0.0.1 $kS")
-rA=$(start_redis redis-alone)
-rP=$(start_redis redis-primary)
-rR=$(start_redis redis-replica --replicaof 127.0.0.1 "$rP")
+start_kvd kvd-alone; kA=$port
+start_kvd kvd-primary; kP=$port
+start_kvd kvd-replica --replicaof "127.0.0.1 $kP"; kR=$port
+start_kvd kvd-sync --sync-replicas 1; kS=$port
+start_kvd kvd-sync-replica --replicaof "127.0.0.1 $kS"; kSR=$port
+start_redis redis-alone; rA=$port
+start_redis redis-primary; rP=$port
+start_redis redis-replica --replicaof 127.0.0.1 "$rP"; rR=$port
 wait_linked "$kP" "$kR"
 wait_linked "$kS" "$kSR"
 wait_linked "$rP" "$rR"
@@ -164,9 +163,11 @@ sync_out=$out/fullsync.txt
 : >"$sync_out"
 if [ "$sync_keys" -gt 0 ]; then
     for kind in kvd redis; do
-        if [ $kind = kvd ]; then p=$(start_kvd kvd-fill); else p=$(start_redis redis-fill); fi
+        if [ $kind = kvd ]; then start_kvd kvd-fill; else start_redis redis-fill; fi
+        p=$port
         /usr/bin/python3 "$helper" gen "$sync_keys" 100 | redis-cli -h 127.0.0.1 -p "$p" --pipe >/dev/null
-        if [ $kind = kvd ]; then q=$(start_kvd kvd-fresh); else q=$(start_redis redis-fresh); fi
+        if [ $kind = kvd ]; then start_kvd kvd-fresh; else start_redis redis-fresh; fi
+        q=$port
         before=$(info_field "$p" replication repl_bytes_sent)
         [ $kind = redis ] && before=$(info_field "$p" stats total_net_repl_output_bytes)
         t0=$(date +%s.%N)

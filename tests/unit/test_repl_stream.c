@@ -173,7 +173,7 @@ static void note(evlist *l, const kvrs_ev *ev)
         memcpy(e->bytes, ev->data, ev->len);
         e->len = ev->len;
     }
-    if (ev->type == KVRS_RECORD || ev->type == KVRS_SNAPSHOT_END) {
+    if (ev->type == KVRS_RECORD || ev->type == KVRS_SNAPSHOT_END || ev->type == KVRS_DIVERGED) {
         e->seq = ev->seq;
         e->last_seq = ev->last_seq;
     }
@@ -497,6 +497,46 @@ START_TEST(every_bit_flip_in_a_file_or_a_snapshot_end_is_an_error)
     assert_every_flip_refused(&b, e, e + 13, 1, 1, 3, KVRS_SNAPSHOT_END);
     assert_every_flip_refused(&b, e, e + 13, 1, 1, 3, KVRS_RECORD);
     free(b.p);
+}
+END_TEST
+
+/* 'D' says where the replica's history left the primary's: only first
+ * in a snapshot, once, with its CRC. */
+START_TEST(a_divergence_frame_comes_only_first_in_a_snapshot)
+{
+    uint8_t data[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    sbuf b = {0};
+    b.len += kvrs_diverged(sb_room(&b, 13), 100);
+    add_file(&b, "0000000001.seg", data, sizeof data);
+    add_end(&b, 150);
+    add_put(&b, 151, "k", "v", 0);
+    evlist *l = malloc(sizeof *l);
+    ck_assert_ptr_nonnull(l);
+    feed_whole(l, b.p, b.len, 1, 1);
+    ck_assert_int_eq(l->end, KVRS_NEED_MORE);
+    ck_assert_int_eq(l->e[0].type, KVRS_DIVERGED);
+    ck_assert_uint_eq(l->e[0].seq, 100);
+    ck_assert(has_event(l, KVRS_RECORD));
+    /* Outside a snapshot, after a file, or twice: refused. */
+    ck_assert_int_eq(first_event(b.p, 13, 1, 0, l), KVRS_ERROR);
+    sbuf c = {0};
+    add_file(&c, "0000000001.seg", data, sizeof data);
+    c.len += kvrs_diverged(sb_room(&c, 13), 100);
+    feed_whole(l, c.p, c.len, 1, 1);
+    ck_assert_int_eq(l->end, KVRS_ERROR);
+    ck_assert(!has_event(l, KVRS_DIVERGED));
+    sbuf d = {0};
+    d.len += kvrs_diverged(sb_room(&d, 13), 100);
+    d.len += kvrs_diverged(sb_room(&d, 13), 100);
+    feed_whole(l, d.p, d.len, 1, 1);
+    ck_assert_int_eq(l->end, KVRS_ERROR);
+    ck_assert_int_eq(l->n, 1);
+    free(l);
+    /* Every bit flip in it: an error, and no divergence reported. */
+    assert_every_flip_refused(&b, 0, 13, 1, 1, 0, KVRS_DIVERGED);
+    free(b.p);
+    free(c.p);
+    free(d.p);
 }
 END_TEST
 
@@ -889,6 +929,7 @@ int main(void)
     tcase_add_test(tc, every_bit_flip_in_a_record_frame_is_an_error);
     tcase_add_test(tc, every_bit_flip_in_a_file_or_a_snapshot_end_is_an_error);
     tcase_add_test(tc, records_before_the_snapshot_end_are_refused);
+    tcase_add_test(tc, a_divergence_frame_comes_only_first_in_a_snapshot);
     tcase_add_test(tc, a_file_or_a_snapshot_end_outside_a_snapshot_is_refused);
     tcase_add_test(tc, file_names_other_than_a_segments_are_refused);
     tcase_add_test(tc, commit_marks_trailers_and_batch_entries_are_not_records);
