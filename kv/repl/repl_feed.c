@@ -178,6 +178,22 @@ static kv_feed *answer_psync(kvrepl_replica *rp)
         return f;
     }
     (void)replica;
+    /* Divergence: the replica asks for a history this node shares only up
+     * to a point (its predecessor's, past where this node took over; or
+     * its own, past its end): it must set aside what it holds after. */
+    uint64_t common = 0;
+    int diverged = 0;
+    if (offset_ok && second && !strcmp(rp->replid, id2) && off > second) {
+        common = second - 1;
+        diverged = 1;
+    } else if (offset_ok && !strcmp(rp->replid, myid)) {
+        kv_repl_pos pos;
+        kv_repl_position(r->s, &pos);
+        if (off > pos.written_seq + 1) {
+            common = pos.written_seq;
+            diverged = 1;
+        }
+    }
     if (asked) add64(&r->sync_partial_err, 1);
     add64(&r->sync_full, 1);
     rlog(r, KV_LOG_INFO, "Full resync requested by replica %s:%d (asked for %s at %s)", rp->peer.ip, rp->peer.port,
@@ -193,6 +209,12 @@ static kv_feed *answer_psync(kvrepl_replica *rp)
     }
     __atomic_store_n(&rp->state, RSTATE_SEND_BULK, __ATOMIC_RELEASE);
     int e = send_line(rp->fd, "+FULLRESYNC %s %" PRIu64, myid, snap.seq);
+    if (e == 0 && diverged) {
+        uint8_t d[13];
+        rlog(r, KV_LOG_WARN, "replica %s:%d asked for offset %llu of a history this node shares up to %" PRIu64
+             " only: it sets aside its records after that", rp->peer.ip, rp->peer.port, off, common);
+        e = send_all(rp->fd, d, kvrs_diverged(d, common));
+    }
     if (e == 0) e = send_snapshot(rp, &snap);
     uint64_t files = snap.n;
     kv_snapshot_release(r->s, &snap);

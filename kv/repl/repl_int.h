@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "repl.h"
+#include "repl_stream.h"
 
 /* Bytes of records a sender reads from the log per send. */
 #define KVREPL_SEND_BYTES (256u * 1024u)
@@ -111,6 +112,43 @@ void feed_start(kvrepl *r, int fd, const char *replid, const char *offset, const
 /* Shuts down every replica's socket; with wait, returns once all have
  * left (their feeds closed). r->mu not held. */
 void feed_drop_all(kvrepl *r, int wait);
+
+/* repl_link.c and repl_sync.c (replica side): one connection to the
+ * primary, owned by the link thread. */
+/* What one connection to the primary holds. */
+typedef struct link_t {
+    kvrepl *r;
+    int fd;
+    unsigned gen;          /* r->link_gen it belongs to */
+    char host[KVRSTATE_HOST_MAX + 1];
+    int port;
+    long long timeout_ms;
+    uint8_t *in;           /* bytes received, not yet parsed: in[0, have) */
+    size_t have, cap;
+    uint8_t *apply;        /* records to append: apply[0, napply) */
+    size_t napply, apply_cap;
+    uint64_t acked;        /* the offsets last sent in an ACK */
+    uint64_t facked;
+    long long last_ack_ms;
+    /* a full resync in progress */
+    char syncdir[4200];
+    uint64_t keep_old;     /* divergent records not read back: keep the old
+                              directory as <dir>.diverged.<keep_old> (0: no) */
+    int file_fd;
+    char primary_id[41];
+} link_t;
+
+/* repl_util.c: the link's state for INFO and ROLE (takes r->mu). */
+void repl_set_link_state(kvrepl *r, const char *state, int up, int syncing);
+
+/* repl_sync.c: a full resync, event by event (the link thread). Each
+ * returns 0, or -1 (logged) to drop the link. */
+int sync_begin(link_t *l, const char *line);        /* "+FULLRESYNC <id> <offset>" */
+int sync_file(link_t *l, const kvrs_ev *ev);         /* FILE_BEGIN, FILE_DATA, FILE_END */
+int save_divergent(link_t *l, uint64_t common);      /* 'D' */
+int sync_end(link_t *l, uint64_t seq);               /* 'E': the switch */
+/* Removes directory path and the files in it (no subdirectories). */
+void remove_dir(const char *path);
 
 /* repl_link.c (replica side) */
 void *link_main(void *arg);

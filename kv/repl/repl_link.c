@@ -35,26 +35,6 @@
 #include "repl_int.h"
 #include "repl_stream.h"
 
-/* What one connection to the primary holds. */
-typedef struct link {
-    kvrepl *r;
-    int fd;
-    unsigned gen;          /* r->link_gen it belongs to */
-    char host[KVRSTATE_HOST_MAX + 1];
-    int port;
-    long long timeout_ms;
-    uint8_t *in;           /* bytes received, not yet parsed: in[0, have) */
-    size_t have, cap;
-    uint8_t *apply;        /* records to append: apply[0, napply) */
-    size_t napply, apply_cap;
-    uint64_t acked;        /* the offsets last sent in an ACK */
-    uint64_t facked;
-    long long last_ack_ms;
-    /* a full resync in progress */
-    char syncdir[4200];
-    int file_fd;
-    char primary_id[41];
-} link_t;
 
 static int link_stale(link_t *l)
 {
@@ -65,16 +45,6 @@ static int link_stale(link_t *l)
     return stale;
 }
 
-static void set_link_state(kvrepl *r, const char *state, int up, int syncing)
-{
-    pthread_mutex_lock(&r->mu);
-    r->link_state = state;
-    if (up && !r->link_up) r->link_down_since_ms = 0;
-    if (!up && r->link_up) r->link_down_since_ms = repl_wall_ms();
-    r->link_up = up;
-    r->sync_in_progress = syncing;
-    pthread_mutex_unlock(&r->mu);
-}
 
 /* Connects to host:port within timeout_ms. Returns the socket or -errno. */
 static int dial(const char *host, int port, long long timeout_ms)
@@ -183,10 +153,14 @@ static int handshake(link_t *l, char *line, size_t cap)
     char *auth = r->masterauth ? strdup(r->masterauth) : NULL;
     char port[16], replid[41];
     snprintf(port, sizeof port, "%d", r->set.listening_port);
-    memcpy(replid, r->st.replid, sizeof replid);
-    pthread_mutex_unlock(&r->mu);
     kv_repl_pos p;
     kv_repl_position(r->s, &p);
+    /* A log wholly within the previous history (a former primary that
+     * restarted after a crash, or was promoted and took no write) asks
+     * under that history's id, which its new primary may share. */
+    int use2 = r->st.second_off && p.applied_seq + 1 <= r->st.second_off && strspn(r->st.replid2, "0") != 40;
+    memcpy(replid, use2 ? r->st.replid2 : r->st.replid, sizeof replid);
+    pthread_mutex_unlock(&r->mu);
     char off[32];
     snprintf(off, sizeof off, "%" PRIu64, p.applied_seq + 1);
     int e = command(l, line, cap, 1, (const char *[]){"PING"});
@@ -296,129 +270,6 @@ static int gather(link_t *l, const kvrs_ev *ev)
     return 0;
 }
 
-/* ---- full resync ---- */
-
-/* Removes directory path and the files in it (no subdirectories). */
-static void remove_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d) return;
-    struct dirent *e;
-    char p[4400];
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(p, sizeof p, "%s/%s", path, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-    rmdir(path);
-}
-
-static int sync_begin(link_t *l, const char *line)
-{
-    kvrepl *r = l->r;
-    unsigned long long seq = 0;
-    const char *id = line + 12, *sp = strchr(id, ' ');
-    char *end = NULL;
-    if (sp && sp - id == 40) seq = strtoull(sp + 1, &end, 10);
-    if (!sp || sp - id != 40 || !end || *end || sp[1] < '0' || sp[1] > '9') {
-        rlog(r, KV_LOG_WARN, "replication: bad FULLRESYNC answer \"%s\"", line);
-        return -1;
-    }
-    memcpy(l->primary_id, id, 40);
-    l->primary_id[40] = 0;
-    size_t dl = strlen(r->dir);
-    while (dl > 1 && r->dir[dl - 1] == '/') dl--;
-    snprintf(l->syncdir, sizeof l->syncdir, "%.*s.sync", (int)dl, r->dir);
-    remove_dir(l->syncdir);
-    if (mkdir(l->syncdir, 0755) < 0) {
-        rlog(r, KV_LOG_WARN, "replication: cannot create %s: %s", l->syncdir, strerror(errno));
-        return -1;
-    }
-    set_link_state(r, "sync", 0, 1);
-    rlog(r, KV_LOG_INFO, "MASTER <-> REPLICA sync: full resync from %s at offset %llu, into %s", l->primary_id, seq,
-         l->syncdir);
-    return 0;
-}
-
-static int sync_file(link_t *l, const kvrs_ev *ev)
-{
-    char p[4400];
-    if (ev->type == KVRS_FILE_BEGIN) {
-        snprintf(p, sizeof p, "%s/%s", l->syncdir, ev->name);
-        l->file_fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (l->file_fd < 0) {
-            rlog(l->r, KV_LOG_WARN, "replication: cannot create %s: %s", p, strerror(errno));
-            return -1;
-        }
-        return 0;
-    }
-    if (ev->type == KVRS_FILE_DATA) {
-        if (l->file_fd < 0) return -1;
-        const uint8_t *q = ev->data;
-        size_t n = ev->len;
-        while (n > 0) {
-            ssize_t w = write(l->file_fd, q, n);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                rlog(l->r, KV_LOG_WARN, "replication: writing the snapshot failed: %s", strerror(errno));
-                return -1;
-            }
-            q += w;
-            n -= (size_t)w;
-        }
-        return 0;
-    }
-    /* KVRS_FILE_END */
-    int e = l->file_fd >= 0 && fdatasync(l->file_fd) == 0 ? 0 : -1;
-    if (l->file_fd >= 0) close(l->file_fd);
-    l->file_fd = -1;
-    if (e < 0) rlog(l->r, KV_LOG_WARN, "replication: syncing the snapshot failed: %s", strerror(errno));
-    return e;
-}
-
-/* The snapshot is complete: its state file, then the switch. */
-static int sync_end(link_t *l, uint64_t seq)
-{
-    kvrepl *r = l->r;
-    int dfd = open(l->syncdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    kvrepl_state st;
-    pthread_mutex_lock(&r->mu);
-    st = r->st;
-    pthread_mutex_unlock(&r->mu);
-    memcpy(st.replid, l->primary_id, sizeof st.replid);
-    memset(st.replid2, '0', 40);
-    st.second_off = 0;
-    st.clean = 0;
-    int e = kvrepl_state_save(l->syncdir, &st);
-    if (e < 0) {
-        rlog(r, KV_LOG_WARN, "replication: cannot write the snapshot's state: %s", strerror(-e));
-        return -1;
-    }
-    feed_drop_all(r, 1); /* this node's own replicas: their history ends here */
-    kvr_report rep;
-    kv_status ks = kv_replace_dir(r->s, l->syncdir, seq, &rep);
-    if (ks != KV_OK) {
-        rlog(r, KV_LOG_WARN, "replication: the snapshot was not loaded: %s: %s", kv_strerror(ks), rep.message);
-        kvr_report_free(&rep);
-        return -1;
-    }
-    kvr_report_free(&rep);
-    pthread_mutex_lock(&r->mu);
-    memcpy(r->st.replid, st.replid, sizeof st.replid);
-    memcpy(r->st.replid2, st.replid2, sizeof st.replid2);
-    r->st.second_off = 0;
-    pthread_mutex_unlock(&r->mu);
-    remove_dir(l->syncdir); /* the old data, exchanged out */
-    l->syncdir[0] = 0;
-    rlog(r, KV_LOG_INFO, "MASTER <-> REPLICA sync: Finished with success at offset %" PRIu64, seq);
-    return 0;
-}
-
 /* +CONTINUE [<id>]: a new id means the primary was promoted; this node
  * keeps the old one as replid2 for its own replicas (PSYNC2). */
 static void continue_with(link_t *l, const char *line)
@@ -457,9 +308,10 @@ static int drain_events(link_t *l, kvrs_parser *ps)
         case KVRS_FILE_BEGIN:
         case KVRS_FILE_DATA:
         case KVRS_FILE_END: e = sync_file(l, &ev); break;
+        case KVRS_DIVERGED: e = save_divergent(l, ev.seq); break;
         case KVRS_SNAPSHOT_END:
             e = sync_end(l, ev.seq);
-            if (e == 0) set_link_state(l->r, "connected", 1, 0);
+            if (e == 0) repl_set_link_state(l->r, "connected", 1, 0);
             break;
         case KVRS_GETACK: getack = 1; break; /* answered below, after what came with it is appended */
         case KVRS_PING: break;
@@ -490,7 +342,7 @@ static void run_stream(link_t *l, const char *line)
     if (full && sync_begin(l, line) < 0) return;
     if (!full) {
         continue_with(l, line);
-        set_link_state(r, "connected", 1, 0);
+        repl_set_link_state(r, "connected", 1, 0);
         rlog(r, KV_LOG_INFO, "MASTER <-> REPLICA sync: partial resync from offset %" PRIu64 " accepted",
              p.applied_seq + 1);
     }
@@ -527,11 +379,11 @@ static void run_stream(link_t *l, const char *line)
 static void run_link(link_t *l)
 {
     kvrepl *r = l->r;
-    set_link_state(r, "connecting", 0, 0);
+    repl_set_link_state(r, "connecting", 0, 0);
     int fd = dial(l->host, l->port, l->timeout_ms > 0 ? l->timeout_ms : 60000);
     if (fd < 0) {
         rlog(r, KV_LOG_WARN, "replication: cannot connect to primary %s:%d: %s", l->host, l->port, strerror(-fd));
-        set_link_state(r, "connect", 0, 0);
+        repl_set_link_state(r, "connect", 0, 0);
         return;
     }
     pthread_mutex_lock(&r->mu);
@@ -548,7 +400,7 @@ static void run_link(link_t *l)
     r->link_fd = -1;
     pthread_mutex_unlock(&r->mu);
     close(fd);
-    set_link_state(r, "connect", 0, 0);
+    repl_set_link_state(r, "connect", 0, 0);
 }
 
 void *link_main(void *arg)

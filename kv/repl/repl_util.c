@@ -43,3 +43,14 @@ int do_state_save(kvrepl *r)
     if (e < 0) rlog(r, KV_LOG_ERROR, "cannot write %s/%s: %s", r->dir, KVRSTATE_FILE, strerror(-e));
     return e;
 }
+
+void repl_set_link_state(kvrepl *r, const char *state, int up, int syncing)
+{
+    pthread_mutex_lock(&r->mu);
+    r->link_state = state;
+    if (up && !r->link_up) r->link_down_since_ms = 0;
+    if (!up && r->link_up) r->link_down_since_ms = repl_wall_ms();
+    r->link_up = up;
+    r->sync_in_progress = syncing;
+    pthread_mutex_unlock(&r->mu);
+}

@@ -5,6 +5,7 @@ Every test compares full key/value digests (values, and TTLs within a
 tolerance: replicas carry the primary's absolute expiry), not samples.
 Loads are bounded in count and time; every server is stopped by tearDown.
 """
+import os
 import random
 import socket
 import threading
@@ -327,6 +328,71 @@ class TestReplication(ReplicationBase):
             data += chunk
         s.close()
         self.assertIn(b"-ERR this primary is kvd", data)
+
+
+def diverged_records(path):
+    """(records, keys) of a divergence file: log records back to back."""
+    with open(path, "rb") as f:
+        data = f.read()
+    off, n, keys = 0, 0, []
+    while off < len(data):
+        length = int.from_bytes(data[off + 8:off + 12], "little")
+        klen = int.from_bytes(data[off + 16:off + 20], "little")
+        keys.append(data[off + 44:off + 44 + klen])
+        off += length
+        n += 1
+    assert off == len(data), "a divergence file ends inside a record"
+    return n, keys
+
+
+class TestDivergence(ReplicationBase):
+
+    def rejoin(self, crash):
+        """A primary takes writes its replica never got, goes down (crash:
+        kill -9, else a clean stop); the replica is promoted and takes
+        writes; the old primary rejoins as its replica."""
+        p = self.start_server()
+        pc = self.client(p)
+        r, rc = self.replica_of(p)
+        for i in range(200):
+            pc.set("common%d" % i, "c")
+        self.assertEqual(pc.execute_command("WAIT", 1, 10000), 1)
+        r.stop()
+        for i in range(50):
+            pc.set("lost%d" % i, "only on the old primary")
+        if crash:
+            p.kill9()
+        else:
+            p.stop()
+        r.start()
+        rc = self.client(r)
+        rc.execute_command("REPLICAOF", "NO", "ONE")
+        for i in range(30):
+            rc.set("new%d" % i, "n")
+        port = p.port
+        p.start(port=port)
+        pc = self.client(p)
+        pc.execute_command("REPLICAOF", "127.0.0.1", r.port)
+        self.assertTrue(wait_until(lambda: caught_up(rc, pc), timeout=LINK_TIMEOUT), p.read_log()[-3000:])
+        same_digest(self, rc, pc)
+        self.assertIsNone(pc.get("lost0"))
+        self.assertEqual(pc.get("new0"), b"n")
+        self.assertEqual(int(info(pc)["repl_divergent_records"]), 50)
+        files = [f for f in os.listdir(p.dir) if f.startswith("diverged.")]
+        self.assertEqual(len(files), 1, os.listdir(p.dir))
+        n, keys = diverged_records(os.path.join(p.dir, files[0]))
+        self.assertEqual(n, 50)
+        self.assertEqual(sorted(keys), sorted(b"lost%d" % i for i in range(50)))
+        self.assertIn("not in the primary's history", p.read_log())
+        # It stays: a restart keeps the file and the data.
+        p.restart()
+        self.assertTrue(os.path.exists(os.path.join(p.dir, files[0])))
+
+    def test_old_primary_rejoining_after_a_clean_stop_saves_its_divergent_records(self):
+        self.rejoin(crash=False)
+
+    def test_old_primary_rejoining_after_a_crash_saves_its_divergent_records(self):
+        self.rejoin(crash=True)
 
 
 class FlakyProxy:
