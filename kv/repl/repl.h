@@ -132,6 +132,10 @@ typedef void (*kvrepl_wait_fn)(void *arg, int local, int count, int timed_out);
 int kvrepl_wait(kvrepl *r, uint64_t seq, int numlocal, int numreplicas, int fsynced, int getack, long long timeout_ms,
                 kvrepl_wait_fn fn, void *arg, int *local, int *count);
 
+/* A write in synchronous mode timed out waiting for its replicas
+ * (counted for INFO repl_sync_timeouts). */
+void kvrepl_note_sync_timeout(kvrepl *r);
+
 /* ---- state for INFO and ROLE ---- */
 
 typedef struct kvrepl_replica_info {

@@ -90,3 +90,8 @@ void repl_check_waiters(kvrepl *r, long long now_ms)
     }
 }
 
+
+void kvrepl_note_sync_timeout(kvrepl *r)
+{
+    add64(&r->sync_timeouts, 1);
+}

@@ -84,6 +84,7 @@ static void sync_done(void *arg, int local, int count, int timed_out)
     if (timed_out) {
         j->sync_short = 1;
         j->sync_count = count;
+        kvrepl_note_sync_timeout(j->c->env->repl);
     }
     job_handback(j, KV_OK);
 }

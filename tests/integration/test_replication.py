@@ -298,6 +298,7 @@ class TestReplication(ReplicationBase):
             pc.set("k", "2")
         self.assertGreater(time.monotonic() - t0, 0.7)
         self.assertEqual(pc.get("k"), b"2")  # "maybe applied": written on the primary
+        self.assertEqual(int(info(pc)["repl_sync_timeouts"]), 1)
         r.start()
         rc = self.client(r)
         self.assertTrue(wait_until(lambda: caught_up(pc, rc), timeout=LINK_TIMEOUT))
