@@ -137,6 +137,18 @@ class TestReplication(ReplicationBase):
         st = info(pc, "stats")
         self.assertEqual(st["sync_full"], 2)
 
+    def test_a_replica_of_a_replica_gets_the_primarys_writes(self):
+        p = self.start_server()
+        pc = self.client(p)
+        self.write_mix(pc, 500, seed=9)
+        r1, c1 = self.replica_of(p)
+        r2, c2 = self.replica_of(r1)
+        pc.set("chained", "yes")
+        self.assertTrue(wait_until(lambda: c2.get("chained") == b"yes", timeout=LINK_TIMEOUT))
+        self.assertTrue(wait_until(lambda: caught_up(pc, c1) and caught_up(c1, c2), timeout=LINK_TIMEOUT))
+        same_digest(self, pc, c2)
+        self.assertEqual(int(info(c2)["slave_repl_offset"]), int(info(pc)["master_repl_offset"]))
+
     def test_replicaof_is_idempotent_works_in_multi_and_persists(self):
         p = self.start_server()
         pc = self.client(p)
