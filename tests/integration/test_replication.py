@@ -317,6 +317,21 @@ class TestReplication(ReplicationBase):
         self.assertTrue(pc.set("k", "3"))
         self.assertEqual(rc.get("k"), b"3")
 
+    def test_stale_reads_follow_replica_serve_stale_data(self):
+        p = self.start_server()
+        pc = self.client(p)
+        pc.set("k", "v")
+        r, rc = self.replica_of(p, ["--replica-serve-stale-data", "no"])
+        self.assertEqual(rc.get("k"), b"v")
+        p.stop()
+        self.assertTrue(wait_until(lambda: info(rc)["master_link_status"] == "down", timeout=10))
+        with self.assertRaisesRegex(redis.exceptions.ResponseError, "MASTERDOWN"):
+            rc.get("k")
+        self.assertTrue(rc.ping())
+        self.assertGreaterEqual(int(info(rc)["master_link_down_since_seconds"]), 0)
+        rc.config_set("replica-serve-stale-data", "yes")
+        self.assertEqual(rc.get("k"), b"v")
+
     def test_masterauth_and_refusals(self):
         p = self.start_server(["--requirepass", "sesame"])
         pc = self.client(p, password="sesame")
@@ -659,14 +674,14 @@ class TestFailoverLedger(ReplicationBase):
 
     def test_synchronous_mode_loses_no_acknowledged_write_when_the_primary_dies(self):
         total, missing = ledger_run(self, 1, writers=20)  # each write waits a round trip: more writers
-        self.assertGreater(total, 200)
+        self.assertGreater(total, 100)
         self.assertEqual(missing, 0, "%d of %d acknowledged writes missing after failover" % (missing, total))
         print("\nsynchronous (sync-replicas 1): %d acknowledged writes, %d missing after kill -9 and failover"
               % (total, missing))
 
     def test_asynchronous_mode_reports_what_a_failover_lost(self):
         total, missing = ledger_run(self, 0)
-        self.assertGreater(total, 500)
+        self.assertGreater(total, 300)
         self.assertGreater(missing, 0, "the delayed links should have held acknowledged writes")
         print("\nasynchronous: %d acknowledged writes, %d missing after kill -9 and failover" % (total, missing))
 
