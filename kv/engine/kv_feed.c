@@ -69,9 +69,15 @@ struct kv_feed {
     uint32_t file_id; /* its file id (changed under q.mu once listed) */
     uint64_t off;     /* the next record's offset in it */
     uint64_t next_seq;
-    uint8_t *rec;     /* one record read, when it does not fit the caller's room */
-    size_t rec_cap;
+    /* Read-ahead: bytes [rb_off, rb_off + rb_len) of the segment read, so
+     * that a run of small records costs one pread, not two each. */
+    uint8_t *rb;
+    size_t rb_cap, rb_len;
+    uint64_t rb_off;
 };
+
+/* Bytes of read-ahead a feed asks for at a time. */
+#define FEED_READ_AHEAD (256u << 10)
 
 /* What a feed may read of segment file_id: up to the published end if it
  * is the segment being appended (*active = 1), else to the file's end. */
@@ -118,13 +124,41 @@ static segment *hold_original(kv_store *s, uint32_t file_id)
     return g;
 }
 
-/* Reads the record header at f->off into r (44 bytes; r->len its
- * length). Returns KV_OK, KV_CORRUPT, or an errno. */
-static kv_status read_header(kv_feed *f, uint8_t hdr[KV_REC_HEADER_SIZE], kv_record *r)
+/* Points *p at bytes [off, off + n) of the segment read, all below limit,
+ * through the read-ahead buffer (refilled with one pread of up to
+ * FEED_READ_AHEAD bytes, or n if more). Returns KV_OK, KV_CORRUPT (the
+ * file is shorter), an errno, ENOMEM. */
+static kv_status feed_bytes(kv_feed *f, uint64_t off, size_t n, uint64_t limit, const uint8_t **p)
 {
-    int e = kv_io_read_full(f->s->io, f->g->fd, hdr, KV_REC_HEADER_SIZE, f->off);
+    if (off >= f->rb_off && off + n <= f->rb_off + f->rb_len) {
+        *p = f->rb + (off - f->rb_off);
+        return KV_OK;
+    }
+    size_t want = n > FEED_READ_AHEAD ? n : FEED_READ_AHEAD;
+    if (limit > off && want > limit - off) want = (size_t)(limit - off);
+    if (want < n) want = n;
+    if (want > f->rb_cap) {
+        uint8_t *nb = realloc(f->rb, want);
+        if (!nb) return ENOMEM;
+        f->rb = nb;
+        f->rb_cap = want;
+    }
+    f->rb_len = 0;
+    int e = kv_io_read_full(f->s->io, f->g->fd, f->rb, want, off);
     if (e < 0) return e == -ENODATA ? KV_CORRUPT : -e;
-    return kv_record_decode_header(hdr, r);
+    f->rb_off = off;
+    f->rb_len = want;
+    *p = f->rb;
+    return KV_OK;
+}
+
+/* Decodes the record header at f->off (below limit) into r (r->len its
+ * length). Returns KV_OK, KV_CORRUPT, or an errno. */
+static kv_status read_header(kv_feed *f, uint64_t limit, kv_record *r)
+{
+    const uint8_t *h;
+    kv_status st = feed_bytes(f, f->off, KV_REC_HEADER_SIZE, limit, &h);
+    return st != KV_OK ? st : kv_record_decode_header(h, r);
 }
 
 /* Moves f to the segment after its own in the log. Returns KV_OK, or
@@ -136,6 +170,7 @@ static kv_status feed_next_segment(kv_feed *f)
     if (!n) return KV_NOT_FOUND;
     seg_release(f->s, f->g);
     f->g = n;
+    f->rb_len = 0; /* another file */
     pthread_mutex_lock(&f->s->q.mu);
     f->file_id++;
     pthread_mutex_unlock(&f->s->q.mu);
@@ -148,15 +183,18 @@ static kv_status feed_next_segment(kv_feed *f)
 static uint64_t first_seq(kv_store *s, segment *g, uint64_t limit)
 {
     kv_feed t = {.s = s, .g = g, .off = KV_SEG_HEADER_SIZE};
+    uint64_t seq = 0;
     while (t.off + KV_REC_HEADER_SIZE <= limit) {
-        uint8_t hdr[KV_REC_HEADER_SIZE];
         kv_record r;
-        if (read_header(&t, hdr, &r) != KV_OK) return 0;
-        if (!kv_record_is_mark(&r)) return r.seq;
-        if (r.type == KV_REC_SEAL) return 0;
+        if (read_header(&t, limit, &r) != KV_OK || r.type == KV_REC_SEAL) break;
+        if (!kv_record_is_mark(&r)) {
+            seq = r.seq;
+            break;
+        }
         t.off += r.len;
     }
-    return 0;
+    free(t.rb);
+    return seq;
 }
 
 /* Positions a new feed at from_seq: finds the newest original segment
@@ -207,9 +245,8 @@ static kv_status feed_seek(kv_feed *f, uint64_t from_seq)
                 if ((st = feed_next_segment(f)) != KV_OK) return st;
                 continue;
             }
-            uint8_t hdr[KV_REC_HEADER_SIZE];
             kv_record r;
-            if ((st = read_header(f, hdr, &r)) != KV_OK) return st;
+            if ((st = read_header(f, lim, &r)) != KV_OK) return st;
             if (r.type == KV_REC_SEAL) {
                 if ((st = feed_next_segment(f)) != KV_OK) return st;
                 continue;
@@ -262,7 +299,7 @@ void kv_feed_close(kv_feed *f)
         pthread_mutex_unlock(&f->s->q.mu);
     }
     if (f->g) seg_release(f->s, f->g);
-    free(f->rec);
+    free(f->rb);
     free(f);
 }
 
@@ -296,7 +333,6 @@ static int feed_wait(kv_feed *f, int wait_ms)
 
 kv_status kv_feed_read(kv_feed *f, uint8_t **buf, size_t *cap, size_t *len, size_t max_bytes, int wait_ms)
 {
-    kv_store *s = f->s;
     *len = 0;
     for (;;) {
         uint64_t limit;
@@ -315,9 +351,8 @@ kv_status kv_feed_read(kv_feed *f, uint8_t **buf, size_t *cap, size_t *len, size
             if (w == 0) return KV_OK;
             continue;
         }
-        uint8_t hdr[KV_REC_HEADER_SIZE];
         kv_record r;
-        if ((st = read_header(f, hdr, &r)) != KV_OK) return st;
+        if ((st = read_header(f, limit, &r)) != KV_OK) return st;
         if (r.type == KV_REC_SEAL) {
             if ((st = feed_next_segment(f)) != KV_OK) return st;
             continue;
@@ -337,8 +372,9 @@ kv_status kv_feed_read(kv_feed *f, uint8_t **buf, size_t *cap, size_t *len, size
             *buf = nb;
             *cap = nc;
         }
-        int e = kv_io_read_full(s->io, f->g->fd, *buf + *len, r.len, f->off);
-        if (e < 0) return e == -ENODATA ? KV_CORRUPT : -e;
+        const uint8_t *src;
+        if ((st = feed_bytes(f, f->off, r.len, limit, &src)) != KV_OK) return st;
+        memcpy(*buf + *len, src, r.len);
         kv_record full;
         if (kv_record_decode(*buf + *len, r.len, &full) != KV_OK) return KV_CORRUPT;
         *len += r.len;

@@ -509,8 +509,7 @@ static kv_status replace_on_writer(kv_store *s, void *arg)
     SWAP(s->tab.header_bytes, t->tab.header_bytes);
     SWAP(s->tab.records, t->tab.records);
     SWAP(s->tab.expires, t->tab.expires);
-    s->tab.sweep_cursor = 0;
-    SWAP(s->rep, t->rep);
+    s->tab.sweep_cursor = 0; /* s->rep stays: INFO reads it unlocked, and it reports the start's recovery */
     pthread_mutex_lock(&s->q.mu);
     SWAP(s->q.last_seq, t->q.last_seq);
     SWAP(s->q.synced_seq, t->q.synced_seq);

@@ -109,7 +109,7 @@ int kvrepl_start(kvrepl *r, char *err, size_t errcap)
 void kvrepl_stop(kvrepl *r)
 {
     pthread_mutex_lock(&r->mu);
-    r->stopping = 1;
+    __atomic_store_n(&r->stopping, 1, __ATOMIC_RELEASE); /* senders look without r->mu */
     if (r->link_fd >= 0) shutdown(r->link_fd, SHUT_RDWR);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
