@@ -365,6 +365,9 @@ void feed_start(kvrepl *r, int fd, const char *replid, const char *offset, const
     rp->next = r->replicas;
     r->replicas = rp;
     r->nreplicas++;
+    /* The first replica: from now on the ids must outlive a restart, so
+     * that replicas can resume from this node's log after it. */
+    if (!r->state_exists) do_state_save(r);
     pthread_mutex_unlock(&r->mu);
     pthread_t t;
     pthread_attr_t at;

@@ -63,6 +63,7 @@ struct kvrepl {
     pthread_cond_t cv;
     kvrepl_state st;
     kvrepl_settings set;
+    int state_exists;   /* replication.state is on disk (do_state_save wrote it) */
     char *masterauth;
     int stopping;
     /* primary side */
@@ -91,7 +92,8 @@ struct kvrepl {
 void rlog(kvrepl *r, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 long long repl_mono_ms(void);
 long long repl_wall_ms(void);
-/* Saves r->st (r->mu held). Returns 0 or -errno. */
+/* Saves r->st (r->mu held; or before the threads start). Returns 0 or
+ * -errno. */
 int do_state_save(kvrepl *r);
 /* Checks the waiters against the replicas' acknowledgements and the
  * local fsync, completing those satisfied (and, with now_ms, those timed

@@ -80,7 +80,10 @@ kvrepl *kvrepl_new(kv_store *s, const char *dir, const kvrepl_settings *set, kv_
     choose_ids(r, e == 0);
     r->st.clean = 0;
     r->st.clean_seq = 0;
-    if (do_state_save(r) < 0) {
+    /* A node that never replicated has no state file, and gets none until
+     * it does (REPLICAOF, or a replica's PSYNC): its start and stop write
+     * nothing more than before. One that did marks the file "running". */
+    if (e != -ENOENT && do_state_save(r) < 0) {
         snprintf(err, errcap, "cannot write the replication state in %s", dir);
         kvrepl_free(r);
         return NULL;
@@ -126,7 +129,7 @@ void kvrepl_mark_clean(kvrepl *r, uint64_t last_seq)
     pthread_mutex_lock(&r->mu);
     r->st.clean = 1;
     r->st.clean_seq = last_seq;
-    do_state_save(r);
+    if (r->state_exists) do_state_save(r);
     pthread_mutex_unlock(&r->mu);
 }
 

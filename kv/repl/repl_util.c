@@ -40,6 +40,7 @@ void rlog(kvrepl *r, int level, const char *fmt, ...)
 int do_state_save(kvrepl *r)
 {
     int e = kvrepl_state_save(r->dir, &r->st);
+    if (e == 0) r->state_exists = 1;
     if (e < 0) rlog(r, KV_LOG_ERROR, "cannot write %s/%s: %s", r->dir, KVRSTATE_FILE, strerror(-e));
     return e;
 }

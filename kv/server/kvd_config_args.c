@@ -155,7 +155,7 @@ static void default_text(const kvd_config *d, const kvd_setting *s, char *buf, s
         snprintf(buf, cap, "online CPUs - 1, %d here", d->io_threads);
     } else if (s->off == offsetof(kvd_config, logfile)) {
         snprintf(buf, cap, "stderr");
-    } else if (s->type == T_OPT_STRING) {
+    } else if (s->type == T_OPT_STRING || s->type == T_REPLICAOF) {
         snprintf(buf, cap, "none");
     } else if (kvd_config_get(d, s->name, buf, cap) < 0) {
         snprintf(buf, cap, "?");
