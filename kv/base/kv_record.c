@@ -89,9 +89,7 @@ kv_status kv_record_decode_header(const uint8_t buf[KV_REC_HEADER_SIZE], kv_reco
     return KV_OK;
 }
 
-/* Checks a batch payload: exactly `count` put/tombstone records with
- * sequence numbers seq, seq+1, ... and nothing left over. */
-static kv_status batch_verify(const kv_record *b)
+kv_status kv_record_batch_verify(const kv_record *b)
 {
     size_t pos = 0;
     uint32_t n = 0;
@@ -115,7 +113,7 @@ kv_status kv_record_decode(const uint8_t *buf, size_t avail, kv_record *r)
     if (kv_get_u32(buf) != kv_crc32(0, buf + 4, r->len - 4)) return KV_CORRUPT_BKPT;
     r->key = buf + KV_REC_HEADER_SIZE;
     r->val = buf + KV_REC_HEADER_SIZE + r->klen;
-    if (r->type == KV_REC_BATCH) return batch_verify(r);
+    if (r->type == KV_REC_BATCH) return kv_record_batch_verify(r);
     return KV_OK;
 }
 

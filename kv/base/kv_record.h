@@ -194,6 +194,13 @@ kv_status kv_record_decode_header(const uint8_t buf[KV_REC_HEADER_SIZE], kv_reco
  * a batch, also a malformed payload). */
 kv_status kv_record_decode(const uint8_t *buf, size_t avail, kv_record *r);
 
+/* Checks a decoded batch record's payload (b->val, b->vlen): exactly
+ * b->flags >= 1 put/tombstone entries, each header valid, with sequence
+ * numbers b->seq, b->seq + 1, ..., and nothing left over. The entries'
+ * and the batch's CRCs are not computed (kv_record_decode does that).
+ * Returns KV_OK or KV_CORRUPT. */
+kv_status kv_record_batch_verify(const kv_record *b);
+
 /* Iterates the entries of a batch record. *pos starts at 0. Returns KV_OK
  * with *e filled, KV_NOT_FOUND after the last entry, or KV_CORRUPT. Each
  * entry's header is checked (hcrc, fields, bounds); its record CRC is not

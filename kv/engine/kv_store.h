@@ -477,13 +477,17 @@ void kv_set_retention(kv_store *s, uint64_t bytes);
  * each following on from the one before. They are appended verbatim, with
  * their sequence numbers, in the group commit, and cb runs when they are
  * acknowledged under the fsync policy. The writer checks every record
- * again (both CRCs, the order) and refuses the whole request, writing
- * nothing, if one fails. buf must stay unchanged until cb runs.
+ * again before anything is written (its header CRC and fields, lengths,
+ * batch entries, the order; and, unless crc_checked says the caller has
+ * just verified every record's CRC, that too) and refuses the whole
+ * request, writing nothing, if one fails. buf must stay unchanged until
+ * cb runs.
  * Returns KV_OK (cb will run exactly once, with KV_OK, KV_CORRUPT for a
  * bad record, KV_INVALID for a sequence number out of order, or a write
  * error), KV_INVALID (empty), KV_CLOSED, ENOMEM (cb will not run).
  */
-kv_status kv_apply_records_async(kv_store *s, const uint8_t *buf, size_t len, kv_write_cb cb, void *arg);
+kv_status kv_apply_records_async(kv_store *s, const uint8_t *buf, size_t len, int crc_checked, kv_write_cb cb,
+                                 void *arg);
 
 /*
  * A replica's full sync: replaces the store's whole contents with the data

@@ -103,6 +103,7 @@ typedef struct req {
     const uint8_t *raw;    /* records from a primary, appended verbatim
                               (kv_apply_records_async), or NULL */
     size_t raw_len;
+    int raw_checked;       /* the caller verified the raw records' CRCs */
     kv_txn_fn fn;          /* a transaction, or NULL */
     void *fn_arg;
     kv_write_cb cb;

@@ -218,13 +218,15 @@ kv_status kv_write_async(kv_store *s, const kv_batch *b, kv_write_cb cb, void *a
     return st;
 }
 
-kv_status kv_apply_records_async(kv_store *s, const uint8_t *buf, size_t len, kv_write_cb cb, void *arg)
+kv_status kv_apply_records_async(kv_store *s, const uint8_t *buf, size_t len, int crc_checked, kv_write_cb cb,
+                                 void *arg)
 {
     if (!buf || len == 0 || len > KV_MAX_RECORD_LEN * 2ull) return KV_INVALID;
     req *r = calloc(1, sizeof *r);
     if (!r) return ENOMEM;
     r->raw = buf;
     r->raw_len = len;
+    r->raw_checked = crc_checked != 0;
     r->cb = cb;
     r->arg = arg;
     r->owned = 1;

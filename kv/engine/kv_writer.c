@@ -243,6 +243,19 @@ static int encode_batch(kv_store *s, const kv_batch *b, size_t *pos, size_t *ngo
     return 0;
 }
 
+/* Checks the record at buf[0, avail) as kv_record_decode does, or, when
+ * crc_checked (the caller verified its CRC), everything but the CRC:
+ * header, length, and a batch's entries. Fills r. Returns KV_OK or
+ * KV_CORRUPT. */
+static kv_status raw_check(const uint8_t *buf, size_t avail, int crc_checked, kv_record *r)
+{
+    if (!crc_checked) return kv_record_decode(buf, avail, r);
+    if (avail < KV_REC_HEADER_SIZE || kv_record_decode_header(buf, r) != KV_OK || r->len > avail) return KV_CORRUPT;
+    r->key = buf + KV_REC_HEADER_SIZE;
+    r->val = r->key + r->klen;
+    return r->type == KV_REC_BATCH ? kv_record_batch_verify(r) : KV_OK;
+}
+
 /* One op of a verbatim record at segment offset `at`, for publishing. */
 static void raw_op(kv_store *s, const kv_record *e, uint64_t at, size_t *ngops)
 {
@@ -258,14 +271,14 @@ static void raw_op(kv_store *s, const kv_record *e, uint64_t at, size_t *ngops)
  * fails a check writes nothing. The ops' keys point into buf, which the
  * caller keeps until completion. Returns KV_OK, KV_CORRUPT (a bad record),
  * KV_INVALID (a sequence number out of order), ENOMEM. */
-static kv_status encode_raw(kv_store *s, const uint8_t *buf, size_t len, size_t *pos, size_t *ngops, uint64_t *seq,
-                            uint64_t *nrecords)
+static kv_status encode_raw(kv_store *s, const uint8_t *buf, size_t len, int crc_checked, size_t *pos,
+                            size_t *ngops, uint64_t *seq, uint64_t *nrecords)
 {
     size_t off = 0, nops = 0;
     uint64_t expect = *seq + 1, nrec = 0;
     while (off < len) {
         kv_record r;
-        if (kv_record_decode(buf + off, len - off, &r) != KV_OK || kv_record_is_mark(&r) || r.rflags != 0)
+        if (raw_check(buf + off, len - off, crc_checked, &r) != KV_OK || kv_record_is_mark(&r) || r.rflags != 0)
             return KV_CORRUPT;
         if (r.seq != expect || kv_record_last_seq(&r) == UINT64_MAX) return KV_INVALID;
         nops += r.type == KV_REC_BATCH ? r.flags : 1;
@@ -337,7 +350,7 @@ static void encode_group(kv_store *s, req *head, kv_status *res, size_t nreqs, g
     for (req *r = head; r; r = r->next, i++) {
         const kv_batch *b = r->batch;
         if (r->raw) {
-            res[i] = encode_raw(s, r->raw, r->raw_len, &g->pos, &g->ngops, &g->seq, &g->nrecords);
+            res[i] = encode_raw(s, r->raw, r->raw_len, r->raw_checked, &g->pos, &g->ngops, &g->seq, &g->nrecords);
             if (res[i] == KV_OK) g->nwrites++;
             continue;
         }

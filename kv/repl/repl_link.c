@@ -237,7 +237,7 @@ static int flush_apply(link_t *l)
 {
     if (l->napply == 0) return 0;
     applied a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    kv_status st = kv_apply_records_async(l->r->s, l->apply, l->napply, on_applied, &a);
+    kv_status st = kv_apply_records_async(l->r->s, l->apply, l->napply, 1, on_applied, &a); /* CRCs checked by the parser */
     if (st == KV_OK) {
         pthread_mutex_lock(&a.mu);
         while (!a.done) pthread_cond_wait(&a.cv, &a.mu);

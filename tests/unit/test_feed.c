@@ -73,11 +73,14 @@ static void on_applied(void *arg, kv_status st)
     pthread_mutex_unlock(&a->mu);
 }
 
+/* Whether apply() tells the writer the CRCs were checked. */
+static int apply_crc_checked;
+
 /* Applies buf to s and waits for the result. */
 static kv_status apply(kv_store *s, const uint8_t *buf, size_t len)
 {
     applied a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    kv_status st = kv_apply_records_async(s, buf, len, on_applied, &a);
+    kv_status st = kv_apply_records_async(s, buf, len, apply_crc_checked, on_applied, &a);
     if (st != KV_OK) return st;
     pthread_mutex_lock(&a.mu);
     while (!a.done) pthread_cond_wait(&a.cv, &a.mu);
@@ -285,6 +288,17 @@ START_TEST(bad_or_out_of_order_records_are_refused_whole)
         ck_assert_int_eq(apply(b, buf, len), KV_CORRUPT);
         buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
     }
+    /* Told the CRCs were checked, the writer still refuses every flip in
+     * a record's header past its CRC field (hcrc, fields, lengths), and
+     * records out of order. */
+    apply_crc_checked = 1;
+    for (size_t bit = 32; bit < KV_REC_HEADER_SIZE * 8; bit++) {
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        ck_assert_int_eq(apply(b, buf, len), KV_CORRUPT);
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    ck_assert_int_eq(apply(b, buf + r.len, len - r.len), KV_INVALID);
+    apply_crc_checked = 0;
     kv_stats st;
     kv_get_stats(b, &st);
     ck_assert_uint_eq(st.records, 0);
