@@ -184,6 +184,41 @@ class TestReplication(ReplicationBase):
         self.assertEqual(info(rc)["role"], "master")
         self.assertEqual(rc.get("own"), b"w")
 
+    def test_primary_restarts_keep_the_history_for_its_replicas(self):
+        p = self.start_server()
+        pc = self.client(p)
+        self.write_mix(pc, 800, seed=13)
+        r, rc = self.replica_of(p)
+        self.assertEqual(pc.execute_command("WAIT", 1, 10000), 1)
+        rid = info(pc)["master_replid"]
+        # A clean restart keeps the id: the replica resumes.
+        port = p.port
+        p.stop()
+        p.start(port=port)
+        pc = self.client(p)
+        self.assertTrue(wait_until(lambda: link_up(rc), timeout=LINK_TIMEOUT))
+        self.assertEqual(info(pc)["master_replid"], rid)
+        pc.set("after-clean", "1")
+        self.assertEqual(pc.execute_command("WAIT", 1, 10000), 1)
+        st = info(pc, "stats")
+        self.assertEqual((st["sync_full"], st["sync_partial_ok"]), (0, 1))
+        # A crash takes a new id, the old one valid up to the log's end:
+        # the replica (which has no more than that) still resumes.
+        p.kill9()
+        p.start(port=port)
+        pc = self.client(p)
+        self.assertTrue(wait_until(lambda: link_up(rc), timeout=LINK_TIMEOUT))
+        i = info(pc)
+        self.assertNotEqual(i["master_replid"], rid)
+        self.assertEqual(i["master_replid2"], rid)
+        self.assertEqual(int(i["second_repl_offset"]), int(i["master_repl_offset"]) + 1)
+        pc.set("after-crash", "1")
+        self.assertEqual(pc.execute_command("WAIT", 1, 10000), 1)
+        st = info(pc, "stats")
+        self.assertEqual((st["sync_full"], st["sync_partial_ok"]), (0, 1))
+        self.assertEqual(info(rc)["master_replid"], i["master_replid"])
+        same_digest(self, pc, rc)
+
     def test_replica_killed_under_load_resumes_without_full_sync(self):
         p = self.start_server()
         pc = self.client(p)
