@@ -253,6 +253,16 @@ static int send_records(kvrepl_replica *rp, const uint8_t *buf, size_t len, uint
     return send_all(rp->fd, *out, n);
 }
 
+/* 1 when someone waits for this replica's acknowledgements (a WAIT, or
+ * the synchronous mode): records go out the moment they are written. */
+static int acks_awaited(kvrepl *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int v = r->waiters != NULL || r->set.sync_replicas > 0;
+    pthread_mutex_unlock(&r->mu);
+    return v;
+}
+
 static long long ping_period(kvrepl *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -290,6 +300,13 @@ static void stream(kvrepl_replica *rp, kv_feed *f)
             last_send = now;
         }
         if (e < 0) break;
+        if (len > 0 && len < KVREPL_SEND_BYTES / 2 && !acks_awaited(r)) {
+            /* Asynchronous and nobody waiting: let a few more groups
+             * gather, so that the replica appends (and syncs) them
+             * together and both sides wake less often. */
+            struct timespec ts = {0, KVREPL_COALESCE_US * 1000L};
+            nanosleep(&ts, NULL);
+        }
     }
     free(buf);
     free(out);

@@ -22,6 +22,9 @@
 /* How long a sender waits at the end of the log before it looks at its
  * flags again (keepalives, ack requests, stopping), ms. */
 #define KVREPL_FEED_WAIT_MS 100
+/* With no one waiting for acknowledgements, how long a sender lets
+ * records gather after sending a small batch, microseconds. */
+#define KVREPL_COALESCE_US 1000
 /* The cron's period, ms. */
 #define KVREPL_CRON_MS 50
 
