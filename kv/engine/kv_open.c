@@ -524,23 +524,6 @@ static kv_status replace_on_writer(kv_store *s, void *arg)
     return KV_OK;
 }
 
-typedef struct replace_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-    kv_status st;
-} replace_wait;
-
-static void replace_done(void *arg, kv_status st)
-{
-    replace_wait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->st = st;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 kv_status kv_replace_dir(kv_store *s, const char *newdir, uint64_t expect_seq, kvr_report *report)
 {
     if (report) memset(report, 0, sizeof *report);
@@ -562,24 +545,8 @@ kv_status kv_replace_dir(kv_store *s, const char *newdir, uint64_t expect_seq, k
     /* No compaction or hint writing while the files change under them. */
     pthread_mutex_lock(&s->cmp.mu);
     replace_ctx rc = {t, newdir};
-    replace_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    req *r = calloc(1, sizeof *r);
-    st = r ? KV_OK : ENOMEM;
-    if (r) {
-        r->excl = replace_on_writer;
-        r->fn_arg = &rc;
-        r->cb = replace_done;
-        r->arg = &w;
-        r->owned = 1;
-        st = enqueue(s, r);
-        if (st != KV_OK) free(r);
-    }
-    if (st == KV_OK) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
-        pthread_mutex_unlock(&w.mu);
-        st = w.st;
-    }
+    req r = {.excl = replace_on_writer, .fn_arg = &rc};
+    st = enqueue_wait(s, &r);
     pthread_mutex_unlock(&s->cmp.mu);
     /* On success t holds the old contents (at newdir now): their segments
      * close as the last reads of them finish. */

@@ -334,6 +334,10 @@ int rotate(kv_store *s);
 /* Queues r for the writer. Returns KV_OK, or KV_CLOSED (r not queued).
  * Any thread; takes q.mu. */
 kv_status enqueue(kv_store *s, req *r);
+/* kv_txn.c: queues r (on the caller's stack: not owned; its cb and arg
+ * are set here) and waits until the writer completes it. Returns its
+ * status, or KV_CLOSED (not queued). Not on the writer thread. */
+kv_status enqueue_wait(kv_store *s, req *r);
 /* The writer thread's body (pthread_create argument: the store). */
 void *writer_main(void *arg);
 /* Writer thread: the newest write to `key` among the first n ops of the

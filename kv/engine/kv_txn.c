@@ -252,13 +252,13 @@ static void wake(void *arg, kv_status st)
     pthread_mutex_unlock(&w->mu);
 }
 
-/* Queues a request for the writer (a batch, a sync when b is NULL, a
- * seal when seal is set) and waits for its completion. */
-static kv_status submit_wait(kv_store *s, const kv_batch *b, int seal)
+kv_status enqueue_wait(kv_store *s, req *r)
 {
     waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    req r = {.batch = b, .cb = wake, .arg = &w, .seal = seal};
-    kv_status st = enqueue(s, &r);
+    r->cb = wake;
+    r->arg = &w;
+    r->owned = 0;
+    kv_status st = enqueue(s, r);
     if (st != KV_OK) return st;
     pthread_mutex_lock(&w.mu);
     while (!w.done) pthread_cond_wait(&w.cv, &w.mu);
@@ -266,6 +266,14 @@ static kv_status submit_wait(kv_store *s, const kv_batch *b, int seal)
     pthread_mutex_destroy(&w.mu);
     pthread_cond_destroy(&w.cv);
     return w.st;
+}
+
+/* Queues a batch (a sync when b is NULL, a seal when seal is set) and
+ * waits for its completion. */
+static kv_status submit_wait(kv_store *s, const kv_batch *b, int seal)
+{
+    req r = {.batch = b, .seal = seal};
+    return enqueue_wait(s, &r);
 }
 
 kv_status kv_write(kv_store *s, const kv_batch *b)
