@@ -113,6 +113,8 @@ void kvrepl_psync(kvrepl *r, int fd, const char *replid, const char *offset, con
 
 /* ---- acknowledgements ---- */
 
+/* Replicas connected and streaming now (state online). */
+int kvrepl_online_count(kvrepl *r);
 /* Replicas whose acknowledged offset (fsynced = 1: fsynced offset) is at
  * least seq. */
 int kvrepl_count_acked(kvrepl *r, uint64_t seq, int fsynced);

@@ -23,6 +23,14 @@ static int do_count(kvrepl *r, uint64_t seq, int fsynced)
     return n;
 }
 
+int kvrepl_online_count(kvrepl *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = do_count(r, 0, 0);
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
 int kvrepl_count_acked(kvrepl *r, uint64_t seq, int fsynced)
 {
     pthread_mutex_lock(&r->mu);

@@ -272,6 +272,17 @@ static int refused_on_replica(kvd_client *c, const kvd_cmd *cmd)
     return 0;
 }
 
+/* Under sync-replicas N, a write is refused before it runs while fewer
+ * than N replicas are connected and streaming (Redis's reply for
+ * min-replicas-to-write): it could only end in a timeout, "maybe
+ * applied". A replica that goes away after the check leaves the write to
+ * that timeout. */
+static int too_few_replicas(kvd_client *c)
+{
+    int n = __atomic_load_n(&c->env->cfg->sync_replicas, __ATOMIC_RELAXED);
+    return n > 0 && !kvrepl_is_replica(c->env->repl) && kvrepl_online_count(c->env->repl) < n;
+}
+
 /* Runs the parsed request in c->args. */
 static void dispatch(kvd_client *c, const kvd_cmd *cmd)
 {
@@ -293,6 +304,11 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
         return;
     }
     if (env->repl && (cmd->flags & (CMD_WRITE | CMD_READ)) && refused_on_replica(c, cmd)) {
+        if (c->in_multi) c->multi_error = 1;
+        return;
+    }
+    if ((cmd->flags & CMD_WRITE) && env->repl && too_few_replicas(c)) {
+        rp_error(&c->out, "NOREPLICAS Not enough good replicas to write.");
         if (c->in_multi) c->multi_error = 1;
         return;
     }

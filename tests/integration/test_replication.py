@@ -7,6 +7,7 @@ Loads are bounded in count and time; every server is stopped by tearDown.
 """
 import os
 import random
+import signal
 import socket
 import threading
 import time
@@ -339,18 +340,37 @@ class TestReplication(ReplicationBase):
         r, rc = self.replica_of(p)
         self.assertTrue(pc.set("k", "1"))
         self.assertEqual(rc.get("k"), b"1")  # fsynced on the replica before the OK
+        # A replica that is connected but does not answer (stopped): the
+        # write times out, and stays ("maybe applied").
+        os.kill(r.proc.pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with self.assertRaisesRegex(redis.exceptions.ResponseError, "NOREPLICAS the write is applied"):
+                pc.set("k", "2")
+            self.assertGreater(time.monotonic() - t0, 0.7)
+            self.assertEqual(pc.get("k"), b"2")
+            self.assertEqual(int(info(pc)["repl_sync_timeouts"]), 1)
+        finally:
+            os.kill(r.proc.pid, signal.SIGCONT)
+        self.assertTrue(wait_until(lambda: caught_up(pc, rc), timeout=LINK_TIMEOUT))
+        self.assertEqual(rc.get("k"), b"2")
+        # No replica at all: refused before it runs, as Redis's
+        # min-replicas-to-write, and not applied.
         r.stop()
-        t0 = time.monotonic()
-        with self.assertRaisesRegex(redis.exceptions.ResponseError, "NOREPLICAS"):
-            pc.set("k", "2")
-        self.assertGreater(time.monotonic() - t0, 0.7)
-        self.assertEqual(pc.get("k"), b"2")  # "maybe applied": written on the primary
-        self.assertEqual(int(info(pc)["repl_sync_timeouts"]), 1)
+        self.assertTrue(wait_until(lambda: info(pc)["connected_slaves"] == 0, timeout=10))
+        with self.assertRaisesRegex(redis.exceptions.ResponseError, "NOREPLICAS Not enough good replicas to write"):
+            pc.set("k", "3")
+        self.assertEqual(pc.get("k"), b"2")
+        tx = pc.pipeline(transaction=True)
+        tx.set("k", "4")
+        with self.assertRaisesRegex(redis.exceptions.ResponseError, "NOREPLICAS"):  # queued: EXECABORT
+            tx.execute()
+        self.assertEqual(pc.get("k"), b"2")
         r.start()
         rc = self.client(r)
         self.assertTrue(wait_until(lambda: caught_up(pc, rc), timeout=LINK_TIMEOUT))
-        self.assertTrue(pc.set("k", "3"))
-        self.assertEqual(rc.get("k"), b"3")
+        self.assertTrue(pc.set("k", "5"))
+        self.assertEqual(rc.get("k"), b"5")
 
     def test_stale_reads_follow_replica_serve_stale_data(self):
         p = self.start_server()
