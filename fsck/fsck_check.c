@@ -99,6 +99,19 @@ typedef struct listing {
     int oom;
 } listing;
 
+/* 1 for the files replication keeps in a data directory (kv/repl):
+ * "replication.state" and "diverged.<first>-<last>". */
+static int is_repl_file(const char *name)
+{
+    if (!strcmp(name, "replication.state")) return 1;
+    if (strncmp(name, "diverged.", 9) != 0) return 0;
+    const char *p = name + 9;
+    size_t a = strspn(p, "0123456789");
+    if (a == 0 || p[a] != '-') return 0;
+    size_t b = strspn(p + a + 1, "0123456789");
+    return b > 0 && p[a + 1 + b] == 0;
+}
+
 /* Files by kind (kv_dir.h); segments are listed by kvr_list_segments. */
 static int list_entry(void *arg, const char *name)
 {
@@ -133,7 +146,9 @@ static int list_entry(void *arg, const char *name)
     case KV_FILE_HINT_ORPHAN: r = names_add(&rep->orphan_files, name); break;
     case KV_FILE_HINT_TMP: /* an unfinished hint file: recovery removes it */
     case KV_FILE_OTHER:
-    case KV_FILE_NKINDS: r = names_add(&rep->other_files, name); break;
+    case KV_FILE_NKINDS:
+        r = names_add(is_repl_file(name) ? &rep->repl_files : &rep->other_files, name);
+        break;
     }
     if (r < 0) l->oom = 1;
     return l->oom;
@@ -411,6 +426,7 @@ static kv_status list_directory(const kv_io *io, const char *dir, fsck_report *r
     names_sort(&rep->compact_files);
     names_sort(&rep->orphan_files);
     names_sort(&rep->other_files);
+    names_sort(&rep->repl_files);
     if (rep->nhints > 1) qsort(rep->hints, rep->nhints, sizeof *rep->hints, cmp_hint);
     return KV_OK;
 }
@@ -557,6 +573,7 @@ void fsck_report_free(fsck_report *rep)
     names_free(&rep->compact_files);
     names_free(&rep->orphan_files);
     names_free(&rep->other_files);
+    names_free(&rep->repl_files);
     free(rep->hints);
     rep->hints = NULL;
     rep->nhints = 0;

@@ -142,6 +142,9 @@ typedef struct fsck_report {
                                    (kvd removes it at start) */
     fsck_names orphan_files;    /* "<hint>.orphan[.N]": hints of missing segments that a
                                    repair set aside */
+    fsck_names repl_files;      /* replication's: "replication.state" (the node's ids and
+                                   primary) and "diverged.<first>-<last>" (records set aside
+                                   as not in the primary's history; docs/replication.md) */
     fsck_names other_files;     /* anything else but LOCK (kv_dir.h's KV_FILE_OTHER, an
                                    unfinished ".hint.tmp", a superseded segment) */
     fsck_hint *hints;           /* every NNNNNNNNNN.hint file, by name */

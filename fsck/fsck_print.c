@@ -158,6 +158,8 @@ static void json_summary(FILE *f, const fsck_report *rep)
     json_names(f, &rep->compact_files);
     fputs(",\"orphan_files\":", f);
     json_names(f, &rep->orphan_files);
+    fputs(",\"replication_files\":", f);
+    json_names(f, &rep->repl_files);
     fputs(",\"other_files\":", f);
     json_names(f, &rep->other_files);
     fputs(",\"error\":", f);
@@ -229,6 +231,7 @@ void fsck_text_summary(FILE *f, const fsck_report *rep, int locked)
     if (rep->salvage_files.n) text_names(f, ".salvage:", &rep->salvage_files);
     if (rep->compact_files.n) text_names(f, ".compact:", &rep->compact_files);
     if (rep->orphan_files.n) text_names(f, ".orphan:", &rep->orphan_files);
+    if (rep->repl_files.n) text_names(f, "replication:", &rep->repl_files);
     if (rep->other_files.n) text_names(f, "other files:", &rep->other_files);
     size_t by_state[FSCK_HINT_ORPHAN + 1] = {0};
     for (size_t i = 0; i < rep->nhints; i++) by_state[rep->hints[i].state]++;

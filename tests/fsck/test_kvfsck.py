@@ -495,15 +495,20 @@ class TestClean(Base):
         write(os.path.join(d, SEG1 + ".272.torn.1"), b"\0" * 3)
         write(os.path.join(d, "0000000002.seg.discarded"), seg_header(2))
         write(os.path.join(d, "notes.txt"), b"hello")
+        write(os.path.join(d, "replication.state"), b"replid 0\n")
+        write(os.path.join(d, "diverged.201-250"), b"\0" * 44)
+        write(os.path.join(d, "diverged.x"), b"")
         r = kvfsck(d)
         self.assertEqual(r.rc, CLEAN, r)  # recovery ignores these files, and so does the check
+        self.assertIn("replication:  2: diverged.201-250, replication.state", r.out)
         self.assertIn(".torn:        2: 0000000001.seg.272.torn, 0000000001.seg.272.torn.1", r.out)
         self.assertIn(".discarded:   1: 0000000002.seg.discarded", r.out)
-        self.assertIn("other files:  1: notes.txt", r.out)
+        self.assertIn("other files:  2: diverged.x, notes.txt", r.out)
         j = json.loads(kvfsck("--json", d).out)
         self.assertEqual(j["summary"]["torn_files"], ["0000000001.seg.272.torn", "0000000001.seg.272.torn.1"])
         self.assertEqual(j["summary"]["discarded_files"], ["0000000002.seg.discarded"])
-        self.assertEqual(j["summary"]["other_files"], ["notes.txt"])
+        self.assertEqual(j["summary"]["other_files"], ["diverged.x", "notes.txt"])
+        self.assertEqual(j["summary"]["replication_files"], ["diverged.201-250", "replication.state"])
         self.assertTrue(j["summary"]["lock_file"])
 
     def test_empty_directory_is_clean(self):
