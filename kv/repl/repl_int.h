@@ -80,7 +80,7 @@ struct kvrepl {
     int link_started, cron_started;
     unsigned link_gen;        /* bumped by REPLICAOF: the link starts over */
     int link_fd;              /* the link's socket, -1 none (shut down to stop it) */
-    int link_up;              /* streaming from the primary */
+    int link_up;              /* streaming from the primary (stored atomically) */
     const char *link_state;   /* ROLE's word */
     int sync_in_progress;
     long long link_down_since_ms; /* wall ms; 0 never up */

@@ -204,7 +204,7 @@ int kvrepl_replicaof(kvrepl *r, const char *host, int port, int *already, char *
         return -1;
     }
     r->link_gen++;
-    r->link_up = 0;
+    __atomic_store_n(&r->link_up, 0, __ATOMIC_RELEASE);
     r->sync_in_progress = 0;
     r->link_state = "connect";
     if (host && r->link_down_since_ms == 0) r->link_down_since_ms = repl_wall_ms();
@@ -221,20 +221,17 @@ int kvrepl_replicaof(kvrepl *r, const char *host, int port, int *already, char *
     return 0;
 }
 
+/* Both are asked for every command a client sends: no lock. The role is
+ * the store's replica flag, which REPLICAOF sets under r->mu with the
+ * state; link_up is stored atomically under r->mu. */
 int kvrepl_is_replica(kvrepl *r)
 {
-    pthread_mutex_lock(&r->mu);
-    int v = r->st.master_host[0] != 0;
-    pthread_mutex_unlock(&r->mu);
-    return v;
+    return kv_is_replica(r->s);
 }
 
 int kvrepl_link_down(kvrepl *r)
 {
-    pthread_mutex_lock(&r->mu);
-    int v = r->st.master_host[0] != 0 && !r->link_up;
-    pthread_mutex_unlock(&r->mu);
-    return v;
+    return kv_is_replica(r->s) && !__atomic_load_n(&r->link_up, __ATOMIC_ACQUIRE);
 }
 
 void kvrepl_psync(kvrepl *r, int fd, const char *replid, const char *offset, const kvrepl_peer *peer)

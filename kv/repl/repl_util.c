@@ -51,7 +51,7 @@ void repl_set_link_state(kvrepl *r, const char *state, int up, int syncing)
     r->link_state = state;
     if (up && !r->link_up) r->link_down_since_ms = 0;
     if (!up && r->link_up) r->link_down_since_ms = repl_wall_ms();
-    r->link_up = up;
+    __atomic_store_n(&r->link_up, up, __ATOMIC_RELEASE); /* kvrepl_link_down reads it unlocked */
     r->sync_in_progress = syncing;
     pthread_mutex_unlock(&r->mu);
 }
