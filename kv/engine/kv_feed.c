@@ -3,7 +3,7 @@
  * (puts, tombstones, batches) from a sequence number on, verbatim, out of
  * the segments, and waits at the end of the log for the writer; a
  * snapshot holds the segment files as they stand at one group boundary.
- * (A replica appends what a feed yields with kv_apply_records_async, in
+ * (A replica appends what a feed yields with kv_apply_records, in
  * kv_txn.c beside the other writes.)
  *
  * Owns: each feed's references on the segments it reads, each snapshot's.

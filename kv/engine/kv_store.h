@@ -475,19 +475,16 @@ void kv_set_retention(kv_store *s, uint64_t bytes);
  * top-level data records (put, tombstone, batch) as the primary's log has
  * them, back to back, the first with sequence number last_seq + 1 and
  * each following on from the one before. They are appended verbatim, with
- * their sequence numbers, in the group commit, and cb runs when they are
- * acknowledged under the fsync policy. The writer checks every record
- * again before anything is written (its header CRC and fields, lengths,
- * batch entries, the order; and, unless crc_checked says the caller has
- * just verified every record's CRC, that too) and refuses the whole
- * request, writing nothing, if one fails. buf must stay unchanged until
- * cb runs.
- * Returns KV_OK (cb will run exactly once, with KV_OK, KV_CORRUPT for a
- * bad record, KV_INVALID for a sequence number out of order, or a write
- * error), KV_INVALID (empty), KV_CLOSED, ENOMEM (cb will not run).
+ * their sequence numbers, in the group commit, and the call returns when
+ * they are acknowledged under the fsync policy. The writer checks every
+ * record again before anything is written (its header CRC and fields,
+ * lengths, batch entries, the order; and, unless crc_checked says the
+ * caller has just verified every record's CRC, that too) and refuses the
+ * whole request, writing nothing, if one fails. Not on the writer thread.
+ * Returns KV_OK, KV_CORRUPT (a bad record), KV_INVALID (empty, or a
+ * sequence number out of order), KV_CLOSED, a write error.
  */
-kv_status kv_apply_records_async(kv_store *s, const uint8_t *buf, size_t len, int crc_checked, kv_write_cb cb,
-                                 void *arg);
+kv_status kv_apply_records(kv_store *s, const uint8_t *buf, size_t len, int crc_checked);
 
 /*
  * A replica's full sync: replaces the store's whole contents with the data

@@ -101,7 +101,7 @@ typedef struct req {
     struct req *next;
     const kv_batch *batch; /* a batch write, or NULL */
     const uint8_t *raw;    /* records from a primary, appended verbatim
-                              (kv_apply_records_async), or NULL */
+                              (kv_apply_records), or NULL */
     size_t raw_len;
     int raw_checked;       /* the caller verified the raw records' CRCs */
     kv_txn_fn fn;          /* a transaction, or NULL */

@@ -218,23 +218,6 @@ kv_status kv_write_async(kv_store *s, const kv_batch *b, kv_write_cb cb, void *a
     return st;
 }
 
-kv_status kv_apply_records_async(kv_store *s, const uint8_t *buf, size_t len, int crc_checked, kv_write_cb cb,
-                                 void *arg)
-{
-    if (!buf || len == 0 || len > KV_MAX_RECORD_LEN * 2ull) return KV_INVALID;
-    req *r = calloc(1, sizeof *r);
-    if (!r) return ENOMEM;
-    r->raw = buf;
-    r->raw_len = len;
-    r->raw_checked = crc_checked != 0;
-    r->cb = cb;
-    r->arg = arg;
-    r->owned = 1;
-    kv_status st = enqueue(s, r);
-    if (st != KV_OK) free(r);
-    return st;
-}
-
 typedef struct waiter {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -266,6 +249,13 @@ kv_status enqueue_wait(kv_store *s, req *r)
     pthread_mutex_destroy(&w.mu);
     pthread_cond_destroy(&w.cv);
     return w.st;
+}
+
+kv_status kv_apply_records(kv_store *s, const uint8_t *buf, size_t len, int crc_checked)
+{
+    if (!buf || len == 0 || len > KV_MAX_RECORD_LEN * 2ull) return KV_INVALID;
+    req r = {.raw = buf, .raw_len = len, .raw_checked = crc_checked != 0};
+    return enqueue_wait(s, &r);
 }
 
 /* Queues a batch (a sync when b is NULL, a seal when seal is set) and

@@ -264,7 +264,7 @@ static void raw_op(kv_store *s, const kv_record *e, uint64_t at, size_t *ngops)
     ovl_insert(s, (*ngops)++);
 }
 
-/* Appends records a primary wrote (kv_apply_records_async) at *pos of the
+/* Appends records a primary wrote (kv_apply_records) at *pos of the
  * group buffer, verbatim, and records their ops for publishing. Every
  * record is checked first (both CRCs, a data record at the top level,
  * sequence numbers following on from *seq with no gap): a request that

@@ -4,7 +4,7 @@
  * a snapshot into a directory beside the data directory when it must
  * (full resync) and switches to it only once it is complete and
  * recovered (kv_replace_dir), then appends the primary's records as they
- * come (kv_apply_records_async) and acknowledges them.
+ * come (kv_apply_records) and acknowledges them.
  *
  * Owns: the link's socket (r->link_fd), the snapshot directory
  *   "<data dir>.sync" while a full resync runs.
@@ -199,23 +199,6 @@ static int handshake(link_t *l, char *line, size_t cap)
 
 /* ---- appending and acknowledging ---- */
 
-typedef struct applied {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-    kv_status st;
-} applied;
-
-static void on_applied(void *arg, kv_status st)
-{
-    applied *a = arg;
-    pthread_mutex_lock(&a->mu);
-    a->st = st;
-    a->done = 1;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-}
-
 /* Sends REPLCONF ACK <applied> FACK <fsynced>. Returns 0 or -errno. */
 static int send_ack(link_t *l)
 {
@@ -236,14 +219,7 @@ static int send_ack(link_t *l)
 static int flush_apply(link_t *l)
 {
     if (l->napply == 0) return 0;
-    applied a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    kv_status st = kv_apply_records_async(l->r->s, l->apply, l->napply, 1, on_applied, &a); /* CRCs checked by the parser */
-    if (st == KV_OK) {
-        pthread_mutex_lock(&a.mu);
-        while (!a.done) pthread_cond_wait(&a.cv, &a.mu);
-        pthread_mutex_unlock(&a.mu);
-        st = a.st;
-    }
+    kv_status st = kv_apply_records(l->r->s, l->apply, l->napply, 1); /* CRCs checked by the parser */
     l->napply = 0;
     if (st != KV_OK) {
         rlog(l->r, KV_LOG_WARN, "replication: appending the primary's records failed: %s; dropping the link",

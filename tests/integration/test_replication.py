@@ -165,6 +165,9 @@ class TestReplication(ReplicationBase):
         self.assertEqual(rc.get("a"), b"1")
         with self.assertRaisesRegex(redis.exceptions.ResponseError, "Invalid master port"):
             rc.execute_command("REPLICAOF", "127.0.0.1", "99999")
+        with self.assertRaisesRegex(redis.exceptions.ResponseError, "Invalid master host"):
+            rc.execute_command("REPLICAOF", "bad\nhost", p.port)
+        self.assertEqual(info(rc)["master_port"], p.port)  # refused: nothing changed
         # A restart keeps the primary and the position: no second full sync.
         r.restart()
         rc = self.client(r)

@@ -2,7 +2,7 @@
  * The log as replication sees it (kv/engine/kv_feed.c): a feed yields a
  * primary's data records verbatim, in order, from any sequence number the
  * log still holds as written, across segment rotations, and waits at the
- * end of the log; a replica appends them with kv_apply_records_async and
+ * end of the log; a replica appends them with kv_apply_records and
  * ends with the same keys, values, expiries and sequence numbers; a bad
  * or out-of-order record is refused whole; a compaction ends the history
  * before its output, and the retention bound keeps it; a snapshot holds
@@ -56,36 +56,13 @@ static void write_mix(kv_store *s, tu_model *m, int from, int n)
     }
 }
 
-typedef struct applied {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done;
-    kv_status st;
-} applied;
-
-static void on_applied(void *arg, kv_status st)
-{
-    applied *a = arg;
-    pthread_mutex_lock(&a->mu);
-    a->st = st;
-    a->done = 1;
-    pthread_cond_signal(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-}
-
 /* Whether apply() tells the writer the CRCs were checked. */
 static int apply_crc_checked;
 
 /* Applies buf to s and waits for the result. */
 static kv_status apply(kv_store *s, const uint8_t *buf, size_t len)
 {
-    applied a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, KV_OK};
-    kv_status st = kv_apply_records_async(s, buf, len, apply_crc_checked, on_applied, &a);
-    if (st != KV_OK) return st;
-    pthread_mutex_lock(&a.mu);
-    while (!a.done) pthread_cond_wait(&a.cv, &a.mu);
-    pthread_mutex_unlock(&a.mu);
-    return a.st;
+    return kv_apply_records(s, buf, len, apply_crc_checked);
 }
 
 /* Feeds everything from `from` to the end of a's log into b. Returns the
@@ -517,8 +494,28 @@ START_TEST(full_sync_replaces_the_contents_in_one_step)
     copy_snapshot(a, &snap, psync);
     uint64_t seq = snap.seq;
     kv_snapshot_release(a, &snap);
-    /* A snapshot that ends elsewhere than announced is refused. */
+    /* A snapshot with a flipped byte in a sealed segment is refused (a
+     * snapshot comes without hint files: its first open reads every
+     * record): nothing switches, the old contents stay served. */
     kvr_report rep;
+    char seg1[4300];
+    tu_seg_path(seg1, sizeof seg1, psync, 1);
+    FILE *fp = fopen(seg1, "r+b");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_int_eq(fseek(fp, 200, SEEK_SET), 0);
+    int c0 = fgetc(fp);
+    ck_assert_int_eq(fseek(fp, 200, SEEK_SET), 0);
+    fputc(c0 ^ 0x10, fp);
+    fclose(fp);
+    ck_assert_int_eq(kv_replace_dir(b, psync, seq, &rep), KV_CORRUPT);
+    ck_assert_ptr_nonnull(strstr(rep.message, "0000000001.seg"));
+    kvr_report_free(&rep);
+    tu_assert_store_equals(b, &old);
+    fp = fopen(seg1, "r+b");
+    ck_assert_int_eq(fseek(fp, 200, SEEK_SET), 0);
+    fputc(c0, fp);
+    fclose(fp);
+    /* So is one that ends elsewhere than announced. */
     ck_assert_int_eq(kv_replace_dir(b, psync, seq + 1, &rep), KV_CORRUPT);
     kvr_report_free(&rep);
     tu_assert_store_equals(b, &old);
