@@ -9,6 +9,7 @@
  * the files at one group boundary while the primary goes on.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -448,7 +449,7 @@ static kv_store *open_posix(const char *dir)
 typedef struct reader_arg {
     kv_store *s;
     int stop; /* atomic */
-    long reads, bad;
+    long reads, bad; /* reads: atomic */
 } reader_arg;
 
 /* Reads "old"/"new" markers while the contents switch: every read sees
@@ -465,7 +466,7 @@ static void *switch_reader(void *p)
         } else {
             r->bad++;
         }
-        r->reads++;
+        __atomic_add_fetch(&r->reads, 1, __ATOMIC_RELEASE);
     }
     return NULL;
 }
@@ -522,6 +523,7 @@ START_TEST(full_sync_replaces_the_contents_in_one_step)
     reader_arg ra = {b, 0, 0, 0};
     pthread_t th;
     pthread_create(&th, NULL, switch_reader, &ra);
+    while (__atomic_load_n(&ra.reads, __ATOMIC_ACQUIRE) == 0) sched_yield(); /* reading before the switch */
     ck_assert_int_eq(kv_replace_dir(b, psync, seq, &rep), KV_OK);
     kvr_report_free(&rep);
     __atomic_store_n(&ra.stop, 1, __ATOMIC_RELEASE);
