@@ -35,6 +35,11 @@ void feed_publish(kv_store *s, uint32_t seg, uint64_t end, uint64_t seq)
     if (wake) pthread_cond_broadcast(&s->q.feed_cv);
 }
 
+uint64_t kv_completed_seq(kv_store *s)
+{
+    return s->q.last_seq; /* writer thread: it alone writes it (under q.mu, for the others) */
+}
+
 void kv_set_replica(kv_store *s, int on)
 {
     __atomic_store_n(&s->replica, on ? 1 : 0, __ATOMIC_RELEASE);

@@ -457,6 +457,10 @@ typedef struct kv_repl_pos {
     uint64_t synced_seq;  /* the last one made durable by fdatasync */
 } kv_repl_pos;
 void kv_repl_position(kv_store *s, kv_repl_pos *p);
+/* kv_repl_pos.applied_seq, for a write's completion callback (kv_write_cb,
+ * kv_submit's cb): those run on the writer thread, the one thread that
+ * changes it, so no lock is taken. Elsewhere: kv_repl_position. */
+uint64_t kv_completed_seq(kv_store *s);
 
 /* A replica's store: readers still answer "absent" for expired keys, but
  * no expiry tombstone is noted or written (the primary's arrive in the

@@ -96,9 +96,7 @@ static void job_done(void *arg, kv_status st)
 {
     kvd_job *j = arg;
     kvd_env *env = j->c->env;
-    kv_repl_pos p;
-    kv_repl_position(env->store, &p);
-    j->seq = p.applied_seq;
+    j->seq = kv_completed_seq(env->store);
     int n = __atomic_load_n(&env->cfg->sync_replicas, __ATOMIC_RELAXED);
     if (st == KV_OK && n > 0 && env->repl && !kvrepl_is_replica(env->repl)) {
         int local, count;
