@@ -13,4 +13,4 @@ kv_ensure_packages() {
 }
 
 # What building kvd needs.
-KV_BUILD_PACKAGES=(build-essential cmake pkg-config zlib1g-dev libxxhash-dev libevent-dev)
+KV_BUILD_PACKAGES=(build-essential cmake pkg-config zlib1g-dev libxxhash-dev libevent-dev uthash-dev)

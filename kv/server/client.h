@@ -24,6 +24,7 @@ struct event;
 struct kvd_job;
 struct kvd_handoff;
 struct kvd_io;
+struct kvd_subref;
 
 /* A key WATCHed by a client, with its sequence number when watched. */
 typedef struct kvd_watch {
@@ -65,6 +66,24 @@ typedef struct kvd_client {
     int repl_port;       /* REPLCONF listening-port, 0 none */
     char repl_ip[64];    /* REPLCONF ip-address, "" none */
     int repl_capa_kvd;   /* REPLCONF capa kvd */
+    /* The registry (registry.h): the links, name, subscriptions and their
+     * counts change under its lock on this client's thread; other
+     * threads read them under it. */
+    struct kvd_client *reg_prev, *reg_next;
+    int registered;
+    struct kvd_subref *subs, *psubs; /* channels and patterns subscribed */
+    int nsub, npsub;
+    char laddr[64];                  /* the server's side of the connection */
+    int fd;
+    int mail_refs; /* atomic: mails posted to it and not yet taken (jobs.h) */
+    /* What CLIENT LIST shows of it, stored by its thread with relaxed
+     * atomics for other threads to read. */
+    long long last_ms;    /* ms since the epoch of its last command */
+    const char *last_cmd; /* the command table's name, or NULL */
+    long long pub_multi;  /* commands queued by MULTI, -1 outside MULTI */
+    uint64_t pub_qbuf;    /* unparsed input bytes */
+    uint64_t pub_omem;    /* unsent reply bytes */
+    int pub_blocked;      /* waiting (WAIT, WAITAOF) */
 } kvd_client;
 
 #endif

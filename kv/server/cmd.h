@@ -11,6 +11,9 @@
  *    on the writer thread (x->txn set, x->c NULL); reads go through the
  *    db_* helpers, which read through the transaction when there is one.
  *  - CMD_CONN: on the client's I/O thread with the connection (x->c set).
+ *    Inside MULTI it is queued and, at EXEC, runs on the I/O thread after
+ *    the transaction's reads and writes are done, its reply in its place
+ *    in EXEC's array (multi.c); CMD_NOTXN ones are refused in MULTI.
  * Replies and error texts follow Redis 7 (src/t_string.c, src/db.c,
  * src/expire.c, src/server.c, src/networking.c, src/multi.c).
  *
@@ -35,11 +38,13 @@ enum {
     CMD_READ = 1 << 1,       /* reads the store on the I/O thread (inside EXEC: on the writer) */
     CMD_NOAUTH = 1 << 2,     /* allowed before AUTH */
     CMD_CONN = 1 << 3,       /* needs the connection (x->c): runs on the I/O thread at once;
-                                refused inside MULTI unless CMD_NOMULTI */
+                                inside MULTI, queued and run after the transaction (above) */
     CMD_NOMULTI = 1 << 4,    /* runs at once even inside MULTI (EXEC, DISCARD, ...) */
     CMD_RUNS_MULTI = 1 << 5, /* sends the queued MULTI to the writer thread (EXEC) */
     CMD_STALE = 1 << 6,      /* a replica runs it even while its link is down and
                                 replica-serve-stale-data is no (INFO, REPLICAOF, ...) */
+    CMD_NOTXN = 1 << 7,      /* refused inside MULTI (WAIT, PSYNC, ...) */
+    CMD_PUBSUB_OK = 1 << 8,  /* allowed in subscriber mode (SUBSCRIBE, PING, QUIT, ...) */
 };
 
 /* What a command handler sees. */
@@ -79,8 +84,26 @@ void cmd_select(cmdctx *x);
 void cmd_auth(cmdctx *x);
 void cmd_hello(cmdctx *x);
 void cmd_client(cmdctx *x);
+void cmd_reset(cmdctx *x);
+void cmd_script(cmdctx *x);
 /* 1 if requirepass is set (AUTH is needed), else 0. Takes cfg_mu. */
 int kvd_password_set(kvd_env *env);
+
+/* ---- cmd_client.c ---- */
+
+void cmd_client(cmdctx *x);
+/* 1 if the n bytes at p may be a client name (printable ASCII, no
+ * space), as Redis's validateClientName; else 0. */
+int client_name_valid(const uint8_t *p, size_t n);
+
+/* ---- cmd_pubsub.c ---- */
+
+void cmd_subscribe(cmdctx *x);
+void cmd_unsubscribe(cmdctx *x);
+void cmd_psubscribe(cmdctx *x);
+void cmd_punsubscribe(cmdctx *x);
+void cmd_publish(cmdctx *x);
+void cmd_pubsub(cmdctx *x);
 
 /* ---- cmd_server.c ---- */
 

@@ -1,12 +1,9 @@
 /*
  * cmd_conn — the connection commands: PING, ECHO, QUIT, SELECT, AUTH,
- * HELLO, CLIENT (ID, SETNAME, GETNAME, SETINFO, INFO, LIST), as Redis 7's
- * src/server.c and src/networking.c.
+ * HELLO, RESET and SCRIPT KILL, as Redis 7's src/server.c,
+ * src/networking.c and src/eval.c. CLIENT is in cmd_client.c.
  *
- * Owns: the client's name and authenticated flag.
- * Never: reaches other I/O threads' clients: CLIENT LIST lists the
- *   clients of the caller's I/O thread only, the ones it may read without
- *   a lock (documented in docs/protocol.md).
+ * Owns: the client's authenticated flag.
  * Locking: requirepass is read under env->cfg_mu.
  */
 #include <errno.h>
@@ -18,6 +15,9 @@
 
 #include "clock.h"
 #include "cmd.h"
+#include "multi.h"
+#include "registry.h"
+#include "repl.h"
 
 void cmd_ping(cmdctx *x)
 {
@@ -25,10 +25,18 @@ void cmd_ping(cmdctx *x)
         rp_error(x->out, "ERR wrong number of arguments for 'ping' command");
         return;
     }
-    if (x->argc == 2)
+    if (x->c && x->c->nsub + x->c->npsub > 0) { /* subscriber mode: an array, as Redis's RESP2 */
+        rp_array(x->out, 2);
+        rp_bulk_str(x->out, "pong");
+        if (x->argc == 2)
+            rp_bulk(x->out, KEY(1));
+        else
+            rp_bulk(x->out, "", 0);
+    } else if (x->argc == 2) {
         rp_bulk(x->out, KEY(1));
-    else
+    } else {
         rp_status(x->out, "PONG");
+    }
 }
 
 void cmd_echo(cmdctx *x) { rp_bulk(x->out, KEY(1)); }
@@ -110,26 +118,6 @@ void cmd_auth(cmdctx *x)
     rp_ok(x->out);
 }
 
-static int valid_client_name(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] < '!' || p[i] > '~') return 0;
-    return 1;
-}
-
-static void set_name(kvd_client *c, const uint8_t *p, size_t n)
-{
-    free(c->name);
-    c->name = NULL;
-    if (n) {
-        c->name = malloc(n + 1);
-        if (c->name) {
-            memcpy(c->name, p, n);
-            c->name[n] = 0;
-        }
-    }
-}
-
 /* HELLO [protover [AUTH username password] [SETNAME clientname]] */
 void cmd_hello(cmdctx *x)
 {
@@ -168,7 +156,7 @@ void cmd_hello(cmdctx *x)
         } else if (arg_is(x, i, "setname") && i + 1 < x->argc) {
             name = x->argv[i + 1];
             name_len = x->argvlen[i + 1];
-            if (!valid_client_name(name, name_len)) {
+            if (!client_name_valid(name, name_len)) {
                 rp_error(x->out, "ERR Client names cannot contain spaces, newlines or special characters.");
                 return;
             }
@@ -185,7 +173,10 @@ void cmd_hello(cmdctx *x)
                           "select the RESP protocol version at the same time");
         return;
     }
-    if (name) set_name(c, name, name_len);
+    if (name && reg_set_name(x->env->reg, c, name, name_len) != 0) {
+        rp_error(x->out, "ERR out of memory");
+        return;
+    }
     rp_array(x->out, 14);
     rp_bulk_str(x->out, "server");
     rp_bulk_str(x->out, "kvd");
@@ -198,55 +189,40 @@ void cmd_hello(cmdctx *x)
     rp_bulk_str(x->out, "mode");
     rp_bulk_str(x->out, "standalone");
     rp_bulk_str(x->out, "role");
-    rp_bulk_str(x->out, "master");
+    rp_bulk_str(x->out, x->env->repl && kvrepl_is_replica(x->env->repl) ? "replica" : "master");
     rp_bulk_str(x->out, "modules");
     rp_array(x->out, 0);
 }
 
-void cmd_client(cmdctx *x)
+/* RESET: the connection as new (Redis 6.2's clearClientConnectionState):
+ * MULTI discarded, keys unwatched, every subscription dropped, the name
+ * cleared, authenticated only if no password is set. */
+void cmd_reset(cmdctx *x)
 {
     kvd_client *c = x->c;
-    if (arg_is(x, 1, "id") && x->argc == 2) {
-        rp_int(x->out, (long long)c->id);
-    } else if (arg_is(x, 1, "setname") && x->argc == 3) {
-        if (!valid_client_name(x->argv[2], x->argvlen[2])) {
-            rp_error(x->out, "ERR Client names cannot contain spaces, newlines or special characters.");
-            return;
+    multi_client_free(c);
+    for (int k = 0; k < 2; k++) {
+        uint8_t *p;
+        size_t n;
+        while (reg_first(x->env->reg, c, (reg_kind)k, &p, &n) == 1) {
+            reg_unsubscribe(x->env->reg, c, (reg_kind)k, p, n);
+            free(p);
         }
-        set_name(c, x->argv[2], x->argvlen[2]);
-        rp_ok(x->out);
-    } else if (arg_is(x, 1, "getname") && x->argc == 2) {
-        if (c->name)
-            rp_bulk_str(x->out, c->name);
-        else
-            rp_nil(x->out);
-    } else if (arg_is(x, 1, "setinfo") && x->argc == 4) {
-        if (!arg_is(x, 2, "lib-name") && !arg_is(x, 2, "lib-ver")) {
-            rp_error(x->out, "ERR Unrecognized option '%.*s'", (int)x->argvlen[2], (const char *)x->argv[2]);
-            return;
-        }
-        rp_ok(x->out);
-    } else if (arg_is(x, 1, "info") && x->argc == 2) {
-        char line[512];
-        snprintf(line, sizeof line, "id=%" PRIu64 " addr=%s name=%s age=%lld\n", c->id, c->addr,
-                 c->name ? c->name : "", (kvd_mstime() - c->ctime) / 1000);
-        rp_bulk_str(x->out, line);
-    } else if (arg_is(x, 1, "list") && x->argc == 2) {
-        /* Only this I/O thread's clients are visible without locking;
-         * list those (documented in docs/protocol.md). */
-        sbuf b = {0};
-        const kvd_client *o = c;
-        while (o->prev) o = o->prev; /* the list's head: the newest client */
-        for (; o; o = o->next) {
-            char line[512];
-            int n = snprintf(line, sizeof line, "id=%" PRIu64 " addr=%s name=%s age=%lld\n", o->id, o->addr,
-                             o->name ? o->name : "", (kvd_mstime() - o->ctime) / 1000);
-            sb_add(&b, line, (size_t)n);
-        }
-        rp_bulk(x->out, b.p ? b.p : "", b.len);
-        sb_free(&b);
-    } else {
-        rp_error(x->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT HELP.",
-                 (int)x->argvlen[1], (const char *)x->argv[1]);
     }
+    reg_set_name(x->env->reg, c, NULL, 0);
+    c->authenticated = !kvd_password_set(x->env);
+    rp_status(x->out, "RESET");
+}
+
+/* SCRIPT: kvd runs no scripts (yet), so KILL answers as Redis does when
+ * none is running; Sentinel sends it to a server that answers -BUSY. */
+void cmd_script(cmdctx *x)
+{
+    if (arg_is(x, 1, "kill") && x->argc == 2)
+        rp_error(x->out, "NOTBUSY No scripts in execution right now.");
+    else if (arg_is(x, 1, "kill"))
+        rp_error(x->out, "ERR wrong number of arguments for 'script|kill' command");
+    else
+        rp_error(x->out, "ERR unknown subcommand '%.*s'. Try SCRIPT HELP.", (int)x->argvlen[1],
+                 (const char *)x->argv[1]);
 }

@@ -8,7 +8,6 @@
  *   whole key directory in batches of 1024 (kv_scan), as Redis's KEYS
  *   walks the whole dict.
  */
-#include <fnmatch.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -16,6 +15,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "glob.h"
 #include "kv_keydir.h"
 
 void cmd_del(cmdctx *x)
@@ -193,27 +193,6 @@ void cmd_persist(cmdctx *x)
     kv_value_free(&v);
 }
 
-/* Glob matching as Redis's stringmatchlen, through fnmatch(3): keys and
- * patterns are NUL-terminated copies (a key holding a NUL byte matches
- * only on the part before it). */
-static int glob_match(const uint8_t *pat, size_t pl, const uint8_t *key, size_t kl)
-{
-    char pbuf[512], kbuf[512];
-    char *p = pl < sizeof pbuf ? pbuf : malloc(pl + 1);
-    char *k = kl < sizeof kbuf ? kbuf : malloc(kl + 1);
-    int r = 0;
-    if (p && k) {
-        memcpy(p, pat, pl);
-        p[pl] = 0;
-        memcpy(k, key, kl);
-        k[kl] = 0;
-        r = fnmatch(p, k, 0) == 0;
-    }
-    if (p != pbuf) free(p);
-    if (k != kbuf) free(k);
-    return r;
-}
-
 typedef struct keys_acc {
     const uint8_t *pat;
     size_t pl;
@@ -226,7 +205,7 @@ static void keys_one(void *arg, const uint8_t *key, size_t klen, uint64_t expire
 {
     (void)expire_ms;
     keys_acc *a = arg;
-    if (a->all || glob_match(a->pat, a->pl, key, klen)) {
+    if (a->all || kvd_glob_match(a->pat, a->pl, key, klen)) {
         rp_bulk(&a->body, key, klen);
         a->n++;
     }

@@ -20,15 +20,24 @@
 #define L CMD_CONN
 static const kvd_cmd table[] = {
     /* connection */
-    {"ping", -1, R | CMD_NOAUTH | CMD_STALE, cmd_ping, 0, 0, 0},
+    {"ping", -1, R | CMD_NOAUTH | CMD_STALE | CMD_PUBSUB_OK, cmd_ping, 0, 0, 0},
     {"echo", 2, R, cmd_echo, 0, 0, 0},
-    {"quit", -1, L | CMD_NOAUTH | CMD_NOMULTI, cmd_quit, 0, 0, 0},
+    {"quit", -1, L | CMD_NOAUTH | CMD_NOMULTI | CMD_PUBSUB_OK, cmd_quit, 0, 0, 0},
+    {"reset", 1, L | CMD_NOAUTH | CMD_NOMULTI | CMD_STALE | CMD_PUBSUB_OK, cmd_reset, 0, 0, 0},
     {"select", 2, L, cmd_select, 0, 0, 0},
     {"auth", -2, L | CMD_NOAUTH | CMD_NOMULTI, cmd_auth, 0, 0, 0},
     {"hello", -1, L | CMD_NOAUTH | CMD_NOMULTI, cmd_hello, 0, 0, 0},
     {"client", -2, L, cmd_client, 0, 0, 0},
     {"command", -1, L, cmd_command, 0, 0, 0},
     {"time", 1, R | CMD_STALE, cmd_time, 0, 0, 0},
+    {"script", -2, L | CMD_STALE, cmd_script, 0, 0, 0},
+    /* pub/sub */
+    {"subscribe", -2, L | CMD_STALE | CMD_PUBSUB_OK, cmd_subscribe, 0, 0, 0},
+    {"unsubscribe", -1, L | CMD_STALE | CMD_PUBSUB_OK, cmd_unsubscribe, 0, 0, 0},
+    {"psubscribe", -2, L | CMD_STALE | CMD_PUBSUB_OK, cmd_psubscribe, 0, 0, 0},
+    {"punsubscribe", -1, L | CMD_STALE | CMD_PUBSUB_OK, cmd_punsubscribe, 0, 0, 0},
+    {"publish", 3, L | CMD_STALE, cmd_publish, 0, 0, 0},
+    {"pubsub", -2, L | CMD_STALE, cmd_pubsub, 0, 0, 0},
     /* server */
     {"info", -1, R | CMD_STALE, cmd_info, 0, 0, 0},
     {"dbsize", 1, R, cmd_dbsize, 0, 0, 0},
@@ -40,12 +49,12 @@ static const kvd_cmd table[] = {
     {"bgrewriteaof", 1, R, cmd_compact, 0, 0, 0},
     {"scrub", 1, R | CMD_STALE, cmd_scrub, 0, 0, 0},
     /* replication */
-    {"replicaof", 3, R | CMD_STALE, cmd_replicaof, 0, 0, 0},
-    {"slaveof", 3, R | CMD_STALE, cmd_replicaof, 0, 0, 0},
-    {"replconf", -1, L | CMD_STALE, cmd_replconf, 0, 0, 0},
-    {"psync", -3, L | CMD_STALE, cmd_psync, 0, 0, 0},
-    {"wait", 3, L, cmd_wait, 0, 0, 0},
-    {"waitaof", 4, L, cmd_waitaof, 0, 0, 0},
+    {"replicaof", 3, L | CMD_STALE, cmd_replicaof, 0, 0, 0},
+    {"slaveof", 3, L | CMD_STALE, cmd_replicaof, 0, 0, 0},
+    {"replconf", -1, L | CMD_STALE | CMD_NOTXN, cmd_replconf, 0, 0, 0},
+    {"psync", -3, L | CMD_STALE | CMD_NOTXN, cmd_psync, 0, 0, 0},
+    {"wait", 3, L | CMD_NOTXN, cmd_wait, 0, 0, 0},
+    {"waitaof", 4, L | CMD_NOTXN, cmd_waitaof, 0, 0, 0},
     {"role", 1, R | CMD_STALE, cmd_role, 0, 0, 0},
     /* strings */
     {"get", 2, R, cmd_get, 1, 1, 1},

@@ -23,6 +23,7 @@
 #include "kvd_limits.h"
 #include "kvd_log.h"
 #include "multi.h"
+#include "registry.h"
 #include "repl.h"
 
 #define MAX_PENDING_PER_CLIENT 4096
@@ -39,9 +40,16 @@ static void stop_input(kvd_client *c)
     }
 }
 
+/* Jobs or mails still hold c: it is freed when the last comes back. */
+static int client_held(const kvd_client *c)
+{
+    return c->pending > 0 || __atomic_load_n(&c->mail_refs, __ATOMIC_ACQUIRE) > 0;
+}
+
 static void client_free(kvd_client *c)
 {
     kvd_io *io = c->io;
+    reg_remove(io->env->reg, c);
     stop_input(c);
     if (c->bev) bufferevent_free(c->bev);
     free(c->in);
@@ -62,7 +70,8 @@ static void client_free(kvd_client *c)
  * now, or once its write jobs have come back. */
 static void client_gone(kvd_client *c)
 {
-    if (c->pending > 0) {
+    reg_remove(c->env->reg, c); /* no new mail can reach it from here on */
+    if (client_held(c)) {
         c->gone = 1;
         stop_input(c);
         if (c->bev) {
@@ -139,15 +148,16 @@ static int obuf_enforce(kvd_client *c)
     kvd_env *env = c->env;
     uint64_t used = obuf_used(c);
     if (used > c->io->obuf_peak) c->io->obuf_peak = used;
-    kvd_obuf_limit lim = kvd_obuf_limit_load(&env->cfg->obuf_limits[KVD_OBUF_NORMAL]);
+    int cls = c->nsub + c->npsub > 0 ? KVD_OBUF_PUBSUB : KVD_OBUF_NORMAL;
+    kvd_obuf_limit lim = kvd_obuf_limit_load(&env->cfg->obuf_limits[cls]);
     long long now = (lim.soft && used >= lim.soft) ? kvd_mono_ms() : 0;
     kvd_obuf_verdict v = kvd_obuf_check(&lim, used, now, &c->obuf_soft_since);
     if (v == KVD_OBUF_OK) return 0;
     kvd_log(KVD_LOG_WARNING,
-            "Client id=%" PRIu64 " addr=%s name=%s age=%lld omem=%" PRIu64 " limit=%s "
+            "Client id=%" PRIu64 " addr=%s name=%s age=%lld omem=%" PRIu64 " limit=%s sub=%d psub=%d "
             "scheduled to be closed ASAP for overcoming of output buffer limits.",
             c->id, c->addr, c->name ? c->name : "", (kvd_mstime() - c->ctime) / 1000, used,
-            v == KVD_OBUF_HARD ? "hard" : "soft");
+            v == KVD_OBUF_HARD ? "hard" : "soft", c->nsub, c->npsub);
     counter_inc(&env->n.obuf_disconnections);
     c->out.len = 0;
     c->close_after_reply = 1;
@@ -298,6 +308,12 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
         if (c->in_multi) c->multi_error = 1;
         return;
     }
+    __atomic_store_n(&c->last_cmd, cmd->name, __ATOMIC_RELAXED);
+    if (c->nsub + c->npsub > 0 && !(cmd->flags & CMD_PUBSUB_OK)) {
+        rp_error(&c->out, "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
+                          "are allowed in this context", cmd->name);
+        return;
+    }
     if (!c->authenticated && !(cmd->flags & CMD_NOAUTH) && kvd_password_set(env)) {
         rp_error(&c->out, "NOAUTH Authentication required.");
         if (c->in_multi) c->multi_error = 1;
@@ -313,7 +329,7 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
         return;
     }
     if (c->in_multi && !(cmd->flags & CMD_NOMULTI)) {
-        if (cmd->flags & CMD_CONN) {
+        if (cmd->flags & CMD_NOTXN) {
             rp_error(&c->out, "ERR Command not allowed inside a transaction");
             c->multi_error = 1;
             return;
@@ -333,10 +349,19 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
     }
 }
 
+/* What CLIENT LIST shows of c, stored for other threads (registry.h). */
+static void publish_state(kvd_client *c)
+{
+    __atomic_store_n(&c->pub_qbuf, (uint64_t)(c->in_len - c->in_off), __ATOMIC_RELAXED);
+    __atomic_store_n(&c->pub_omem, obuf_used(c), __ATOMIC_RELAXED);
+    __atomic_store_n(&c->pub_multi, c->in_multi ? (long long)c->mq_len : -1, __ATOMIC_RELAXED);
+}
+
 static void process_input(kvd_client *c)
 {
     kvd_env *env = c->env;
     if (c->gone || !c->bev) return;
+    __atomic_store_n(&c->last_ms, kvd_mstime(), __ATOMIC_RELAXED);
 again:
     while (!c->close_after_reply && !c->io->stopping) {
         size_t avail = c->in_len - c->in_off;
@@ -405,6 +430,7 @@ again:
             c->in_cap = 0;
         }
     }
+    publish_state(c);
     if (c->eof && c->pending == 0 && !c->out_paused) c->close_after_reply = 1; /* paused: requests remain */
     if (c->close_after_reply && c->pending == 0 && c->bev &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
@@ -428,6 +454,8 @@ void conn_new(kvd_io *w, int fd)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->id = counter_inc(&env->n.next_client_id);
+    c->fd = fd;
+    c->pub_multi = -1;
     c->env = env;
     c->io = w;
     c->handoff = &w->ho;
@@ -445,6 +473,13 @@ void conn_new(kvd_io *w, int fd)
         getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
         snprintf(c->addr, sizeof c->addr, "%s:%s", host, serv);
     }
+    sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        char host[INET6_ADDRSTRLEN] = "?", serv[16] = "?";
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
+        snprintf(c->laddr, sizeof c->laddr, "%s:%s", host, serv);
+    }
+    reg_add(env->reg, c);
     c->next = w->clients;
     if (w->clients) w->clients->prev = c;
     w->clients = c;
@@ -469,13 +504,44 @@ void conn_jobs_done(kvd_io *io, kvd_job *done)
         kvd_client *c = j->c;
         c->pending--;
         if (j->st == KV_OK && j->seq > c->woff) c->woff = j->seq;
-        if (!c->gone) job_reply(c, j);
+        if (j->ndefer > 0)
+            multi_exec_reply(c, j);
+        else if (!c->gone)
+            job_reply(c, j);
         job_free(j);
         if (c->gone) {
-            if (c->pending == 0) client_free(c);
+            if (!client_held(c)) client_free(c);
             continue;
         }
         if (c->pending == 0 || !done || done->c != c) process_input(c);
+    }
+}
+
+void conn_mail(kvd_io *io, kvd_mail *mails)
+{
+    (void)io;
+    while (mails) {
+        kvd_mail *m = mails;
+        mails = m->next;
+        kvd_client *c = m->c;
+        if (!c->gone && c->bev && m->kind == MAIL_MESSAGE) {
+            sb_add(&c->out, m->blob->data, m->blob->len);
+        } else if (!c->gone && m->kind == MAIL_KILL) {
+            kvd_log(KVD_LOG_VERBOSE, "client id=%" PRIu64 " addr=%s closed by CLIENT KILL", c->id, c->addr);
+            c->out.len = 0;
+            c->close_after_reply = 1;
+            client_gone(c);
+        }
+        int left = mail_free(m);
+        if (c->gone) {
+            if (left == 0 && !client_held(c)) client_free(c);
+            continue;
+        }
+        /* The last mail of a run for c: check its limit, then send. */
+        if (!mails || mails->c != c) {
+            if (obuf_enforce(c)) continue;
+            flush_out(c);
+        }
     }
 }
 

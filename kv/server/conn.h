@@ -46,6 +46,11 @@ void conn_new(kvd_io *io, int fd);
  * finished them): each reply goes to its client, which then reads on. */
 void conn_jobs_done(kvd_io *io, kvd_job *done);
 
+/* Takes the mails `mails` (a list, in posting order; jobs.h): messages go
+ * to their clients' output, subject to the pubsub class's output-buffer
+ * limit; killed clients are closed. Each mail is freed. */
+void conn_mail(kvd_io *io, kvd_mail *mails);
+
 /* Once a second: the soft output limit's clock runs out even for a client
  * that gets no new replies (it is paused); publishes obuf_recent_max. */
 void conn_cron(kvd_io *io);

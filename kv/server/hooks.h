@@ -19,14 +19,16 @@
  *   server.c listener.c bg.c info.c -> server_state.h
  *   server_state.h -> kvd_server.h, worker.h, hooks.h
  *   worker.c -> worker.h -> conn.h
- *   conn.c -> conn.h, multi.h, cmd.h
+ *   conn.c -> conn.h, multi.h, registry.h, cmd.h
  *   conn.h -> jobs.h, client.h, hooks.h
  *   multi.c -> multi.h, jobs.h;  jobs.c -> jobs.h
- *   multi.h, jobs.h -> cmd.h, client.h
- *   cmd_table.c cmd_conn.c cmd_string.c cmd_keys.c cmd_server.c
- *     cmd_common.c -> cmd.h -> client.h -> hooks.h
+ *   multi.h -> jobs.h;  jobs.h -> cmd.h, client.h
+ *   cmd_conn.c -> multi.h, registry.h;  cmd_client.c cmd_pubsub.c -> registry.h
+ *   registry.c -> registry.h, jobs.h, glob.h;  registry.h -> client.h, reply.h
+ *   cmd_table.c cmd_conn.c cmd_client.c cmd_pubsub.c cmd_string.c cmd_keys.c
+ *     cmd_server.c cmd_common.c -> cmd.h -> client.h -> hooks.h
  *   hooks.h -> reply.h, resp.h, kvd_config.h (-> kvd_log.h)
- *   leaves: reply.h, resp.h, clock.h, kvd_log.h, kvd_limits.h
+ *   leaves: reply.h, resp.h, clock.h, glob.h, kvd_log.h, kvd_limits.h
  *
  * So command files sit below the connection code and the server shell,
  * and no file below server_state.h sees the kvd_server struct.
@@ -97,12 +99,14 @@ typedef struct kvd_hooks {
     void (*config_changed)(struct kvd_server *srv, const char *name);
 } kvd_hooks;
 
-struct kvrepl; /* kv/repl/repl.h */
+struct kvrepl;        /* kv/repl/repl.h */
+struct kvd_registry;  /* registry.h */
 
 /* The server as commands and connections see it. */
 typedef struct kvd_env {
     kv_store *store;
     struct kvrepl *repl;    /* replication (kv/repl/repl.h): set before the first client */
+    struct kvd_registry *reg; /* every client, pub/sub (registry.h): set before the first client */
     char run_id[41];        /* 40 hex characters, new at every start (INFO server) */
     kvd_config *cfg;
     pthread_mutex_t cfg_mu; /* guards cfg's strings (and CONFIG SET/GET as a whole) */

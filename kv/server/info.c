@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "kv_scrub.h"
 #include "repl.h"
+#include "registry.h"
 #include "server_state.h"
 
 /* INFO replication: Redis 7's fields in its order, then kvd's own. */
@@ -175,6 +176,9 @@ void kvd_info(kvd_server *srv, const char *section, sbuf *o)
              counter_get(&srv->env.n.hits),
              counter_get(&srv->env.n.misses));
         LINE("client_output_buffer_limit_disconnections:%" PRIu64 "\r\n", counter_get(&srv->env.n.obuf_disconnections));
+        long long nch, npat;
+        reg_counts(srv->env.reg, &nch, &npat);
+        LINE("pubsub_channels:%lld\r\npubsub_patterns:%lld\r\npubsubshard_channels:0\r\n", nch, npat);
         kvrepl_info ri;
         kvrepl_info_get(srv->env.repl, &ri);
         LINE("sync_full:%" PRIu64 "\r\nsync_partial_ok:%" PRIu64 "\r\nsync_partial_err:%" PRIu64 "\r\n\r\n",

@@ -155,3 +155,48 @@ void job_reply(kvd_client *c, const kvd_job *j)
     else
         rp_error(&c->out, "ERR write not done: %s", kv_strerror(j->st));
 }
+
+kvd_blob *blob_new(const void *p, size_t n)
+{
+    kvd_blob *b = malloc(sizeof *b + (n ? n : 1));
+    if (!b) return NULL;
+    b->refs = 1;
+    b->len = n;
+    if (n) memcpy(b->data, p, n);
+    return b;
+}
+
+void blob_put(kvd_blob *b)
+{
+    if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) free(b);
+}
+
+int mail_post(kvd_client *c, kvd_mail_kind kind, kvd_blob *blob)
+{
+    kvd_mail *m = malloc(sizeof *m);
+    if (!m) return -1;
+    m->next = NULL;
+    m->c = c;
+    m->kind = kind;
+    m->blob = blob;
+    if (blob) __atomic_add_fetch(&blob->refs, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c->mail_refs, 1, __ATOMIC_RELAXED);
+    kvd_handoff *h = c->handoff;
+    pthread_mutex_lock(&h->mu);
+    if (h->mtail)
+        h->mtail->next = m;
+    else
+        h->mhead = m;
+    h->mtail = m;
+    pthread_mutex_unlock(&h->mu);
+    event_active(h->wake, EV_READ, 0);
+    return 0;
+}
+
+int mail_free(kvd_mail *m)
+{
+    blob_put(m->blob);
+    int left = __atomic_sub_fetch(&m->c->mail_refs, 1, __ATOMIC_ACQ_REL);
+    free(m);
+    return left;
+}

@@ -44,13 +44,38 @@ typedef struct kvd_job {
     uint64_t seq;            /* the log's offset when it completed (the client's WAIT offset) */
     int sync_short;          /* synchronous mode: fewer replicas than asked fsynced it in time */
     int sync_count;          /* ... how many did */
+    size_t defer_off;        /* a queued CMD_CONN command: where in EXEC's reply its own goes */
+    int ndefer;              /* EXEC: queued CMD_CONN commands, run on the I/O thread after */
+    int aborted;             /* EXEC: a watched key had changed; nothing ran */
 } kvd_job;
 
-/* Finished jobs on their way back to one I/O thread. */
+/* Bytes shared by the mails of one message (a published message goes
+ * to many subscribers): freed by the last mail_free. */
+typedef struct kvd_blob {
+    int refs; /* atomic */
+    size_t len;
+    char data[];
+} kvd_blob;
+
+/* What one client's I/O thread is asked to do for it by another thread. */
+typedef enum kvd_mail_kind {
+    MAIL_MESSAGE, /* append blob (a pub/sub message, RESP) to its output */
+    MAIL_KILL,    /* close it (CLIENT KILL): unsent replies are dropped */
+} kvd_mail_kind;
+
+typedef struct kvd_mail {
+    struct kvd_mail *next;
+    kvd_client *c; /* holds one of c->mail_refs until the mail is taken */
+    kvd_mail_kind kind;
+    kvd_blob *blob; /* MAIL_MESSAGE; one reference */
+} kvd_mail;
+
+/* Finished jobs and mails on their way back to one I/O thread. */
 typedef struct kvd_handoff {
     pthread_mutex_t mu;
     kvd_job *head, *tail;
-    struct event *wake; /* made active (event_active) after each job */
+    kvd_mail *mhead, *mtail;
+    struct event *wake; /* made active (event_active) after each job or mail */
 } kvd_handoff;
 
 /* A job holding a copy of c's current request (c->args) for cmd.
@@ -76,5 +101,25 @@ kvd_job *job_new_blocked(kvd_client *c);
 /* Appends the reply of finished job j to c->out: its own reply, or the
  * error that explains why the write was not done (fail-stop). */
 void job_reply(kvd_client *c, const kvd_job *j);
+
+/* A blob holding a copy of n bytes at p, with one reference. NULL when
+ * out of memory. */
+kvd_blob *blob_new(const void *p, size_t n);
+/* Drops one reference (any thread); the last frees it. NULL is fine. */
+void blob_put(kvd_blob *b);
+
+/*
+ * Posts a mail of `kind` for client c to c's I/O thread and wakes it
+ * (any thread). Takes a reference on blob (may be NULL for MAIL_KILL)
+ * and one of c->mail_refs, which keep c allocated until the mail is
+ * taken (conn.c). The caller must know c is alive: it holds the
+ * registry's lock with c registered (registry.h). Returns 0, or -1 when
+ * out of memory (nothing posted).
+ */
+int mail_post(kvd_client *c, kvd_mail_kind kind, kvd_blob *blob);
+
+/* Frees one taken mail: drops its blob reference and c's mail_refs.
+ * Returns c's mail_refs left (the I/O thread frees a gone client at 0). */
+int mail_free(kvd_mail *m);
 
 #endif

@@ -42,6 +42,7 @@ static kv_status exec_txn(kv_txn *t, kvd_job *job, kvd_env *env)
         if (kv_txn_key_info(t, job->watch[i].key, job->watch[i].klen, NULL, &seq) != KV_OK) seq = 0;
         if (seq != job->watch[i].seq) {
             rp_null_array(&job->reply); /* a watched key changed: abort */
+            job->aborted = 1;
             return KV_OK;
         }
     }
@@ -49,6 +50,10 @@ static kv_status exec_txn(kv_txn *t, kvd_job *job, kvd_env *env)
     for (kvd_job *q = job->mq; q; q = q->next) n++;
     rp_array(&job->reply, (long long)n);
     for (kvd_job *q = job->mq; q; q = q->next) {
+        if (q->cmd->flags & CMD_CONN) { /* runs afterwards: multi_exec_reply */
+            q->defer_off = job->reply.len;
+            continue;
+        }
         cmdctx x = {env, NULL, q->argc, (const uint8_t *const *)q->argv, q->argvlen, t, &job->reply};
         q->cmd->fn(&x);
     }
@@ -88,6 +93,49 @@ void cmd_multi(cmdctx *x)
     rp_ok(x->out);
 }
 
+/* Runs queued command q on c's I/O thread, its reply to out. */
+static void run_here(kvd_client *c, const kvd_job *q, sbuf *out)
+{
+    cmdctx x = {c->env, c, q->argc, (const uint8_t *const *)q->argv, q->argvlen, NULL, out};
+    q->cmd->fn(&x);
+}
+
+/* EXEC of a queue of CMD_CONN commands only, nothing watched and nothing
+ * of c's in flight: no transaction needed. */
+static void exec_here(kvd_client *c)
+{
+    kvd_job *q = c->mq;
+    c->mq = c->mq_tail = NULL;
+    size_t n = c->mq_len;
+    multi_reset(c);
+    rp_array(&c->out, (long long)n);
+    for (kvd_job *k = q; k; k = k->next) run_here(c, k, &c->out);
+    while (q) {
+        kvd_job *next = q->next;
+        job_free(q);
+        q = next;
+    }
+}
+
+void multi_exec_reply(kvd_client *c, kvd_job *j)
+{
+    if (j->st != KV_OK || j->sync_short || j->aborted) {
+        if (!c->gone) job_reply(c, j);
+        return;
+    }
+    sbuf scratch = {0};
+    sbuf *out = c->gone ? &scratch : &c->out;
+    size_t off = 0;
+    for (kvd_job *q = j->mq; q; q = q->next) {
+        if (!(q->cmd->flags & CMD_CONN)) continue;
+        sb_add(out, j->reply.p + off, q->defer_off - off);
+        off = q->defer_off;
+        run_here(c, q, out);
+    }
+    sb_add(out, j->reply.p + off, j->reply.len - off);
+    sb_free(&scratch);
+}
+
 void cmd_exec(cmdctx *x)
 {
     kvd_client *c = x->c;
@@ -101,6 +149,12 @@ void cmd_exec(cmdctx *x)
         watch_clear(c);
         return;
     }
+    size_t n = 0, ndefer = 0;
+    for (kvd_job *q = c->mq; q; q = q->next, n++) ndefer += (q->cmd->flags & CMD_CONN) != 0;
+    if (ndefer == n && c->nwatch == 0 && c->pending == 0) {
+        exec_here(c);
+        return;
+    }
     kvd_job *j = calloc(1, sizeof *j);
     if (!j) {
         rp_error(x->out, "ERR out of memory");
@@ -108,6 +162,7 @@ void cmd_exec(cmdctx *x)
         watch_clear(c);
         return;
     }
+    j->ndefer = (int)ndefer;
     j->c = c;
     j->run = exec_txn;
     j->mq = c->mq;

@@ -27,6 +27,7 @@
 #include "kv_scrub.h"
 #include "kvd_log.h"
 #include "repl.h"
+#include "registry.h"
 #include "server_state.h"
 
 static void store_log(void *arg, int level, const char *msg)
@@ -319,7 +320,10 @@ kvd_server *kvd_server_start(kvd_config *cfg, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return NULL;
     }
-    if (fit_open_files(srv, err, errcap) < 0 || open_store(srv, err, errcap) < 0) {
+    srv->env.reg = reg_new();
+    if (!srv->env.reg || fit_open_files(srv, err, errcap) < 0 || open_store(srv, err, errcap) < 0) {
+        if (!srv->env.reg) snprintf(err, errcap, "out of memory");
+        reg_free(srv->env.reg);
         free(srv);
         return NULL;
     }
@@ -353,6 +357,7 @@ fail:
     if (srv->base) event_base_free(srv->base);
     kv_close(srv->env.store);
     kvrepl_free(srv->env.repl);
+    reg_free(srv->env.reg);
     free(srv);
     return NULL;
 }
@@ -419,6 +424,7 @@ int kvd_server_run(kvd_server *srv)
         rc = 1;
     }
     pthread_mutex_destroy(&srv->env.cfg_mu);
+    reg_free(srv->env.reg);
     free(srv);
     kvd_log(KVD_LOG_NOTICE, "kvd is now ready to exit, bye bye...");
     return rc;

@@ -24,6 +24,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     w->nnew = w->cap_new = 0;
     kvd_job *done = w->io.ho.head;
     w->io.ho.head = w->io.ho.tail = NULL;
+    kvd_mail *mails = w->io.ho.mhead;
+    w->io.ho.mhead = w->io.ho.mtail = NULL;
     pthread_mutex_unlock(&w->io.ho.mu);
     for (size_t i = 0; i < nfds; i++) {
         if (w->io.stopping) {
@@ -35,6 +37,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     }
     free(fds);
     conn_jobs_done(&w->io, done);
+    conn_mail(&w->io, mails);
 }
 
 /* Once a second on each I/O thread (conn_cron). */
@@ -193,6 +196,11 @@ void kvd_workers_finish(kvd_worker *ws, int n)
     for (int i = 0; i < n; i++) pthread_join(ws[i].thread, NULL);
     for (int i = 0; i < n; i++) {
         kvd_worker *w = &ws[i];
+        while (w->io.ho.mhead) { /* posted after the last wake-up: its clients are still here */
+            kvd_mail *m = w->io.ho.mhead;
+            w->io.ho.mhead = m->next;
+            mail_free(m);
+        }
         conn_free_all(&w->io);
         event_free(w->io.ho.wake);
         event_free(w->ev_clients_cron);

@@ -23,7 +23,7 @@ VALUE_LEN = 100 * 1024
 GET_BIG = cmd("GET", "bigkey")
 MAX_CLIENTS_ERR = "ERR max number of clients reached"
 OBUF_LINE = re.compile(r"Client id=\d+ addr=127\.0\.0\.1:\d+ name=\S* age=\d+ omem=(\d+) limit=(hard|soft) "
-                       r"scheduled to be closed ASAP for overcoming of output buffer limits\.")
+                       r"sub=\d+ psub=\d+ scheduled to be closed ASAP for overcoming of output buffer limits\.")
 ACCEPT_LINE = "Accepting client connection: accept:"
 TICKS = os.sysconf("SC_CLK_TCK")
 
