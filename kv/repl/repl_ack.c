@@ -13,12 +13,13 @@
 
 #include "repl_int.h"
 
+/* Replicas online (streaming, link not closing) that hold seq. */
 static int do_count(kvrepl *r, uint64_t seq, int fsynced)
 {
     int n = 0;
     for (kvrepl_replica *rp = r->replicas; rp; rp = rp->next)
         if (__atomic_load_n(&rp->state, __ATOMIC_ACQUIRE) == RSTATE_ONLINE &&
-            ld64(fsynced ? &rp->fack : &rp->ack) >= seq)
+            !__atomic_load_n(&rp->closing, __ATOMIC_ACQUIRE) && ld64(fsynced ? &rp->fack : &rp->ack) >= seq)
             n++;
     return n;
 }

@@ -369,6 +369,7 @@ static void run_link(link_t *l)
     if (!stale) {
         l->fd = fd;
         l->have = 0;
+        l->last_ack_ms = 0; /* the first ACK goes out as soon as the stream (or snapshot) is in */
         char line[512];
         if (handshake(l, line, sizeof line) == 0) run_stream(l, line);
     }

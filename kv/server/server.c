@@ -381,13 +381,12 @@ static void repl_drain(kvd_server *srv)
 {
     kv_repl_pos p;
     kv_repl_position(srv->env.store, &p);
-    kvrepl_info in;
-    kvrepl_info_get(srv->env.repl, &in);
-    size_t n = in.replica ? 0 : in.nreplicas;
-    kvrepl_info_free(&in);
-    if (n == 0) return;
+    if (kvrepl_is_replica(srv->env.repl)) return;
     long long deadline = kvd_mstime() + 10000;
-    while (kvrepl_count_acked(srv->env.repl, p.applied_seq, 0) < (int)n && kvd_mstime() < deadline) {
+    /* Counted again each time: a replica that leaves meanwhile (its link
+     * closed) is not waited for. */
+    while (kvrepl_count_acked(srv->env.repl, p.applied_seq, 0) < kvrepl_online_count(srv->env.repl) &&
+           kvd_mstime() < deadline) {
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
