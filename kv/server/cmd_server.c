@@ -92,7 +92,8 @@ static int config_mutable_repl(const char *name)
     static const char *const names[] = {"masterauth", "repl-backlog-size", "repl-backlog-ttl", "repl-timeout",
                                         "repl-ping-replica-period", "repl-ping-slave-period",
                                         "replica-serve-stale-data", "slave-serve-stale-data", "replica-priority",
-                                        "slave-priority", "sync-replicas", "sync-replicas-timeout",
+                                        "slave-priority", "replica-announce-ip", "slave-announce-ip",
+                                        "replica-announce-port", "slave-announce-port", "replica-announced", "sync-replicas", "sync-replicas-timeout",
                                         "replica-read-only", "slave-read-only"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcasecmp(name, names[i])) return 1;

@@ -97,6 +97,13 @@ typedef struct kvd_config {
     int repl_ping_period;      /* seconds between keepalives to replicas, default 10 */
     int replica_serve_stale;   /* 1 (default): a replica serves reads while its link is down */
     int replica_priority;      /* Sentinel's promotion order, default 100; 0 = never */
+    char *replica_announce_ip; /* address a replica sends its primary as its own
+                                  (REPLCONF ip-address), or NULL: the primary
+                                  takes the connection's */
+    int replica_announce_port; /* port it sends (REPLCONF listening-port),
+                                  0 (default): its own */
+    int replica_announced;     /* 1 (default): INFO replica_announced:1, so
+                                  Sentinel lists this replica */
     int sync_replicas;         /* replicas that must fsync a write before it is
                                   acknowledged, default 0 (asynchronous) */
     int sync_replicas_timeout; /* ms a write waits for them, default 10000 */

@@ -195,9 +195,10 @@ static int apply_line(kvd_config *c, const char *path, unsigned lineno, const ch
     if (!s) {
         kvd_config_errf(err, errcap, "%s:%u: unknown setting '%s'", path, lineno, a.argv[0]);
         rc = -1;
-    } else if (s->type == T_OBUF && a.argc >= 2) {
-        /* "client-output-buffer-limit normal 0 0 0": the words after the
-         * name are the value, as in redis.conf. */
+    } else if ((s->type == T_OBUF && a.argc >= 2) || (s->type == T_REPLICAOF && a.argc == 3)) {
+        /* "client-output-buffer-limit normal 0 0 0", "replicaof HOST PORT"
+         * (as CONFIG REWRITE writes it): the words after the name are the
+         * value, as in redis.conf. */
         char *joined = join_words(a.argv + 1, a.argc - 1);
         char msg[512];
         if (!joined) {

@@ -3,15 +3,20 @@
  * the public side): the table of settings and the one function that
  * checks a value and stores it.
  *
- *   kvd_config.c       the settings table, defaults, value syntax,
- *                      kvd_setting_apply, kvd_config_set and _get
- *   kvd_config_file.c  the config file: lines, trimming, quoting
- *   kvd_config_args.c  the command line (file first, then flags), --help
+ *   kvd_config_table.c    the settings table, aliases, defaults
+ *                         (kvd_config_init, kvd_config_free)
+ *   kvd_config.c          value syntax, kvd_setting_apply,
+ *                         kvd_config_set and _get
+ *   kvd_config_file.c     the config file: lines, trimming, quoting
+ *   kvd_config_args.c     the command line (file first, then flags), --help
+ *   kvd_config_rewrite.c  CONFIG REWRITE and the example config file
  *
- * Calls go one way: kvd_config_args.c calls the file reader and
- * kvd_config.c, the file reader calls kvd_config.c, and kvd_config.c
- * calls neither, so all three read settings through kvd_setting_apply
- * and a value means the same from a file, a flag and CONFIG SET.
+ * Calls go one way: kvd_config_args.c calls the file reader, the rewrite
+ * and kvd_config.c; the rewrite calls the file reader and kvd_config.c;
+ * the file reader calls kvd_config.c; kvd_config.c calls none of them,
+ * and kvd_config_table.c calls nothing. So all of them read settings
+ * through kvd_setting_apply and a value means the same from a file, a
+ * flag and CONFIG SET.
  *
  * Owns: nothing; the table is constant.
  * Never: included outside the kvd_config files.
@@ -60,6 +65,15 @@ typedef struct kvd_setting {
 /* Every setting, in CONFIG GET and --help order; a row with a NULL name
  * ends it. */
 extern const kvd_setting kvd_settings[];
+
+/* Another name for a setting ("fsync" for "appendfsync", Redis's slave*
+ * names), in the file, CONFIG and as a flag. */
+typedef struct kvd_setting_alias {
+    const char *alias, *name;
+} kvd_setting_alias;
+
+/* Every alias; a row with a NULL alias ends it. */
+extern const kvd_setting_alias kvd_setting_aliases[];
 
 /* The field of c that s describes. */
 static inline void *kvd_setting_field(struct kvd_config *c, const kvd_setting *s)

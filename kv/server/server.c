@@ -83,12 +83,17 @@ static int maxclients_fit(kvd_server *srv, int wanted)
     return kvd_nofile_fit(srv->nofile_limit, srv->fd_reserved, wanted);
 }
 
-/* The replication settings from cfg (atomic loads; masterauth apart). */
+/* The replication settings from cfg (atomic loads, and the announced
+ * address under cfg_mu; masterauth apart). Takes cfg_mu: call without it. */
 static void repl_settings(kvd_server *srv, kvrepl_settings *rs)
 {
     const kvd_config *c = srv->env.cfg;
     kvrepl_settings_init(rs);
-    rs->listening_port = srv->port;
+    int announce_port = __atomic_load_n(&c->replica_announce_port, __ATOMIC_RELAXED);
+    rs->listening_port = announce_port ? announce_port : srv->port;
+    pthread_mutex_lock(&srv->env.cfg_mu);
+    snprintf(rs->announce_ip, sizeof rs->announce_ip, "%s", c->replica_announce_ip ? c->replica_announce_ip : "");
+    pthread_mutex_unlock(&srv->env.cfg_mu);
     rs->backlog_bytes = __atomic_load_n(&c->repl_backlog_size, __ATOMIC_RELAXED);
     rs->backlog_ttl_ms = 1000LL * __atomic_load_n(&c->repl_backlog_ttl, __ATOMIC_RELAXED);
     rs->timeout_ms = 1000LL * __atomic_load_n(&c->repl_timeout, __ATOMIC_RELAXED);

@@ -611,7 +611,8 @@ static const char *const expected_names[] = {
     "proto-max-bulk-len",     "client-query-buffer-limit",   "client-output-buffer-limit", "hz", "compact-dead-ratio",
     "compact-min-dead", "hint-files", "preallocate", "scrub-interval", "scrub-rate",
     "replicaof", "masterauth", "repl-backlog-size", "repl-backlog-ttl", "repl-timeout",
-    "repl-ping-replica-period", "replica-serve-stale-data", "replica-priority", "sync-replicas",
+    "repl-ping-replica-period", "replica-serve-stale-data", "replica-priority",
+    "replica-announce-ip", "replica-announce-port", "replica-announced", "sync-replicas",
     "sync-replicas-timeout",
 };
 
@@ -649,6 +650,9 @@ static const struct {
     {"repl-ping-replica-period", "1", "1"},
     {"replica-serve-stale-data", "no", "no"},
     {"replica-priority", "0", "0"},
+    {"replica-announce-ip", "10.0.0.9", "10.0.0.9"},
+    {"replica-announce-port", "12345", "12345"},
+    {"replica-announced", "no", "no"},
     {"sync-replicas", "2", "2"},
     {"sync-replicas-timeout", "250", "250"},
 };
