@@ -411,3 +411,28 @@ int kvd_config_get(const kvd_config *c, const char *name, char *buf, size_t cap)
     }
     return -1;
 }
+
+/* See kvd_config_int.h. */
+void kvd_setting_default_text(const kvd_config *d, const kvd_setting *s, int here, char *buf, size_t cap)
+{
+    if (s->type == T_SIZE) {
+        kvd_format_size(*(const uint64_t *)kvd_setting_cfield(d, s), buf, cap);
+    } else if (s->type == T_OBUF) {
+        const kvd_obuf_limit *l = &d->obuf_limits[KVD_OBUF_NORMAL];
+        char hard[24], soft[24];
+        kvd_format_size(l->hard, hard, sizeof hard);
+        kvd_format_size(l->soft, soft, sizeof soft);
+        snprintf(buf, cap, "normal %s %s %" PRIu64, hard, soft, l->soft_secs);
+    } else if (s->off == offsetof(kvd_config, io_threads)) {
+        if (here)
+            snprintf(buf, cap, "online CPUs - 1, %d here", d->io_threads);
+        else
+            snprintf(buf, cap, "online CPUs - 1");
+    } else if (s->off == offsetof(kvd_config, logfile)) {
+        snprintf(buf, cap, "stderr");
+    } else if (s->type == T_OPT_STRING || s->type == T_REPLICAOF) {
+        snprintf(buf, cap, "none");
+    } else if (kvd_config_get(d, s->name, buf, cap) < 0) {
+        snprintf(buf, cap, "?");
+    }
+}

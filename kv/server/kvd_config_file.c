@@ -180,6 +180,17 @@ static char *join_words(char *const *words, int n)
     return out;
 }
 
+/* See kvd_config_int.h. */
+const kvd_setting *kvd_config_line_setting(const char *line)
+{
+    line_args a;
+    const char *why;
+    if (split_line(line, &a, &why) < 0) return NULL;
+    const kvd_setting *s = a.argc > 0 ? kvd_setting_find(a.argv[0], strlen(a.argv[0])) : NULL;
+    line_args_free(&a);
+    return s;
+}
+
 /* Applies one config line (already trimmed, not a comment). */
 static int apply_line(kvd_config *c, const char *path, unsigned lineno, const char *line, char *err, size_t errcap)
 {

@@ -107,6 +107,23 @@ void kvd_config_errf(char *err, size_t cap, const char *fmt, ...) __attribute__(
 void kvd_format_size(uint64_t v, char *buf, size_t cap);
 
 /*
+ * The default of s as --help and the example config file show it, d a
+ * kvd_config_init'ed struct: sizes with units ("64mb"), "none" for an
+ * unset string, "stderr" for logfile, the normal class of
+ * client-output-buffer-limit; io-threads as "online CPUs - 1", with ", N
+ * here" when `here` is 1. Writes at most cap bytes into buf.
+ */
+void kvd_setting_default_text(const struct kvd_config *d, const kvd_setting *s, int here, char *buf, size_t cap);
+
+/*
+ * The setting a config-file line names: line is trimmed, not empty and not
+ * a comment. Returns its row (aliases resolved), or NULL when the line
+ * does not split into words (unbalanced quotes, a closing quote followed
+ * by a letter) or its first word names no setting, or out of memory.
+ */
+const kvd_setting *kvd_config_line_setting(const char *line);
+
+/*
  * Reads the config file at path into c, line by line as Redis 7's
  * loadServerConfigFromString() does, stopping at the first bad line.
  * Settings of lines before it stay applied. Returns 0, or -1 with err

@@ -207,3 +207,24 @@ void kvd_config_free(kvd_config *c)
     c->dir = c->bind = c->requirepass = c->pidfile = c->logfile = c->config_file = NULL;
     c->replicaof = c->masterauth = c->replica_announce_ip = NULL;
 }
+
+/* A copy of *s in a new string, NULL staying NULL. Returns 0, or -1 when
+ * out of memory. */
+static int dup_str(char **dst, const char *s)
+{
+    *dst = s ? strdup(s) : NULL;
+    return s && !*dst ? -1 : 0;
+}
+
+int kvd_config_copy(kvd_config *dst, const kvd_config *src)
+{
+    memcpy(dst, src, sizeof *dst);
+    char **strs[] = {&dst->dir,        &dst->bind,       &dst->requirepass,         &dst->pidfile,
+                     &dst->logfile,    &dst->config_file, &dst->replicaof,          &dst->masterauth,
+                     &dst->replica_announce_ip};
+    int failed = 0;
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (dup_str(strs[i], *strs[i]) < 0) failed = 1;
+    if (failed) kvd_config_free(dst); /* frees the copies made; the others are NULL */
+    return failed ? -1 : 0;
+}

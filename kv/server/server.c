@@ -283,6 +283,20 @@ static int open_repl(kvd_server *srv, char *err, size_t errcap)
     if (!srv->env.repl) return -1;
     kvrepl_set_masterauth(srv->env.repl, cfg->masterauth);
     if (cfg->replicaof && repl_apply_replicaof(srv, cfg->replicaof, err, errcap) < 0) return -1;
+    /* A role the state file kept (a REPLICAOF before the restart) shows in
+     * the replicaof setting too, which follows the live role from here on
+     * (cmd_replicaof): CONFIG GET and CONFIG REWRITE see it. */
+    kvrepl_info in;
+    kvrepl_info_get(srv->env.repl, &in);
+    if (!cfg->replicaof && in.replica) {
+        char value[KVRSTATE_HOST_MAX + 16];
+        snprintf(value, sizeof value, "%s %d", in.master_host, in.master_port);
+        if (kvd_config_set(cfg, "replicaof", value, err, errcap) < 0) {
+            kvrepl_info_free(&in);
+            return -1;
+        }
+    }
+    kvrepl_info_free(&in);
     return 0;
 }
 
