@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kvd_config_int.h"
@@ -381,6 +382,31 @@ static int sync_dir_of(const char *path)
     return e;
 }
 
+/* Creates a new file "<path>.XXXXXX" (six letters or digits, as Redis's
+ * mkostemp) into tmp (PATH_MAX bytes), mode 0600, with open(2) itself:
+ * mkostemp opens inside libc, where the crash tests' I/O shim
+ * (tests/crash/iotrace.c) cannot see the file. Returns the descriptor
+ * or -errno. */
+static int create_temp(const char *path, char *tmp)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    static uint64_t counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 40);
+    for (int attempt = 0; attempt < 100; attempt++) {
+        x += __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) * 0x9e3779b97f4a7c15ull; /* a new name each try */
+        char suffix[7];
+        uint64_t y = x ^ (x >> 29);
+        for (int i = 0; i < 6; i++, y /= 62) suffix[i] = abc[y % 62];
+        suffix[6] = '\0';
+        if (snprintf(tmp, PATH_MAX, "%s.%s", path, suffix) >= PATH_MAX) return -ENAMETOOLONG;
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST) return fd >= 0 ? fd : -errno;
+    }
+    return -EEXIST;
+}
+
 /* Replaces the file at path with text, durably: a temporary file
  * "<path>.XXXXXX" written, given mode, fsynced, renamed over path, and
  * the directory fsynced. Returns 0 or -errno; before the rename the old
@@ -388,9 +414,8 @@ static int sync_dir_of(const char *path)
 static int replace_file(const char *path, const char *text, mode_t mode)
 {
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= (int)sizeof tmp) return -ENAMETOOLONG;
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) return -errno;
+    int fd = create_temp(path, tmp);
+    if (fd < 0) return fd;
     int e = write_all(fd, text, strlen(text));
     if (!e && fchmod(fd, mode) < 0) e = -errno;
     if (!e && fsync(fd) < 0) e = -errno;
