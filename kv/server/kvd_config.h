@@ -18,7 +18,8 @@
  *     enough: each setting is read on its own, and no reader takes a new
  *     value as a sign that other memory has changed. A plain read without
  *     cfg_mu is a data race.
- *   - strings (dir, bind, requirepass, pidfile, logfile) are freed and
+ *   - strings (dir, bind, requirepass, pidfile, logfile, replicaof,
+ *     masterauth, replica-announce-ip) are freed and
  *     replaced by kvd_config_set: read them only with cfg_mu held, and
  *     copy what must outlive it. config_file is set by
  *     kvd_config_parse_args alone and never changes afterwards.

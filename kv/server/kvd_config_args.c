@@ -233,7 +233,10 @@ void kvd_config_usage(void)
     print_names(3);
     printf("\n"
            "  \"fsync\" is another name for appendfsync; \"appendonly yes\" is accepted\n"
-           "  and ignored (kvd always keeps its log).\n"
+           "  and ignored (kvd always keeps its log). kvd --print-example-config prints\n"
+           "  every setting with its default, commented out (kvd.conf in the source).\n"
+           "  CONFIG REWRITE writes the running settings back into CONFIG-FILE,\n"
+           "  keeping its comments, as Redis does.\n"
            "\n"
            "  # kvd.conf\n"
            "  dir /var/lib/kvd\n"
