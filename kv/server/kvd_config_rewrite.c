@@ -102,8 +102,8 @@ static char *dup_len(const char *p, size_t n)
 /* One line of the old file (len bytes at p, not yet trimmed). */
 static void read_old_line(rw_state *st, const char *p, size_t len)
 {
-    while (len && strchr(" \t\r\n", *p)) p++, len--;
-    while (len && strchr(" \t\r\n", p[len - 1])) len--;
+    while (len && *p && strchr(" \t\r\n", *p)) p++, len--;
+    while (len && p[len - 1] && strchr(" \t\r\n", p[len - 1])) len--;
     char *line = dup_len(p, len);
     if (!line || len == 0 || line[0] == '#') {
         if (line && st->needs_signature && !strcmp(line, SIGNATURE)) st->needs_signature = 0;
@@ -209,6 +209,7 @@ static char *cat3(const char *a, const char *b, const char *c)
 static char *replicaof_line(const char *name, const char *v)
 {
     const char *sp = strrchr(v, ' ');
+    if (!sp) return cat3(name, " ", v); /* not "HOST PORT": kvd_config_set never stores that */
     if (strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:-_[]%") == (size_t)(sp - v))
         return cat3(name, " ", v);
     char *host = dup_len(v, (size_t)(sp - v));
