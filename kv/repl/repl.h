@@ -40,7 +40,12 @@ typedef struct kvrepl kvrepl;
 /* Settings the server passes in (at start and on CONFIG SET). Times in
  * milliseconds, sizes in bytes. */
 typedef struct kvrepl_settings {
-    int listening_port;          /* this node's client port (REPLCONF listening-port) */
+    int listening_port;          /* the port a replica gives its primary (REPLCONF
+                                    listening-port): its client port, or
+                                    replica-announce-port */
+    char announce_ip[KVRSTATE_HOST_MAX + 1]; /* replica-announce-ip: sent as REPLCONF
+                                    ip-address; "" (default): not sent, the
+                                    primary takes the connection's address */
     uint64_t backlog_bytes;      /* repl-backlog-size: log kept for partial resyncs */
     long long backlog_ttl_ms;    /* repl-backlog-ttl: kept that long with no replica (0 = always) */
     long long timeout_ms;        /* repl-timeout: a silent link is dropped after it */

@@ -151,8 +151,9 @@ static int handshake(link_t *l, char *line, size_t cap)
     kvrepl *r = l->r;
     pthread_mutex_lock(&r->mu);
     char *auth = r->masterauth ? strdup(r->masterauth) : NULL;
-    char port[16], replid[41];
+    char port[16], replid[41], ip[sizeof r->set.announce_ip];
     snprintf(port, sizeof port, "%d", r->set.listening_port);
+    memcpy(ip, r->set.announce_ip, sizeof ip);
     kv_repl_pos p;
     kv_repl_position(r->s, &p);
     /* A log wholly within the previous history (a former primary that
@@ -176,6 +177,11 @@ static int handshake(link_t *l, char *line, size_t cap)
     if (e == 0) {
         step = "REPLCONF listening-port";
         e = command(l, line, cap, 3, (const char *[]){"REPLCONF", "listening-port", port});
+        if (e == 0 && line[0] != '+') e = -EPROTO;
+    }
+    if (e == 0 && ip[0]) { /* replica-announce-ip, after the port as Redis sends it */
+        step = "REPLCONF ip-address";
+        e = command(l, line, cap, 3, (const char *[]){"REPLCONF", "ip-address", ip});
         if (e == 0 && line[0] != '+') e = -EPROTO;
     }
     if (e == 0) {

@@ -19,6 +19,18 @@
 #include "kvd_log.h"
 #include "repl.h"
 
+/* The replicaof setting follows the live role (as Redis's CONFIG GET
+ * replicaof shows server.masterhost), so CONFIG REWRITE keeps the role
+ * across a restart. value: "HOST PORT", or "no one". */
+static void note_role(kvd_env *env, const char *value)
+{
+    char err[256];
+    pthread_mutex_lock(&env->cfg_mu);
+    int r = kvd_config_set(env->cfg, "replicaof", value, err, sizeof err);
+    pthread_mutex_unlock(&env->cfg_mu);
+    if (r < 0) kvd_log(KVD_LOG_WARNING, "replicaof setting not updated: %s", err);
+}
+
 /* REPLICAOF host port | REPLICAOF NO ONE (also SLAVEOF). Runs on an I/O
  * thread, or inside EXEC on the writer thread: kvrepl_replicaof never
  * waits for the writer. */
@@ -33,6 +45,7 @@ void cmd_replicaof(cmdctx *x)
             return;
         }
         if (!already) kvd_log(KVD_LOG_NOTICE, "MASTER MODE enabled (user request)");
+        note_role(x->env, "no one");
         rp_ok(x->out);
         return;
     }
@@ -59,6 +72,9 @@ void cmd_replicaof(cmdctx *x)
         return;
     }
     kvd_log(KVD_LOG_NOTICE, "REPLICAOF %s:%lld enabled (user request)", host, port);
+    char value[300];
+    snprintf(value, sizeof value, "%s %lld", host, port);
+    note_role(x->env, value);
     rp_ok(x->out);
 }
 

@@ -1,12 +1,14 @@
 /*
  * cmd_server — the server commands: TIME, INFO, DBSIZE, CONFIG
- * (GET/SET/RESETSTAT), FLUSHDB/FLUSHALL, SHUTDOWN, COMPACT (and its alias
+ * (GET/SET/RESETSTAT/REWRITE), FLUSHDB/FLUSHALL, SHUTDOWN, COMPACT (and its alias
  * BGREWRITEAOF), SCRUB.
  *
  * Owns: nothing. What only the server shell can do (INFO's text, start a
  * compaction or a scrub, shut down, apply a changed setting) goes through
  * env->hooks (hooks.h).
  * Locking: CONFIG GET/SET hold env->cfg_mu while they read or change cfg.
+ * CONFIG REWRITE holds rewrite_mu (below) across its copy of cfg and the
+ * file's I/O, and cfg_mu only while it copies.
  */
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -92,7 +94,8 @@ static int config_mutable_repl(const char *name)
     static const char *const names[] = {"masterauth", "repl-backlog-size", "repl-backlog-ttl", "repl-timeout",
                                         "repl-ping-replica-period", "repl-ping-slave-period",
                                         "replica-serve-stale-data", "slave-serve-stale-data", "replica-priority",
-                                        "slave-priority", "sync-replicas", "sync-replicas-timeout",
+                                        "slave-priority", "replica-announce-ip", "slave-announce-ip",
+                                        "replica-announce-port", "slave-announce-port", "replica-announced", "sync-replicas", "sync-replicas-timeout",
                                         "replica-read-only", "slave-read-only"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcasecmp(name, names[i])) return 1;
@@ -206,6 +209,45 @@ static void config_resetstat(cmdctx *x)
     rp_ok(x->out);
 }
 
+/* One CONFIG REWRITE at a time, from its copy of cfg to the rename, so
+ * the file always ends with the newest copy. Held across the file's I/O
+ * (two fsyncs): only another CONFIG REWRITE waits for it. */
+static pthread_mutex_t rewrite_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* CONFIG REWRITE: the running settings into the config file kvd started
+ * with (kvd_config_rewrite), with Redis's replies and log lines
+ * (configRewriteCommand). Blocks this thread for the file's fsyncs. */
+static void config_rewrite(cmdctx *x)
+{
+    kvd_env *env = x->env;
+    kvd_config snap;
+    pthread_mutex_lock(&rewrite_mu);
+    pthread_mutex_lock(&env->cfg_mu);
+    int r = kvd_config_copy(&snap, env->cfg);
+    pthread_mutex_unlock(&env->cfg_mu);
+    if (r < 0) {
+        pthread_mutex_unlock(&rewrite_mu);
+        rp_error(x->out, "ERR Rewriting config file: Cannot allocate memory"); /* strerror(ENOMEM) */
+        return;
+    }
+    if (!snap.config_file) {
+        pthread_mutex_unlock(&rewrite_mu);
+        kvd_config_free(&snap);
+        rp_error(x->out, "ERR The server is running without a config file");
+        return;
+    }
+    int e = kvd_config_rewrite(&snap, snap.config_file);
+    pthread_mutex_unlock(&rewrite_mu);
+    if (e < 0) {
+        kvd_log(KVD_LOG_WARNING, "CONFIG REWRITE failed: %s", strerror(-e));
+        rp_error(x->out, "ERR Rewriting config file: %s", strerror(-e));
+    } else {
+        kvd_log(KVD_LOG_NOTICE, "CONFIG REWRITE executed with success.");
+        rp_ok(x->out);
+    }
+    kvd_config_free(&snap);
+}
+
 void cmd_config(cmdctx *x)
 {
     if (arg_is(x, 1, "get") && x->argc >= 3) {
@@ -214,6 +256,8 @@ void cmd_config(cmdctx *x)
         config_set(x);
     } else if (arg_is(x, 1, "resetstat") && x->argc == 2) {
         config_resetstat(x);
+    } else if (arg_is(x, 1, "rewrite") && x->argc == 2) {
+        config_rewrite(x);
     } else {
         rp_error(x->out, "ERR unknown subcommand or wrong number of arguments for '%.*s'. Try CONFIG HELP.",
                  (int)x->argvlen[1], (const char *)x->argv[1]);

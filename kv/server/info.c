@@ -40,7 +40,8 @@ static void kvd_info_replication(kvd_server *srv, sbuf *o)
         LINE("master_last_io_seconds_ago:%lld\r\nmaster_sync_in_progress:%d\r\n", in.last_io_s, in.sync_in_progress);
         LINE("slave_read_repl_offset:%" PRIu64 "\r\nslave_repl_offset:%" PRIu64 "\r\n", in.applied, in.applied);
         if (in.link_status[0] != 'u') LINE("master_link_down_since_seconds:%lld\r\n", in.link_down_s);
-        LINE("slave_priority:%d\r\nslave_read_only:1\r\nreplica_announced:1\r\n", in.priority);
+        LINE("slave_priority:%d\r\nslave_read_only:1\r\nreplica_announced:%d\r\n", in.priority,
+             __atomic_load_n(&srv->env.cfg->replica_announced, __ATOMIC_RELAXED));
     }
     LINE("connected_slaves:%zu\r\n", in.nreplicas);
     for (size_t i = 0; i < in.nreplicas; i++) {

@@ -9,10 +9,12 @@
 #define _GNU_SOURCE
 #include "kvd_config.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kvd_config_int.h"
 
@@ -90,6 +92,11 @@ static kvd_args_result scan_args(int argc, char **argv, arg_scan *sc, char *err,
             kvd_config_usage();
             return KVD_ARGS_EXIT_OK;
         }
+        if (!strcmp(a, "--print-example-config")) {
+            kvd_config_print_example(stdout);
+            fflush(stdout);
+            return KVD_ARGS_EXIT_OK;
+        }
         if (!strcmp(a, "--version") || !strcmp(a, "-v")) {
             printf("kvd %s\n", KVD_VERSION);
             fflush(stdout);
@@ -101,15 +108,30 @@ static kvd_args_result scan_args(int argc, char **argv, arg_scan *sc, char *err,
     return KVD_ARGS_RUN;
 }
 
+/* path made absolute against the current directory, as Redis's
+ * getAbsolutePath, so CONFIG REWRITE finds the file whatever directory
+ * kvd is in then. A new string, or NULL when out of memory (or the current
+ * directory is gone). */
+static char *absolute_path(const char *path)
+{
+    if (path[0] == '/') return strdup(path);
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) return NULL;
+    char *out = NULL;
+    if (asprintf(&out, "%s/%s", cwd, path) < 0) out = NULL;
+    free(cwd);
+    return out;
+}
+
 /* Passes 2 and 3: the file, then the flags in order, so the last of a
  * repeated flag wins. Returns KVD_ARGS_RUN, or KVD_ARGS_ERROR with err
  * filled. */
 static kvd_args_result apply_args(kvd_config *c, const arg_scan *sc, char *err, size_t errcap)
 {
     if (sc->file) {
-        char *copy = strdup(sc->file);
+        char *copy = absolute_path(sc->file);
         if (!copy) {
-            kvd_config_errf(err, errcap, "out of memory");
+            kvd_config_errf(err, errcap, "%s: cannot make the path absolute: %s", sc->file, strerror(errno));
             return KVD_ARGS_ERROR;
         }
         free(c->config_file);
@@ -140,28 +162,6 @@ kvd_args_result kvd_config_parse_args(kvd_config *c, int argc, char **argv, char
 
 /* ---- --help ---- */
 
-/* The default of s, as --help shows it. */
-static void default_text(const kvd_config *d, const kvd_setting *s, char *buf, size_t cap)
-{
-    if (s->type == T_SIZE) {
-        kvd_format_size(*(const uint64_t *)kvd_setting_cfield(d, s), buf, cap);
-    } else if (s->type == T_OBUF) {
-        const kvd_obuf_limit *l = &d->obuf_limits[KVD_OBUF_NORMAL];
-        char hard[24], soft[24];
-        kvd_format_size(l->hard, hard, sizeof hard);
-        kvd_format_size(l->soft, soft, sizeof soft);
-        snprintf(buf, cap, "normal %s %s %" PRIu64, hard, soft, l->soft_secs);
-    } else if (s->off == offsetof(kvd_config, io_threads)) {
-        snprintf(buf, cap, "online CPUs - 1, %d here", d->io_threads);
-    } else if (s->off == offsetof(kvd_config, logfile)) {
-        snprintf(buf, cap, "stderr");
-    } else if (s->type == T_OPT_STRING || s->type == T_REPLICAOF) {
-        snprintf(buf, cap, "none");
-    } else if (kvd_config_get(d, s->name, buf, cap) < 0) {
-        snprintf(buf, cap, "?");
-    }
-}
-
 /* One entry per visible row of kvd_settings, its default taken from a
  * kvd_config_init'ed struct so the text shows what kvd really starts with. */
 static void print_options(void)
@@ -171,7 +171,7 @@ static void print_options(void)
     for (const kvd_setting *s = kvd_settings; s->name; s++) {
         if (s->hidden) continue;
         char def[64];
-        default_text(&d, s, def, sizeof def);
+        kvd_setting_default_text(&d, s, 1, def, sizeof def);
         printf("  --%s %s  (default: %s)\n      %s\n", s->flag ? s->flag : s->name, s->metavar, def, s->help);
     }
     kvd_config_free(&d);
@@ -203,7 +203,8 @@ void kvd_config_usage(void)
            "Options (each also as --option=value):\n",
            KVD_VERSION);
     print_options();
-    printf("  -h, --help\n      print this help and exit\n"
+    printf("  --print-example-config\n      print a config file with every setting commented out (kvd.conf) and exit\n"
+           "  -h, --help\n      print this help and exit\n"
            "  -v, --version\n      print the version and exit\n");
     printf("\n"
            "Sizes (BYTES) are in bytes, with an optional unit: k or kb (1024), m or mb\n"
@@ -232,7 +233,10 @@ void kvd_config_usage(void)
     print_names(3);
     printf("\n"
            "  \"fsync\" is another name for appendfsync; \"appendonly yes\" is accepted\n"
-           "  and ignored (kvd always keeps its log).\n"
+           "  and ignored (kvd always keeps its log). kvd --print-example-config prints\n"
+           "  every setting with its default, commented out (kvd.conf in the source).\n"
+           "  CONFIG REWRITE writes the running settings back into CONFIG-FILE,\n"
+           "  keeping its comments, as Redis does.\n"
            "\n"
            "  # kvd.conf\n"
            "  dir /var/lib/kvd\n"

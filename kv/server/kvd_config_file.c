@@ -180,6 +180,17 @@ static char *join_words(char *const *words, int n)
     return out;
 }
 
+/* See kvd_config_int.h. */
+const kvd_setting *kvd_config_line_setting(const char *line)
+{
+    line_args a;
+    const char *why;
+    if (split_line(line, &a, &why) < 0) return NULL;
+    const kvd_setting *s = a.argc > 0 ? kvd_setting_find(a.argv[0], strlen(a.argv[0])) : NULL;
+    line_args_free(&a);
+    return s;
+}
+
 /* Applies one config line (already trimmed, not a comment). */
 static int apply_line(kvd_config *c, const char *path, unsigned lineno, const char *line, char *err, size_t errcap)
 {
@@ -195,9 +206,10 @@ static int apply_line(kvd_config *c, const char *path, unsigned lineno, const ch
     if (!s) {
         kvd_config_errf(err, errcap, "%s:%u: unknown setting '%s'", path, lineno, a.argv[0]);
         rc = -1;
-    } else if (s->type == T_OBUF && a.argc >= 2) {
-        /* "client-output-buffer-limit normal 0 0 0": the words after the
-         * name are the value, as in redis.conf. */
+    } else if ((s->type == T_OBUF && a.argc >= 2) || (s->type == T_REPLICAOF && a.argc == 3)) {
+        /* "client-output-buffer-limit normal 0 0 0", "replicaof HOST PORT"
+         * (as CONFIG REWRITE writes it): the words after the name are the
+         * value, as in redis.conf. */
         char *joined = join_words(a.argv + 1, a.argc - 1);
         char msg[512];
         if (!joined) {

@@ -3,15 +3,20 @@
  * the public side): the table of settings and the one function that
  * checks a value and stores it.
  *
- *   kvd_config.c       the settings table, defaults, value syntax,
- *                      kvd_setting_apply, kvd_config_set and _get
- *   kvd_config_file.c  the config file: lines, trimming, quoting
- *   kvd_config_args.c  the command line (file first, then flags), --help
+ *   kvd_config_table.c    the settings table, aliases, defaults
+ *                         (kvd_config_init, kvd_config_free)
+ *   kvd_config.c          value syntax, kvd_setting_apply,
+ *                         kvd_config_set and _get
+ *   kvd_config_file.c     the config file: lines, trimming, quoting
+ *   kvd_config_args.c     the command line (file first, then flags), --help
+ *   kvd_config_rewrite.c  CONFIG REWRITE and the example config file
  *
- * Calls go one way: kvd_config_args.c calls the file reader and
- * kvd_config.c, the file reader calls kvd_config.c, and kvd_config.c
- * calls neither, so all three read settings through kvd_setting_apply
- * and a value means the same from a file, a flag and CONFIG SET.
+ * Calls go one way: kvd_config_args.c calls the file reader, the rewrite
+ * and kvd_config.c; the rewrite calls the file reader and kvd_config.c;
+ * the file reader calls kvd_config.c; kvd_config.c calls none of them,
+ * and kvd_config_table.c calls nothing. So all of them read settings
+ * through kvd_setting_apply and a value means the same from a file, a
+ * flag and CONFIG SET.
  *
  * Owns: nothing; the table is constant.
  * Never: included outside the kvd_config files.
@@ -61,6 +66,15 @@ typedef struct kvd_setting {
  * ends it. */
 extern const kvd_setting kvd_settings[];
 
+/* Another name for a setting ("fsync" for "appendfsync", Redis's slave*
+ * names), in the file, CONFIG and as a flag. */
+typedef struct kvd_setting_alias {
+    const char *alias, *name;
+} kvd_setting_alias;
+
+/* Every alias; a row with a NULL alias ends it. */
+extern const kvd_setting_alias kvd_setting_aliases[];
+
 /* The field of c that s describes. */
 static inline void *kvd_setting_field(struct kvd_config *c, const kvd_setting *s)
 {
@@ -91,6 +105,23 @@ void kvd_config_errf(char *err, size_t cap, const char *fmt, ...) __attribute__(
 /* v bytes as --help and range errors write it: "64mb" for 64 MiB, plain
  * bytes when not a whole number of KiB. */
 void kvd_format_size(uint64_t v, char *buf, size_t cap);
+
+/*
+ * The default of s as --help and the example config file show it, d a
+ * kvd_config_init'ed struct: sizes with units ("64mb"), "none" for an
+ * unset string, "stderr" for logfile, the normal class of
+ * client-output-buffer-limit; io-threads as "online CPUs - 1", with ", N
+ * here" when `here` is 1. Writes at most cap bytes into buf.
+ */
+void kvd_setting_default_text(const struct kvd_config *d, const kvd_setting *s, int here, char *buf, size_t cap);
+
+/*
+ * The setting a config-file line names: line is trimmed, not empty and not
+ * a comment. Returns its row (aliases resolved), or NULL when the line
+ * does not split into words (unbalanced quotes, a closing quote followed
+ * by a letter) or its first word names no setting, or out of memory.
+ */
+const kvd_setting *kvd_config_line_setting(const char *line);
 
 /*
  * Reads the config file at path into c, line by line as Redis 7's

@@ -84,12 +84,17 @@ static int maxclients_fit(kvd_server *srv, int wanted)
     return kvd_nofile_fit(srv->nofile_limit, srv->fd_reserved, wanted);
 }
 
-/* The replication settings from cfg (atomic loads; masterauth apart). */
+/* The replication settings from cfg (atomic loads, and the announced
+ * address under cfg_mu; masterauth apart). Takes cfg_mu: call without it. */
 static void repl_settings(kvd_server *srv, kvrepl_settings *rs)
 {
     const kvd_config *c = srv->env.cfg;
     kvrepl_settings_init(rs);
-    rs->listening_port = srv->port;
+    int announce_port = __atomic_load_n(&c->replica_announce_port, __ATOMIC_RELAXED);
+    rs->listening_port = announce_port ? announce_port : srv->port;
+    pthread_mutex_lock(&srv->env.cfg_mu);
+    snprintf(rs->announce_ip, sizeof rs->announce_ip, "%s", c->replica_announce_ip ? c->replica_announce_ip : "");
+    pthread_mutex_unlock(&srv->env.cfg_mu);
     rs->backlog_bytes = __atomic_load_n(&c->repl_backlog_size, __ATOMIC_RELAXED);
     rs->backlog_ttl_ms = 1000LL * __atomic_load_n(&c->repl_backlog_ttl, __ATOMIC_RELAXED);
     rs->timeout_ms = 1000LL * __atomic_load_n(&c->repl_timeout, __ATOMIC_RELAXED);
@@ -279,6 +284,20 @@ static int open_repl(kvd_server *srv, char *err, size_t errcap)
     if (!srv->env.repl) return -1;
     kvrepl_set_masterauth(srv->env.repl, cfg->masterauth);
     if (cfg->replicaof && repl_apply_replicaof(srv, cfg->replicaof, err, errcap) < 0) return -1;
+    /* A role the state file kept (a REPLICAOF before the restart) shows in
+     * the replicaof setting too, which follows the live role from here on
+     * (cmd_replicaof): CONFIG GET and CONFIG REWRITE see it. */
+    kvrepl_info in;
+    kvrepl_info_get(srv->env.repl, &in);
+    if (!cfg->replicaof && in.replica) {
+        char value[KVRSTATE_HOST_MAX + 16];
+        snprintf(value, sizeof value, "%s %d", in.master_host, in.master_port);
+        if (kvd_config_set(cfg, "replicaof", value, err, errcap) < 0) {
+            kvrepl_info_free(&in);
+            return -1;
+        }
+    }
+    kvrepl_info_free(&in);
     return 0;
 }
 

@@ -31,7 +31,8 @@ foreach(_t
     "crash_iotrace_selftest;iotrace_selftest;120"
     "crash_powerloss;powerloss;400"
     "crash_losswindow;powerloss_window;300"
-    "crash_faults;faults;400")
+    "crash_faults;faults;400"
+    "crash_config_rewrite;config_rewrite;300")
   list(GET _t 0 _name)
   list(GET _t 1 _mod)
   list(GET _t 2 _timeout)

@@ -28,6 +28,10 @@
  *                            and the next write to that descriptor fails
  *                            (how a real ENOSPC looks)
  *                    e.g. KV_IOTRACE_FAIL=write:7:EIO or fdatasync:3:ENOSPC
+ *   KV_IOTRACE_KILL_AT N: the process sends itself SIGKILL right after
+ *                    traced event N (its SEQ below) has taken effect and
+ *                    been logged, before the call returns: a kill -9 at
+ *                    exactly that step (tests/crash/config_rewrite.py).
  *
  * Trace format: one event per call, each a text line
  *     SEQ T_NS TID OP RET ERRNO INJ FIELDS...\n
@@ -76,6 +80,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -122,6 +127,7 @@ static fault faults[IOT_MAX_FAULTS];
 static int nfaults;
 static unsigned long counts[F_NOPS];
 static unsigned long long seq;
+static unsigned long long kill_at; /* KV_IOTRACE_KILL_AT, 0: none */
 
 /* ---- the real functions ---- */
 
@@ -353,6 +359,12 @@ static void init(void)
     }
     const char *f = getenv("KV_IOTRACE_FAIL");
     if (f && *f) parse_faults(f);
+    const char *k = getenv("KV_IOTRACE_KILL_AT");
+    if (k && *k) {
+        char *end;
+        kill_at = strtoull(k, &end, 10);
+        if (*end || kill_at == 0) die("bad KV_IOTRACE_KILL_AT (want an event number from 1)", k);
+    }
     const char *out = getenv("KV_IOTRACE_OUT");
     if (out && *out) {
         long fd = syscall(SYS_openat, AT_FDCWD, out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -407,11 +419,12 @@ static void emit(const char *op, long ret, int err, int inj, const struct iovec 
 static void emit(const char *op, long ret, int err, int inj, const struct iovec *data, int ndata,
                  const char *fmt, ...)
 {
-    if (trace_fd < 0) return;
+    unsigned long long me = ++seq;
+    if (trace_fd < 0) goto kill_point;
     char line[3 * IOT_PATH + 256];
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    int n = snprintf(line, sizeof line, "%llu %lld %ld %s %ld %d %d ", ++seq,
+    int n = snprintf(line, sizeof line, "%llu %lld %ld %s %ld %d %d ", me,
                      (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec, (long)syscall(SYS_gettid), op, ret,
                      ret < 0 ? err : 0, inj);
     va_list ap;
@@ -430,6 +443,11 @@ static void emit(const char *op, long ret, int err, int inj, const struct iovec 
         v[c++].iov_len = 1;
     }
     write_all(v, c);
+kill_point:
+    /* KV_IOTRACE_KILL_AT: the call has taken effect and is in the trace;
+     * the process dies before it returns, as a kill -9 right after that
+     * step would leave things. */
+    if (kill_at && me == kill_at) syscall(SYS_kill, (long)getpid(), (long)SIGKILL);
 }
 
 /* Does the next call of kind op fail? Counts it (mu held). Returns the

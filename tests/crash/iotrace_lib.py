@@ -113,13 +113,13 @@ class TracedKvd(KvdServer):
         super().__init__(extra, **kw)
         self.env_extra = dict(env_extra or {})
 
-    def start(self, wait=True):
+    def start(self, wait=True, port=None):
         # KvdServer.start takes its environment from kvdtest._env(); extend
         # it for this one start (servers are started from one thread).
         saved = kvdtest._env
         kvdtest._env = lambda: dict(saved(), **self.env_extra)
         try:
-            return super().start(wait)
+            return super().start(wait, port)
         finally:
             kvdtest._env = saved
 

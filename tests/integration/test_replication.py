@@ -390,6 +390,33 @@ class TestReplication(ReplicationBase):
         rc.config_set("replica-serve-stale-data", "yes")
         self.assertEqual(rc.get("k"), b"v")
 
+    def test_replica_announce_ip_and_port_are_what_the_primary_lists(self):
+        p = self.start_server()
+        pc = self.client(p)
+        r, rc = self.replica_of(p, ["--replica-announce-port", "12345", "--slave-announce-ip", "10.9.8.7"])
+        self.assertTrue(wait_until(lambda: int(info(pc)["connected_slaves"]) == 1, timeout=10))
+        line = info(pc)["slave0"]
+        self.assertEqual((line["ip"], line["port"]), ("10.9.8.7", 12345), line)
+        self.assertEqual(pc.execute_command("ROLE")[2][0][:2], [b"10.9.8.7", b"12345"])
+        self.assertEqual(info(rc)["replica_announced"], 1)
+        self.assertEqual(rc.config_get("replica-announce*"),
+                         {"replica-announce-ip": "10.9.8.7", "replica-announce-port": "12345",
+                          "replica-announced": "yes"})
+        # CONFIG SET takes effect at the next handshake, as in Redis.
+        rc.config_set("replica-announce-port", "0")
+        rc.config_set("replica-announce-ip", "")
+        rc.config_set("replica-announced", "no")
+        self.assertEqual(info(rc)["replica_announced"], 0)
+        rc.execute_command("REPLICAOF", "NO", "ONE")
+        self.assertTrue(wait_until(lambda: int(info(pc)["connected_slaves"]) == 0, timeout=10))
+        rc.execute_command("REPLICAOF", "127.0.0.1", str(p.port))
+        self.assertTrue(wait_until(lambda: int(info(pc)["connected_slaves"]) == 1 and link_up(rc),
+                                   timeout=LINK_TIMEOUT))
+        line = info(pc)["slave0"]
+        self.assertEqual((line["ip"], line["port"]), ("127.0.0.1", r.port), line)
+        with self.assertRaisesRegex(redis.exceptions.ResponseError, "replica-announce-port"):
+            rc.config_set("replica-announce-port", "70000")
+
     def test_masterauth_and_refusals(self):
         p = self.start_server(["--requirepass", "sesame"])
         pc = self.client(p, password="sesame")

@@ -611,7 +611,8 @@ static const char *const expected_names[] = {
     "proto-max-bulk-len",     "client-query-buffer-limit",   "client-output-buffer-limit", "hz", "compact-dead-ratio",
     "compact-min-dead", "hint-files", "preallocate", "scrub-interval", "scrub-rate",
     "replicaof", "masterauth", "repl-backlog-size", "repl-backlog-ttl", "repl-timeout",
-    "repl-ping-replica-period", "replica-serve-stale-data", "replica-priority", "sync-replicas",
+    "repl-ping-replica-period", "replica-serve-stale-data", "replica-priority",
+    "replica-announce-ip", "replica-announce-port", "replica-announced", "sync-replicas",
     "sync-replicas-timeout",
 };
 
@@ -649,6 +650,9 @@ static const struct {
     {"repl-ping-replica-period", "1", "1"},
     {"replica-serve-stale-data", "no", "no"},
     {"replica-priority", "0", "0"},
+    {"replica-announce-ip", "10.0.0.9", "10.0.0.9"},
+    {"replica-announce-port", "12345", "12345"},
+    {"replica-announced", "no", "no"},
     {"sync-replicas", "2", "2"},
     {"sync-replicas-timeout", "250", "250"},
 };
@@ -1064,6 +1068,358 @@ START_TEST(background_priority_is_lowered_for_the_calling_thread_only)
 }
 END_TEST
 
+/* ---- CONFIG REWRITE ---- */
+
+/* The rewrite of `old` for the config that `path`'s file and the flags
+ * give (the flags change what CONFIG SET would). */
+static char *rewrite_of(const char *old, kvd_config *c)
+{
+    char *text = kvd_config_rewrite_text(c, old, old ? strlen(old) : 0);
+    ck_assert_ptr_nonnull(text);
+    return text;
+}
+
+/* Every visible setting of a and b reads the same through CONFIG GET. */
+static void expect_same_config(const kvd_config *a, const kvd_config *b)
+{
+    for (size_t i = 0; kvd_config_names[i]; i++) {
+        char va[4096], vb[4096];
+        ck_assert_int_eq(kvd_config_get(a, kvd_config_names[i], va, sizeof va), 0);
+        ck_assert_int_eq(kvd_config_get(b, kvd_config_names[i], vb, sizeof vb), 0);
+        ck_assert_msg(!strcmp(va, vb), "%s: '%s' read back as '%s'", kvd_config_names[i], va, vb);
+    }
+}
+
+/* Writes text as a config file, reads it back into a fresh config (with
+ * the file as argv[1]) and checks that it equals want. */
+static void expect_reads_back(const char *text, const kvd_config *want)
+{
+    char *dir = tu_tmpdir();
+    char *path = write_file(dir, "kvd.conf", text);
+    kvd_config back;
+    char err[512];
+    ck_assert_msg(parse(&back, err, sizeof err, path, NULL) == KVD_ARGS_RUN, "%s\n--- text:\n%s", err, text);
+    expect_same_config(want, &back);
+    kvd_config_free(&back);
+    tu_rmrf(dir);
+    free(dir);
+    free(path);
+}
+
+static void set(kvd_config *c, const char *name, const char *value)
+{
+    char err[512];
+    ck_assert_msg(kvd_config_set(c, name, value, err, sizeof err) == 0, "%s %s: %s", name, value, err);
+}
+
+START_TEST(rewrite_keeps_comments_and_order_and_comments_out_what_it_cannot_read)
+{
+    kvd_config c;
+    kvd_config_init(&c);
+    set(&c, "port", "7000");
+    set(&c, "hz", "20");
+    const char *old = "# kvd test config\n"
+                      "\n"
+                      "\n"
+                      "   # an indented comment, trimmed as Redis does\n"
+                      "  Port 6380  \r\n"
+                      "maxmemory 100mb\n"
+                      "requirepass \"open\n"
+                      "# between\n"
+                      "hz 10";
+    char *text = rewrite_of(old, &c);
+    ck_assert_str_eq(text, "# kvd test config\n"
+                           "\n"
+                           "# an indented comment, trimmed as Redis does\n"
+                           "port 7000\n"
+                           "# ??? maxmemory 100mb\n"
+                           "# ??? requirepass \"open\n"
+                           "# between\n"
+                           "hz 20\n");
+    free(text);
+    kvd_config_free(&c);
+}
+END_TEST
+
+START_TEST(rewrite_changes_lines_in_place_and_blanks_repeated_ones)
+{
+    kvd_config c;
+    kvd_config_init(&c);
+    set(&c, "maxclients", "500");
+    set(&c, "replica-priority", "100"); /* the default, set in the file */
+    const char *old = "maxclients 10\n"
+                      "slave-priority 7\n"
+                      "# keep me\n"
+                      "MAXCLIENTS 20\n"
+                      "\n"
+                      "loglevel notice\n"
+                      "maxclients 30\n";
+    char *text = rewrite_of(old, &c);
+    /* The first line of a setting takes the value (an alias line takes
+     * the name), the others are blanked, runs of empty lines cut to one;
+     * a line at the default stays. The file's last '\n' leaves an empty
+     * last line, as Redis's sdssplitlen does. */
+    ck_assert_str_eq(text, "maxclients 500\n"
+                           "replica-priority 100\n"
+                           "# keep me\n"
+                           "\n"
+                           "loglevel notice\n"
+                           "\n");
+    /* Rewriting that again changes nothing. */
+    char *again = rewrite_of(text, &c);
+    ck_assert_str_eq(again, text);
+    free(again);
+    free(text);
+    kvd_config_free(&c);
+}
+END_TEST
+
+START_TEST(rewrite_appends_changed_settings_once_after_the_signature)
+{
+    kvd_config c;
+    kvd_config_init(&c);
+    /* Nothing changed: nothing is added, to no file or to one. */
+    char *text = rewrite_of(NULL, &c);
+    ck_assert_str_eq(text, "");
+    free(text);
+    text = rewrite_of("# only a comment\n", &c);
+    ck_assert_str_eq(text, "# only a comment\n\n");
+    free(text);
+
+    set(&c, "requirepass", "pw");
+    set(&c, "segment-size", "128mb");
+    set(&c, "hint-files", "no");
+    set(&c, "appendfsync", "everysec");
+    set(&c, "compact-min-dead", "1000");
+    text = rewrite_of(NULL, &c);
+    ck_assert_str_eq(text, "# Generated by CONFIG REWRITE\n"
+                           "appendfsync everysec\n"
+                           "requirepass \"pw\"\n"
+                           "segment-size 128mb\n"
+                           "compact-min-dead 1000\n"
+                           "hint-files no\n");
+    /* Once the file has the signature, a new setting goes after the rest
+     * (and an empty line, Redis's split of the final '\n'); no second
+     * signature. */
+    set(&c, "scrub-rate", "1mb");
+    char *more = rewrite_of(text, &c);
+    ck_assert_str_eq(more, "# Generated by CONFIG REWRITE\n"
+                           "appendfsync everysec\n"
+                           "requirepass \"pw\"\n"
+                           "segment-size 128mb\n"
+                           "compact-min-dead 1000\n"
+                           "hint-files no\n"
+                           "\n"
+                           "scrub-rate 1mb\n");
+    /* Back to the default: the line stays, with the default value. A
+     * string without a value loses its line. */
+    set(&c, "segment-size", "64mb");
+    set(&c, "requirepass", "");
+    char *back = rewrite_of(more, &c);
+    ck_assert_str_eq(back, "# Generated by CONFIG REWRITE\n"
+                           "appendfsync everysec\n"
+                           "\n"
+                           "segment-size 64mb\n"
+                           "compact-min-dead 1000\n"
+                           "hint-files no\n"
+                           "\n"
+                           "scrub-rate 1mb\n"
+                           "\n");
+    expect_reads_back(back, &c);
+    free(back);
+    free(more);
+    free(text);
+    kvd_config_free(&c);
+}
+END_TEST
+
+START_TEST(rewrite_writes_replicaof_and_buffer_limits_as_redis_does)
+{
+    kvd_config c;
+    kvd_config_init(&c);
+    set(&c, "replicaof", "10.0.0.1 6380");
+    set(&c, "client-output-buffer-limit", "normal 0 0 0 pubsub 64mb 16mb 30");
+    /* An old pubsub line is the first line of the setting: the normal
+     * class takes it (rewriteConfigClientOutputBufferLimitOption). */
+    char *text = rewrite_of("client-output-buffer-limit pubsub 32mb 8mb 60\nslaveof 10.0.0.9 1\n", &c);
+    ck_assert_str_eq(text, "client-output-buffer-limit normal 0 0 0\n"
+                           "replicaof 10.0.0.1 6380\n"
+                           "\n"
+                           "# Generated by CONFIG REWRITE\n"
+                           "client-output-buffer-limit pubsub 64mb 16mb 30\n");
+    expect_reads_back(text, &c);
+    /* A primary has no replicaof line (REPLICAOF NO ONE). */
+    set(&c, "replicaof", "no one");
+    char *primary = rewrite_of(text, &c);
+    ck_assert_ptr_null(strstr(primary, "replicaof"));
+    expect_reads_back(primary, &c);
+    /* A host the reader would split is quoted. */
+    set(&c, "replicaof", "we\"ird#host 7");
+    char *odd = rewrite_of(NULL, &c);
+    ck_assert_ptr_nonnull(strstr(odd, "replicaof \"we\\\"ird#host\" 7\n"));
+    expect_reads_back(odd, &c);
+    free(odd);
+    free(primary);
+    free(text);
+    kvd_config_free(&c);
+}
+END_TEST
+
+START_TEST(rewrite_reads_back_as_the_same_config_for_every_setting)
+{
+    kvd_config c;
+    kvd_config_init(&c);
+    for (size_t i = 0; i < sizeof other_values / sizeof other_values[0]; i++)
+        set(&c, other_values[i].name, other_values[i].set);
+    /* Strings that need quoting and escapes. */
+    set(&c, "requirepass", "a \"quoted\" \\ back\\slash\n\t\r\a\b 'single' # not a comment \x01\x7f\xc3\xa9");
+    set(&c, "masterauth", "'");
+    set(&c, "dir", "/srv/with space/#x");
+    set(&c, "logfile", "\\x41");
+    char *text = rewrite_of("# a comment that stays\n", &c);
+    ck_assert_ptr_nonnull(strstr(text, "# a comment that stays\n\n# Generated by CONFIG REWRITE\n"));
+    ck_assert_ptr_nonnull(strstr(text, "requirepass \"a \\\"quoted\\\" \\\\ back\\\\slash\\n\\t\\r\\a\\b 'single' "
+                                       "# not a comment \\x01\\x7f\\xc3\\xa9\"\n"));
+    expect_reads_back(text, &c);
+    /* And so does a rewrite over a file that had every setting. */
+    kvd_config d;
+    kvd_config_init(&d);
+    char *again = rewrite_of(text, &d);
+    expect_reads_back(again, &d);
+    free(again);
+    kvd_config_free(&d);
+    free(text);
+    kvd_config_free(&c);
+}
+END_TEST
+
+START_TEST(rewrite_replaces_the_file_whole_keeping_its_mode)
+{
+    char *dir = tu_tmpdir();
+    char *path = write_file(dir, "kvd.conf", "# mine\nport 7000\n");
+    ck_assert_int_eq(chmod(path, 0600), 0);
+    kvd_config c;
+    char err[512];
+    ck_assert_msg(parse(&c, err, sizeof err, path, "--hz", "30", NULL) == KVD_ARGS_RUN, "%s", err);
+    set(&c, "maxclients", "77");
+    ck_assert_int_eq(kvd_config_rewrite(&c, c.config_file), 0);
+    char *text = read_all(path, NULL);
+    ck_assert_str_eq(text, "# mine\nport 7000\n\n# Generated by CONFIG REWRITE\nmaxclients 77\nhz 30\n");
+    free(text);
+    struct stat sb;
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_eq(sb.st_mode & 07777, 0600);
+    /* Nothing else in the directory: the temporary file was renamed. */
+    char cmd[4300];
+    snprintf(cmd, sizeof cmd, "test $(ls -A '%s' | wc -l) -eq 1", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    /* A symbolic link stays one; the file it names is rewritten. */
+    char link[4200];
+    snprintf(link, sizeof link, "%s/link.conf", dir);
+    ck_assert_int_eq(symlink(path, link), 0);
+    set(&c, "maxclients", "78");
+    ck_assert_int_eq(kvd_config_rewrite(&c, link), 0);
+    ck_assert_int_eq(lstat(link, &sb), 0);
+    ck_assert(S_ISLNK(sb.st_mode));
+    text = read_all(path, NULL);
+    ck_assert_ptr_nonnull(strstr(text, "maxclients 78\n"));
+    free(text);
+    /* A file that is gone is written anew; a directory that is gone is
+     * an error, and leaves nothing. */
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(kvd_config_rewrite(&c, path), 0);
+    text = read_all(path, NULL);
+    ck_assert(!strncmp(text, "# Generated by CONFIG REWRITE\n", 30));
+    free(text);
+    char missing[4200];
+    snprintf(missing, sizeof missing, "%s/nodir/kvd.conf", dir);
+    ck_assert_int_eq(kvd_config_rewrite(&c, missing), -ENOENT);
+    kvd_config_free(&c);
+    tu_rmrf(dir);
+    free(dir);
+    free(path);
+}
+END_TEST
+
+START_TEST(config_file_path_is_made_absolute)
+{
+    char *dir = tu_tmpdir();
+    char *path = write_file(dir, "rel.conf", "hz 12\n");
+    char *cwd = getcwd(NULL, 0);
+    ck_assert_ptr_nonnull(cwd);
+    ck_assert_int_eq(chdir(dir), 0);
+    kvd_config c;
+    char err[512];
+    ck_assert_msg(parse(&c, err, sizeof err, "rel.conf", NULL) == KVD_ARGS_RUN, "%s", err);
+    ck_assert_int_eq(chdir(cwd), 0);
+    char want[4300];
+    snprintf(want, sizeof want, "%s/rel.conf", dir);
+    ck_assert_str_eq(c.config_file, want);
+    ck_assert_int_eq(c.expire_hz, 12);
+    kvd_config_free(&c);
+    free(cwd);
+    tu_rmrf(dir);
+    free(dir);
+    free(path);
+}
+END_TEST
+
+static kvd_args_result run_example(void *arg)
+{
+    (void)arg;
+    char *argv[] = {"kvd", "--print-example-config", NULL};
+    kvd_config c;
+    kvd_config_init(&c);
+    char err[256];
+    kvd_args_result r = kvd_config_parse_args(&c, 2, argv, err, sizeof err);
+    kvd_config_free(&c);
+    return r;
+}
+
+START_TEST(example_config_comments_out_every_setting_at_its_default)
+{
+    kvd_args_result r;
+    char *out = capture_stdout(run_example, NULL, &r);
+    ck_assert_int_eq(r, KVD_ARGS_EXIT_OK);
+    /* Every line is a comment or empty. */
+    for (const char *p = out; *p; p = strchr(p, '\n') + 1) {
+        ck_assert_msg(*p == '#' || *p == '\n', "not a comment: %.60s", p);
+        ck_assert_ptr_nonnull(strchr(p, '\n'));
+    }
+    /* Every visible setting has its line, and uncommented the lines give
+     * the defaults (io-threads and the settings with no default aside). */
+    char *plain = strdup(out);
+    ck_assert_ptr_nonnull(plain);
+    size_t o = 0;
+    int in_setting = 0; /* the lines after "# (default: ...)" up to an empty one */
+    for (const char *p = out; *p; p = strchr(p, '\n') + 1) {
+        size_t len = (size_t)(strchr(p, '\n') - p);
+        if (len == 0) in_setting = 0;
+        if (in_setting && strncmp(p, "# io-threads ", 13) && !memmem(p, len, "PASSWORD", 8) &&
+            !memmem(p, len, " FILE", 5) && !memmem(p, len, "HOST PORT", 9) && !memmem(p, len, "ADDR", 4)) {
+            memcpy(plain + o, p + 2, len - 2);
+            o += len - 2;
+            plain[o++] = '\n';
+        }
+        if (!strncmp(p, "# (default: ", 12)) in_setting = 1;
+    }
+    plain[o] = '\0';
+    ck_assert_ptr_nonnull(strstr(plain, "\nsegment-size 64mb\n"));
+    ck_assert_ptr_nonnull(strstr(plain, "\nclient-output-buffer-limit pubsub 32mb 8mb 60\n"));
+    for (size_t i = 0; kvd_config_names[i]; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "\n# %s ", kvd_config_names[i]);
+        ck_assert_msg(strstr(out, want), "example lacks '%s'", kvd_config_names[i]);
+    }
+    kvd_config d;
+    kvd_config_init(&d);
+    expect_reads_back(plain, &d);
+    kvd_config_free(&d);
+    free(plain);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("config");
@@ -1083,6 +1439,16 @@ int main(void)
     tcase_add_test(tc, config_set_refuses_bad_values_and_changes_nothing);
     tcase_add_test(tc, client_output_buffer_limit_parses_like_redis);
     suite_add_tcase(s, tc);
+    TCase *tr = tcase_create("rewrite");
+    tcase_add_test(tr, rewrite_keeps_comments_and_order_and_comments_out_what_it_cannot_read);
+    tcase_add_test(tr, rewrite_changes_lines_in_place_and_blanks_repeated_ones);
+    tcase_add_test(tr, rewrite_appends_changed_settings_once_after_the_signature);
+    tcase_add_test(tr, rewrite_writes_replicaof_and_buffer_limits_as_redis_does);
+    tcase_add_test(tr, rewrite_reads_back_as_the_same_config_for_every_setting);
+    tcase_add_test(tr, rewrite_replaces_the_file_whole_keeping_its_mode);
+    tcase_add_test(tr, config_file_path_is_made_absolute);
+    tcase_add_test(tr, example_config_comments_out_every_setting_at_its_default);
+    suite_add_tcase(s, tr);
     TCase *tl = tcase_create("log");
     tcase_set_timeout(tl, 60);
     tcase_add_test(tl, log_levels_filter_and_mark_lines);
