@@ -181,4 +181,37 @@ typedef struct kvrepl_info {
 void kvrepl_info_get(kvrepl *r, kvrepl_info *in);
 void kvrepl_info_free(kvrepl_info *in);
 
+
+/* ---- FAILOVER (repl_failover.c) ---- */
+
+/* Told when a failover changes the role (host NULL: primary, else a
+ * replica of host:port) or ends; called on a replication thread, without
+ * the module's lock. The server keeps its replicaof setting and resumes
+ * paused writes from it. */
+typedef void (*kvrepl_failover_cb)(void *arg, const char *host, int port);
+void kvrepl_set_failover_cb(kvrepl *r, kvrepl_failover_cb cb, void *arg);
+
+/*
+ * FAILOVER [TO host port] [TIMEOUT ms] [FORCE] (Redis 6.2): starts a
+ * switchover to replica host:port (NULL: the first replica that holds the
+ * log's end). timeout_ms 0: wait as long as it takes; force (only with a
+ * host and a timeout): switch at the timeout even if the target has not
+ * caught up. Returns 0 (writes are paused from now until the failover
+ * ends: kvrepl_writes_paused), or -1 with Redis's error text in err
+ * (without "ERR "): already in progress, a replica, no replicas, an
+ * unknown or offline target.
+ */
+int kvrepl_failover_start(kvrepl *r, const char *host, int port, long long timeout_ms, int force, char *err,
+                          size_t errcap);
+/* FAILOVER ABORT. Returns 0, or -1 with "No failover in progress." */
+int kvrepl_failover_abort(kvrepl *r, char *err, size_t errcap);
+/* "no-failover", "waiting-for-sync" or "failover-in-progress". Any thread. */
+const char *kvrepl_failover_state(kvrepl *r);
+/* 1 while a failover runs: writes must wait. Any thread, no lock. */
+int kvrepl_writes_paused(kvrepl *r);
+/* The target's side of PSYNC <replid> <offset> FAILOVER: promotes this
+ * replica if replid is its primary's id. Returns 0 (now a primary), or -1
+ * with Redis's error text in err. */
+int kvrepl_failover_promote(kvrepl *r, const char *replid, char *err, size_t errcap);
+
 #endif

@@ -1,7 +1,9 @@
 /*
- * repl_int — kvrepl's private state, shared by repl.c (the node, waiters,
- * cron), repl_feed.c (the primary's side) and repl_link.c (the replica's
- * side). Nothing outside kv/repl includes it.
+ * repl_int — kvrepl's private state, shared by the files of kv/repl: the
+ * node and its cron (repl_node.c), the role (repl_role.c), FAILOVER
+ * (repl_failover.c), waits (repl_ack.c), the primary's side
+ * (repl_feed.c) and the replica's (repl_link.c, repl_sync.c). Nothing
+ * outside kv/repl includes it.
  *
  * Locking: r->mu guards every field not marked atomic; r->cv is signalled
  * when the role or the replica list changes and when the node stops.
@@ -29,6 +31,9 @@
 #define KVREPL_CRON_MS 50
 
 enum { RSTATE_WAIT_BGSAVE = 0, RSTATE_SEND_BULK, RSTATE_ONLINE };
+
+/* FAILOVER's states (repl_failover.c), INFO's master_failover_state. */
+enum { FO_NONE = 0, FO_WAIT_SYNC, FO_IN_PROGRESS };
 
 /* A connected replica (primary side). */
 typedef struct kvrepl_replica {
@@ -85,6 +90,15 @@ struct kvrepl {
     int sync_in_progress;
     long long link_down_since_ms; /* wall ms; 0 never up */
     long long last_io_ms;         /* monotonic ms of the last byte from the primary */
+    /* FAILOVER (repl_failover.c) */
+    int fo_state;              /* FO_* (also read atomically without r->mu) */
+    char fo_host[KVRSTATE_HOST_MAX + 1]; /* the target, "" any replica */
+    int fo_port;
+    int fo_force;
+    long long fo_deadline_ms;  /* monotonic; 0 none */
+    int fo_psync;              /* the link's next PSYNC carries FAILOVER */
+    kvrepl_failover_cb fo_cb;  /* the server's: the failover ended or the role changed */
+    void *fo_cb_arg;
     /* counters (atomic) */
     uint64_t sync_full, sync_partial_ok, sync_partial_err;
     uint64_t bytes_sent, records_sent, bytes_received, records_received;
@@ -154,6 +168,15 @@ int save_divergent(link_t *l, uint64_t common);      /* 'D' */
 int sync_end(link_t *l, uint64_t seq);               /* 'E': the switch */
 /* Removes directory path and the files in it (no subdirectories). */
 void remove_dir(const char *path);
+
+/* repl_failover.c */
+/* The cron: step 1's check for a synced target, and its timeout. */
+void failover_tick(kvrepl *r, long long now_ms);
+/* The link: 1 if the next PSYNC is FAILOVER's. */
+int failover_psync_flag(kvrepl *r);
+/* The link: the target answered that PSYNC (accepted 1: +CONTINUE or
+ * +FULLRESYNC; 0: an error). */
+void failover_psync_answered(kvrepl *r, int accepted);
 
 /* repl_link.c (replica side) */
 void *link_main(void *arg);

@@ -160,6 +160,8 @@ static int handshake(link_t *l, char *line, size_t cap)
      * restarted after a crash, or was promoted and took no write) asks
      * under that history's id, which its new primary may share. */
     int use2 = r->st.second_off && p.applied_seq + 1 <= r->st.second_off && strspn(r->st.replid2, "0") != 40;
+    int failover = r->fo_psync && r->fo_state == FO_IN_PROGRESS;
+    if (failover) use2 = 0; /* FAILOVER: the target checks it is its own id */
     memcpy(replid, use2 ? r->st.replid2 : r->st.replid, sizeof replid);
     pthread_mutex_unlock(&r->mu);
     char off[32];
@@ -191,8 +193,9 @@ static int handshake(link_t *l, char *line, size_t cap)
     }
     if (e == 0) {
         step = "PSYNC";
-        e = command(l, line, cap, 3, (const char *[]){"PSYNC", replid, off});
+        e = command(l, line, cap, failover ? 4 : 3, (const char *[]){"PSYNC", replid, off, "FAILOVER"});
         if (e == 0 && strncmp(line, "+FULLRESYNC ", 12) && strncmp(line, "+CONTINUE", 9)) e = -EPROTO;
+        if (failover && (e == 0 || e == -EPROTO)) failover_psync_answered(r, e == 0);
     }
     if (e < 0) {
         rlog(r, KV_LOG_WARN, "replication: %s to primary %s:%d failed: %s%s%s", step, l->host, l->port,

@@ -83,7 +83,7 @@ typedef struct kvd_client {
     long long pub_multi;  /* commands queued by MULTI, -1 outside MULTI */
     uint64_t pub_qbuf;    /* unparsed input bytes */
     uint64_t pub_omem;    /* unsent reply bytes */
-    int pub_blocked;      /* waiting (WAIT, WAITAOF) */
+    int pub_blocked;      /* a write waits for FAILOVER's pause to end (seq_cst: see conn.c) */
 } kvd_client;
 
 #endif

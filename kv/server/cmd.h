@@ -158,6 +158,11 @@ void cmd_psync(cmdctx *x);
 void cmd_wait(cmdctx *x);
 void cmd_waitaof(cmdctx *x);
 void cmd_role(cmdctx *x);
+void cmd_failover(cmdctx *x);
+/* Keeps the replicaof setting on the live role (host NULL: primary), as
+ * Redis's CONFIG GET replicaof shows it, so CONFIG REWRITE keeps a role
+ * across a restart. Takes cfg_mu. */
+void kvd_note_role(kvd_env *env, const char *host, int port);
 /* ---- multi.c ---- */
 
 void cmd_multi(cmdctx *x);

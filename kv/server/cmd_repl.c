@@ -19,12 +19,13 @@
 #include "kvd_log.h"
 #include "repl.h"
 
-/* The replicaof setting follows the live role (as Redis's CONFIG GET
- * replicaof shows server.masterhost), so CONFIG REWRITE keeps the role
- * across a restart. value: "HOST PORT", or "no one". */
-static void note_role(kvd_env *env, const char *value)
+void kvd_note_role(kvd_env *env, const char *host, int port)
 {
-    char err[256];
+    char err[256], value[300];
+    if (host)
+        snprintf(value, sizeof value, "%s %d", host, port);
+    else
+        snprintf(value, sizeof value, "no one");
     pthread_mutex_lock(&env->cfg_mu);
     int r = kvd_config_set(env->cfg, "replicaof", value, err, sizeof err);
     pthread_mutex_unlock(&env->cfg_mu);
@@ -39,13 +40,17 @@ void cmd_replicaof(cmdctx *x)
     kvrepl *r = x->env->repl;
     int already = 0;
     char err[256];
+    if (kvrepl_writes_paused(r)) {
+        rp_error(x->out, "ERR REPLICAOF not allowed while failing over.");
+        return;
+    }
     if (arg_is(x, 1, "no") && arg_is(x, 2, "one")) {
         if (kvrepl_replicaof(r, NULL, 0, &already, err, sizeof err) < 0) {
             rp_error(x->out, "ERR %s", err);
             return;
         }
         if (!already) kvd_log(KVD_LOG_NOTICE, "MASTER MODE enabled (user request)");
-        note_role(x->env, "no one");
+        kvd_note_role(x->env, NULL, 0);
         rp_ok(x->out);
         return;
     }
@@ -72,9 +77,7 @@ void cmd_replicaof(cmdctx *x)
         return;
     }
     kvd_log(KVD_LOG_NOTICE, "REPLICAOF %s:%lld enabled (user request)", host, port);
-    char value[300];
-    snprintf(value, sizeof value, "%s %lld", host, port);
-    note_role(x->env, value);
+    kvd_note_role(x->env, host, (int)port);
     rp_ok(x->out);
 }
 
@@ -117,12 +120,33 @@ void cmd_psync(cmdctx *x)
 {
     kvd_client *c = x->c;
     kvrepl *r = x->env->repl;
-    if (kvrepl_link_down(r)) {
-        rp_error(x->out, "NOMASTERLINK Can't SYNC while not connected with my master");
-        return;
-    }
     if (x->argvlen[1] > 40 || x->argvlen[2] > 30) {
         rp_error(x->out, "ERR invalid PSYNC arguments");
+        return;
+    }
+    char replid[41], offset[32], err[128];
+    memcpy(replid, x->argv[1], x->argvlen[1]);
+    replid[x->argvlen[1]] = 0;
+    memcpy(offset, x->argv[2], x->argvlen[2]);
+    offset[x->argvlen[2]] = 0;
+    if (x->argc > 3) { /* PSYNC <replid> <offset> FAILOVER: the old primary hands over */
+        if (x->argc != 4 || !arg_is(x, 3, "failover")) {
+            rp_error(x->out, "ERR Unknown PSYNC option");
+            return;
+        }
+        if (kvrepl_failover_promote(r, replid, err, sizeof err) < 0) {
+            rp_error(x->out, "ERR %s", err);
+            return;
+        }
+        kvd_log(KVD_LOG_NOTICE, "MASTER MODE enabled (failover request from '%s')", c->addr);
+        kvd_note_role(x->env, NULL, 0);
+    }
+    if (kvrepl_writes_paused(r)) {
+        rp_error(x->out, "NOMASTERLINK Can't SYNC while failing over");
+        return;
+    }
+    if (kvrepl_link_down(r)) {
+        rp_error(x->out, "NOMASTERLINK Can't SYNC while not connected with my master");
         return;
     }
     int fd = c->bev ? dup(bufferevent_getfd(c->bev)) : -1;
@@ -130,11 +154,6 @@ void cmd_psync(cmdctx *x)
         rp_error(x->out, "ERR cannot take the connection over: %s", strerror(errno));
         return;
     }
-    char replid[41], offset[32];
-    memcpy(replid, x->argv[1], x->argvlen[1]);
-    replid[x->argvlen[1]] = 0;
-    memcpy(offset, x->argv[2], x->argvlen[2]);
-    offset[x->argvlen[2]] = 0;
     kvrepl_peer peer;
     memset(&peer, 0, sizeof peer);
     if (c->repl_ip[0]) {
@@ -257,4 +276,51 @@ void cmd_role(cmdctx *x)
         rp_int(x->out, in.link_status[0] == 'u' || in.sync_in_progress ? (long long)in.applied : -1);
     }
     kvrepl_info_free(&in);
+}
+
+/* FAILOVER [TO host port] [TIMEOUT ms] [FORCE] | FAILOVER ABORT, with
+ * Redis 6.2's parsing and errors (failoverCommand); the switchover is
+ * kv/repl's (repl_failover.c). Writes pause from +OK until it ends. */
+void cmd_failover(cmdctx *x)
+{
+    kvrepl *r = x->env->repl;
+    char err[160];
+    if (x->argc == 2 && arg_is(x, 1, "abort")) {
+        if (kvrepl_failover_abort(r, err, sizeof err) < 0)
+            rp_error(x->out, "ERR %s", err);
+        else
+            rp_ok(x->out);
+        return;
+    }
+    long long timeout = 0, port = 0;
+    int force = 0;
+    char host[256] = "";
+    for (size_t j = 1; j < x->argc; j++) {
+        if (arg_is(x, j, "timeout") && j + 1 < x->argc && timeout == 0) {
+            if (!arg_ll(x, j + 1, &timeout)) return;
+            if (timeout <= 0) {
+                rp_error(x->out, "ERR FAILOVER timeout must be greater than 0");
+                return;
+            }
+            j++;
+        } else if (arg_is(x, j, "to") && j + 2 < x->argc && !host[0]) {
+            if (!arg_ll(x, j + 2, &port)) return;
+            if (x->argvlen[j + 1] == 0 || x->argvlen[j + 1] >= sizeof host) {
+                rp_error(x->out, "ERR FAILOVER target HOST and PORT is not a replica.");
+                return;
+            }
+            memcpy(host, x->argv[j + 1], x->argvlen[j + 1]);
+            host[x->argvlen[j + 1]] = 0;
+            j += 2;
+        } else if (arg_is(x, j, "force") && !force) {
+            force = 1;
+        } else {
+            rp_error(x->out, ERR_SYNTAX);
+            return;
+        }
+    }
+    if (kvrepl_failover_start(r, host[0] ? host : NULL, (int)port, timeout, force, err, sizeof err) < 0)
+        rp_error(x->out, "ERR %s", err);
+    else
+        rp_ok(x->out);
 }

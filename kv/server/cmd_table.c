@@ -56,6 +56,7 @@ static const kvd_cmd table[] = {
     {"wait", 3, L | CMD_NOTXN, cmd_wait, 0, 0, 0},
     {"waitaof", 4, L | CMD_NOTXN, cmd_waitaof, 0, 0, 0},
     {"role", 1, R | CMD_STALE, cmd_role, 0, 0, 0},
+    {"failover", -1, L | CMD_NOTXN, cmd_failover, 0, 0, 0},
     /* strings */
     {"get", 2, R, cmd_get, 1, 1, 1},
     {"set", -3, W, cmd_set, 1, 1, 1},

@@ -20,6 +20,7 @@
 
 #include "clock.h"
 #include "cmd.h"
+#include "gate.h"
 #include "kvd_limits.h"
 #include "kvd_log.h"
 #include "multi.h"
@@ -232,108 +233,13 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 
 /* ---- command dispatch ---- */
 
-static void reply_unknown(kvd_client *c)
-{
-    char args[512];
-    size_t used = 0;
-    args[0] = 0;
-    /* As Redis 7 (processCommand): the quoted arguments together take
-     * about 128 characters; each is cut to what is left of them. */
-    for (size_t i = 1; i < c->args.argc && used < 128; i++) {
-        size_t room = 128 - used;
-        int n = snprintf(args + used, sizeof args - used, "'%.*s' ",
-                         (int)(c->args.argvlen[i] > room ? room : c->args.argvlen[i]), (const char *)c->args.argv[i]);
-        if (n < 0) break;
-        used += (size_t)n;
-        if (used >= sizeof args) used = sizeof args - 1;
-    }
-    rp_error(&c->out, "ERR unknown command '%.*s', with args beginning with: %s",
-             (int)(c->args.argvlen[0] > 128 ? 128 : c->args.argvlen[0]), (const char *)c->args.argv[0], args);
-}
-
-static int arity_ok(const kvd_cmd *cmd, size_t argc)
-{
-    return cmd->arity > 0 ? argc == (size_t)cmd->arity : argc >= (size_t)-cmd->arity;
-}
-
-/* Would this request be sent to the writer thread (so it may be queued
- * behind the connection's other writes)? */
-static int goes_to_writer(const kvd_client *c, const kvd_cmd *cmd)
-{
-    if (!cmd || !arity_ok(cmd, c->args.argc)) return 0;
-    if (c->in_multi) return (cmd->flags & CMD_RUNS_MULTI) && !c->multi_error;
-    return (cmd->flags & CMD_WRITE) != 0;
-}
-
-/* On a replica: writes are refused (Redis's -READONLY), and with
- * replica-serve-stale-data no, reads too while the link is down. Returns
- * 1 with the error replied. */
-static int refused_on_replica(kvd_client *c, const kvd_cmd *cmd)
-{
-    if (!kvrepl_is_replica(c->env->repl) || (cmd->flags & CMD_STALE)) return 0;
-    if (cmd->flags & CMD_WRITE) {
-        rp_error(&c->out, "READONLY You can't write against a read only replica.");
-        return 1;
-    }
-    if (!__atomic_load_n(&c->env->cfg->replica_serve_stale, __ATOMIC_RELAXED) && kvrepl_link_down(c->env->repl)) {
-        rp_error(&c->out, "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.");
-        return 1;
-    }
-    return 0;
-}
-
-/* Under sync-replicas N, a write is refused before it runs while fewer
- * than N replicas are connected and streaming (Redis's reply for
- * min-replicas-to-write): it could only end in a timeout, "maybe
- * applied". A replica that goes away after the check leaves the write to
- * that timeout. */
-static int too_few_replicas(kvd_client *c)
-{
-    int n = __atomic_load_n(&c->env->cfg->sync_replicas, __ATOMIC_RELAXED);
-    return n > 0 && !kvrepl_is_replica(c->env->repl) && kvrepl_online_count(c->env->repl) < n;
-}
-
-/* Runs the parsed request in c->args. */
+/* Runs the parsed request in c->args, or queues it inside MULTI. */
 static void dispatch(kvd_client *c, const kvd_cmd *cmd)
 {
     kvd_env *env = c->env;
     counter_inc(&env->n.total_commands);
-    if (!cmd) {
-        reply_unknown(c);
-        if (c->in_multi) c->multi_error = 1;
-        return;
-    }
-    if (!arity_ok(cmd, c->args.argc)) {
-        rp_error(&c->out, "ERR wrong number of arguments for '%s' command", cmd->name);
-        if (c->in_multi) c->multi_error = 1;
-        return;
-    }
-    __atomic_store_n(&c->last_cmd, cmd->name, __ATOMIC_RELAXED);
-    if (c->nsub + c->npsub > 0 && !(cmd->flags & CMD_PUBSUB_OK)) {
-        rp_error(&c->out, "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
-                          "are allowed in this context", cmd->name);
-        return;
-    }
-    if (!c->authenticated && !(cmd->flags & CMD_NOAUTH) && kvd_password_set(env)) {
-        rp_error(&c->out, "NOAUTH Authentication required.");
-        if (c->in_multi) c->multi_error = 1;
-        return;
-    }
-    if (env->repl && (cmd->flags & (CMD_WRITE | CMD_READ)) && refused_on_replica(c, cmd)) {
-        if (c->in_multi) c->multi_error = 1;
-        return;
-    }
-    if ((cmd->flags & CMD_WRITE) && env->repl && too_few_replicas(c)) {
-        rp_error(&c->out, "NOREPLICAS Not enough good replicas to write.");
-        if (c->in_multi) c->multi_error = 1;
-        return;
-    }
+    if (gate_refuses(c, cmd)) return;
     if (c->in_multi && !(cmd->flags & CMD_NOMULTI)) {
-        if (cmd->flags & CMD_NOTXN) {
-            rp_error(&c->out, "ERR Command not allowed inside a transaction");
-            c->multi_error = 1;
-            return;
-        }
         multi_queue(c, cmd);
         return;
     }
@@ -347,6 +253,25 @@ static void dispatch(kvd_client *c, const kvd_cmd *cmd)
         cmdctx x = {env, c, c->args.argc, c->args.argv, c->args.argvlen, NULL, &c->out};
         cmd->fn(&x);
     }
+}
+
+/*
+ * FAILOVER pauses writes (kvrepl_writes_paused): a write command (or
+ * EXEC) waits in c's input until the pause ends, as under Redis's CLIENT
+ * PAUSE WRITE; reads go on. c marks itself with pub_blocked and then looks
+ * at the pause again, while the failover's end clears the pause and then
+ * looks for marked clients (reg_resume_paused), both sequentially
+ * consistent: one of the two always sees the other, so no client is left
+ * waiting. Returns 1 if c must wait.
+ */
+static int write_paused(kvd_client *c, const kvd_cmd *cmd)
+{
+    kvd_env *env = c->env;
+    if (!env->repl || !gate_goes_to_writer(c, cmd) || !kvrepl_writes_paused(env->repl)) return 0;
+    __atomic_store_n(&c->pub_blocked, 1, __ATOMIC_SEQ_CST);
+    if (kvrepl_writes_paused(env->repl)) return 1;
+    __atomic_store_n(&c->pub_blocked, 0, __ATOMIC_SEQ_CST);
+    return 0;
 }
 
 /* What CLIENT LIST shows of c, stored for other threads (registry.h). */
@@ -407,7 +332,9 @@ again:
             continue;
         }
         const kvd_cmd *cmd = kvd_cmd_lookup(c->args.argv[0], c->args.argvlen[0]);
-        if (c->pending > 0 && !goes_to_writer(c, cmd)) break; /* wait: it must see those writes */
+        if (c->pending > 0 && !gate_goes_to_writer(c, cmd)) break; /* wait: it must see those writes */
+        if (cmd) __atomic_store_n(&c->last_cmd, cmd->name, __ATOMIC_RELAXED);
+        if (write_paused(c, cmd)) break; /* the request stays in the buffer */
         dispatch(c, cmd);
         c->in_off += consumed;
     }
@@ -431,7 +358,8 @@ again:
         }
     }
     publish_state(c);
-    if (c->eof && c->pending == 0 && !c->out_paused) c->close_after_reply = 1; /* paused: requests remain */
+    if (c->eof && c->pending == 0 && !c->out_paused && !c->pub_blocked)
+        c->close_after_reply = 1; /* paused: requests remain */
     if (c->close_after_reply && c->pending == 0 && c->bev &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
         client_gone(c);
@@ -526,6 +454,9 @@ void conn_mail(kvd_io *io, kvd_mail *mails)
         kvd_client *c = m->c;
         if (!c->gone && c->bev && m->kind == MAIL_MESSAGE) {
             sb_add(&c->out, m->blob->data, m->blob->len);
+        } else if (!c->gone && m->kind == MAIL_RESUME) {
+            __atomic_store_n(&c->pub_blocked, 0, __ATOMIC_SEQ_CST);
+            process_input(c);
         } else if (!c->gone && m->kind == MAIL_KILL) {
             kvd_log(KVD_LOG_VERBOSE, "client id=%" PRIu64 " addr=%s closed by CLIENT KILL", c->id, c->addr);
             c->out.len = 0;
@@ -552,6 +483,11 @@ void conn_cron(kvd_io *w)
     for (kvd_client *c = w->clients; c; c = next) {
         next = c->next;
         if (c->gone || !c->bev) continue;
+        if (__atomic_load_n(&c->pub_blocked, __ATOMIC_SEQ_CST) && !kvrepl_writes_paused(c->env->repl)) {
+            __atomic_store_n(&c->pub_blocked, 0, __ATOMIC_SEQ_CST); /* a missed wake-up cannot last */
+            process_input(c);
+            if (c->gone) continue;
+        }
         uint64_t used = obuf_used(c);
         if (obuf_enforce(c)) continue;
         if (used > max) max = used;

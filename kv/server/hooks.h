@@ -19,7 +19,7 @@
  *   server.c listener.c bg.c info.c -> server_state.h
  *   server_state.h -> kvd_server.h, worker.h, hooks.h
  *   worker.c -> worker.h -> conn.h
- *   conn.c -> conn.h, multi.h, registry.h, cmd.h
+ *   conn.c -> conn.h, gate.h, multi.h, registry.h, cmd.h;  gate.c -> gate.h -> client.h, cmd.h
  *   conn.h -> jobs.h, client.h, hooks.h
  *   multi.c -> multi.h, jobs.h;  jobs.c -> jobs.h
  *   multi.h -> jobs.h;  jobs.h -> cmd.h, client.h

@@ -49,7 +49,8 @@ static void kvd_info_replication(kvd_server *srv, sbuf *o)
         LINE("slave%zu:ip=%s,port=%d,state=%s,offset=%" PRIu64 ",lag=%lld,fsynced=%" PRIu64 "\r\n", i, r->ip, r->port,
              r->state, r->ack, r->lag_s, r->fack);
     }
-    LINE("master_failover_state:no-failover\r\nmaster_replid:%s\r\nmaster_replid2:%s\r\n", in.replid, in.replid2);
+    LINE("master_failover_state:%s\r\nmaster_replid:%s\r\nmaster_replid2:%s\r\n", kvrepl_failover_state(srv->env.repl),
+         in.replid, in.replid2);
     LINE("master_repl_offset:%" PRIu64 "\r\n", in.offset);
     if (in.has_second)
         LINE("second_repl_offset:%" PRIu64 "\r\n", in.second_off);

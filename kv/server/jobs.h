@@ -61,6 +61,7 @@ typedef struct kvd_blob {
 typedef enum kvd_mail_kind {
     MAIL_MESSAGE, /* append blob (a pub/sub message, RESP) to its output */
     MAIL_KILL,    /* close it (CLIENT KILL): unsent replies are dropped */
+    MAIL_RESUME,  /* the write pause (FAILOVER) ended: read its requests again */
 } kvd_mail_kind;
 
 typedef struct kvd_mail {

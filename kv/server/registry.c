@@ -411,3 +411,11 @@ long long reg_kill(kvd_registry *r, const reg_filter *f, const kvd_client *calle
     pthread_mutex_unlock(&r->mu);
     return n;
 }
+
+void reg_resume_paused(kvd_registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    for (kvd_client *c = r->head; c; c = c->reg_next)
+        if (__atomic_load_n(&c->pub_blocked, __ATOMIC_SEQ_CST)) mail_post(c, MAIL_RESUME, NULL);
+    pthread_mutex_unlock(&r->mu);
+}

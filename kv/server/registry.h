@@ -106,4 +106,8 @@ void reg_info_line(kvd_registry *r, const kvd_client *c, long long now, sbuf *ou
  * the caller included. */
 long long reg_kill(kvd_registry *r, const reg_filter *f, const kvd_client *caller, int *self);
 
+/* Wakes every client waiting for the write pause to end (pub_blocked;
+ * MAIL_RESUME). Any thread. */
+void reg_resume_paused(kvd_registry *r);
+
 #endif

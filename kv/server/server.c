@@ -271,6 +271,15 @@ static int open_store(kvd_server *srv, char *err, size_t errcap)
     return 0;
 }
 
+/* FAILOVER changed the role or ended (a replication thread): the
+ * replicaof setting follows, and writes paused for it resume. */
+static void on_failover(void *arg, const char *host, int port)
+{
+    kvd_server *srv = arg;
+    kvd_note_role(&srv->env, host, port);
+    if (!kvrepl_writes_paused(srv->env.repl)) reg_resume_paused(srv->env.reg);
+}
+
 /* Replication (kv/repl/repl.h): the node's ids and role from the data
  * directory's state file, the settings, and replicaof from the
  * configuration (which wins over the file). Its threads start later. */
@@ -283,6 +292,7 @@ static int open_repl(kvd_server *srv, char *err, size_t errcap)
     srv->env.repl = kvrepl_new(srv->env.store, cfg->dir, &rs, store_log, NULL, err, errcap);
     if (!srv->env.repl) return -1;
     kvrepl_set_masterauth(srv->env.repl, cfg->masterauth);
+    kvrepl_set_failover_cb(srv->env.repl, on_failover, srv);
     if (cfg->replicaof && repl_apply_replicaof(srv, cfg->replicaof, err, errcap) < 0) return -1;
     /* A role the state file kept (a REPLICAOF before the restart) shows in
      * the replicaof setting too, which follows the live role from here on
