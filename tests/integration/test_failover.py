@@ -94,10 +94,10 @@ class TestFailover(KvdTestCase):
             self.assertTrue(wait_until(lambda: len(led.acked) > 300, 10), diag())
             self.switch(a, ca, b, cb)
             n1 = len(led.acked)
-            self.assertTrue(wait_until(lambda: len(led.acked) > n1 + 300, 10), diag())
+            self.assertTrue(wait_until(lambda: len(led.acked) > n1 + 300, 20), diag())
             self.switch(b, cb, a, ca)
             n2 = len(led.acked)
-            self.assertTrue(wait_until(lambda: len(led.acked) > n2 + 300, 10), diag())
+            self.assertTrue(wait_until(lambda: len(led.acked) > n2 + 300, 20), diag())
         self.assertGreater(len(led.acked), 900)
         # Every acknowledged write is on the final primary and its replica.
         self.check_ledger(led, ca)
@@ -175,13 +175,17 @@ class TestFailover(KvdTestCase):
         a, (b,), ca, (cb,) = self.cluster()
         os.kill(b.proc.pid, signal.SIGSTOP)
         try:
+            ca.set("x", "1")  # b cannot acknowledge it: only FORCE switches
             self.assertTrue(ca.execute_command("FAILOVER", "TO", "127.0.0.1", b.port, "TIMEOUT", 300, "FORCE"))
+            self.assertEqual("waiting-for-sync", state(ca))
             self.assertTrue(wait_until(lambda: state(ca) == "failover-in-progress", 10))
             self.assertEqual("slave", role(ca))
         finally:
             os.kill(b.proc.pid, signal.SIGCONT)
         # The target wakes up, gets PSYNC ... FAILOVER and takes over.
-        self.assertTrue(wait_until(lambda: role(cb) == "master" and state(ca) == "no-failover", 15))
+        self.assertTrue(wait_until(lambda: role(cb) == "master" and state(ca) == "no-failover", 15),
+                        "%s\n%s" % (a.read_log()[-2000:], b.read_log()[-2000:]))
+        self.assertEqual(b"1", cb.get("x"))  # b got it from the stream before taking over
         cb.set("y", "2")
         self.assertTrue(wait_until(lambda: ca.get("y") == b"2", 10))
 
