@@ -5,15 +5,29 @@ cross threads). Expected replies are Redis 7.0.15's, byte for byte where
 a raw socket is used (captured from redis-server 7.0.15 with the same
 requests).
 """
+import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import unittest
 
 import redis
 
-from kvdtest import (KvdTestCase, RespError, RespReader, SharedKvdTestCase, cmd, wait_until)
+from kvdtest import (KvdServer, KvdTestCase, RespError, RespReader, SharedKvdTestCase, cmd, kvd_bin, wait_until)
+
+
+class ConfKvd(KvdServer):
+    """A KvdServer started as `kvd CONFIG-FILE --bind ... --port ...`."""
+
+    def __init__(self, conf, extra=(), **kw):
+        super().__init__(extra, **kw)
+        self.conf = conf
+
+    def argv(self, port=None):
+        return [kvd_bin(), self.conf] + super().argv(port)[1:]
 
 SUB_MODE_ERR = ("ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
                 "are allowed in this context")
@@ -384,7 +398,16 @@ class TestSentinelTransaction(KvdTestCase):
 
     def test_promote_a_replica_in_one_transaction(self):
         primary = self.start_server(["--io-threads", "2"])
-        replica = self.start_server(["--io-threads", "2", "--replicaof", "127.0.0.1 %d" % primary.port])
+        # The replica runs from a config file naming its primary, so that
+        # CONFIG REWRITE has a file to rewrite.
+        confdir = tempfile.mkdtemp(prefix="kvdconf-")
+        self.addCleanup(shutil.rmtree, confdir, True)
+        conf = os.path.join(confdir, "kvd.conf")
+        with open(conf, "w") as f:
+            f.write("# a replica\nio-threads 2\nreplicaof 127.0.0.1 %d\n" % primary.port)
+        replica = ConfKvd(conf)
+        self._servers.append(replica)
+        replica.start()
         rp = self.client(primary)
         rr = self.client(replica)
         rp.set("k", "v")
@@ -402,7 +425,12 @@ class TestSentinelTransaction(KvdTestCase):
         self.assertEqual(["OK"] + ["QUEUED"] * 4, replies[:5])
         ex = replies[5]
         self.assertEqual(4, len(ex))
-        self.assertEqual("OK", ex[0])
+        self.assertEqual(["OK", "OK"], ex[:2])
+        with open(conf) as f:
+            text = f.read()
+        # The role survives a restart: the replicaof line is gone.
+        self.assertTrue(text.startswith("# a replica\nio-threads 2\n"), text)
+        self.assertNotIn("replicaof", text)
         # rr (redis-py) and `normal` are normal clients; the caller is skipped.
         self.assertEqual(2, ex[2])
         self.assertEqual(1, ex[3])
@@ -416,7 +444,9 @@ class TestSentinelTransaction(KvdTestCase):
         replies = [s.call(*c) for c in (("MULTI",), ("SLAVEOF", "127.0.0.1", str(primary.port)),
                                           ("CONFIG", "REWRITE"), ("CLIENT", "KILL", "TYPE", "normal"),
                                           ("CLIENT", "KILL", "TYPE", "pubsub"), ("EXEC",))]
-        self.assertEqual("OK", replies[5][0])
+        self.assertEqual(["OK", "OK"], replies[5][:2])
+        with open(conf) as f:
+            self.assertIn("\nreplicaof 127.0.0.1 %d\n" % primary.port, f.read())
         rr2 = self.client(replica)
         self.assertTrue(wait_until(lambda: rr2.info("replication").get("master_link_status") == "up", 10))
         self.assertEqual(b"slave", s.call("ROLE")[0])
