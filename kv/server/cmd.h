@@ -188,6 +188,9 @@ int arg_ll(cmdctx *x, size_t i, long long *v);
 /* 1 if argument i is `word` (ASCII, case-insensitive). */
 int arg_is(cmdctx *x, size_t i, const char *word);
 
+/* A HELP reply (Redis's addReplyHelp): an array of the n lines as status
+ * replies. */
+void rp_help(sbuf *b, const char *const *lines, size_t n);
 /* The error reply for a failed read (IOERR; corruption names kvfsck). */
 void rp_io_error(sbuf *b, kv_status st);
 /* The error reply for a put refused inside a transaction (size limits,

@@ -200,9 +200,7 @@ static void client_help(cmdctx *x)
         "HELP",
         "    Prints this help.",
     };
-    size_t n = sizeof lines / sizeof lines[0];
-    rp_array(x->out, (long long)n);
-    for (size_t i = 0; i < n; i++) rp_status(x->out, lines[i]);
+    rp_help(x->out, lines, sizeof lines / sizeof lines[0]);
 }
 
 static void client_setname(cmdctx *x)

@@ -150,3 +150,9 @@ int expire_option(cmdctx *x, size_t i)
 }
 
 /* SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] */
+
+void rp_help(sbuf *b, const char *const *lines, size_t n)
+{
+    rp_array(b, (long long)n);
+    for (size_t i = 0; i < n; i++) rp_status(b, lines[i]);
+}

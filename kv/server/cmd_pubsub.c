@@ -117,9 +117,7 @@ static void pubsub_help(cmdctx *x)
         "HELP",
         "    Prints this help.",
     };
-    size_t n = sizeof lines / sizeof lines[0];
-    rp_array(x->out, (long long)n);
-    for (size_t i = 0; i < n; i++) rp_status(x->out, lines[i]);
+    rp_help(x->out, lines, sizeof lines / sizeof lines[0]);
 }
 
 /* PUBSUB CHANNELS [pattern] | NUMSUB [channel...] | NUMPAT | HELP, and the
