@@ -109,8 +109,13 @@ static void end_failover(kvrepl *r, const char *why)
     char host[sizeof r->st.master_host];
     memcpy(host, r->st.master_host, sizeof host);
     int port = r->st.master_port;
+    char target[sizeof r->fo_host + 16];
+    if (r->fo_host[0])
+        snprintf(target, sizeof target, "%s:%d", r->fo_host, r->fo_port);
+    else
+        snprintf(target, sizeof target, "any replica");
     pthread_mutex_unlock(&r->mu);
-    if (why) rlog(r, KV_LOG_WARN, "FAILOVER aborted: %s.", why);
+    if (why) rlog(r, KV_LOG_WARN, "FAILOVER to %s aborted: %s", target, why);
     if (cb) cb(arg, host[0] ? host : NULL, port);
 }
 
@@ -140,13 +145,16 @@ int kvrepl_failover_abort(kvrepl *r, char *err, size_t errcap)
 
 /* Step 2: become a replica of host:port; the next handshake carries
  * FAILOVER. */
-static void switch_to(kvrepl *r, const char *host, int port)
+static void switch_to(kvrepl *r, const char *host, int port, int forced)
 {
     pthread_mutex_lock(&r->mu);
     r->fo_psync = 1;
     __atomic_store_n(&r->fo_state, FO_IN_PROGRESS, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&r->mu);
-    rlog(r, KV_LOG_INFO, "Failover target %s:%d is synced, failing over.", host, port);
+    if (forced)
+        rlog(r, KV_LOG_WARN, "FAILOVER to %s:%d time out exceeded, failing over.", host, port);
+    else
+        rlog(r, KV_LOG_INFO, "Failover target %s:%d is synced, failing over.", host, port);
     int already;
     char err[128];
     if (kvrepl_replicaof(r, host, port, &already, err, sizeof err) < 0) {
@@ -186,7 +194,7 @@ void failover_tick(kvrepl *r, long long now)
     }
     pthread_mutex_unlock(&r->mu);
     if (found || (timed_out && force))
-        switch_to(r, host, port);
+        switch_to(r, host, port, !found);
     else if (timed_out)
         end_failover(r, "Replica never caught up before timeout");
 }

@@ -77,11 +77,13 @@ static void client_list(cmdctx *x)
             return;
         }
         for (size_t i = 3; i < x->argc; i++) {
-            if (parse_id(x, i, &ids[i - 3]) < 0) {
+            long long v; /* Redis 7.0: any integer; 0 and below match no client */
+            if (!str2ll(x->argv[i], x->argvlen[i], &v)) {
                 rp_error(x->out, "ERR Invalid client ID");
                 free(ids);
                 return;
             }
+            ids[i - 3] = v > 0 ? (uint64_t)v : 0;
         }
         f.ids = ids;
         f.nids = x->argc - 3;

@@ -32,9 +32,8 @@ void kvd_note_role(kvd_env *env, const char *host, int port)
     if (r < 0) kvd_log(KVD_LOG_WARNING, "replicaof setting not updated: %s", err);
 }
 
-/* REPLICAOF host port | REPLICAOF NO ONE (also SLAVEOF). Runs on an I/O
- * thread, or inside EXEC on the writer thread: kvrepl_replicaof never
- * waits for the writer. */
+/* REPLICAOF host port | REPLICAOF NO ONE (also SLAVEOF). Runs on the
+ * client's I/O thread (inside MULTI: after the transaction, multi.c). */
 void cmd_replicaof(cmdctx *x)
 {
     kvrepl *r = x->env->repl;

@@ -268,6 +268,11 @@ static int write_paused(kvd_client *c, const kvd_cmd *cmd)
 {
     kvd_env *env = c->env;
     if (!env->repl || !gate_goes_to_writer(c, cmd) || !kvrepl_writes_paused(env->repl)) return 0;
+    if (c->in_multi) { /* EXEC waits only if it writes (Sentinel's transaction does not) */
+        const kvd_job *q = c->mq;
+        while (q && !(q->cmd->flags & CMD_WRITE)) q = q->next;
+        if (!q) return 0;
+    }
     __atomic_store_n(&c->pub_blocked, 1, __ATOMIC_SEQ_CST);
     if (kvrepl_writes_paused(env->repl)) return 1;
     __atomic_store_n(&c->pub_blocked, 0, __ATOMIC_SEQ_CST);

@@ -1,6 +1,8 @@
 /*
  * gate — the checks a parsed request passes before it runs (gate.h), in
- * Redis 7's order (src/server.c, processCommand).
+ * the order of Redis 7.0's processCommand (src/server.c): unknown
+ * command, arity, AUTH, refused inside MULTI, min-replicas, read-only
+ * replica, subscriber mode, stale replica.
  */
 #include "gate.h"
 
@@ -41,21 +43,18 @@ int gate_goes_to_writer(const kvd_client *c, const kvd_cmd *cmd)
     return (cmd->flags & CMD_WRITE) != 0;
 }
 
-/* On a replica: writes are refused (Redis's -READONLY), and with
- * replica-serve-stale-data no, reads too while the link is down. Returns
- * 1 with the error replied. */
-static int refused_on_replica(kvd_client *c, const kvd_cmd *cmd)
+/* A replica refuses writes (Redis's -READONLY). */
+static int replica_readonly(kvd_client *c, const kvd_cmd *cmd)
 {
-    if (!kvrepl_is_replica(c->env->repl) || (cmd->flags & CMD_STALE)) return 0;
-    if (cmd->flags & CMD_WRITE) {
-        rp_error(&c->out, "READONLY You can't write against a read only replica.");
-        return 1;
-    }
-    if (!__atomic_load_n(&c->env->cfg->replica_serve_stale, __ATOMIC_RELAXED) && kvrepl_link_down(c->env->repl)) {
-        rp_error(&c->out, "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.");
-        return 1;
-    }
-    return 0;
+    return (cmd->flags & CMD_WRITE) && !(cmd->flags & CMD_STALE) && kvrepl_is_replica(c->env->repl);
+}
+
+/* With replica-serve-stale-data no, a replica whose link is down refuses
+ * reads too. */
+static int replica_stale(kvd_client *c, const kvd_cmd *cmd)
+{
+    return (cmd->flags & CMD_READ) && !(cmd->flags & CMD_STALE) &&
+           !__atomic_load_n(&c->env->cfg->replica_serve_stale, __ATOMIC_RELAXED) && kvrepl_link_down(c->env->repl);
 }
 
 /* Under sync-replicas N, a write is refused before it runs while fewer
@@ -79,15 +78,17 @@ int gate_refuses(kvd_client *c, const kvd_cmd *cmd)
         rp_error(&c->out, "ERR wrong number of arguments for '%s' command", cmd->name);
     } else if (!c->authenticated && !(cmd->flags & CMD_NOAUTH) && kvd_password_set(env)) {
         rp_error(&c->out, "NOAUTH Authentication required.");
+    } else if (c->in_multi && !(cmd->flags & CMD_NOMULTI) && (cmd->flags & CMD_NOTXN)) {
+        rp_error(&c->out, "ERR Command not allowed inside a transaction");
     } else if ((cmd->flags & CMD_WRITE) && env->repl && too_few_replicas(c)) {
         rp_error(&c->out, "NOREPLICAS Not enough good replicas to write.");
-    } else if (env->repl && (cmd->flags & (CMD_WRITE | CMD_READ)) && refused_on_replica(c, cmd)) {
-        /* replied */
+    } else if (env->repl && replica_readonly(c, cmd)) {
+        rp_error(&c->out, "READONLY You can't write against a read only replica.");
     } else if (c->nsub + c->npsub > 0 && !(cmd->flags & CMD_PUBSUB_OK)) {
         rp_error(&c->out, "ERR Can't execute '%s': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET "
                           "are allowed in this context", cmd->name);
-    } else if (c->in_multi && !(cmd->flags & CMD_NOMULTI) && (cmd->flags & CMD_NOTXN)) {
-        rp_error(&c->out, "ERR Command not allowed inside a transaction");
+    } else if (env->repl && replica_stale(c, cmd)) {
+        rp_error(&c->out, "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.");
     } else {
         refused = 0;
     }

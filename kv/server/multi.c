@@ -119,12 +119,16 @@ static void exec_here(kvd_client *c)
 
 void multi_exec_reply(kvd_client *c, kvd_job *j)
 {
-    if (j->st != KV_OK || j->sync_short || j->aborted) {
+    if (j->st != KV_OK || j->aborted) {
         if (!c->gone) job_reply(c, j);
         return;
     }
+    /* Under sync-replicas, a timeout leaves the writes applied: the rest
+     * of the transaction runs too, and the reply is the error that says
+     * so (job_reply). */
     sbuf scratch = {0};
-    sbuf *out = c->gone ? &scratch : &c->out;
+    sbuf *out = c->gone || j->sync_short ? &scratch : &c->out;
+    if (j->sync_short && !c->gone) job_reply(c, j);
     size_t off = 0;
     for (kvd_job *q = j->mq; q; q = q->next) {
         if (!(q->cmd->flags & CMD_CONN)) continue;

@@ -29,7 +29,9 @@ void multi_queue(kvd_client *c, const kvd_cmd *cmd);
 /* The reply of finished EXEC job j with queued CMD_CONN commands
  * (j->ndefer > 0): runs them now, on c's I/O thread, in their order, and
  * appends the whole array to c->out with each reply in its place. A
- * transaction that failed or was aborted runs none of them. Runs them
+ * transaction that failed or was aborted runs none of them; one whose
+ * writes are applied but not fsynced by enough replicas in time
+ * (sync-replicas) runs them, and its reply is that error. Runs them
  * even for a client whose connection is gone (the reply is dropped). */
 void multi_exec_reply(kvd_client *c, kvd_job *j);
 

@@ -354,9 +354,10 @@ static int filter_match(const reg_filter *f, const kvd_client *c)
 }
 
 /* One line in Redis 7.0's CLIENT LIST format (networking.c,
- * catClientInfoString). Fields kvd has no counterpart for (db, ssub,
- * argv-mem, the reply-list figures) carry Redis's values for an idle
- * client; qbuf, omem and tot-mem are kvd's own. Lock held. */
+ * catClientInfoString), every field in Redis's order. Fields kvd has no
+ * counterpart for (db, ssub, qbuf-free, argv-mem, multi-mem, rbs, rbp,
+ * obl, oll, events, user, redir, resp) are fixed values; qbuf, omem and
+ * tot-mem are kvd's own figures. Lock held. */
 static void do_line(const kvd_client *c, long long now, sbuf *out)
 {
     long long last = __atomic_load_n(&c->last_ms, __ATOMIC_RELAXED);

@@ -143,6 +143,12 @@ class TestFailover(KvdTestCase):
             self.assertEqual(b"1", ca.get("before"))  # reads go on
             flags = [line for line in ca.execute_command("CLIENT", "LIST").decode().splitlines() if "cmd=set" in line]
             self.assertTrue(any("flags=b" in line for line in flags), flags)
+            # A transaction of connection commands only (Sentinel's shape)
+            # does not wait; one that writes does.
+            w2 = self.client(a)
+            p = w2.pipeline(transaction=True)
+            p.client_setname("during-pause").ping()
+            self.assertEqual([True, True], p.execute())
             with self.assertRaisesRegex(redis.ResponseError, "FAILOVER already in progress."):
                 ca.execute_command("FAILOVER")
             with self.assertRaisesRegex(redis.ResponseError, "REPLICAOF not allowed while failing over."):
@@ -151,7 +157,7 @@ class TestFailover(KvdTestCase):
             t.join(10)
             self.assertEqual([True], done)
             self.assertEqual(("master", "no-failover"), (role(ca), state(ca)))
-            self.assertIn("FAILOVER aborted: Failover manually aborted.", a.read_log())
+            self.assertIn("FAILOVER to 127.0.0.1:%d aborted: Failover manually aborted" % b.port, a.read_log())
         finally:
             os.kill(b.proc.pid, signal.SIGCONT)
         self.assertTrue(wait_until(lambda: cb.get("during") == b"1", 10))

@@ -272,6 +272,24 @@ class TestPubSub(SharedKvdTestCase):
             KvdServerOnce.stop(replica, self)
 
 
+class TestGateOrder(KvdTestCase):
+    def test_subscriber_mode_is_checked_before_stale_data(self):
+        # A replica of a primary that is not there, refusing stale reads.
+        srv = self.start_server(["--replicaof", "127.0.0.1 1", "--replica-serve-stale-data", "no"])
+        c = Conn(srv)
+        try:
+            self.assertTrue(c.call("GET", "k").startswith("MASTERDOWN "))
+            self.assertTrue(c.call("SET", "k", "v").startswith("READONLY "))
+            c.call("SUBSCRIBE", "x")
+            # As Redis 7.0 (processCommand): read-only first, then
+            # subscriber mode, then stale data.
+            self.assertTrue(c.call("SET", "k", "v").startswith("READONLY "))
+            self.assertEqual(RespError(SUB_MODE_ERR), c.call("GET", "k"))
+            self.assertEqual([b"pong", b""], c.call("PING"))
+        finally:
+            c.close()
+
+
 class KvdServerOnce:
     """A second kvd inside a shared-server test, always stopped and checked."""
 
